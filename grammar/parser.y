@@ -1,0 +1,321 @@
+/* parser.y: pure Bison parser for .blo.  Builds the AST in the parse arena;
+ * syntax errors go to the parse state's callback and the parser recovers at
+ * the next statement boundary, so one run reports several errors. */
+%require "3.0"
+%define api.pure full
+%define api.prefix {blo_yy}
+%define parse.error verbose
+%locations
+%lex-param   { void *scanner }
+%parse-param { void *scanner } { parse_state *ps }
+
+%code requires {
+#include "parse.h"
+}
+
+%union {
+  double num;
+  const char *str;
+  ast_node *node;
+  ast_list list;
+}
+
+%code {
+#include <stdio.h>
+#include <string.h>
+#include "lexer.h"
+
+static ast_loc mkloc(const BLO_YYLTYPE *l) {
+  ast_loc r = {l->first_line, l->first_column, l->last_line, l->last_column};
+  return r;
+}
+#define NEW(k, l) ast_new(ps->arena, (k), mkloc(&(l)))
+#define PUSH(list, n) ast_list_push(ps->arena, &(list), (n))
+
+static ast_node *mk_bin(parse_state *ps, int op, ast_node *a, ast_node *b, BLO_YYLTYPE l) {
+  ast_node *n = NEW(N_BINARY, l);
+  if (n) { n->op = op; n->a = a; n->b = b; }
+  return n;
+}
+static ast_node *mk1(parse_state *ps, ast_kind k, ast_node *a, BLO_YYLTYPE l) {
+  ast_node *n = NEW(k, l);
+  if (n) n->a = a;
+  return n;
+}
+static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg);
+}
+
+%token <num> NUM
+%token <str> STR NAME BADCHAR
+%token LET FN IF ELSE FOR IN WHILE BREAK CONTINUE RETURN PRINT PROBLEM OUTER INNER
+%token MINIMIZE MAXIMIZE EVERY SOLVE WITH TRUE_ FALSE_ AND OR EQ NE LE GE DOTDOT
+%token NEWLINE LBRACE_REC BADSTR
+
+%type <node> stmt simple_stmt block if_stmt expr postfix primary arg index_arg
+%type <node> pitem opt_shape opt_box record
+%type <list> stmts args arglist exprs params pitems fields index_args
+
+%left OR
+%left AND
+%nonassoc EQ NE '<' '>' LE GE
+%nonassoc DOTDOT
+%left '+' '-'
+%left '*' '/' '%' '@'
+%precedence UNARY
+%right '^'
+
+%start program
+
+%%
+
+program
+  : stmts            { ps->root = NEW(N_BLOCK, @$); if (ps->root) ast_set_kids(ps->root, &$1); }
+  ;
+
+/* A statement list: statements separated by newlines or ';'. */
+/* Every statement ends with a separator: the scanner supplies a newline
+ * before a closing '}' and at the end of input, so the last one may omit it. */
+stmts
+  : %empty                { memset(&$$, 0, sizeof $$); }
+  | stmts sep             { $$ = $1; }
+  | stmts stmt sep        { $$ = $1; if ($2) PUSH($$, $2); }
+  | stmts error sep       { $$ = $1; yyerrok; }
+  ;
+
+sep : NEWLINE | ';' ;
+
+stmt
+  : simple_stmt
+  | if_stmt
+  | WHILE expr block                 { $$ = NEW(N_WHILE, @$); if ($$) { $$->a = $2; $$->b = $3; } }
+  | FOR NAME IN expr block           { $$ = NEW(N_FOR, @$); if ($$) { $$->name = $2; $$->a = $4; $$->b = $5; } }
+  | FN NAME '(' params ')' '=' expr  { $$ = NEW(N_FNDEF, @$); if ($$) { $$->name = $2; ast_set_kids($$, &$4); $$->a = $7; } }
+  | FN NAME '(' params ')' block     { $$ = NEW(N_FNDEF, @$); if ($$) { $$->name = $2; ast_set_kids($$, &$4); $$->a = $6; $$->is_block = 1; } }
+  | PROBLEM NAME '{' pitems '}'      { $$ = NEW(N_PROBLEM, @$); if ($$) { $$->name = $2; ast_set_kids($$, &$4); } }
+  ;
+
+simple_stmt
+  : LET NAME '=' expr      { $$ = NEW(N_LET, @$); if ($$) { $$->name = $2; $$->a = $4; } }
+  | postfix '=' expr       {
+                             $$ = NEW(N_ASSIGN, @$);
+                             if ($$) { $$->a = $1; $$->b = $3; }
+                             if ($1 && $1->kind != N_NAME && $1->kind != N_INDEX && $1->kind != N_GETFIELD)
+                               blo_yyerror(&@1, scanner, ps, "cannot assign to this expression");
+                           }
+  | PRINT exprs            { $$ = NEW(N_PRINT, @$); if ($$) ast_set_kids($$, &$2); }
+  | PRINT                  { $$ = NEW(N_PRINT, @$); }
+  | BREAK                  { $$ = NEW(N_BREAK, @$); }
+  | CONTINUE               { $$ = NEW(N_CONTINUE, @$); }
+  | RETURN expr            { $$ = mk1(ps, N_RETURN, $2, @$); }
+  | RETURN                 { $$ = mk1(ps, N_RETURN, NULL, @$); }
+  | expr                   { $$ = mk1(ps, N_EXPR, $1, @$); }
+  ;
+
+if_stmt
+  : IF expr block                 { $$ = NEW(N_IF, @$); if ($$) { $$->a = $2; $$->b = $3; } }
+  | IF expr block ELSE block      { $$ = NEW(N_IF, @$); if ($$) { $$->a = $2; $$->b = $3; $$->c = $5; } }
+  | IF expr block ELSE if_stmt    { $$ = NEW(N_IF, @$); if ($$) { $$->a = $2; $$->b = $3; $$->c = $5; } }
+  ;
+
+block
+  : '{' stmts '}'    { $$ = NEW(N_BLOCK, @$); if ($$) ast_set_kids($$, &$2); }
+  ;
+
+params
+  : %empty               { memset(&$$, 0, sizeof $$); }
+  | NAME                 { memset(&$$, 0, sizeof $$); ast_node *n = NEW(N_NAME, @1); if (n) { n->name = $1; PUSH($$, n); } }
+  | params ',' NAME      { $$ = $1; ast_node *n = NEW(N_NAME, @3); if (n) { n->name = $3; PUSH($$, n); } }
+  ;
+
+/* problem body */
+pitems
+  : %empty                { memset(&$$, 0, sizeof $$); }
+  | pitems sep            { $$ = $1; }
+  | pitems pitem sep      { $$ = $1; if ($2) PUSH($$, $2); }
+  | pitems error sep      { $$ = $1; yyerrok; }
+  ;
+
+pitem
+  : OUTER NAME opt_shape '=' expr opt_box { $$ = NEW(N_VARDECL, @$); if ($$) { $$->op = 0; $$->name = $2; $$->a = $3; $$->b = $5; $$->c = $6; } }
+  | INNER NAME opt_shape '=' expr opt_box { $$ = NEW(N_VARDECL, @$); if ($$) { $$->op = 1; $$->name = $2; $$->a = $3; $$->b = $5; $$->c = $6; } }
+  | INNER MINIMIZE expr   { $$ = NEW(N_OBJECTIVE, @$); if ($$) { $$->op = 1; $$->a = $3; } }
+  | OUTER MINIMIZE expr   { $$ = NEW(N_OBJECTIVE, @$); if ($$) { $$->op = 0; $$->a = $3; } }
+  | INNER MAXIMIZE expr   { $$ = NEW(N_OBJECTIVE, @$); if ($$) { $$->op = 1; $$->is_block = 1; $$->a = $3; } }
+  | OUTER MAXIMIZE expr   { $$ = NEW(N_OBJECTIVE, @$); if ($$) { $$->op = 0; $$->is_block = 1; $$->a = $3; } }
+  | EVERY OUTER LET NAME '=' expr { $$ = NEW(N_EVERY, @$); if ($$) { $$->op = 0; $$->name = $4; $$->a = $6; } }
+  | EVERY INNER LET NAME '=' expr { $$ = NEW(N_EVERY, @$); if ($$) { $$->op = 1; $$->name = $4; $$->a = $6; } }
+  | LET NAME '=' expr     { $$ = NEW(N_EVERY, @$); if ($$) { $$->op = 2; $$->name = $2; $$->a = $4; } }
+  ;
+
+opt_shape
+  : %empty        { $$ = NULL; }
+  | ':' postfix   { $$ = $2; }
+  ;
+
+opt_box
+  : %empty        { $$ = NULL; }
+  | IN postfix    { $$ = $2; }
+  ;
+
+exprs
+  : expr               { memset(&$$, 0, sizeof $$); PUSH($$, $1); }
+  | exprs ',' expr     { $$ = $1; PUSH($$, $3); }
+  ;
+
+expr
+  : expr OR expr       { $$ = NEW(N_OR, @$); if ($$) { $$->a = $1; $$->b = $3; } }
+  | expr AND expr      { $$ = NEW(N_AND, @$); if ($$) { $$->a = $1; $$->b = $3; } }
+  | expr EQ expr       { $$ = mk_bin(ps, OP_EQ, $1, $3, @2); }
+  | expr NE expr       { $$ = mk_bin(ps, OP_NE, $1, $3, @2); }
+  | expr '<' expr      { $$ = mk_bin(ps, OP_LT, $1, $3, @2); }
+  | expr '>' expr      { $$ = mk_bin(ps, OP_GT, $1, $3, @2); }
+  | expr LE expr       { $$ = mk_bin(ps, OP_LE, $1, $3, @2); }
+  | expr GE expr       { $$ = mk_bin(ps, OP_GE, $1, $3, @2); }
+  | expr DOTDOT expr   { $$ = NEW(N_RANGE, @$); if ($$) { $$->a = $1; $$->b = $3; } }
+  | expr '+' expr      { $$ = mk_bin(ps, OP_ADD, $1, $3, @2); }
+  | expr '-' expr      { $$ = mk_bin(ps, OP_SUB, $1, $3, @2); }
+  | expr '*' expr      { $$ = mk_bin(ps, OP_MUL, $1, $3, @2); }
+  | expr '/' expr      { $$ = mk_bin(ps, OP_DIV, $1, $3, @2); }
+  | expr '%' expr      { $$ = mk_bin(ps, OP_MOD, $1, $3, @2); }
+  | expr '@' expr      { $$ = mk_bin(ps, OP_MATMUL, $1, $3, @2); }
+  | expr '^' expr      { $$ = mk_bin(ps, OP_POW, $1, $3, @2); }
+  | '-' expr %prec UNARY { $$ = NEW(N_UNARY, @$); if ($$) { $$->op = OP_NEG; $$->a = $2; } }
+  | '+' expr %prec UNARY { $$ = $2; }
+  | '!' expr %prec UNARY { $$ = NEW(N_UNARY, @$); if ($$) { $$->op = OP_NOT; $$->a = $2; } }
+  | SOLVE NAME           { $$ = NEW(N_SOLVE, @$); if ($$) $$->name = $2; }
+  | SOLVE NAME WITH postfix { $$ = NEW(N_SOLVE, @$); if ($$) { $$->name = $2; $$->a = $4; } }
+  | postfix
+  ;
+
+postfix
+  : primary
+  | postfix '(' args ')'         { $$ = NEW(N_CALL, @$); if ($$) { $$->a = $1; ast_set_kids($$, &$3); } }
+  | postfix '[' index_args ']'   { $$ = NEW(N_INDEX, @$); if ($$) { $$->a = $1; ast_set_kids($$, &$3); } }
+  | postfix '.' NAME             { $$ = NEW(N_GETFIELD, @$); if ($$) { $$->a = $1; $$->name = $3; } }
+  | postfix '\''                 { $$ = mk1(ps, N_TRANSPOSE, $1, @$); }
+  ;
+
+primary
+  : NUM                  { $$ = NEW(N_NUM, @$); if ($$) $$->num = $1; }
+  | TRUE_                { $$ = NEW(N_NUM, @$); if ($$) $$->num = 1; }
+  | FALSE_               { $$ = NEW(N_NUM, @$); if ($$) $$->num = 0; }
+  | STR                  { $$ = NEW(N_STR, @$); if ($$) $$->name = $1; }
+  | NAME                 { $$ = NEW(N_NAME, @$); if ($$) $$->name = $1; }
+  | '(' expr ')'         { $$ = $2; }
+  | '[' ']'              { $$ = NEW(N_LIST, @$); }
+  | '[' exprs ']'        { $$ = NEW(N_LIST, @$); if ($$) ast_set_kids($$, &$2); }
+  | '[' exprs ',' ']'    { $$ = NEW(N_LIST, @$); if ($$) ast_set_kids($$, &$2); }
+  | record
+  ;
+
+record
+  : LBRACE_REC '}'          { $$ = NEW(N_RECORD, @$); }
+  | LBRACE_REC fields '}'   { $$ = NEW(N_RECORD, @$); if ($$) ast_set_kids($$, &$2); }
+  | LBRACE_REC fields ',' '}' { $$ = NEW(N_RECORD, @$); if ($$) ast_set_kids($$, &$2); }
+  ;
+
+fields
+  : NAME '=' expr             { memset(&$$, 0, sizeof $$); ast_node *f = NEW(N_FIELD, @$); if (f) { f->name = $1; f->a = $3; PUSH($$, f); } }
+  | fields ',' NAME '=' expr  { $$ = $1; ast_node *f = NEW(N_FIELD, @3); if (f) { f->name = $3; f->a = $5; PUSH($$, f); } }
+  ;
+
+args
+  : %empty                { memset(&$$, 0, sizeof $$); }
+  | arglist               { $$ = $1; }
+  | arglist ','           { $$ = $1; }
+  ;
+
+arglist
+  : arg                   { memset(&$$, 0, sizeof $$); PUSH($$, $1); }
+  | arglist ',' arg       { $$ = $1; PUSH($$, $3); }
+  ;
+
+arg
+  : expr                  { $$ = $1; }
+  | NAME '=' expr         { $$ = NEW(N_FIELD, @$); if ($$) { $$->name = $1; $$->a = $3; } }
+  ;
+
+index_args
+  : index_arg                  { memset(&$$, 0, sizeof $$); PUSH($$, $1); }
+  | index_args ',' index_arg   { $$ = $1; PUSH($$, $3); }
+  ;
+
+index_arg
+  : expr                  { $$ = $1; }
+  | ':'                   { $$ = NEW(N_SLICE, @$); }
+  | expr ':'              { $$ = NEW(N_SLICE, @$); if ($$) $$->a = $1; }
+  | ':' expr              { $$ = NEW(N_SLICE, @$); if ($$) $$->b = $2; }
+  | expr ':' expr         { $$ = NEW(N_SLICE, @$); if ($$) { $$->a = $1; $$->b = $3; } }
+  ;
+
+%%
+
+static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg) {
+  (void)scanner;
+  ps->nerrors++;
+  /* Bison's token names are internal; say what the user typed instead. */
+  char buf[512];
+  if (strncmp(msg, "syntax error", 12) != 0) {
+    if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, l->first_line, l->first_column, msg);
+    return;
+  }
+  const char *m = msg + 12;
+  if (strncmp(m, ", ", 2) == 0) m += 2;
+  snprintf(buf, sizeof buf, "syntax error%s%s", *m ? ": " : "", m);
+  static const struct { const char *from, *to; } names[] = {
+    {"NEWLINE", "end of line"}, {"$end", "end of input"}, {"end of file", "end of input"},
+    {"NUM", "number"}, {"STR", "string"}, {"NAME", "name"}, {"LBRACE_REC", "'{'"},
+    {"DOTDOT", "'..'"}, {"EQ", "'=='"}, {"NE", "'!='"}, {"LE", "'<='"}, {"GE", "'>='"},
+    {"AND", "'&&'"}, {"OR", "'||'"}, {"TRUE_", "'true'"}, {"FALSE_", "'false'"},
+    {"BADCHAR", "invalid character"}, {"BADSTR", "unterminated string"},
+    {"LET", "'let'"}, {"FN", "'fn'"}, {"IF", "'if'"}, {"ELSE", "'else'"}, {"FOR", "'for'"},
+    {"IN", "'in'"}, {"WHILE", "'while'"}, {"BREAK", "'break'"}, {"CONTINUE", "'continue'"},
+    {"RETURN", "'return'"}, {"PRINT", "'print'"}, {"PROBLEM", "'problem'"},
+    {"OUTER", "'outer'"}, {"INNER", "'inner'"}, {"MINIMIZE", "'minimize'"},
+    {"MAXIMIZE", "'maximize'"}, {"EVERY", "'every'"}, {"SOLVE", "'solve'"}, {"WITH", "'with'"},
+  };
+  char out[512];
+  size_t o = 0;
+  for (const char *p = buf; *p && o + 1 < sizeof out;) {
+    int done = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+      size_t n = strlen(names[i].from);
+      if (strncmp(p, names[i].from, n) == 0 && !(p[n] >= 'A' && p[n] <= 'Z') && !(p[n] == '_')) {
+        size_t tl = strlen(names[i].to);
+        if (o + tl + 1 >= sizeof out) break;
+        memcpy(out + o, names[i].to, tl);
+        o += tl;
+        p += n;
+        done = 1;
+        break;
+      }
+    }
+    if (!done) out[o++] = *p++;
+  }
+  out[o] = 0;
+  if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, l->first_line, l->first_column, out);
+}
+
+int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
+                parse_error_fn on_error, void *ud) {
+  memset(ps, 0, sizeof *ps);
+  ps->chunk = chunk;
+  ps->on_error = on_error;
+  ps->error_ud = ud;
+  ps->line = 1;
+  ps->col = 1;
+  ps->arena = ast_arena_new();
+  if (!ps->arena) return 1;
+  yyscan_t scanner;
+  if (blo_yylex_init_extra(ps, &scanner)) return 1;
+  ps->scanner = scanner;
+  YY_BUFFER_STATE buf = blo_yy_scan_bytes(src, (int)len, scanner);
+  int rc = blo_yyparse(scanner, ps);
+  blo_yy_delete_buffer(buf, scanner);
+  blo_yylex_destroy(scanner);
+  if (rc != 0 && ps->nerrors == 0) {
+    ps->nerrors = 1;
+    if (on_error) on_error(ud, chunk, ps->line, ps->col, "parser ran out of memory");
+  }
+  return ps->nerrors;
+}

@@ -1,0 +1,930 @@
+/* eval.c: tree-walking evaluator.  Every numeric operation goes through the
+ * autodiff layer (runtime/ad.h), which costs nothing when no tape or tangent
+ * is active and makes grad/jvp/hvp work through any script code. */
+#include "interp.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_CALL_DEPTH = 200 };
+
+/* ---------- autodiff bridge ---------- */
+
+int v_to_ad(blo_state *S, const ast_node *at, value v, ad_val *out) {
+  if (v.kind == V_NUM) {
+    out->v = tn_scalar(&S->tn, v.u.num);
+    if (!out->v) return interp_tn_error(S, at);
+    out->t = NULL;
+    out->node = -1;
+    return X_OK;
+  }
+  if (v.kind == V_TENSOR) {
+    out->v = tn_retain(v.u.t);
+    out->t = tn_retain(v.tan);
+    out->node = (S->tape && v.gen == S->tape_gen) ? v.node : -1;
+    return X_OK;
+  }
+  char d[64];
+  v_describe(v, d, sizeof d);
+  return interp_error(S, at, "expected a number or tensor, got %s", d);
+}
+
+value v_from_ad(blo_state *S, ad_val a) {
+  if (a.node < 0 && !a.t && a.v->rank == 0) {
+    value r = v_num(a.v->data[0]);
+    tn_release(&S->tn, a.v);
+    return r;
+  }
+  value r = v_tensor(a.v);
+  r.tan = a.t;
+  r.node = a.node;
+  r.gen = S->tape_gen;
+  return r;
+}
+
+static tn_binary_op tn_op_of(int op) {
+  switch (op) {
+  case OP_ADD: return TN_ADD;
+  case OP_SUB: return TN_SUB;
+  case OP_MUL: return TN_MUL;
+  case OP_DIV: return TN_DIV;
+  case OP_POW: return TN_POW;
+  case OP_LT: return TN_LT;
+  case OP_LE: return TN_LE;
+  case OP_GT: return TN_GT;
+  case OP_GE: return TN_GE;
+  case OP_EQ: return TN_EQ;
+  default: return TN_NE;
+  }
+}
+
+static const char *op_text(int op) {
+  static const char *t[] = {"+", "-", "*", "/", "%", "^", "@", "<", "<=", ">", ">=", "==", "!=", "-", "!"};
+  return (op >= 0 && op <= OP_NOT) ? t[op] : "?";
+}
+
+static int str_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out) {
+  if (op == OP_EQ || op == OP_NE) {
+    int eq = a.kind == b.kind && a.kind == V_STR && strcmp(v_cstr(a), v_cstr(b)) == 0;
+    *out = v_num(op == OP_EQ ? eq : !eq);
+    return X_OK;
+  }
+  if (op == OP_ADD) {
+    strbuf sb = {0};
+    v_print(&sb, a, 0);
+    v_print(&sb, b, 0);
+    if (sb.oom) { sb_free(&sb); return interp_error(S, at, "out of memory"); }
+    *out = v_str(S, sb.s ? sb.s : "", sb.n);
+    sb_free(&sb);
+    return out->kind == V_STR ? X_OK : interp_error(S, at, "out of memory");
+  }
+  char da[64], db[64];
+  v_describe(a, da, sizeof da);
+  v_describe(b, db, sizeof db);
+  return interp_error(S, at, "operator '%s' cannot take %s and %s", op_text(op), da, db);
+}
+
+int op_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out) {
+  if (a.kind == V_NUM && b.kind == V_NUM) {
+    double x = a.u.num, y = b.u.num;
+    if (op == OP_MOD) { *out = v_num(y == 0 ? NAN : x - floor(x / y) * y); return X_OK; }
+    if (op == OP_MATMUL) { *out = v_num(x * y); return X_OK; }
+    *out = v_num(tn_binary_scalar(tn_op_of(op), x, y));
+    return X_OK;
+  }
+  if (a.kind == V_STR || b.kind == V_STR) return str_binary(S, at, op, a, b, out);
+  if (!v_is_numeric(a) || !v_is_numeric(b)) {
+    if (op == OP_EQ || op == OP_NE) {
+      int same = a.kind == b.kind && (a.kind == V_NIL || a.u.o == b.u.o);
+      *out = v_num(op == OP_EQ ? same : !same);
+      return X_OK;
+    }
+    char da[64], db[64];
+    v_describe(a, da, sizeof da);
+    v_describe(b, db, sizeof db);
+    return interp_error(S, at, "operator '%s' cannot take %s and %s", op_text(op), da, db);
+  }
+  ad_val x, y, r;
+  if (v_to_ad(S, at, a, &x)) return X_ERR;
+  if (v_to_ad(S, at, b, &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  int rc;
+  if (op == OP_MATMUL) {
+    rc = ad_matmul(&S->tn, S->tape, x, y, &r);
+  } else if (op == OP_MOD) {
+    rc = tn_error(&S->tn, "operator '%%' works on numbers only");
+  } else {
+    rc = ad_binary(&S->tn, S->tape, tn_op_of(op), x, y, &r);
+  }
+  ad_val_release(&S->tn, &x);
+  ad_val_release(&S->tn, &y);
+  if (rc) return interp_tn_error(S, at);
+  *out = v_from_ad(S, r);
+  return X_OK;
+}
+
+int op_unary(blo_state *S, const ast_node *at, tn_unary_op op, value a, value *out) {
+  if (a.kind == V_NUM) {
+    *out = v_num(tn_unary_scalar(op, a.u.num));
+    return X_OK;
+  }
+  ad_val x, r;
+  if (v_to_ad(S, at, a, &x)) return X_ERR;
+  int rc = ad_unary(&S->tn, S->tape, op, x, &r);
+  ad_val_release(&S->tn, &x);
+  if (rc) return interp_tn_error(S, at);
+  *out = v_from_ad(S, r);
+  return X_OK;
+}
+
+/* ---------- helpers ---------- */
+
+static int truthy(blo_state *S, const ast_node *at, value v, int *out) {
+  double d;
+  if (v_to_double(v, &d) == 0) { *out = d != 0; return X_OK; }
+  char desc[64];
+  v_describe(v, desc, sizeof desc);
+  return interp_error(S, at, "condition must be a number, got %s", desc);
+}
+
+static int check_interrupt(blo_state *S, const ast_node *at) {
+  if (S->interrupt && *S->interrupt) {
+    *S->interrupt = 0;
+    interp_error(S, at, "interrupted");
+    S->err.status = BLO_INTERRUPTED;
+    return X_ERR;
+  }
+  return X_OK;
+}
+
+/* [a, b, c]: numbers and equal-shaped tensors stack into a tensor (so
+ * [[1, 2], [3, 4]] is a matrix); anything else makes a list. */
+static int eval_list(blo_state *S, const ast_node *n, value *out) {
+  int k = n->nkids;
+  value stackbuf[16];
+  value *vals = k <= 16 ? stackbuf : calloc((size_t)k, sizeof(value));
+  if (!vals) return interp_error(S, n, "out of memory");
+  int rc = X_OK, numeric = k > 0;
+  int i;
+  for (i = 0; i < k; i++) {
+    if ((rc = eval_expr(S, n->kids[i], &vals[i])) != X_OK) break;
+    if (!v_is_numeric(vals[i])) numeric = 0;
+  }
+  if (rc == X_OK && numeric) {
+    /* shapes must agree for stacking */
+    const blo_tensor *first = vals[0].kind == V_TENSOR ? vals[0].u.t : NULL;
+    for (int j = 1; j < k && numeric; j++) {
+      const blo_tensor *t = vals[j].kind == V_TENSOR ? vals[j].u.t : NULL;
+      if ((first == NULL) != (t == NULL)) {
+        int r1 = first ? first->rank : 0, r2 = t ? t->rank : 0;
+        if (r1 != 0 || r2 != 0) numeric = 0;
+      } else if (first && t && !tn_same_shape(first, t)) {
+        numeric = 0;
+      }
+    }
+    if (!numeric) {
+      char d0[64], dj[64];
+      v_describe(vals[0], d0, sizeof d0);
+      for (int j = 1; j < k; j++) {
+        v_describe(vals[j], dj, sizeof dj);
+        if (strcmp(d0, dj) != 0 && !(vals[0].kind == V_NUM && vals[j].kind == V_NUM)) break;
+      }
+      rc = interp_error(S, n, "list literal mixes shapes: element 0 is %s, another is %s; "
+                        "rows of a matrix must have equal length", d0, dj);
+    }
+  }
+  if (rc == X_OK && numeric) {
+    int any_ad = 0;
+    for (int j = 0; j < k; j++)
+      if (vals[j].kind == V_TENSOR && (vals[j].tan || (S->tape && vals[j].gen == S->tape_gen && vals[j].node >= 0)))
+        any_ad = 1;
+    if (!any_ad) {
+      /* fast path: copy numbers directly */
+      const blo_tensor *first = vals[0].kind == V_TENSOR ? vals[0].u.t : NULL;
+      size_t shape[TN_MAX_RANK];
+      int rank = 1 + (first ? first->rank : 0);
+      if (rank > TN_MAX_RANK) {
+        rc = interp_error(S, n, "list literal would have rank %d; tensors have rank at most 4", rank);
+      } else {
+        shape[0] = (size_t)k;
+        for (int d = 1; d < rank; d++) shape[d] = first->shape[d - 1];
+        blo_tensor *t = tn_new(&S->tn, rank, shape);
+        if (!t) {
+          rc = interp_tn_error(S, n);
+        } else {
+          size_t inner = first ? first->size : 1;
+          for (int j = 0; j < k; j++) {
+            if (vals[j].kind == V_NUM) t->data[j] = vals[j].u.num;
+            else memcpy(t->data + (size_t)j * inner, vals[j].u.t->data, inner * sizeof(double));
+          }
+          *out = v_tensor(t);
+        }
+      }
+    } else {
+      ad_val *as = calloc((size_t)k, sizeof(ad_val));
+      if (!as) rc = interp_error(S, n, "out of memory");
+      int j;
+      for (j = 0; rc == X_OK && j < k; j++) rc = v_to_ad(S, n, vals[j], &as[j]);
+      if (rc == X_OK) {
+        ad_val r;
+        if (ad_stack(&S->tn, S->tape, as, k, 0, &r)) rc = interp_tn_error(S, n);
+        else *out = v_from_ad(S, r);
+      }
+      if (as) {
+        for (int q = 0; q < j; q++) ad_val_release(&S->tn, &as[q]);
+        free(as);
+      }
+    }
+  } else if (rc == X_OK) {
+    olist *l = list_new(S, k);
+    if (!l) {
+      rc = interp_error(S, n, "out of memory");
+    } else {
+      for (int j = 0; j < k; j++) {
+        list_push(S, l, vals[j]);
+        vals[j] = v_nil();
+      }
+      out->kind = V_LIST;
+      out->u.o = &l->h;
+      out->tan = NULL;
+      out->node = -1;
+    }
+  }
+  for (int j = 0; j < (rc == X_OK ? k : i + 1) && j < k; j++) v_release(S, &vals[j]);
+  if (vals != stackbuf) free(vals);
+  return rc;
+}
+
+static int eval_record(blo_state *S, const ast_node *n, value *out) {
+  orec *r = rec_new(S);
+  if (!r) return interp_error(S, n, "out of memory");
+  value rv = v_nil();
+  rv.kind = V_REC;
+  rv.u.o = &r->h;
+  for (int i = 0; i < n->nkids; i++) {
+    value v;
+    if (eval_expr(S, n->kids[i]->a, &v)) { v_release(S, &rv); return X_ERR; }
+    if (rec_set(S, r, n->kids[i]->name, v)) { v_release(S, &rv); return interp_error(S, n, "out of memory"); }
+  }
+  *out = rv;
+  return X_OK;
+}
+
+/* Builds the tensor-layer index spec from the AST; for a single integer-valued
+ * vector index (X[idx]) returns *take with the index tensor instead. */
+static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, tn_index_t *ix,
+                       blo_tensor **take) {
+  *take = NULL;
+  if (n->nkids > TN_MAX_RANK)
+    return interp_error(S, n, "too many indices: %d (tensors have rank at most 4)", n->nkids);
+  for (int i = 0; i < n->nkids; i++) {
+    const ast_node *k = n->kids[i];
+    if (k->kind == N_SLICE) {
+      long dim = i < base->rank ? (long)base->shape[i] : 0;
+      ix[i].kind = TN_IX_SLICE;
+      ix[i].start = 0;
+      ix[i].stop = dim;
+      double d;
+      value v;
+      if (k->a) {
+        if (eval_expr(S, k->a, &v)) return X_ERR;
+        int bad = v_to_double(v, &d);
+        v_release(S, &v);
+        if (bad) return interp_error(S, k->a, "slice bound must be a number");
+        ix[i].start = (long)floor(d);
+      }
+      if (k->b) {
+        if (eval_expr(S, k->b, &v)) return X_ERR;
+        int bad = v_to_double(v, &d);
+        v_release(S, &v);
+        if (bad) return interp_error(S, k->b, "slice bound must be a number");
+        ix[i].stop = (long)floor(d);
+      }
+      if (!k->a && !k->b) ix[i].kind = TN_IX_ALL;
+    } else {
+      value v;
+      if (eval_expr(S, k, &v)) return X_ERR;
+      double d;
+      if (v.kind == V_TENSOR && v.u.t->rank == 1 && n->nkids == 1) {
+        *take = tn_retain(v.u.t);
+        v_release(S, &v);
+        return X_OK;
+      }
+      int bad = v_to_double(v, &d);
+      char desc[64];
+      v_describe(v, desc, sizeof desc);
+      v_release(S, &v);
+      if (bad) return interp_error(S, k, "index must be a number, got %s", desc);
+      if (d != floor(d)) return interp_error(S, k, "index must be an integer, got %g", d);
+      ix[i].kind = TN_IX_INDEX;
+      ix[i].start = (long)d;
+      ix[i].stop = (long)d + 1;
+    }
+  }
+  if (tn_index_check(&S->tn, base, ix, n->nkids)) return interp_tn_error(S, n);
+  return X_OK;
+}
+
+static int eval_index(blo_state *S, const ast_node *n, value *out) {
+  value base;
+  if (eval_expr(S, n->a, &base)) return X_ERR;
+  int rc = X_OK;
+  if (base.kind == V_LIST || base.kind == V_STR) {
+    value iv;
+    double d;
+    if (n->nkids != 1 || n->kids[0]->kind == N_SLICE) {
+      rc = interp_error(S, n, "a %s takes one integer index", v_kind_name(base));
+    } else if ((rc = eval_expr(S, n->kids[0], &iv)) == X_OK) {
+      int bad = v_to_double(iv, &d);
+      v_release(S, &iv);
+      long len = base.kind == V_LIST ? ((olist *)base.u.o)->n : (long)((ostr *)base.u.o)->len;
+      long i = (long)d;
+      if (!bad && i < 0) i += len;
+      if (bad || d != floor(d)) rc = interp_error(S, n->kids[0], "index must be an integer");
+      else if (i < 0 || i >= len)
+        rc = interp_error(S, n->kids[0], "index %ld out of range for a %s of length %ld", (long)d, v_kind_name(base), len);
+      else if (base.kind == V_LIST) *out = v_retain(((olist *)base.u.o)->items[i]);
+      else *out = v_str(S, ((ostr *)base.u.o)->s + i, 1);
+    }
+    v_release(S, &base);
+    return rc;
+  }
+  if (base.kind == V_NUM) {
+    char desc[64];
+    v_describe(base, desc, sizeof desc);
+    v_release(S, &base);
+    return interp_error(S, n, "cannot index a %s", desc);
+  }
+  if (base.kind != V_TENSOR) {
+    v_release(S, &base);
+    return interp_error(S, n, "cannot index a %s", v_kind_name(base));
+  }
+  tn_index_t ix[TN_MAX_RANK];
+  blo_tensor *take = NULL;
+  if (build_index(S, n, base.u.t, ix, &take)) { v_release(S, &base); return X_ERR; }
+  ad_val a, r;
+  if (v_to_ad(S, n, base, &a)) { tn_release(&S->tn, take); v_release(S, &base); return X_ERR; }
+  int bad = take ? ad_take(&S->tn, S->tape, a, take, 0, &r) : ad_index(&S->tn, S->tape, a, ix, n->nkids, &r);
+  ad_val_release(&S->tn, &a);
+  tn_release(&S->tn, take);
+  v_release(S, &base);
+  if (bad) return interp_tn_error(S, n);
+  *out = v_from_ad(S, r);
+  return X_OK;
+}
+
+static int eval_getfield(blo_state *S, const ast_node *n, value *out) {
+  value base;
+  if (eval_expr(S, n->a, &base)) return X_ERR;
+  if (base.kind != V_REC) {
+    char desc[64];
+    v_describe(base, desc, sizeof desc);
+    v_release(S, &base);
+    return interp_error(S, n, "cannot read field '%s' of a %s", n->name, desc);
+  }
+  value *f = rec_get((orec *)base.u.o, n->name);
+  if (!f) {
+    orec *r = (orec *)base.u.o;
+    strbuf sb = {0};
+    for (int i = 0; i < r->n; i++) { if (i) sb_puts(&sb, ", "); sb_puts(&sb, r->keys[i]); }
+    int rc = interp_error(S, n, "record has no field '%s' (fields: %s)", n->name, sb.s ? sb.s : "none");
+    sb_free(&sb);
+    v_release(S, &base);
+    return rc;
+  }
+  *out = v_retain(*f);
+  v_release(S, &base);
+  return X_OK;
+}
+
+/* ---------- calls ---------- */
+
+static int call_function(blo_state *S, const ast_node *at, ofunc *f, value *args, int nargs,
+                         const char **names, value *named, int nnamed, value *out) {
+  const ast_node *def = f->def;
+  if (S->call_depth >= MAX_CALL_DEPTH)
+    return interp_error(S, at, "call depth exceeded %d (infinite recursion in '%s'?)", MAX_CALL_DEPTH, def->name);
+  int np = def->nkids;
+  if (nargs > np)
+    return interp_error(S, at, "%s() takes %d argument%s, got %d", def->name, np, np == 1 ? "" : "s", nargs + nnamed);
+  const ast_node *bound[64] = {0};
+  if (np > 64) return interp_error(S, at, "too many parameters");
+  for (int j = 0; j < nnamed; j++) {
+    int found = -1;
+    for (int i = 0; i < np; i++)
+      if (strcmp(def->kids[i]->name, names[j]) == 0) found = i;
+    if (found < 0) return interp_error(S, at, "%s() has no parameter named '%s'", def->name, names[j]);
+    if (found < nargs || bound[found]) return interp_error(S, at, "%s(): argument '%s' given twice", def->name, names[j]);
+    bound[found] = def->kids[found];
+  }
+  for (int i = nargs; i < np; i++)
+    if (!bound[i]) return interp_error(S, at, "%s() takes %d argument%s, got %d (missing '%s')", def->name, np,
+                                       np == 1 ? "" : "s", nargs + nnamed, def->kids[i]->name);
+  scope sc;
+  scope *saved_sc = S->sc;
+  S->sc = NULL;          /* functions see their parameters and the globals */
+  env_push(S, &sc, 1);
+  chunk *saved_chunk = S->cur_chunk;
+  S->cur_chunk = f->chunk;
+  S->call_depth++;
+  int rc = X_OK;
+  for (int i = 0; i < nargs && rc == X_OK; i++)
+    if (env_define(S, def->kids[i]->name, v_retain(args[i]))) rc = interp_error(S, at, "out of memory");
+  for (int j = 0; j < nnamed && rc == X_OK; j++)
+    if (env_define(S, names[j], v_retain(named[j]))) rc = interp_error(S, at, "out of memory");
+  if (rc == X_OK) {
+    if (def->is_block) {
+      rc = exec_block(S, def->a);
+      if (rc == X_RETURN) { *out = S->ret; S->ret = v_nil(); rc = X_OK; }
+      else if (rc == X_OK) *out = v_nil();
+      else if (rc == X_BREAK || rc == X_CONTINUE) rc = interp_error(S, at, "'break' or 'continue' outside a loop");
+    } else {
+      rc = eval_expr(S, def->a, out);
+    }
+  }
+  S->call_depth--;
+  S->cur_chunk = saved_chunk;
+  env_pop(S, &sc);
+  S->sc = saved_sc;
+  return rc;
+}
+
+int call_value(blo_state *S, const ast_node *at, value fn, value *args, int nargs, value *out) {
+  if (fn.kind == V_FUNC) return call_function(S, at, (ofunc *)fn.u.o, args, nargs, NULL, NULL, 0, out);
+  if (fn.kind == V_BUILTIN) {
+    callargs ca = {args, nargs, NULL, NULL, 0, at};
+    const builtin_def *b = fn.u.fn;
+    if (nargs < b->min_args || (b->max_args >= 0 && nargs > b->max_args))
+      return interp_error(S, at, "%s() takes %d to %d arguments, got %d", b->name, b->min_args, b->max_args, nargs);
+    return b->fn(S, &ca, out);
+  }
+  return interp_error(S, at, "a %s is not callable", v_kind_name(fn));
+}
+
+static int eval_call(blo_state *S, const ast_node *n, value *out) {
+  const builtin_def *b = NULL;
+  value fn = v_nil();
+  if (n->a->kind == N_NAME) {
+    value *slot = env_lookup(S, n->a->name);
+    if (slot) fn = v_retain(*slot);
+    else if ((b = builtin_find(n->a->name)) != NULL) { fn.kind = V_BUILTIN; fn.u.fn = b; }
+    else {
+      const char *sug = env_suggest(S, n->a->name);
+      if (sug) return interp_error(S, n->a, "unknown function '%s' (did you mean '%s'?)", n->a->name, sug);
+      return interp_error(S, n->a, "unknown function '%s'", n->a->name);
+    }
+  } else if (eval_expr(S, n->a, &fn)) {
+    return X_ERR;
+  }
+  if (fn.kind == V_BUILTIN && fn.u.fn->special) {
+    callargs ca = {NULL, 0, NULL, NULL, 0, n};
+    return fn.u.fn->fn(S, &ca, out);
+  }
+  if (fn.kind != V_FUNC && fn.kind != V_BUILTIN) {
+    char desc[64];
+    v_describe(fn, desc, sizeof desc);
+    v_release(S, &fn);
+    return interp_error(S, n->a, "a %s is not callable", desc);
+  }
+  int k = n->nkids, npos = 0, nnamed = 0;
+  value posbuf[8], namedbuf[8];
+  const char *namesbuf[8];
+  value *pos = k <= 8 ? posbuf : calloc((size_t)k, sizeof(value));
+  value *named = k <= 8 ? namedbuf : calloc((size_t)k, sizeof(value));
+  const char **names = k <= 8 ? namesbuf : calloc((size_t)k, sizeof(char *));
+  int rc = X_OK;
+  if (!pos || !named || !names) rc = interp_error(S, n, "out of memory");
+  for (int i = 0; i < k && rc == X_OK; i++) {
+    const ast_node *arg = n->kids[i];
+    if (arg->kind == N_FIELD) {
+      for (int j = 0; j < nnamed; j++)
+        if (strcmp(names[j], arg->name) == 0) rc = interp_error(S, arg, "argument '%s' given twice", arg->name);
+      if (rc) break;
+      if ((rc = eval_expr(S, arg->a, &named[nnamed])) == X_OK) names[nnamed++] = arg->name;
+    } else {
+      if (nnamed) { rc = interp_error(S, arg, "positional argument after a named one"); break; }
+      if ((rc = eval_expr(S, arg, &pos[npos])) == X_OK) npos++;
+    }
+  }
+  if (rc == X_OK) {
+    if (fn.kind == V_FUNC) {
+      rc = call_function(S, n, (ofunc *)fn.u.o, pos, npos, names, named, nnamed, out);
+    } else {
+      b = fn.u.fn;
+      if (npos < b->min_args || (b->max_args >= 0 && npos > b->max_args)) {
+        if (b->min_args == b->max_args)
+          rc = interp_error(S, n, "%s() takes %d argument%s, got %d (usage: %s)", b->name, b->min_args,
+                            b->min_args == 1 ? "" : "s", npos, b->sig);
+        else
+          rc = interp_error(S, n, "%s() got %d positional arguments (usage: %s)", b->name, npos, b->sig);
+      } else {
+        callargs ca = {pos, npos, names, named, nnamed, n};
+        rc = b->fn(S, &ca, out);
+      }
+    }
+  }
+  for (int i = 0; i < npos; i++) v_release(S, &pos[i]);
+  for (int i = 0; i < nnamed; i++) v_release(S, &named[i]);
+  if (pos != posbuf) free(pos);
+  if (named != namedbuf) free(named);
+  if (names != namesbuf) free(names);
+  v_release(S, &fn);
+  return rc;
+}
+
+/* ---------- expressions ---------- */
+
+int solve_eval(blo_state *S, const ast_node *n, value *out);  /* runtime/bilevel.c */
+
+int eval_expr(blo_state *S, const ast_node *n, value *out) {
+  switch (n->kind) {
+  case N_NUM: *out = v_num(n->num); return X_OK;
+  case N_STR:
+    *out = v_str(S, n->name, strlen(n->name));
+    return out->kind == V_STR ? X_OK : interp_error(S, n, "out of memory");
+  case N_NAME: {
+    value *slot = env_lookup(S, n->name);
+    if (slot) { *out = v_retain(*slot); return X_OK; }
+    const builtin_def *b = builtin_find(n->name);
+    if (b) { *out = v_nil(); out->kind = V_BUILTIN; out->u.fn = b; return X_OK; }
+    const char *sug = env_suggest(S, n->name);
+    if (sug) return interp_error(S, n, "unknown name '%s' (did you mean '%s'?)", n->name, sug);
+    return interp_error(S, n, "unknown name '%s'", n->name);
+  }
+  case N_LIST: return eval_list(S, n, out);
+  case N_RECORD: return eval_record(S, n, out);
+  case N_BINARY: {
+    value a, b;
+    if (eval_expr(S, n->a, &a)) return X_ERR;
+    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return X_ERR; }
+    int rc = op_binary(S, n, n->op, a, b, out);
+    v_release(S, &a);
+    v_release(S, &b);
+    return rc;
+  }
+  case N_UNARY: {
+    value a;
+    if (eval_expr(S, n->a, &a)) return X_ERR;
+    int rc;
+    if (!v_is_numeric(a)) {
+      char desc[64];
+      v_describe(a, desc, sizeof desc);
+      rc = interp_error(S, n, "operator '%s' cannot take a %s", op_text(n->op), desc);
+    } else {
+      rc = op_unary(S, n, n->op == OP_NEG ? TN_NEG : TN_NOT, a, out);
+    }
+    v_release(S, &a);
+    return rc;
+  }
+  case N_AND: case N_OR: {
+    value a;
+    int t = 0;
+    if (eval_expr(S, n->a, &a)) return X_ERR;
+    int rc = truthy(S, n->a, a, &t);
+    v_release(S, &a);
+    if (rc) return rc;
+    if ((n->kind == N_AND && !t) || (n->kind == N_OR && t)) { *out = v_num(t); return X_OK; }
+    value b;
+    if (eval_expr(S, n->b, &b)) return X_ERR;
+    rc = truthy(S, n->b, b, &t);
+    v_release(S, &b);
+    if (rc) return rc;
+    *out = v_num(t);
+    return X_OK;
+  }
+  case N_RANGE: {
+    value a, b;
+    double lo, hi;
+    if (eval_expr(S, n->a, &a)) return X_ERR;
+    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return X_ERR; }
+    int bad = v_to_double(a, &lo) || v_to_double(b, &hi);
+    v_release(S, &a);
+    v_release(S, &b);
+    if (bad) return interp_error(S, n, "range bounds must be numbers");
+    size_t len = hi > lo ? (size_t)ceil(hi - lo) : 0;
+    blo_tensor *t = tn_new(&S->tn, 1, &len);
+    if (!t) return interp_tn_error(S, n);
+    for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i;
+    *out = v_tensor(t);
+    return X_OK;
+  }
+  case N_CALL: return eval_call(S, n, out);
+  case N_INDEX: return eval_index(S, n, out);
+  case N_GETFIELD: return eval_getfield(S, n, out);
+  case N_TRANSPOSE: {
+    value a;
+    if (eval_expr(S, n->a, &a)) return X_ERR;
+    if (a.kind == V_NUM) { *out = a; return X_OK; }
+    ad_val x, r;
+    int rc = v_to_ad(S, n, a, &x);
+    v_release(S, &a);
+    if (rc) return rc;
+    rc = ad_transpose(&S->tn, S->tape, x, &r);
+    ad_val_release(&S->tn, &x);
+    if (rc) return interp_tn_error(S, n);
+    *out = v_from_ad(S, r);
+    return X_OK;
+  }
+  case N_SOLVE: return solve_eval(S, n, out);
+  case N_SLICE: return interp_error(S, n, "':' is only allowed inside an index");
+  case N_FIELD: return interp_error(S, n, "named argument outside a call");
+  default: return interp_error(S, n, "cannot evaluate a %s here", ast_kind_name(n->kind));
+  }
+}
+
+/* ---------- statements ---------- */
+
+/* x[i] = v and r.f = v: mutate in place when we hold the only reference,
+ * otherwise copy first, so other holders keep their value. */
+static int assign_into(blo_state *S, const ast_node *target, value v) {
+  if (target->kind == N_NAME) {
+    value *slot = env_lookup(S, target->name);
+    if (!slot) {
+      v_release(S, &v);
+      const char *sug = env_suggest(S, target->name);
+      if (sug) return interp_error(S, target, "assignment to undeclared '%s' (use 'let', or did you mean '%s'?)", target->name, sug);
+      return interp_error(S, target, "assignment to undeclared '%s' (declare it with 'let')", target->name);
+    }
+    v_release(S, slot);
+    *slot = v;
+    return X_OK;
+  }
+  const ast_node *base = target->a;
+  value *slot = NULL;
+  value owned = v_nil();
+  if (base->kind == N_NAME) {
+    slot = env_lookup(S, base->name);
+    if (!slot) { v_release(S, &v); return interp_error(S, base, "unknown name '%s'", base->name); }
+  } else {
+    /* nested target: evaluate the container, modify, write back */
+    if (eval_expr(S, base, &owned)) { v_release(S, &v); return X_ERR; }
+    slot = &owned;
+  }
+  int rc = X_OK;
+  if (target->kind == N_GETFIELD) {
+    if (slot->kind != V_REC) {
+      rc = interp_error(S, target, "cannot set field '%s' of a %s", target->name, v_kind_name(*slot));
+      v_release(S, &v);
+    } else {
+      orec *r = (orec *)slot->u.o;
+      if (r->h.refcount > 1) {
+        orec *c = rec_new(S);
+        if (!c) { v_release(S, &v); v_release(S, &owned); return interp_error(S, target, "out of memory"); }
+        for (int i = 0; i < r->n; i++) rec_set(S, c, r->keys[i], v_retain(r->vals[i]));
+        v_release(S, slot);
+        slot->kind = V_REC;
+        slot->u.o = &c->h;
+        r = c;
+      }
+      if (rec_set(S, r, target->name, v)) rc = interp_error(S, target, "out of memory");
+    }
+  } else {  /* N_INDEX */
+    if (slot->kind == V_LIST) {
+      olist *l = (olist *)slot->u.o;
+      value iv;
+      double d;
+      if (target->nkids != 1 || target->kids[0]->kind == N_SLICE) {
+        rc = interp_error(S, target, "a list takes one integer index");
+        v_release(S, &v);
+      } else if ((rc = eval_expr(S, target->kids[0], &iv)) == X_OK) {
+        int bad = v_to_double(iv, &d);
+        v_release(S, &iv);
+        long i = (long)d;
+        if (!bad && i < 0) i += l->n;
+        if (bad || i < 0 || i >= l->n) {
+          rc = interp_error(S, target->kids[0], "list index out of range (length %d)", l->n);
+          v_release(S, &v);
+        } else {
+          if (l->h.refcount > 1) {
+            olist *c = list_new(S, l->n);
+            if (!c) { v_release(S, &v); v_release(S, &owned); return interp_error(S, target, "out of memory"); }
+            for (int j = 0; j < l->n; j++) list_push(S, c, v_retain(l->items[j]));
+            v_release(S, slot);
+            slot->kind = V_LIST;
+            slot->u.o = &c->h;
+            l = c;
+          }
+          v_release(S, &l->items[i]);
+          l->items[i] = v;
+        }
+      } else {
+        v_release(S, &v);
+      }
+    } else if (slot->kind == V_TENSOR) {
+      tn_index_t ix[TN_MAX_RANK];
+      blo_tensor *take = NULL;
+      if (slot->tan || (S->tape && slot->gen == S->tape_gen && slot->node >= 0)) {
+        rc = interp_error(S, target, "cannot assign into an element of a variable that is being differentiated");
+      } else if ((rc = build_index(S, target, slot->u.t, ix, &take)) == X_OK) {
+        blo_tensor *src = v_to_tensor(S, v);
+        if (take) {
+          rc = interp_error(S, target, "assignment through an index vector is not supported");
+        } else if (!src) {
+          char desc[64];
+          v_describe(v, desc, sizeof desc);
+          rc = interp_error(S, target, "cannot store a %s in a tensor", desc);
+        } else {
+          if (slot->u.t->refcount > 1) {
+            blo_tensor *c = tn_copy(&S->tn, slot->u.t);
+            if (!c) rc = interp_tn_error(S, target);
+            else { tn_release(&S->tn, slot->u.t); slot->u.t = c; }
+          }
+          if (rc == X_OK && tn_index_set(&S->tn, slot->u.t, ix, target->nkids, src)) rc = interp_tn_error(S, target);
+        }
+        tn_release(&S->tn, src);
+        tn_release(&S->tn, take);
+      }
+      v_release(S, &v);
+    } else {
+      rc = interp_error(S, target, "cannot index-assign into a %s", v_kind_name(*slot));
+      v_release(S, &v);
+    }
+  }
+  if (rc == X_OK && base->kind != N_NAME) {
+    /* write the modified container back */
+    rc = assign_into(S, base, owned);
+    owned = v_nil();
+  }
+  v_release(S, &owned);
+  return rc;
+}
+
+static int exec_stmt(blo_state *S, const ast_node *n);
+
+static int exec_loop_body(blo_state *S, const ast_node *body, int *stop) {
+  int rc = exec_block(S, body);
+  *stop = 0;
+  if (rc == X_BREAK) { *stop = 1; return X_OK; }
+  if (rc == X_CONTINUE) return X_OK;
+  if (rc != X_OK) { *stop = 1; return rc; }
+  return check_interrupt(S, body);
+}
+
+static int exec_for(blo_state *S, const ast_node *n) {
+  scope sc;
+  env_push(S, &sc, 0);
+  int rc = X_OK, stop = 0;
+  if (n->a->kind == N_RANGE) {
+    value a, b;
+    double lo, hi;
+    if ((rc = eval_expr(S, n->a->a, &a)) == X_OK) {
+      if ((rc = eval_expr(S, n->a->b, &b)) == X_OK) {
+        int bad = v_to_double(a, &lo) || v_to_double(b, &hi);
+        v_release(S, &b);
+        if (bad) rc = interp_error(S, n->a, "range bounds must be numbers");
+        for (double i = lo; rc == X_OK && !stop && i < hi; i += 1) {
+          env_define(S, n->name, v_num(i));
+          rc = exec_loop_body(S, n->b, &stop);
+        }
+      }
+      v_release(S, &a);
+    }
+  } else {
+    value it;
+    if ((rc = eval_expr(S, n->a, &it)) == X_OK) {
+      if (it.kind == V_LIST) {
+        olist *l = (olist *)it.u.o;
+        for (int i = 0; rc == X_OK && !stop && i < l->n; i++) {
+          env_define(S, n->name, v_retain(l->items[i]));
+          rc = exec_loop_body(S, n->b, &stop);
+        }
+      } else if (it.kind == V_TENSOR && it.u.t->rank >= 1) {
+        size_t len = it.u.t->shape[0];
+        for (size_t i = 0; rc == X_OK && !stop && i < len; i++) {
+          value e;
+          if (it.u.t->rank == 1) {
+            e = v_num(it.u.t->data[i]);
+          } else {
+            tn_index_t ix = {TN_IX_INDEX, (long)i, (long)i + 1};
+            blo_tensor *row = tn_index(&S->tn, it.u.t, &ix, 1);
+            if (!row) { rc = interp_tn_error(S, n->a); break; }
+            e = v_tensor(row);
+          }
+          env_define(S, n->name, e);
+          rc = exec_loop_body(S, n->b, &stop);
+        }
+      } else {
+        char desc[64];
+        v_describe(it, desc, sizeof desc);
+        rc = interp_error(S, n->a, "cannot iterate over a %s", desc);
+      }
+      v_release(S, &it);
+    }
+  }
+  env_pop(S, &sc);
+  return rc;
+}
+
+static int exec_fndef(blo_state *S, const ast_node *n) {
+  ofunc *f = S->cfg.realloc_fn(S->cfg.alloc_ud, NULL, 0, sizeof *f);
+  if (!f) return interp_error(S, n, "out of memory");
+  memset(f, 0, sizeof *f);
+  f->h.refcount = 1;
+  f->h.type = V_FUNC;
+  f->def = n;
+  f->chunk = S->cur_chunk;
+  value v = v_nil();
+  v.kind = V_FUNC;
+  v.u.o = &f->h;
+  if (env_define(S, n->name, v)) return interp_error(S, n, "out of memory");
+  return X_OK;
+}
+
+int problem_declare(blo_state *S, const ast_node *n);  /* runtime/bilevel.c */
+
+static int exec_stmt(blo_state *S, const ast_node *n) {
+  switch (n->kind) {
+  case N_LET: {
+    value v;
+    if (eval_expr(S, n->a, &v)) return X_ERR;
+    if (env_define(S, n->name, v)) return interp_error(S, n, "out of memory");
+    return X_OK;
+  }
+  case N_ASSIGN: {
+    value v;
+    if (eval_expr(S, n->b, &v)) return X_ERR;
+    return assign_into(S, n->a, v);
+  }
+  case N_EXPR: {
+    value v;
+    if (eval_expr(S, n->a, &v)) return X_ERR;
+    v_release(S, &S->last);
+    S->last = v;
+    return X_OK;
+  }
+  case N_PRINT: {
+    strbuf sb = {0};
+    int rc = X_OK;
+    for (int i = 0; i < n->nkids && rc == X_OK; i++) {
+      value v;
+      if ((rc = eval_expr(S, n->kids[i], &v)) != X_OK) break;
+      if (i) sb_putc(&sb, ' ');
+      v_print(&sb, v, 0);
+      v_release(S, &v);
+    }
+    if (rc == X_OK) {
+      sb_putc(&sb, '\n');
+      if (sb.oom) rc = interp_error(S, n, "out of memory");
+      else interp_write(S, sb.s, sb.n);
+    }
+    sb_free(&sb);
+    return rc;
+  }
+  case N_IF: {
+    value c;
+    int t = 0;
+    if (eval_expr(S, n->a, &c)) return X_ERR;
+    int rc = truthy(S, n->a, c, &t);
+    v_release(S, &c);
+    if (rc) return rc;
+    if (t) return exec_block(S, n->b);
+    if (n->c) return n->c->kind == N_IF ? exec_stmt(S, n->c) : exec_block(S, n->c);
+    return X_OK;
+  }
+  case N_WHILE: {
+    for (;;) {
+      value c;
+      int t = 0, stop;
+      if (eval_expr(S, n->a, &c)) return X_ERR;
+      int rc = truthy(S, n->a, c, &t);
+      v_release(S, &c);
+      if (rc) return rc;
+      if (!t) return X_OK;
+      rc = exec_loop_body(S, n->b, &stop);
+      if (rc || stop) return rc;
+    }
+  }
+  case N_FOR: return exec_for(S, n);
+  case N_BREAK: return X_BREAK;
+  case N_CONTINUE: return X_CONTINUE;
+  case N_RETURN:
+    v_release(S, &S->ret);
+    if (n->a && eval_expr(S, n->a, &S->ret)) return X_ERR;
+    return X_RETURN;
+  case N_FNDEF: return exec_fndef(S, n);
+  case N_PROBLEM: return problem_declare(S, n);
+  case N_BLOCK: return exec_block(S, n);
+  default: return interp_error(S, n, "cannot execute a %s", ast_kind_name(n->kind));
+  }
+}
+
+int exec_block(blo_state *S, const ast_node *n) {
+  scope sc;
+  int scoped = n != NULL && S->cur_chunk && n != S->cur_chunk->root;
+  if (scoped) env_push(S, &sc, 0);
+  int rc = X_OK;
+  for (int i = 0; i < n->nkids && rc == X_OK; i++) rc = exec_stmt(S, n->kids[i]);
+  if (scoped) env_pop(S, &sc);
+  return rc;
+}
+
+int exec_chunk(blo_state *S, chunk *c) {
+  chunk *saved = S->cur_chunk;
+  S->cur_chunk = c;
+  int rc = exec_block(S, c->root);
+  S->cur_chunk = saved;
+  if (rc == X_BREAK || rc == X_CONTINUE) return interp_error(S, NULL, "'break' or 'continue' outside a loop");
+  if (rc == X_RETURN) { v_release(S, &S->ret); return X_OK; }
+  return rc;
+}

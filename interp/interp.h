@@ -1,0 +1,150 @@
+/* interp.h: the interpreter's internal interface, shared by the evaluator,
+ * the builtins (stdlib/) and the bilevel runtime (runtime/bilevel*.c). */
+#ifndef BLO_INTERP_H
+#define BLO_INTERP_H
+
+#include <stddef.h>
+#include <signal.h>
+#include "value.h"
+#include "../runtime/ad.h"
+#include "../include/blo.h"
+
+/* One parsed chunk (a file, a -e string, a REPL entry).  Chunks stay alive
+ * until the state closes because functions keep pointers into their AST. */
+typedef struct chunk {
+  struct chunk *next;
+  char *name;
+  char *src;
+  size_t len;
+  ast_arena *arena;
+  ast_node *root;
+} chunk;
+
+typedef struct binding { const char *name; value val; } binding;
+
+/* Local scope of a function call or block. */
+typedef struct scope {
+  struct scope *parent;   /* NULL: next is the global table */
+  binding *vars;
+  int n, cap;
+  int is_fn;              /* lookups stop here and go to globals */
+} scope;
+
+typedef struct gtable { binding *slots; size_t cap, n; } gtable;
+
+/* Status of executing a statement. */
+enum { X_OK = 0, X_ERR = 1, X_BREAK, X_CONTINUE, X_RETURN };
+
+struct blo_state {
+  blo_config cfg;
+  tn_ctx tn;
+  tn_rng rng;
+  gtable globals;
+  scope *sc;                 /* innermost local scope, NULL at top level */
+  chunk *chunks;
+  chunk *cur_chunk;          /* chunk of the code being evaluated */
+  int call_depth;
+  /* autodiff */
+  ad_tape *tape;             /* recording tape, NULL when not differentiating */
+  uint32_t tape_gen;
+  int ad_depth;
+  /* last error */
+  blo_error err;
+  char err_msg[1024];
+  char err_chunk[256];
+  char err_src_line[512];
+  char err_text[2048];       /* formatted error, for blo_last_error_text */
+  value ret;                 /* value carried by X_RETURN */
+  value last;                /* value of the last expression statement (REPL echo) */
+  volatile sig_atomic_t *interrupt;   /* set by a host signal handler: stop at next step */
+  struct problem *problems;  /* every declared problem, freed at close */
+  void *native_fns;          /* registered native functions (api.c) */
+};
+
+/* ---- errors ----
+ * Records "msg" at node's location (node may be NULL: no location) and
+ * returns X_ERR, so `return interp_error(S, n, "...")` reads naturally. */
+int interp_error(blo_state *S, const ast_node *at, const char *fmt, ...);
+/* Same, taking the message from the tensor layer (S->tn.err). */
+int interp_tn_error(blo_state *S, const ast_node *at);
+/* Formats the last error as "file:line:col: error: msg\n<line>\n   ^\n". */
+void interp_format_error(blo_state *S, strbuf *out);
+
+/* ---- variables ---- */
+value *env_lookup(blo_state *S, const char *name);               /* borrowed slot or NULL */
+int env_define(blo_state *S, const char *name, value v);          /* let: takes ownership */
+int env_set_global(blo_state *S, const char *name, value v);      /* takes ownership */
+const char *env_suggest(blo_state *S, const char *name);          /* "did you mean" or NULL */
+void env_push(blo_state *S, scope *sc, int is_fn);
+void env_pop(blo_state *S, scope *sc);
+
+/* ---- evaluation ---- */
+int eval_expr(blo_state *S, const ast_node *n, value *out);       /* X_OK / X_ERR */
+int exec_block(blo_state *S, const ast_node *n);                  /* X_OK / X_ERR / X_BREAK / ... */
+int exec_chunk(blo_state *S, chunk *c);
+chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len);
+/* Calls a callable (function, builtin) with positional arguments (borrowed). */
+int call_value(blo_state *S, const ast_node *at, value fn, value *args, int nargs, value *out);
+
+/* Numeric operators on values (used by builtins and the runtime). */
+int op_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out);
+int op_unary(blo_state *S, const ast_node *at, tn_unary_op op, value a, value *out);
+/* ad_val view of a numeric value (new references). */
+int v_to_ad(blo_state *S, const ast_node *at, value v, ad_val *out);
+value v_from_ad(blo_state *S, ad_val a);   /* takes ownership; rank-0 constants become numbers */
+
+/* ---- builtins ---- */
+typedef struct callargs {
+  value *pos; int npos;
+  const char **names; value *named; int nnamed;
+  const ast_node *call;        /* the N_CALL node, for locations and special forms */
+} callargs;
+
+typedef int (*builtin_fn)(blo_state *S, callargs *a, value *out);
+
+typedef struct builtin_def {
+  const char *name;
+  builtin_fn fn;
+  int min_args, max_args;      /* positional; max -1 = any */
+  const char *sig;             /* "norm(x, axis = all)" */
+  const char *doc;             /* one line */
+  int special;                 /* 1: receives unevaluated arguments (grad, jvp, hvp) */
+} builtin_def;
+
+const builtin_def *builtin_find(const char *name);
+const builtin_def *builtin_at(size_t i);   /* iteration for :help and completion, NULL at end */
+
+/* Argument helpers for builtins: each reports a located error on failure. */
+value *arg_named(callargs *a, const char *name);   /* NULL if absent; marks it used */
+int arg_check_named(blo_state *S, callargs *a, const char *const *allowed);
+int arg_double(blo_state *S, callargs *a, int i, double *out);
+int arg_int(blo_state *S, callargs *a, int i, long *out);
+int arg_tensor(blo_state *S, callargs *a, int i, blo_tensor **out);  /* new reference */
+int arg_str(blo_state *S, callargs *a, int i, const char **out);
+int named_double(blo_state *S, callargs *a, const char *name, double dflt, double *out);
+int named_int(blo_state *S, callargs *a, const char *name, long dflt, long *out);
+int named_bool(blo_state *S, callargs *a, const char *name, int dflt, int *out);
+int arg_axis(blo_state *S, callargs *a, int rank, int *axis);   /* axis = named, -1 = all */
+
+/* ---- differentiation (interp/diff.c) ----
+ * Evaluates expr with the named variables as independent variables, at
+ * their current values.  Forward mode when tangents are given; reverse mode
+ * (gradients, and with tangents the second-order products) when reverse is
+ * set.  The variables keep their values; outputs are new references. */
+typedef struct diff_req {
+  int n;
+  const char *const *names;
+  blo_tensor *const *tangents;   /* NULL, or n entries (each may be NULL = zero) */
+  int reverse;
+  value result;                  /* out: value of expr (constant) */
+  blo_tensor *dir;               /* out: tangent of expr (forward), NULL if zero */
+  blo_tensor **grads;            /* out (reverse): n gradients, shaped like the variables */
+  blo_tensor **hvs;              /* out (reverse + tangents): n second-order products, or NULL */
+} diff_req;
+int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r);
+void diff_req_free(blo_state *S, diff_req *r);
+
+/* Output through the configured callback. */
+void interp_write(blo_state *S, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,1173 @@
+/* ad.c: automatic differentiation at tensor-operation granularity (see ad.h).
+ *
+ * Structure
+ *  - d_* functions are the dual operations: they compute the primal with the
+ *    tensor kernels and, when an input carries a tangent, the output tangent
+ *    (JVP).  They never touch a tape.  A NULL tangent means zero, so plain
+ *    evaluation costs nothing extra.
+ *  - ad_* functions call the d_* function and, when a tape is given and an input
+ *    is on it, record a node holding (retained) dual inputs and the dual output.
+ *  - ad_backward walks the nodes backwards.  Each VJP rule is written with the
+ *    d_* operations on the saved duals and the dual adjoint, so the adjoint's
+ *    tangent is the forward-over-reverse (Hessian/mixed-vector) product.
+ *    Derivative factors ("partials") are themselves produced by d_* calls:
+ *    the JVP of an op uses them on tangent-free copies of the inputs, the VJP on
+ *    the real duals -- one formula, first and second order.
+ *
+ * Conventions (documented in the tests as well)
+ *  - Operations with zero derivative (sign, step, floor, not, isnan,
+ *    comparisons, and/or, argmax/argmin) produce constants: no tangent, no node.
+ *  - max/min reductions: tied maxima share the adjoint equally (the mean of the
+ *    one-hot subgradients).  max2/min2: ties go to a.
+ *  - prod: derivative is the product of the other elements, computed with
+ *    prefix/suffix products, so it is exact when inputs contain zeros (no
+ *    division by x).
+ *  - norm: at a zero vector the gradient is taken as 0 (minimum-norm subgradient).
+ *  - pow: d/da = b*a^(b-1); d/db = a^b*log(a) is evaluated only when b is
+ *    differentiated (b has a node for the VJP, or a tangent for the JVP), so a
+ *    constant exponent on a negative base is fine; a differentiated exponent
+ *    on a non-positive base gives NaN/inf derivatives, which is honest.
+ *  - concat/stack accept negative axes (normalised like Python).
+ *  - backward without a seed accepts any single-element output (rank 0, [1], ..).
+ *  - Adjoints are shared, refcounted tensors (a + b hands both inputs the same
+ *    buffer): what ad_adjoint returns must be treated as immutable.  The tape
+ *    accumulates in place only into buffers nobody else references.
+ *  - ad_val_release leaves node = -1 ("constant"), not 0, which would name a
+ *    real tape entry.  Inputs whose node is >= the tape size are rejected as
+ *    stale; a value from before ad_tape_reset whose old id is still < size
+ *    cannot be detected (callers re-tag values after a reset).
+ *
+ * Memory: the tape keeps its arrays (nodes, input slots, adjoints) across
+ * ad_tape_reset; tensors go back to the tn_ctx pool.  Array (re)allocations go
+ * through ctx->realloc_fn and are counted by ad_tape_allocs().
+ */
+#include "ad.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+enum {
+  K_LEAF, K_UNARY, K_BINARY, K_MATMUL, K_TRANSPOSE, K_REDUCE, K_SOFTMAX, K_RESHAPE,
+  K_CONCAT, K_STACK, K_INDEX, K_TAKE, K_LINSOLVE
+};
+
+typedef struct {
+  int node;      /* input's node id (-1: constant, no adjoint needed) */
+  ad_val v;      /* retained dual input */
+} ad_slot;
+
+typedef struct {
+  int kind, sub, axis;
+  int in0, nin;                 /* inputs are slots[in0 .. in0+nin) */
+  int rank;                     /* output shape (for zero adjoints) */
+  size_t shape[TN_MAX_RANK];
+  int nix;                      /* index spec copy (K_INDEX) */
+  tn_index_t ix[TN_MAX_RANK];
+  ad_val out;                   /* retained dual output (not for leaves) */
+  blo_tensor *aux;              /* K_TAKE: private copy of the index vector */
+} ad_node;
+
+struct ad_tape {
+  ad_node *nodes;
+  int n, cap;
+  ad_slot *slots;
+  int ns, scap;
+  ad_val *adj;                  /* adj[0..adjcap) always valid (empty or owning) */
+  int nadj, adjcap;             /* entries [0, nadj) may be non-empty */
+  size_t n_alloc;               /* array (re)allocations so far */
+};
+
+static const ad_val NOVAL = {NULL, NULL, -1};
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                            */
+
+void ad_val_release(tn_ctx *ctx, ad_val *a) {
+  if (!a) return;
+  tn_release(ctx, a->v);
+  tn_release(ctx, a->t);
+  a->v = NULL;
+  a->t = NULL;
+  a->node = -1; /* "no node": 0 would name a real tape entry */
+}
+
+ad_val ad_val_retain(ad_val a) {
+  tn_retain(a.v);
+  tn_retain(a.t);
+  return a;
+}
+
+/* new references to a's tensors, as a constant-node dual */
+static ad_val dup(ad_val a) {
+  ad_val r = ad_val_retain(a);
+  r.node = -1;
+  return r;
+}
+
+/* out = (v, t) taking ownership; v == NULL means failure: t is released. */
+static int mk(tn_ctx *ctx, blo_tensor *v, blo_tensor *t, ad_val *out) {
+  if (!v) {
+    tn_release(ctx, t);
+    *out = NOVAL;
+    return -1;
+  }
+  out->v = v;
+  out->t = t;
+  out->node = -1;
+  return 0;
+}
+
+static int shape_is(const blo_tensor *t, int rank, const size_t *shape) {
+  if (t->rank != rank) return 0;
+  for (int i = 0; i < rank; i++)
+    if (t->shape[i] != shape[i]) return 0;
+  return 1;
+}
+
+/* x + y for owned tangents, either may be NULL; consumes both. */
+static int tadd(tn_ctx *ctx, blo_tensor *x, blo_tensor *y, blo_tensor **out) {
+  *out = NULL;
+  if (!x || !y) {
+    *out = x ? x : y;
+    return 0;
+  }
+  blo_tensor *z = tn_binary(ctx, TN_ADD, x, y);
+  tn_release(ctx, x);
+  tn_release(ctx, y);
+  if (!z) return -1;
+  *out = z;
+  return 0;
+}
+
+static void *mem(tn_ctx *ctx, void *p, size_t old, size_t nw) {
+  return ctx->realloc_fn(ctx->alloc_ud, p, old, nw);
+}
+
+/* Grows an array of elem-sized items to hold need items; NULL (array intact)
+ * and ctx->err on failure. */
+static void *grow(tn_ctx *ctx, ad_tape *tp, void *p, int *cap, int need, size_t elem) {
+  long nc = *cap ? *cap : 32;
+  while (nc < need) nc *= 2;
+  if (nc > INT_MAX || (size_t)nc > SIZE_MAX / elem) {
+    tn_error(ctx, "autodiff tape too large");
+    return NULL;
+  }
+  void *q = mem(ctx, p, (size_t)*cap * elem, (size_t)nc * elem);
+  if (!q) {
+    tn_error(ctx, "out of memory (autodiff tape)");
+    return NULL;
+  }
+  *cap = (int)nc;
+  tp->n_alloc++;
+  return q;
+}
+
+/* Temporary pointer arrays (concat/stack): a stack buffer, beyond it the data
+ * of a pooled tensor (so steady-state loops still make no host allocation). */
+#define TMP_N 16
+_Static_assert(sizeof(blo_tensor *) <= sizeof(double), "a pointer must fit in a double slot");
+static blo_tensor **tmp_get(tn_ctx *ctx, blo_tensor **buf, int n, blo_tensor **hold) {
+  *hold = NULL;
+  if (n <= TMP_N) return buf;
+  size_t len = (size_t)n;
+  if (!(*hold = tn_new(ctx, 1, &len))) return NULL;
+  return (blo_tensor **)(void *)(*hold)->data;
+}
+
+/* [outer, n, inner] view of a for an axis (-1: the whole tensor as one lane) */
+static void lane_dims(const blo_tensor *a, int axis, size_t *outer, size_t *n, size_t *inner) {
+  *outer = 1;
+  *inner = 1;
+  if (axis < 0) {
+    *n = a->size;
+    return;
+  }
+  for (int i = 0; i < axis; i++) *outer *= a->shape[i];
+  *n = a->shape[axis];
+  for (int i = axis + 1; i < a->rank; i++) *inner *= a->shape[i];
+}
+
+static int unary_diff(tn_unary_op op) {
+  switch (op) {
+  case TN_SIGN: case TN_STEP: case TN_FLOOR: case TN_NOT: case TN_ISNAN: return 0;
+  default: return (int)op >= 0 && (int)op < (int)TN_UNARY_COUNT;
+  }
+}
+
+static int binary_diff(tn_binary_op op) {
+  return op == TN_ADD || op == TN_SUB || op == TN_MUL || op == TN_DIV || op == TN_POW ||
+         op == TN_MAX2 || op == TN_MIN2;
+}
+
+static int reduce_diff(tn_reduce_op op) { return op != TN_ARGMAX && op != TN_ARGMIN; }
+
+/* ------------------------------------------------------------------------ */
+/* linear dual operations: the same tensor op on value and tangent          */
+
+static int d_affine(tn_ctx *ctx, ad_val a, double s, double c, ad_val *out) {
+  /* a*s + c; tangent a.t*s */
+  blo_tensor *v = tn_affine(ctx, a.v, s, c);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (a.t && !(t = tn_affine(ctx, a.t, s, 0.0))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+static int d_sum_to(tn_ctx *ctx, ad_val a, int rank, const size_t *shape, ad_val *out) {
+  if (shape_is(a.v, rank, shape)) { *out = dup(a); return 0; }
+  blo_tensor *v = tn_sum_to(ctx, a.v, rank, shape);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (a.t && !(t = tn_sum_to(ctx, a.t, rank, shape))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+static int d_broadcast_to(tn_ctx *ctx, ad_val a, int rank, const size_t *shape, ad_val *out) {
+  if (shape_is(a.v, rank, shape)) { *out = dup(a); return 0; }
+  blo_tensor *v = tn_broadcast_to(ctx, a.v, rank, shape);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (a.t && !(t = tn_broadcast_to(ctx, a.t, rank, shape))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+/* r (reduced from ref along axis) with the axis re-inserted as size 1; axis -1:
+ * r is rank 0 and broadcasts as is. */
+static int d_unsq(tn_ctx *ctx, ad_val r, const blo_tensor *ref, int axis, ad_val *out) {
+  if (axis < 0) { *out = dup(r); return 0; }
+  blo_tensor *v = tn_unsqueeze_reduced(ctx, r.v, ref, axis);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (r.t && !(t = tn_unsqueeze_reduced(ctx, r.t, ref, axis))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+static int d_transpose(tn_ctx *ctx, ad_val a, ad_val *out) {
+  blo_tensor *v = tn_transpose(ctx, a.v);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (a.t && !(t = tn_transpose(ctx, a.t))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+static int d_reshape(tn_ctx *ctx, ad_val a, int rank, const size_t *shape, ad_val *out) {
+  blo_tensor *v = tn_reshape(ctx, a.v, rank, shape);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (a.t && !(t = tn_reshape(ctx, a.t, rank, shape))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+static int d_index(tn_ctx *ctx, ad_val a, const tn_index_t *ix, int nix, ad_val *out) {
+  blo_tensor *v = tn_index(ctx, a.v, ix, nix);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (a.t && !(t = tn_index(ctx, a.t, ix, nix))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+/* zeros(shape)[ix] += src, on value and tangent (the adjoint of indexing) */
+static int d_scatter(tn_ctx *ctx, ad_val src, const tn_index_t *ix, int nix, int rank,
+                     const size_t *shape, ad_val *out) {
+  blo_tensor *v = tn_zeros(ctx, rank, shape), *t = NULL;
+  if (!v || tn_index_add(ctx, v, ix, nix, src.v)) goto fail;
+  if (src.t && (!(t = tn_zeros(ctx, rank, shape)) || tn_index_add(ctx, t, ix, nix, src.t))) goto fail;
+  return mk(ctx, v, t, out);
+fail:
+  tn_release(ctx, v);
+  tn_release(ctx, t);
+  return mk(ctx, NULL, NULL, out);
+}
+
+static int d_take(tn_ctx *ctx, ad_val a, const blo_tensor *idx, int axis, ad_val *out) {
+  blo_tensor *v = tn_take(ctx, a.v, idx, axis);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  blo_tensor *t = NULL;
+  if (a.t && !(t = tn_take(ctx, a.t, idx, axis))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+static int d_take_scatter(tn_ctx *ctx, ad_val src, const blo_tensor *idx, int axis, int rank,
+                          const size_t *shape, ad_val *out) {
+  blo_tensor *v = tn_zeros(ctx, rank, shape), *t = NULL;
+  if (!v || tn_take_add(ctx, v, idx, axis, src.v)) goto fail;
+  if (src.t && (!(t = tn_zeros(ctx, rank, shape)) || tn_take_add(ctx, t, idx, axis, src.t))) goto fail;
+  return mk(ctx, v, t, out);
+fail:
+  tn_release(ctx, v);
+  tn_release(ctx, t);
+  return mk(ctx, NULL, NULL, out);
+}
+
+/* concat (stack if is_stack) of duals; missing tangents are zeros when any
+ * input has one. */
+static int d_join(tn_ctx *ctx, const ad_val *as, int n, int axis, int is_stack, ad_val *out) {
+  blo_tensor *buf[TMP_N], *hold;
+  blo_tensor **p = tmp_get(ctx, buf, n, &hold);
+  blo_tensor *v = NULL, *t = NULL;
+  int any_t = 0, made = 0, ok = 0;
+  if (!p) return mk(ctx, NULL, NULL, out);
+  for (int i = 0; i < n; i++) {
+    p[i] = as[i].v;
+    any_t |= as[i].t != NULL;
+  }
+  v = is_stack ? tn_stack(ctx, p, n, axis) : tn_concat(ctx, p, n, axis);
+  if (!v) goto done;
+  if (any_t) {
+    for (made = 0; made < n; made++) {
+      p[made] = as[made].t ? tn_retain(as[made].t) : tn_zeros_like(ctx, as[made].v);
+      if (!p[made]) goto done;
+    }
+    t = is_stack ? tn_stack(ctx, p, n, axis) : tn_concat(ctx, p, n, axis);
+    if (!t) goto done;
+  }
+  ok = 1;
+done:
+  if (any_t)
+    for (int i = 0; i < made; i++) tn_release(ctx, p[i]);
+  tn_release(ctx, hold);
+  if (!ok) {
+    tn_release(ctx, v);
+    return mk(ctx, NULL, NULL, out);
+  }
+  return mk(ctx, v, t, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* nonlinear dual operations                                                */
+
+static int d_unary(tn_ctx *ctx, tn_unary_op op, ad_val a, ad_val *out);
+static int d_binary(tn_ctx *ctx, tn_binary_op op, ad_val a, ad_val b, ad_val *out);
+
+/* f'(a) as a dual, given a and z = f(a) (duals; shape of a).  Used with
+ * tangent-free duals for the JVP and with the saved duals for the VJP, where
+ * its tangent f''(a) a.t supplies the second-order term. */
+static int unary_deriv(tn_ctx *ctx, tn_unary_op op, ad_val a, ad_val z, ad_val *out) {
+  ad_val s = NOVAL;
+  int rc;
+  switch (op) {
+  case TN_EXP: *out = dup(z); return 0;                          /* exp */
+  case TN_LOG: return d_unary(ctx, TN_RECIP, a, out);            /* 1/a */
+  case TN_SQRT:                                                  /* 0.5/sqrt(a) */
+    if (d_unary(ctx, TN_RECIP, z, &s)) return mk(ctx, NULL, NULL, out);
+    rc = d_affine(ctx, s, 0.5, 0.0, out);
+    break;
+  case TN_ABS: return mk(ctx, tn_unary(ctx, TN_SIGN, a.v), NULL, out); /* sign, constant */
+  case TN_SIN: return d_unary(ctx, TN_COS, a, out);              /* cos */
+  case TN_COS:                                                   /* -sin */
+    if (d_unary(ctx, TN_SIN, a, &s)) return mk(ctx, NULL, NULL, out);
+    rc = d_unary(ctx, TN_NEG, s, out);
+    break;
+  case TN_TANH:                                                  /* 1 - tanh^2 */
+    if (d_unary(ctx, TN_SQUARE, z, &s)) return mk(ctx, NULL, NULL, out);
+    rc = d_affine(ctx, s, -1.0, 1.0, out);
+    break;
+  case TN_SIGMOID:                                               /* s (1 - s) */
+    if (d_affine(ctx, z, -1.0, 1.0, &s)) return mk(ctx, NULL, NULL, out);
+    rc = d_binary(ctx, TN_MUL, z, s, out);
+    break;
+  case TN_SOFTPLUS: return d_unary(ctx, TN_SIGMOID, a, out);     /* sigmoid */
+  case TN_RELU: return mk(ctx, tn_unary(ctx, TN_STEP, a.v), NULL, out); /* step, constant */
+  case TN_SQUARE: return d_affine(ctx, a, 2.0, 0.0, out);        /* 2a */
+  case TN_RECIP:                                                 /* -1/a^2 = -z^2 */
+    if (d_unary(ctx, TN_SQUARE, z, &s)) return mk(ctx, NULL, NULL, out);
+    rc = d_affine(ctx, s, -1.0, 0.0, out);
+    break;
+  default:
+    tn_error(ctx, "autodiff: no derivative for '%s'", tn_unary_name(op));
+    return mk(ctx, NULL, NULL, out);
+  }
+  ad_val_release(ctx, &s);
+  return rc;
+}
+
+/* z = f(a), shape of a; tangent f'(a) * a.t */
+static int d_unary(tn_ctx *ctx, tn_unary_op op, ad_val a, ad_val *out) {
+  blo_tensor *v = tn_unary(ctx, op, a.v), *t = NULL;
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (a.t && unary_diff(op)) {
+    if (op == TN_NEG) {
+      t = tn_unary(ctx, TN_NEG, a.t);
+    } else {
+      ad_val d;
+      if (unary_deriv(ctx, op, ad_const(a.v), ad_const(v), &d) == 0) {
+        t = tn_binary(ctx, TN_MUL, d.v, a.t);
+        ad_val_release(ctx, &d);
+      }
+    }
+    if (!t) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  }
+  return mk(ctx, v, t, out);
+}
+
+/* dz/d(input k) of z = a op b as a dual (broadcast-compatible with z), for
+ * MUL, DIV, POW, MAX2, MIN2.  ADD/SUB are handled by their callers. */
+static int bin_partial(tn_ctx *ctx, tn_binary_op op, int k, ad_val a, ad_val b, ad_val z, ad_val *out) {
+  ad_val s = NOVAL, u = NOVAL;
+  int rc = -1;
+  switch (op) {
+  case TN_MUL: *out = dup(k == 0 ? b : a); return 0;              /* b ; a */
+  case TN_DIV:
+    if (k == 0) return d_unary(ctx, TN_RECIP, b, out);             /* 1/b */
+    if (d_binary(ctx, TN_DIV, z, b, &s) == 0)                      /* -z/b = -a/b^2 */
+      rc = d_unary(ctx, TN_NEG, s, out);
+    break;
+  case TN_POW:
+    if (k == 0) {                                                  /* b a^(b-1) */
+      if (d_affine(ctx, b, 1.0, -1.0, &s) == 0 && d_binary(ctx, TN_POW, a, s, &u) == 0)
+        rc = d_binary(ctx, TN_MUL, b, u, out);
+    } else {                                                       /* a^b log a */
+      if (d_unary(ctx, TN_LOG, a, &s) == 0)
+        rc = d_binary(ctx, TN_MUL, z, s, out);
+    }
+    break;
+  case TN_MAX2: /* ties go to a: mask a >= b, and its complement a < b (constants) */
+    return mk(ctx, tn_binary(ctx, k == 0 ? TN_GE : TN_LT, a.v, b.v), NULL, out);
+  case TN_MIN2:
+    return mk(ctx, tn_binary(ctx, k == 0 ? TN_LE : TN_GT, a.v, b.v), NULL, out);
+  default:
+    tn_error(ctx, "autodiff: no derivative for '%s'", tn_binary_name(op));
+    break;
+  }
+  ad_val_release(ctx, &s);
+  ad_val_release(ctx, &u);
+  if (rc) *out = NOVAL;
+  return rc;
+}
+
+/* z = a op b (broadcast); tangent d_a z * a.t + d_b z * b.t, broadcast to z */
+static int d_binary(tn_ctx *ctx, tn_binary_op op, ad_val a, ad_val b, ad_val *out) {
+  blo_tensor *v = tn_binary(ctx, op, a.v, b.v), *ta = NULL, *tb = NULL, *t = NULL;
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (!binary_diff(op) || (!a.t && !b.t)) return mk(ctx, v, NULL, out);
+  if (op == TN_ADD || op == TN_SUB) {
+    ta = tn_retain(a.t);
+    if (b.t && !(tb = op == TN_ADD ? tn_retain(b.t) : tn_unary(ctx, TN_NEG, b.t))) goto fail;
+  } else {
+    ad_val p;
+    if (a.t) {
+      if (bin_partial(ctx, op, 0, ad_const(a.v), ad_const(b.v), ad_const(v), &p)) goto fail;
+      ta = tn_binary(ctx, TN_MUL, p.v, a.t);
+      ad_val_release(ctx, &p);
+      if (!ta) goto fail;
+    }
+    if (b.t) {
+      if (bin_partial(ctx, op, 1, ad_const(a.v), ad_const(b.v), ad_const(v), &p)) goto fail;
+      tb = tn_binary(ctx, TN_MUL, p.v, b.t);
+      ad_val_release(ctx, &p);
+      if (!tb) goto fail;
+    }
+  }
+  if (tadd(ctx, ta, tb, &t)) { ta = tb = NULL; goto fail; }
+  ta = tb = NULL;
+  if (!tn_same_shape(t, v)) { /* e.g. only the scalar side of scalar*matrix moves */
+    blo_tensor *tt = tn_broadcast_to(ctx, t, v->rank, v->shape);
+    tn_release(ctx, t);
+    if (!(t = tt)) goto fail;
+  }
+  return mk(ctx, v, t, out);
+fail:
+  tn_release(ctx, ta);
+  tn_release(ctx, tb);
+  tn_release(ctx, v);
+  return mk(ctx, NULL, NULL, out);
+}
+
+/* z = a @ b; tangent a.t @ b + a @ b.t */
+static int d_matmul(tn_ctx *ctx, ad_val a, ad_val b, ad_val *out) {
+  blo_tensor *v = tn_matmul(ctx, a.v, b.v), *ta = NULL, *tb = NULL, *t = NULL;
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (a.t && !(ta = tn_matmul(ctx, a.t, b.v))) goto fail;
+  if (b.t && !(tb = tn_matmul(ctx, a.v, b.t))) goto fail;
+  if (tadd(ctx, ta, tb, &t)) { ta = tb = NULL; goto fail; }
+  return mk(ctx, v, t, out);
+fail:
+  tn_release(ctx, ta);
+  tn_release(ctx, tb);
+  tn_release(ctx, v);
+  return mk(ctx, NULL, NULL, out);
+}
+
+/* outer product of vectors u [m], w [n] -> [m,n], as reshape + matmul */
+static int d_outer(tn_ctx *ctx, ad_val u, ad_val w, ad_val *out) {
+  size_t su[2] = {u.v->size, 1}, sw[2] = {1, w.v->size};
+  ad_val uu = NOVAL, ww = NOVAL;
+  int rc = -1;
+  if (d_reshape(ctx, u, 2, su, &uu) == 0 && d_reshape(ctx, w, 2, sw, &ww) == 0)
+    rc = d_matmul(ctx, uu, ww, out);
+  ad_val_release(ctx, &uu);
+  ad_val_release(ctx, &ww);
+  if (rc) *out = NOVAL;
+  return rc;
+}
+
+/* Product of the other elements along axis (-1: all), exact with zeros via
+ * prefix/suffix products; shape of a.  Tangent: its directional derivative
+ * (prefix/suffix products of duals). */
+static int d_exclprod(tn_ctx *ctx, ad_val a, int axis, ad_val *out) {
+  size_t outer, n, inner;
+  blo_tensor *v = tn_new(ctx, a.v->rank, a.v->shape), *t = NULL;
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (a.t && !(t = tn_new(ctx, a.v->rank, a.v->shape))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  lane_dims(a.v, axis, &outer, &n, &inner);
+  const double *x = a.v->data, *dx = a.t ? a.t->data : NULL;
+  double *e = v->data, *de = t ? t->data : NULL;
+  for (size_t o = 0; o < outer; o++)
+    for (size_t i = 0; i < inner; i++) {
+      size_t base = o * n * inner + i;
+      double p = 1.0, dp = 0.0;
+      for (size_t j = 0; j < n; j++) { /* e_j = prod_{k<j} x_k */
+        size_t q = base + j * inner;
+        e[q] = p;
+        if (de) { de[q] = dp; dp = dp * x[q] + p * dx[q]; }
+        p *= x[q];
+      }
+      double s = 1.0, ds = 0.0;
+      for (size_t j = n; j-- > 0;) { /* e_j *= prod_{k>j} x_k */
+        size_t q = base + j * inner;
+        if (de) { de[q] = de[q] * s + e[q] * ds; ds = ds * x[q] + s * dx[q]; }
+        e[q] *= s;
+        s *= x[q];
+      }
+    }
+  return mk(ctx, v, t, out);
+}
+
+/* dz/da for a reduction z = red(a, axis) (shape of a), as a dual. */
+static int reduce_weight(tn_ctx *ctx, tn_reduce_op op, ad_val a, ad_val z, int axis, ad_val *out) {
+  ad_val zu = NOVAL, s = NOVAL, u = NOVAL;
+  blo_tensor *m = NULL, *c = NULL, *cu = NULL, *zero = NULL;
+  int rc = -1;
+  *out = NOVAL;
+  switch (op) {
+  case TN_MAX: case TN_MIN: /* mask of the extremes / their count (ties share) */
+    if (d_unsq(ctx, ad_const(z.v), a.v, axis, &zu)) break;
+    if (!(m = tn_binary(ctx, TN_EQ, a.v, zu.v))) break;
+    if (!(c = tn_reduce(ctx, TN_SUM, m, axis))) break;
+    cu = axis < 0 ? tn_retain(c) : tn_unsqueeze_reduced(ctx, c, a.v, axis);
+    if (!cu) break;
+    rc = mk(ctx, tn_binary(ctx, TN_DIV, m, cu), NULL, out);
+    break;
+  case TN_PROD: /* product of the others */
+    rc = d_exclprod(ctx, a, axis, out);
+    break;
+  case TN_NORM: /* a / ||a||, 0 where ||a|| == 0 */
+    if (!(zero = tn_scalar(ctx, 0.0)) || !(m = tn_binary(ctx, TN_EQ, z.v, zero))) break;
+    if (d_binary(ctx, TN_ADD, z, ad_const(m), &s)) break;
+    if (d_unsq(ctx, s, a.v, axis, &u)) break;
+    rc = d_binary(ctx, TN_DIV, a, u, out);
+    break;
+  case TN_LOGSUMEXP: /* softmax weights exp(a - lse) */
+    if (d_unsq(ctx, z, a.v, axis, &zu)) break;
+    if (d_binary(ctx, TN_SUB, a, zu, &s)) break;
+    rc = d_unary(ctx, TN_EXP, s, out);
+    break;
+  default:
+    tn_error(ctx, "autodiff: no weight for this reduction");
+    break;
+  }
+  ad_val_release(ctx, &zu);
+  ad_val_release(ctx, &s);
+  ad_val_release(ctx, &u);
+  tn_release(ctx, m);
+  tn_release(ctx, c);
+  tn_release(ctx, cu);
+  tn_release(ctx, zero);
+  return rc;
+}
+
+/* z = red(a, axis); tangent red'(a) . a.t */
+static int d_reduce(tn_ctx *ctx, tn_reduce_op op, ad_val a, int axis, ad_val *out) {
+  blo_tensor *v = tn_reduce(ctx, op, a.v, axis), *t = NULL, *p = NULL;
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (!a.t || !reduce_diff(op)) return mk(ctx, v, NULL, out);
+  if (op == TN_SUM || op == TN_MEAN) {
+    t = tn_reduce(ctx, op, a.t, axis); /* linear */
+  } else {
+    ad_val w;
+    if (reduce_weight(ctx, op, ad_const(a.v), ad_const(v), axis, &w) == 0) {
+      p = tn_binary(ctx, TN_MUL, w.v, a.t);
+      ad_val_release(ctx, &w);
+      if (p) t = tn_reduce(ctx, TN_SUM, p, axis);
+      tn_release(ctx, p);
+    }
+  }
+  if (!t) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
+/* J_softmax x = s * (x - sum(s * x, axis)); J is symmetric, so this is both
+ * the JVP (x = tangent) and the VJP (x = adjoint). */
+static int softmax_jac(tn_ctx *ctx, ad_val s, ad_val x, int axis, ad_val *out) {
+  ad_val p = NOVAL, q = NOVAL, qu = NOVAL, u = NOVAL;
+  int rc = -1;
+  if (d_binary(ctx, TN_MUL, x, s, &p) == 0 && d_reduce(ctx, TN_SUM, p, axis, &q) == 0 &&
+      d_unsq(ctx, q, s.v, axis, &qu) == 0 && d_binary(ctx, TN_SUB, x, qu, &u) == 0)
+    rc = d_binary(ctx, TN_MUL, s, u, out);
+  ad_val_release(ctx, &p);
+  ad_val_release(ctx, &q);
+  ad_val_release(ctx, &qu);
+  ad_val_release(ctx, &u);
+  if (rc) *out = NOVAL;
+  return rc;
+}
+
+static int d_softmax(tn_ctx *ctx, ad_val a, int axis, ad_val *out) {
+  blo_tensor *v = tn_softmax(ctx, a.v, axis);
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (!a.t) return mk(ctx, v, NULL, out);
+  ad_val j;
+  if (softmax_jac(ctx, ad_const(v), ad_const(a.t), axis, &j)) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, j.v, out);
+}
+
+/* x = A^{-1} b; tangent A^{-1} (b.t - A.t x) */
+static int d_linsolve(tn_ctx *ctx, ad_val A, ad_val b, ad_val *out) {
+  blo_tensor *x = tn_linsolve(ctx, A.v, b.v), *r = NULL, *q = NULL, *t = NULL;
+  if (!x) return mk(ctx, NULL, NULL, out);
+  if (!A.t && !b.t) return mk(ctx, x, NULL, out);
+  if (A.t) {
+    if (!(q = tn_matmul(ctx, A.t, x))) goto fail;
+    r = b.t ? tn_binary(ctx, TN_SUB, b.t, q) : tn_unary(ctx, TN_NEG, q);
+    tn_release(ctx, q);
+    if (!r) goto fail;
+  } else {
+    r = tn_retain(b.t);
+  }
+  t = tn_linsolve(ctx, A.v, r);
+  tn_release(ctx, r);
+  if (!t) goto fail;
+  return mk(ctx, x, t, out);
+fail:
+  tn_release(ctx, x);
+  return mk(ctx, NULL, NULL, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* tape                                                                     */
+
+ad_tape *ad_tape_new(tn_ctx *ctx) {
+  ad_tape *tp = mem(ctx, NULL, 0, sizeof *tp);
+  if (!tp) {
+    tn_error(ctx, "out of memory (autodiff tape)");
+    return NULL;
+  }
+  memset(tp, 0, sizeof *tp);
+  return tp;
+}
+
+static void clear_adj(tn_ctx *ctx, ad_tape *tp) {
+  for (int i = 0; i < tp->nadj; i++) ad_val_release(ctx, &tp->adj[i]);
+  tp->nadj = 0;
+}
+
+void ad_tape_reset(tn_ctx *ctx, ad_tape *tp) {
+  if (!tp) return;
+  clear_adj(ctx, tp);
+  for (int i = 0; i < tp->n; i++) {
+    ad_val_release(ctx, &tp->nodes[i].out);
+    tn_release(ctx, tp->nodes[i].aux);
+    tp->nodes[i].aux = NULL;
+  }
+  for (int i = 0; i < tp->ns; i++) ad_val_release(ctx, &tp->slots[i].v);
+  tp->n = 0;
+  tp->ns = 0;
+}
+
+void ad_tape_free(tn_ctx *ctx, ad_tape *tp) {
+  if (!tp) return;
+  ad_tape_reset(ctx, tp);
+  if (tp->nodes) mem(ctx, tp->nodes, (size_t)tp->cap * sizeof *tp->nodes, 0);
+  if (tp->slots) mem(ctx, tp->slots, (size_t)tp->scap * sizeof *tp->slots, 0);
+  if (tp->adj) mem(ctx, tp->adj, (size_t)tp->adjcap * sizeof *tp->adj, 0);
+  mem(ctx, tp, sizeof *tp, 0);
+}
+
+int ad_tape_size(const ad_tape *tp) { return tp ? tp->n : 0; }
+
+size_t ad_tape_allocs(const ad_tape *tp) { return tp ? tp->n_alloc : 0; }
+
+/* Validates inputs; *rec = 1 when the output must be recorded. */
+static int prep(tn_ctx *ctx, ad_tape *tp, const ad_val *ins, int nin, int *rec) {
+  *rec = 0;
+  for (int i = 0; i < nin; i++) {
+    if (!ins[i].v) return tn_error(ctx, "autodiff: operand has no value");
+    if (tp && ins[i].node >= 0) {
+      if (ins[i].node >= tp->n)
+        return tn_error(ctx, "autodiff: stale tape node %d (the tape holds %d)", ins[i].node, tp->n);
+      *rec = 1;
+    }
+  }
+  return 0;
+}
+
+/* Appends a node for *out with inputs ins (retained) and the output dual.
+ * Takes ownership of aux.  On failure releases *out and aux. */
+static int record(tn_ctx *ctx, ad_tape *tp, int kind, int sub, int axis, const ad_val *ins,
+                  int nin, blo_tensor *aux, ad_val *out, ad_node **pnd) {
+  if (tp->n >= tp->cap) {
+    ad_node *p = grow(ctx, tp, tp->nodes, &tp->cap, tp->n + 1, sizeof *p);
+    if (!p) goto fail;
+    tp->nodes = p;
+  }
+  if (tp->ns + nin > tp->scap) {
+    if (nin > INT_MAX - tp->ns) { tn_error(ctx, "autodiff tape too large"); goto fail; }
+    ad_slot *p = grow(ctx, tp, tp->slots, &tp->scap, tp->ns + nin, sizeof *p);
+    if (!p) goto fail;
+    tp->slots = p;
+  }
+  ad_node *nd = &tp->nodes[tp->n];
+  memset(nd, 0, sizeof *nd);
+  nd->kind = kind;
+  nd->sub = sub;
+  nd->axis = axis;
+  nd->in0 = tp->ns;
+  nd->nin = nin;
+  nd->rank = out->v->rank;
+  for (int i = 0; i < TN_MAX_RANK; i++) nd->shape[i] = out->v->shape[i];
+  nd->aux = aux;
+  for (int i = 0; i < nin; i++) {
+    tp->slots[tp->ns + i].node = ins[i].node;
+    tp->slots[tp->ns + i].v = ad_val_retain(ins[i]);
+  }
+  tp->ns += nin;
+  out->node = tp->n;
+  nd->out = kind == K_LEAF ? NOVAL : ad_val_retain(*out);
+  tp->n++;
+  if (pnd) *pnd = nd;
+  return 0;
+fail:
+  tn_release(ctx, aux);
+  if (kind != K_LEAF) ad_val_release(ctx, out);
+  return -1;
+}
+
+int ad_leaf(tn_ctx *ctx, ad_tape *tp, ad_val *a) {
+  if (!tp) return tn_error(ctx, "autodiff: ad_leaf needs a tape");
+  if (!a || !a->v) return tn_error(ctx, "autodiff: leaf has no value");
+  return record(ctx, tp, K_LEAF, 0, 0, NULL, 0, NULL, a, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* public operations                                                        */
+
+int ad_unary(tn_ctx *ctx, ad_tape *tape, tn_unary_op op, ad_val a, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, &a, 1, &rec) || d_unary(ctx, op, a, out)) return -1;
+  if (rec && unary_diff(op)) return record(ctx, tape, K_UNARY, op, 0, &a, 1, NULL, out, NULL);
+  return 0;
+}
+
+int ad_binary(tn_ctx *ctx, ad_tape *tape, tn_binary_op op, ad_val a, ad_val b, ad_val *out) {
+  ad_val in[2] = {a, b};
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, in, 2, &rec) || d_binary(ctx, op, a, b, out)) return -1;
+  if (rec && binary_diff(op)) return record(ctx, tape, K_BINARY, op, 0, in, 2, NULL, out, NULL);
+  return 0;
+}
+
+int ad_matmul(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val b, ad_val *out) {
+  ad_val in[2] = {a, b};
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, in, 2, &rec) || d_matmul(ctx, a, b, out)) return -1;
+  if (rec) return record(ctx, tape, K_MATMUL, 0, 0, in, 2, NULL, out, NULL);
+  return 0;
+}
+
+int ad_transpose(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, &a, 1, &rec) || d_transpose(ctx, a, out)) return -1;
+  if (rec) return record(ctx, tape, K_TRANSPOSE, 0, 0, &a, 1, NULL, out, NULL);
+  return 0;
+}
+
+int ad_reduce(tn_ctx *ctx, ad_tape *tape, tn_reduce_op op, ad_val a, int axis, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, &a, 1, &rec) || d_reduce(ctx, op, a, axis, out)) return -1;
+  if (rec && reduce_diff(op)) return record(ctx, tape, K_REDUCE, op, axis, &a, 1, NULL, out, NULL);
+  return 0;
+}
+
+int ad_softmax(tn_ctx *ctx, ad_tape *tape, ad_val a, int axis, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, &a, 1, &rec) || d_softmax(ctx, a, axis, out)) return -1;
+  if (rec) return record(ctx, tape, K_SOFTMAX, 0, axis, &a, 1, NULL, out, NULL);
+  return 0;
+}
+
+int ad_reshape(tn_ctx *ctx, ad_tape *tape, ad_val a, int rank, const size_t *shape, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, &a, 1, &rec) || d_reshape(ctx, a, rank, shape, out)) return -1;
+  if (rec) return record(ctx, tape, K_RESHAPE, 0, 0, &a, 1, NULL, out, NULL);
+  return 0;
+}
+
+static int join(tn_ctx *ctx, ad_tape *tape, const ad_val *as, int n, int axis, int is_stack, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (n <= 0 || !as) return tn_error(ctx, "%s of no tensors", is_stack ? "stack" : "concat");
+  if (prep(ctx, tape, as, n, &rec)) return -1;
+  if (axis < 0) axis += as[0].v->rank + (is_stack ? 1 : 0); /* Python-style negative axis */
+  if (axis < 0) return tn_error(ctx, "%s: axis out of range", is_stack ? "stack" : "concat");
+  if (d_join(ctx, as, n, axis, is_stack, out)) return -1;
+  if (rec) return record(ctx, tape, is_stack ? K_STACK : K_CONCAT, 0, axis, as, n, NULL, out, NULL);
+  return 0;
+}
+
+int ad_concat(tn_ctx *ctx, ad_tape *tape, const ad_val *as, int n, int axis, ad_val *out) {
+  return join(ctx, tape, as, n, axis, 0, out);
+}
+
+int ad_stack(tn_ctx *ctx, ad_tape *tape, const ad_val *as, int n, int axis, ad_val *out) {
+  return join(ctx, tape, as, n, axis, 1, out);
+}
+
+int ad_index(tn_ctx *ctx, ad_tape *tape, ad_val a, const tn_index_t *ix, int nix, ad_val *out) {
+  int rec;
+  ad_node *nd;
+  *out = NOVAL;
+  if (nix < 0 || nix > TN_MAX_RANK || (nix > 0 && !ix))
+    return tn_error(ctx, "index: %d subscripts (at most %d)", nix, TN_MAX_RANK);
+  if (prep(ctx, tape, &a, 1, &rec) || d_index(ctx, a, ix, nix, out)) return -1;
+  if (rec) {
+    if (record(ctx, tape, K_INDEX, 0, 0, &a, 1, NULL, out, &nd)) return -1;
+    nd->nix = nix;
+    for (int i = 0; i < nix; i++) nd->ix[i] = ix[i];
+  }
+  return 0;
+}
+
+int ad_take(tn_ctx *ctx, ad_tape *tape, ad_val a, const blo_tensor *idx, int axis, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (!idx) return tn_error(ctx, "take: no index");
+  if (prep(ctx, tape, &a, 1, &rec) || d_take(ctx, a, idx, axis, out)) return -1;
+  if (rec) {
+    /* private copy: the caller may reuse its index buffer before backward */
+    blo_tensor *cp = tn_copy(ctx, idx);
+    if (!cp) { ad_val_release(ctx, out); return -1; }
+    return record(ctx, tape, K_TAKE, 0, axis, &a, 1, cp, out, NULL);
+  }
+  return 0;
+}
+
+int ad_linsolve(tn_ctx *ctx, ad_tape *tape, ad_val A, ad_val b, ad_val *out) {
+  ad_val in[2] = {A, b};
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, in, 2, &rec) || d_linsolve(ctx, A, b, out)) return -1;
+  if (rec) return record(ctx, tape, K_LINSOLVE, 0, 0, in, 2, NULL, out, NULL);
+  return 0;
+}
+
+int ad_detach(tn_ctx *ctx, ad_val a, ad_val *out) {
+  *out = NOVAL;
+  if (!a.v) return tn_error(ctx, "autodiff: operand has no value");
+  out->v = tn_retain(a.v);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* reverse sweep                                                            */
+
+/* adj[node] += c (dual), taking ownership of c.  Accumulates in place when the
+ * adjoint buffer is not shared. */
+static int acc(tn_ctx *ctx, ad_tape *tp, int node, ad_val *c) {
+  ad_val *d = &tp->adj[node];
+  c->node = -1;
+  if (!d->v) {
+    *d = *c;
+    *c = NOVAL;
+    return 0;
+  }
+  int rc = -1;
+  if (!tn_same_shape(d->v, c->v)) {
+    char b1[64], b2[64];
+    tn_error(ctx, "autodiff: adjoint shape %s does not match %s", tn_shape_str(c->v, b1, sizeof b1),
+             tn_shape_str(d->v, b2, sizeof b2));
+    goto done;
+  }
+  if (d->v->refcount == 1) {
+    if (tn_axpy_inplace(ctx, 1.0, c->v, d->v)) goto done;
+  } else {
+    blo_tensor *s = tn_binary(ctx, TN_ADD, d->v, c->v);
+    if (!s) goto done;
+    tn_release(ctx, d->v);
+    d->v = s;
+  }
+  if (c->t) {
+    if (!d->t) {
+      d->t = c->t;
+      c->t = NULL;
+    } else if (d->t->refcount == 1) {
+      if (tn_axpy_inplace(ctx, 1.0, c->t, d->t)) goto done;
+    } else {
+      blo_tensor *s = tn_binary(ctx, TN_ADD, d->t, c->t);
+      if (!s) goto done;
+      tn_release(ctx, d->t);
+      d->t = s;
+    }
+  }
+  rc = 0;
+done:
+  ad_val_release(ctx, c);
+  return rc;
+}
+
+/* acc after summing c down to the shape of the input (broadcast ops) */
+static int acc_to(tn_ctx *ctx, ad_tape *tp, int node, const blo_tensor *like, ad_val *c) {
+  ad_val s;
+  int rc = d_sum_to(ctx, *c, like->rank, like->shape, &s);
+  ad_val_release(ctx, c);
+  if (rc) return -1;
+  return acc(ctx, tp, node, &s);
+}
+
+/* full-slice spec for axes before `axis`; entry `axis` is set by the caller */
+static void lead_slices(tn_index_t *ix, const blo_tensor *t, int axis) {
+  for (int i = 0; i < axis; i++) {
+    ix[i].kind = TN_IX_SLICE;
+    ix[i].start = 0;
+    ix[i].stop = (long)t->shape[i];
+  }
+}
+
+/* Applies node i's VJP to its adjoint g, accumulating into its inputs. */
+static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
+  const ad_node *nd = &tp->nodes[i];
+  const ad_slot *s = &tp->slots[nd->in0];
+  const ad_val g = tp->adj[i], z = nd->out;
+  ad_val c = NOVAL, p = NOVAL, q = NOVAL, r = NOVAL;
+  int rc = -1;
+
+#define NEED(k) (s[k].node >= 0)
+#define TRY(x) do { if (x) goto done; } while (0)
+  switch (nd->kind) {
+  case K_UNARY: { /* [a] -> [a]: g_a = g * f'(a), f' a dual of a */
+    const ad_val a = s[0].v;
+    if (nd->sub == TN_NEG) {
+      TRY(d_unary(ctx, TN_NEG, g, &c));
+    } else {
+      TRY(unary_deriv(ctx, (tn_unary_op)nd->sub, a, z, &p));
+      TRY(d_binary(ctx, TN_MUL, g, p, &c));
+    }
+    TRY(acc(ctx, tp, s[0].node, &c));
+    break;
+  }
+  case K_BINARY: { /* a, b broadcast to z: g_a = sum_to(g * dz/da, shape a), same for b */
+    const tn_binary_op op = (tn_binary_op)nd->sub;
+    for (int k = 0; k < 2; k++) {
+      if (!NEED(k)) continue;
+      if (op == TN_ADD || (op == TN_SUB && k == 0)) {
+        c = dup(g);
+      } else if (op == TN_SUB) {
+        TRY(d_unary(ctx, TN_NEG, g, &c));
+      } else {
+        TRY(bin_partial(ctx, op, k, s[0].v, s[1].v, z, &p));
+        TRY(d_binary(ctx, TN_MUL, g, p, &c));
+        ad_val_release(ctx, &p);
+      }
+      TRY(acc_to(ctx, tp, s[k].node, s[k].v.v, &c));
+    }
+    break;
+  }
+  case K_MATMUL: { /* z = a @ b */
+    const ad_val a = s[0].v, b = s[1].v;
+    const int ra = a.v->rank, rb = b.v->rank;
+    if (NEED(0)) {
+      if (ra == 2 && rb == 2) { /* [m,k]@[k,n]: g_a = g [m,n] @ b' [n,k] */
+        TRY(d_transpose(ctx, b, &p));
+        TRY(d_matmul(ctx, g, p, &c));
+      } else if (ra == 2) {     /* [m,k]@[k]: g_a = outer(g [m], b [k]) */
+        TRY(d_outer(ctx, g, b, &c));
+      } else if (rb == 2) {     /* [k]@[k,n]: g_a = b [k,n] @ g [n] */
+        TRY(d_matmul(ctx, b, g, &c));
+      } else {                  /* [k]@[k]: g_a = g (scalar) * b */
+        TRY(d_binary(ctx, TN_MUL, g, b, &c));
+      }
+      ad_val_release(ctx, &p);
+      TRY(acc(ctx, tp, s[0].node, &c));
+    }
+    if (NEED(1)) {
+      if (ra == 2) {            /* [m,k]@[k,n] or [m,k]@[k]: g_b = a' [k,m] @ g */
+        TRY(d_transpose(ctx, a, &p));
+        TRY(d_matmul(ctx, p, g, &c));
+      } else if (rb == 2) {     /* [k]@[k,n]: g_b = outer(a [k], g [n]) */
+        TRY(d_outer(ctx, a, g, &c));
+      } else {                  /* [k]@[k]: g_b = g * a */
+        TRY(d_binary(ctx, TN_MUL, g, a, &c));
+      }
+      TRY(acc(ctx, tp, s[1].node, &c));
+    }
+    break;
+  }
+  case K_TRANSPOSE: /* transpose is an involution on every rank: g_a = g' */
+    TRY(d_transpose(ctx, g, &c));
+    TRY(acc(ctx, tp, s[0].node, &c));
+    break;
+  case K_REDUCE: { /* z = red(a, axis): g_a = w(a) * unsqueeze(g), w = dz/da */
+    const ad_val a = s[0].v;
+    const tn_reduce_op op = (tn_reduce_op)nd->sub;
+    TRY(d_unsq(ctx, g, a.v, nd->axis, &p));
+    if (op == TN_SUM || op == TN_MEAN) {
+      if (op == TN_MEAN) { /* 1/N with N the count of reduced elements */
+        double nred = nd->axis < 0 ? (double)a.v->size : (double)a.v->shape[nd->axis];
+        TRY(d_affine(ctx, p, nred > 0 ? 1.0 / nred : 0.0, 0.0, &q));
+        ad_val_release(ctx, &p);
+        p = q;
+        q = NOVAL;
+      }
+      TRY(d_broadcast_to(ctx, p, a.v->rank, a.v->shape, &c));
+    } else {
+      TRY(reduce_weight(ctx, op, a, z, nd->axis, &q));
+      TRY(d_binary(ctx, TN_MUL, q, p, &c));
+    }
+    TRY(acc(ctx, tp, s[0].node, &c));
+    break;
+  }
+  case K_SOFTMAX: /* g_a = s * (g - sum(g * s, axis)), s the dual output */
+    TRY(softmax_jac(ctx, z, g, nd->axis, &c));
+    TRY(acc(ctx, tp, s[0].node, &c));
+    break;
+  case K_RESHAPE: /* g_a = reshape(g, shape a) */
+    TRY(d_reshape(ctx, g, s[0].v.v->rank, s[0].v.v->shape, &c));
+    TRY(acc(ctx, tp, s[0].node, &c));
+    break;
+  case K_CONCAT: { /* g_k = g[..., off_k : off_k + n_k, ...] along axis */
+    tn_index_t ix[TN_MAX_RANK];
+    long off = 0;
+    lead_slices(ix, g.v, nd->axis);
+    for (int k = 0; k < nd->nin; k++) {
+      long nk = (long)s[k].v.v->shape[nd->axis];
+      if (NEED(k)) {
+        ix[nd->axis].kind = TN_IX_SLICE;
+        ix[nd->axis].start = off;
+        ix[nd->axis].stop = off + nk;
+        TRY(d_index(ctx, g, ix, nd->axis + 1, &c));
+        TRY(acc(ctx, tp, s[k].node, &c));
+      }
+      off += nk;
+    }
+    break;
+  }
+  case K_STACK: { /* g_k = g[..., k, ...] (new axis dropped) */
+    tn_index_t ix[TN_MAX_RANK];
+    lead_slices(ix, g.v, nd->axis);
+    for (int k = 0; k < nd->nin; k++) {
+      if (!NEED(k)) continue;
+      ix[nd->axis].kind = TN_IX_INDEX;
+      ix[nd->axis].start = k;
+      ix[nd->axis].stop = k + 1;
+      TRY(d_index(ctx, g, ix, nd->axis + 1, &c));
+      TRY(acc(ctx, tp, s[k].node, &c));
+    }
+    break;
+  }
+  case K_INDEX: /* g_a = zeros(shape a); g_a[ix] += g */
+    TRY(d_scatter(ctx, g, nd->ix, nd->nix, s[0].v.v->rank, s[0].v.v->shape, &c));
+    TRY(acc(ctx, tp, s[0].node, &c));
+    break;
+  case K_TAKE: /* g_a = zeros(shape a); g_a[idx] += g (repeats accumulate) */
+    TRY(d_take_scatter(ctx, g, nd->aux, nd->axis, s[0].v.v->rank, s[0].v.v->shape, &c));
+    TRY(acc(ctx, tp, s[0].node, &c));
+    break;
+  case K_LINSOLVE: { /* x = A^{-1} b: g_b = A^{-T} g; g_A = -g_b x' (outer for b [n]) */
+    const ad_val A = s[0].v, x = z;
+    TRY(d_transpose(ctx, A, &p));
+    TRY(d_linsolve(ctx, p, g, &q));       /* g_b, dual */
+    ad_val_release(ctx, &p);
+    if (NEED(0)) {
+      if (x.v->rank == 1) {
+        TRY(d_outer(ctx, q, x, &r));
+      } else {
+        TRY(d_transpose(ctx, x, &p));
+        TRY(d_matmul(ctx, q, p, &r));
+      }
+      TRY(d_unary(ctx, TN_NEG, r, &c));
+      TRY(acc(ctx, tp, s[0].node, &c));
+    }
+    if (NEED(1)) TRY(acc(ctx, tp, s[1].node, &q));
+    break;
+  }
+  default:
+    tn_error(ctx, "autodiff: corrupt tape node %d", i);
+    goto done;
+  }
+#undef NEED
+#undef TRY
+  rc = 0;
+done:
+  ad_val_release(ctx, &c);
+  ad_val_release(ctx, &p);
+  ad_val_release(ctx, &q);
+  ad_val_release(ctx, &r);
+  return rc;
+}
+
+int ad_backward(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed) {
+  if (!tp) return tn_error(ctx, "autodiff: backward needs a tape");
+  clear_adj(ctx, tp);
+  if (tp->n > tp->adjcap) {
+    int old = tp->adjcap;
+    ad_val *p = grow(ctx, tp, tp->adj, &tp->adjcap, tp->n, sizeof *p);
+    if (!p) return -1;
+    tp->adj = p;
+    for (int i = old; i < tp->adjcap; i++) tp->adj[i] = NOVAL;
+  }
+  if (!out.v) return tn_error(ctx, "autodiff: backward of a missing value");
+  if (seed && !tn_same_shape(seed, out.v)) {
+    char b1[64], b2[64];
+    return tn_error(ctx, "backward: seed shape %s does not match output shape %s",
+                    tn_shape_str(seed, b1, sizeof b1), tn_shape_str(out.v, b2, sizeof b2));
+  }
+  if (!seed && out.v->size != 1) { /* rank 0, or any single element ([1], [1,1]) */
+    char b1[64];
+    return tn_error(ctx, "backward: output of shape %s is not a scalar (give a seed)",
+                    tn_shape_str(out.v, b1, sizeof b1));
+  }
+  if (out.node < 0) return 0; /* a constant: every adjoint is zero */
+  if (out.node >= tp->n)
+    return tn_error(ctx, "autodiff: stale tape node %d (the tape holds %d)", out.node, tp->n);
+  blo_tensor *sd = seed ? tn_copy(ctx, seed) : tn_new(ctx, out.v->rank, out.v->shape);
+  if (!sd) return -1;
+  if (!seed) sd->data[0] = 1.0;
+  tp->nadj = out.node + 1;
+  tp->adj[out.node].v = sd;
+  for (int i = out.node; i >= 0; i--) {
+    if (!tp->adj[i].v || tp->nodes[i].kind == K_LEAF) continue;
+    if (vjp(ctx, tp, i)) {
+      clear_adj(ctx, tp);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int ad_adjoint(tn_ctx *ctx, ad_tape *tp, int node, blo_tensor **grad, blo_tensor **tangent) {
+  if (grad) *grad = NULL;
+  if (tangent) *tangent = NULL;
+  if (!tp || node < 0 || node >= tp->n)
+    return tn_error(ctx, "autodiff: no tape node %d", node);
+  const ad_node *nd = &tp->nodes[node];
+  const ad_val *a = node < tp->nadj ? &tp->adj[node] : NULL;
+  blo_tensor *gv = NULL, *gt = NULL;
+  if (grad) {
+    gv = a && a->v ? tn_retain(a->v) : tn_zeros(ctx, nd->rank, nd->shape);
+    if (!gv) return -1;
+  }
+  if (tangent) {
+    gt = a && a->t ? tn_retain(a->t) : tn_zeros(ctx, nd->rank, nd->shape);
+    if (!gt) { tn_release(ctx, gv); return -1; }
+  }
+  if (grad) *grad = gv;
+  if (tangent) *tangent = gt;
+  return 0;
+}

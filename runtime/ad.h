@@ -1,0 +1,77 @@
+/* ad.h: automatic differentiation at tensor-operation granularity.
+ *
+ * One set of operations serves all three modes:
+ *  - plain evaluation: tape == NULL and every tangent NULL;
+ *  - forward mode: values carry a tangent (dual tensors), propagated by each
+ *    operation's Jacobian-vector product;
+ *  - reverse mode: with a tape, every operation whose inputs are on the tape is
+ *    recorded; ad_backward() applies each operation's vector-Jacobian product.
+ * The VJP rules are themselves written with these dual operations (tape off),
+ * so running the reverse sweep on values that carry tangents gives
+ * forward-over-reverse second-order products in one pass: seed a tangent v on
+ * y, and the adjoint of x is the dual (grad_x f, H_xy v), that of y is
+ * (grad_y f, H_yy v).  No dense Hessian or Jacobian is ever formed.
+ *
+ * Tape nodes, saved tensors and adjoints are reused across sweeps
+ * (ad_tape_reset keeps the capacity; tensor buffers return to the tn_ctx pool),
+ * so a steady-state gradient step makes no system allocation.
+ */
+#ifndef BLO_AD_H
+#define BLO_AD_H
+
+#include "tensor.h"
+
+typedef struct ad_tape ad_tape;
+
+/* A dual value: primal v (never NULL for a live value), tangent t (NULL means
+ * zero), node = index on the tape or -1 for a constant. Holds references. */
+typedef struct {
+  blo_tensor *v;
+  blo_tensor *t;
+  int node;
+} ad_val;
+
+static inline ad_val ad_const(blo_tensor *v) { ad_val r = {v, NULL, -1}; return r; }
+void ad_val_release(tn_ctx *ctx, ad_val *a);        /* releases v and t, zeroes the struct */
+ad_val ad_val_retain(ad_val a);                      /* retains v and t, returns a */
+
+ad_tape *ad_tape_new(tn_ctx *ctx);                    /* NULL on allocation failure */
+void ad_tape_free(tn_ctx *ctx, ad_tape *tape);
+void ad_tape_reset(tn_ctx *ctx, ad_tape *tape);       /* drops nodes and adjoints, keeps capacity */
+int ad_tape_size(const ad_tape *tape);
+/* How many times the tape's own arrays (nodes, input slots, adjoints) have been
+ * allocated or grown; constant in a steady-state loop (tests check this). */
+size_t ad_tape_allocs(const ad_tape *tape);
+
+/* Put a on the tape as an independent variable (sets a->node). */
+int ad_leaf(tn_ctx *ctx, ad_tape *tape, ad_val *a);
+
+/* Operations: 0 on success with a new value in *out, -1 with ctx->err set.
+ * tape may be NULL (no recording).  Inputs are borrowed. */
+int ad_unary(tn_ctx *ctx, ad_tape *tape, tn_unary_op op, ad_val a, ad_val *out);
+int ad_binary(tn_ctx *ctx, ad_tape *tape, tn_binary_op op, ad_val a, ad_val b, ad_val *out);
+int ad_matmul(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val b, ad_val *out);
+int ad_transpose(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val *out);
+int ad_reduce(tn_ctx *ctx, ad_tape *tape, tn_reduce_op op, ad_val a, int axis, ad_val *out);
+int ad_softmax(tn_ctx *ctx, ad_tape *tape, ad_val a, int axis, ad_val *out);
+int ad_reshape(tn_ctx *ctx, ad_tape *tape, ad_val a, int rank, const size_t *shape, ad_val *out);
+int ad_concat(tn_ctx *ctx, ad_tape *tape, const ad_val *as, int n, int axis, ad_val *out);
+int ad_stack(tn_ctx *ctx, ad_tape *tape, const ad_val *as, int n, int axis, ad_val *out);
+/* ix must already be normalised by tn_index_check. */
+int ad_index(tn_ctx *ctx, ad_tape *tape, ad_val a, const tn_index_t *ix, int nix, ad_val *out);
+int ad_take(tn_ctx *ctx, ad_tape *tape, ad_val a, const blo_tensor *idx, int axis, ad_val *out);
+int ad_linsolve(tn_ctx *ctx, ad_tape *tape, ad_val A, ad_val b, ad_val *out);
+/* Stops differentiation: returns the primal as a constant. */
+int ad_detach(tn_ctx *ctx, ad_val a, ad_val *out);
+
+/* Reverse sweep from out (must hold a single element, e.g. rank 0, unless seed
+ * is given; seed has the shape of out.v, NULL means 1).  Afterwards ad_adjoint gives, for any node,
+ * the dual adjoint (gradient, its tangent); a node that out does not depend on
+ * has a zero adjoint. */
+int ad_backward(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *seed);
+/* New references to the adjoint of node, shaped like that node's value.
+ * grad gets the gradient (zeros if none); tangent (if not NULL) gets the
+ * second-order part (zeros if none). */
+int ad_adjoint(tn_ctx *ctx, ad_tape *tape, int node, blo_tensor **grad, blo_tensor **tangent);
+
+#endif

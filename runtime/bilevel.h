@@ -1,0 +1,224 @@
+/* bilevel.h: the bilevel runtime's internal interface.
+ *
+ * A `problem` statement becomes a struct problem (a V_PROBLEM value bound to
+ * the problem's name).  `solve` runs a bl_run: the loop over outer steps, the
+ * inner loop, and one hypergradient method per outer step.  The loop knows
+ * nothing of the methods' details: each method is one hg_method (one file,
+ * hg_*.c) that sees the run only through the bl_* services below, which
+ * evaluate the objectives and their first and second derivatives with
+ * diff_run on the problem's ASTs at the current values of the globals.
+ *
+ * Flat vectors: the outer variables are concatenated (declaration order,
+ * row-major) into x of length m, the inner ones into y of length n.
+ */
+#ifndef BLO_BILEVEL_H
+#define BLO_BILEVEL_H
+
+#include <stdio.h>
+#include "../interp/interp.h"
+
+#define BL_MAX_VARS 16        /* diff_run differentiates at most 16 variables at once */
+#define HG_MAX_PARAMS 6
+
+/* ---- optimizers (optim.c) ---- */
+typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAM } bl_opt_kind;
+
+typedef struct bl_optspec {
+  bl_opt_kind kind;
+  double lr, beta, beta1, beta2, eps;
+  double decay;               /* lr_t = lr / (1 + decay t) */
+} bl_optspec;
+
+typedef struct bl_opt {
+  bl_optspec sp;
+  size_t n;
+  long t;                     /* steps taken since the last reset */
+  double *m, *v;              /* momentum velocity / adam moments */
+} bl_opt;
+
+const char *opt_name(bl_opt_kind k);
+void opt_default(bl_optspec *sp, bl_opt_kind k);
+int opt_init(bl_opt *o, const bl_optspec *sp, size_t n);   /* -1 on out of memory */
+void opt_reset(bl_opt *o);                                  /* zero state, t = 0 */
+double opt_lr(const bl_opt *o);                             /* step size of the next step */
+void opt_step(bl_opt *o, double *x, const double *g);       /* x -= step(g), in place */
+void opt_free(bl_opt *o);
+/* Reads an optimizer spec (a record made by sgd(), momentum(), adam(), or a
+ * string "sgd"); errors name `what` (e.g. "solve option 'inner_opt'"). */
+int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_optspec *out);
+/* Record {optimizer = "adam", lr = ..., ...} for printing. */
+int opt_to_value(blo_state *S, const ast_node *at, const bl_optspec *sp, value *out);
+
+/* ---- hypergradient methods ---- */
+struct bl_run;
+struct hg_method;
+
+typedef struct hg_param {
+  const char *name;
+  double dflt;                /* NAN: absent unless given (e.g. unroll's K = all steps) */
+  int integer;                /* must be an integer */
+  double min;                 /* smallest allowed value */
+  int min_open;               /* value must be > min rather than >= min */
+} hg_param;
+
+typedef struct hg_spec {
+  const struct hg_method *m;
+  double p[HG_MAX_PARAMS];    /* parallel to m->params; NAN = absent */
+} hg_spec;
+
+typedef struct hg_method {
+  const char *name;
+  const hg_param *params;
+  int nparams;
+  int npositional;            /* leading params that may be given positionally */
+  const char *sig, *doc;      /* for the constructor builtin */
+  /* Stored inner trajectory needed: returns how many of the last inner steps
+   * to keep (-1: all of them, 0: none). */
+  long (*traj)(const hg_spec *sp);
+  /* Settings check at solve start (e.g. unroll refuses the adam inner
+   * optimizer); NULL: none. */
+  int (*check)(struct bl_run *r, const hg_spec *sp);
+  /* Per-solve state: allocated once by setup (may be NULL), freed by cleanup. */
+  int (*setup)(struct bl_run *r, const hg_spec *sp, void **st);
+  /* Before each inner loop (outer step), NULL: nothing. */
+  int (*begin)(struct bl_run *r, const hg_spec *sp, void *st);
+  /* Before the update of inner step t, at y_t with r->gy = grad_y f(x, y_t). */
+  int (*inner_step)(struct bl_run *r, const hg_spec *sp, void *st, long t);
+  /* After the inner loop: d (length m) = the hypergradient at (x, y_T).
+   * r->F, r->Fx, r->Fy hold F and its gradients there. */
+  int (*compute)(struct bl_run *r, const hg_spec *sp, void *st, double *d);
+  void (*cleanup)(struct bl_run *r, void *st);
+} hg_method;
+
+const hg_method *hg_find(const char *name);
+const hg_method *hg_at(size_t i);          /* NULL past the end */
+/* Reads a method spec: a record {method = "cg", ...} (as cg() returns) or a
+ * method name string; defaults fill the absent parameters. */
+int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spec *out);
+int hg_to_value(blo_state *S, const ast_node *at, const hg_spec *sp, value *out);
+double hg_get(const hg_spec *sp, const char *name);   /* NAN if absent */
+
+/* ---- problems ---- */
+typedef struct bl_var {
+  const char *name;
+  const ast_node *decl;       /* N_VARDECL */
+  int outer;
+  int rank;
+  size_t shape[TN_MAX_RANK];
+  size_t size, off;           /* element count, offset in x or y */
+  int is_num;                 /* held as a number (scalar declared from a number) */
+  double *lo, *hi;            /* box, size entries each, or NULL */
+  double *init0;              /* value at declaration: x0 / y0 of the diagnostics */
+  int init_uses_outer;        /* the init expression names an outer variable */
+} bl_var;
+
+typedef struct bl_every {
+  const char *name;
+  const ast_node *expr;
+  int level;                  /* 0 every outer step, 1 every inner step */
+} bl_every;
+
+/* Settings of one solve (also remembered by the problem for hypergrad()). */
+typedef struct bl_settings {
+  int cold;
+  long inner_steps, outer_steps;
+  double inner_tol, outer_tol, prox;
+  bl_optspec inner_opt, outer_opt;
+  hg_spec hg;
+  int has_seed;
+  unsigned long long seed;
+  int quiet;                  /* -1: default (quiet unless stderr is a terminal) */
+  char trace[512];            /* "" = no trace */
+} bl_settings;
+
+struct problem {
+  obj h;                      /* h.type = V_PROBLEM; must come first */
+  struct problem *next;       /* S->problems list */
+  const char *name;
+  const ast_node *node;
+  struct chunk *chunk;        /* where it was declared (error locations) */
+  bl_var vars[BL_MAX_VARS];   /* outer variables first, then inner */
+  int nvars, nouter, ninner;
+  const char *names[BL_MAX_VARS];  /* parallel to vars: outer then inner */
+  size_t m, n;
+  const ast_node *F, *f;      /* objective expressions */
+  int F_max, f_max;           /* maximize: minimized as the negation */
+  bl_every *every;
+  int nevery, nevery_inner;
+  int any_init_uses_outer;
+  ast_arena *arena;           /* synthetic ASTs (the init's vector-Jacobian product) */
+  const ast_node *init_dot;   /* sum_i sum(init_i * adjoint_i), NULL if not needed */
+  bl_settings last;           /* settings of the last solve (defaults before) */
+};
+typedef struct problem problem;
+
+/* ---- a running solve (or hypergrad() / check_hypergrad()) ---- */
+typedef struct bl_run {
+  blo_state *S;
+  const ast_node *at;         /* the solve / call node, for errors */
+  struct chunk *at_chunk;     /* chunk of `at` */
+  problem *p;
+  bl_settings set;
+  size_t m, n;
+  double *x, *y;              /* current point; the globals hold the same values */
+  double *y_prev;             /* proximal centre (y at the start of the outer step) */
+  double *gy;                 /* grad_y f(x, y_t) (with the proximal term) */
+  double f;                   /* f(x, y_t) (without the proximal term) */
+  double F, *Fx, *Fy;         /* F and its gradients at (x, y_T) before compute() */
+  bl_opt iopt, oopt;
+  double lr_now;              /* inner step size of the current inner step */
+  long outer_step;            /* 1-based, for messages */
+  long inner_step;            /* index of the current inner step */
+  long T;                     /* inner steps done in the last inner loop */
+  /* trajectory of the last traj_cap inner steps (ring buffers) */
+  long traj_cap;
+  double *traj_y, *traj_lr;
+  value *traj_mb;             /* traj_cap x nevery_inner drawn values */
+  double *scratch;            /* n + m doubles for the services */
+  double *scratch2;
+  void *hg_state;
+} bl_run;
+
+/* ---- services for the methods (bilevel.c) ----
+ * All evaluate at the current globals (x and the current y), include the
+ * proximal term of f when set, and report errors at the solve node. */
+int bl_error(bl_run *r, const char *fmt, ...);
+/* f and grad_y f (and grad_x f if gx != NULL). */
+int bl_grad_f(bl_run *r, double *f, double *gx, double *gy);
+/* F, grad_x F, grad_y F. */
+int bl_grad_F(bl_run *r, double *F, double *gx, double *gy);
+/* One pass over f with tangent v on y: hyy = H_yy v (+ eps v), hxy = H_xy v
+ * (hxy NULL: only the inner variables are differentiated, which is cheaper). */
+int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
+/* Directional derivative of grad_y f along (tx on x, ty on y):
+ * out = H_yx tx + H_yy ty (+ eps ty). */
+int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out);
+/* Sets y (globals too). */
+int bl_set_y(bl_run *r, const double *y);
+/* Trajectory: puts y_t and the values drawn at step t into the globals;
+ * bl_traj_restore puts back the current point. */
+long bl_traj_first(const bl_run *r);      /* first stored step (T - stored) */
+int bl_traj_load(bl_run *r, long t);
+double bl_traj_lr(const bl_run *r, long t);
+int bl_traj_restore(bl_run *r);
+/* The init path of the meta-learning form: 1 when the inner init depends on
+ * x and the start is cold (then y_0 = init(x)), else 0. */
+int bl_init_path(const bl_run *r);
+/* out (length m) += (dy_0/dx)^T a. */
+int bl_init_vjp(bl_run *r, const double *a, double *out);
+/* Z (n x m, row-major) = dy_0/dx. */
+int bl_init_jac(bl_run *r, double *Z);
+double bl_inner_lr(const bl_run *r);      /* the inner optimizer's base lr */
+
+double *bl_alloc(bl_run *r, size_t n);     /* zeroed doubles, NULL after an error */
+double bl_dot(const double *a, const double *b, size_t n);
+double bl_norm(const double *a, size_t n);
+int bl_finite(const double *a, size_t n);
+
+/* ---- entry points used by the builtins ---- */
+/* hypergrad(problem, method, options...) and check_hypergrad(...). */
+int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out);
+/* Edit-distance suggestion among a NULL-terminated list (NULL if none close). */
+const char *bl_suggest(const char *name, const char *const *cands);
+
+#endif

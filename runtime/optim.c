@@ -1,0 +1,186 @@
+/* optim.c: the optimizers of both levels (sgd, heavy-ball momentum, adam) on
+ * flat double vectors.  State buffers are allocated once per solve; a step
+ * allocates nothing.
+ *
+ *   sgd:       x -= lr_t g
+ *   momentum:  v = beta v + g;  x -= lr_t v          (PyTorch's heavy ball)
+ *   adam:      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *              x -= lr_t (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ * with lr_t = lr / (1 + decay t), t counting steps since the last reset. */
+#include "bilevel.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *opt_name(bl_opt_kind k) {
+  switch (k) {
+  case OPT_SGD: return "sgd";
+  case OPT_MOMENTUM: return "momentum";
+  default: return "adam";
+  }
+}
+
+void opt_default(bl_optspec *sp, bl_opt_kind k) {
+  memset(sp, 0, sizeof *sp);
+  sp->kind = k;
+  sp->lr = k == OPT_ADAM ? 0.001 : 0.1;
+  sp->beta = 0.9;
+  sp->beta1 = 0.9;
+  sp->beta2 = 0.999;
+  sp->eps = 1e-8;
+  sp->decay = 0;
+}
+
+int opt_init(bl_opt *o, const bl_optspec *sp, size_t n) {
+  memset(o, 0, sizeof *o);
+  o->sp = *sp;
+  o->n = n;
+  if (sp->kind != OPT_SGD && n > 0) {
+    o->m = calloc(n, sizeof(double));
+    if (!o->m) return -1;
+  }
+  if (sp->kind == OPT_ADAM && n > 0) {
+    o->v = calloc(n, sizeof(double));
+    if (!o->v) { free(o->m); o->m = NULL; return -1; }
+  }
+  return 0;
+}
+
+void opt_reset(bl_opt *o) {
+  o->t = 0;
+  if (o->m) memset(o->m, 0, o->n * sizeof(double));
+  if (o->v) memset(o->v, 0, o->n * sizeof(double));
+}
+
+double opt_lr(const bl_opt *o) { return o->sp.lr / (1 + o->sp.decay * (double)o->t); }
+
+void opt_step(bl_opt *o, double *x, const double *g) {
+  double lr = opt_lr(o);
+  size_t n = o->n;
+  o->t++;
+  switch (o->sp.kind) {
+  case OPT_SGD:
+    for (size_t i = 0; i < n; i++) x[i] -= lr * g[i];
+    break;
+  case OPT_MOMENTUM: {
+    double b = o->sp.beta;
+    for (size_t i = 0; i < n; i++) {
+      o->m[i] = b * o->m[i] + g[i];
+      x[i] -= lr * o->m[i];
+    }
+    break;
+  }
+  case OPT_ADAM: {
+    double b1 = o->sp.beta1, b2 = o->sp.beta2, eps = o->sp.eps;
+    double c1 = 1 - pow(b1, (double)o->t), c2 = 1 - pow(b2, (double)o->t);
+    for (size_t i = 0; i < n; i++) {
+      o->m[i] = b1 * o->m[i] + (1 - b1) * g[i];
+      o->v[i] = b2 * o->v[i] + (1 - b2) * g[i] * g[i];
+      x[i] -= lr * (o->m[i] / c1) / (sqrt(o->v[i] / c2) + eps);
+    }
+    break;
+  }
+  }
+}
+
+void opt_free(bl_opt *o) {
+  free(o->m);
+  free(o->v);
+  o->m = o->v = NULL;
+}
+
+/* ---- specs as records ---- */
+
+static int spec_error(blo_state *S, const ast_node *at, const char *what, value v, const char *want) {
+  char d[96];
+  v_describe(v, d, sizeof d);
+  return interp_error(S, at, "%s must be %s, got %s", what, want, d);
+}
+
+int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_optspec *out) {
+  static const char *const kinds[] = {"sgd", "momentum", "adam", NULL};
+  const char *kname = NULL;
+  orec *r = NULL;
+  if (v.kind == V_STR) {
+    kname = v_cstr(v);
+  } else if (v.kind == V_REC) {
+    r = (orec *)v.u.o;
+    value *k = rec_get(r, "optimizer");
+    if (!k || k->kind != V_STR)
+      return spec_error(S, at, what, v, "an optimizer such as sgd(lr = 0.1), momentum() or adam()");
+    kname = v_cstr(*k);
+  } else {
+    return spec_error(S, at, what, v, "an optimizer such as sgd(lr = 0.1), momentum() or adam()");
+  }
+  int kind = -1;
+  for (int i = 0; kinds[i]; i++)
+    if (strcmp(kinds[i], kname) == 0) kind = i;
+  if (kind < 0) {
+    const char *sug = bl_suggest(kname, kinds);
+    if (sug) return interp_error(S, at, "%s: unknown optimizer '%s' (did you mean '%s'?)", what, kname, sug);
+    return interp_error(S, at, "%s: unknown optimizer '%s' (known: sgd, momentum, adam)", what, kname);
+  }
+  opt_default(out, (bl_opt_kind)kind);
+  if (!r) return X_OK;
+  static const char *const sgd_keys[] = {"optimizer", "lr", "decay", NULL};
+  static const char *const mom_keys[] = {"optimizer", "lr", "beta", "decay", NULL};
+  static const char *const adam_keys[] = {"optimizer", "lr", "beta1", "beta2", "eps", "decay", NULL};
+  const char *const *keys = kind == OPT_SGD ? sgd_keys : kind == OPT_MOMENTUM ? mom_keys : adam_keys;
+  for (int i = 0; i < r->n; i++) {
+    const char *key = r->keys[i];
+    int ok = 0;
+    for (int k = 0; keys[k]; k++)
+      if (strcmp(keys[k], key) == 0) ok = 1;
+    if (!ok) {
+      const char *sug = bl_suggest(key, keys);
+      if (sug) return interp_error(S, at, "%s: %s has no option '%s' (did you mean '%s'?)", what, kname, key, sug);
+      return interp_error(S, at, "%s: %s has no option '%s'", what, kname, key);
+    }
+    if (strcmp(key, "optimizer") == 0) continue;
+    double d;
+    if (v_to_double(r->vals[i], &d) != 0 || !isfinite(d)) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "%s: %s's '%s'", what, kname, key);
+      return spec_error(S, at, msg, r->vals[i], "a number");
+    }
+    int bad = 0;
+    if (strcmp(key, "lr") == 0) { out->lr = d; bad = !(d > 0); }
+    else if (strcmp(key, "decay") == 0) { out->decay = d; bad = !(d >= 0); }
+    else if (strcmp(key, "beta") == 0) { out->beta = d; bad = !(d >= 0 && d < 1); }
+    else if (strcmp(key, "beta1") == 0) { out->beta1 = d; bad = !(d >= 0 && d < 1); }
+    else if (strcmp(key, "beta2") == 0) { out->beta2 = d; bad = !(d >= 0 && d < 1); }
+    else if (strcmp(key, "eps") == 0) { out->eps = d; bad = !(d > 0); }
+    if (bad) {
+      char num[40];
+      fmt_double(num, sizeof num, d);
+      const char *range = strcmp(key, "decay") == 0 ? ">= 0" : (key[0] == 'b' ? "in [0, 1)" : "> 0");
+      return interp_error(S, at, "%s: %s's '%s' must be %s, got %s", what, kname, key, range, num);
+    }
+  }
+  return X_OK;
+}
+
+static int put_num(blo_state *S, orec *r, const char *k, double d) { return rec_set(S, r, k, v_num(d)); }
+
+int opt_to_value(blo_state *S, const ast_node *at, const bl_optspec *sp, value *out) {
+  orec *r = rec_new(S);
+  if (!r) return interp_error(S, at, "out of memory");
+  value rv = v_nil();
+  rv.kind = V_REC;
+  rv.u.o = &r->h;
+  const char *kn = opt_name(sp->kind);
+  value s = v_str(S, kn, strlen(kn));
+  int bad = s.kind != V_STR || rec_set(S, r, "optimizer", s);
+  bad = bad || put_num(S, r, "lr", sp->lr);
+  if (sp->kind == OPT_MOMENTUM) bad = bad || put_num(S, r, "beta", sp->beta);
+  if (sp->kind == OPT_ADAM) {
+    bad = bad || put_num(S, r, "beta1", sp->beta1);
+    bad = bad || put_num(S, r, "beta2", sp->beta2);
+    bad = bad || put_num(S, r, "eps", sp->eps);
+  }
+  if (sp->decay != 0) bad = bad || put_num(S, r, "decay", sp->decay);
+  if (bad) { v_release(S, &rv); return interp_error(S, at, "out of memory"); }
+  *out = rv;
+  return X_OK;
+}

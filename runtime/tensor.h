@@ -1,0 +1,165 @@
+/* tensor.h: dense row-major double tensors of rank 0..4 and their kernels.
+ *
+ * This is the only layer that talks to OpenBLAS/LAPACKE (tensor.c, linalg.c).
+ * Every operation takes a tn_ctx, which carries the allocator (with a buffer
+ * pool so steady-state loops do not call malloc), a memory cap and the last
+ * error message.  Operations that can fail return NULL (or -1) and leave a
+ * message in ctx->err; they never print, exit or abort.
+ *
+ * Ownership: a function returning blo_tensor* returns a NEW reference that the
+ * caller must tn_release().  Arguments are borrowed.
+ */
+#ifndef BLO_TENSOR_H
+#define BLO_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TN_MAX_RANK 4
+#define TN_ERR_LEN 512
+
+/* Host-supplied allocator, Lua style: realloc(ud, ptr, old, new); new == 0 frees. */
+typedef void *(*tn_reallocf)(void *ud, void *ptr, size_t old_size, size_t new_size);
+
+typedef struct tn_pool tn_pool;
+
+typedef struct tn_ctx {
+  tn_reallocf realloc_fn;   /* never NULL after tn_ctx_init */
+  void *alloc_ud;
+  size_t mem_cap;           /* bytes of tensor data allowed, 0 = unlimited */
+  size_t mem_used;          /* bytes of tensor data live (including pooled) */
+  size_t n_sys_alloc;       /* calls that reached realloc_fn for tensor data: tests use it
+                               to prove that a steady-state loop allocates nothing */
+  tn_pool *pool;            /* free lists of data buffers by size class */
+  char err[TN_ERR_LEN];     /* last error message (no location; the caller adds it) */
+} tn_ctx;
+
+typedef struct blo_tensor {
+  int refcount;
+  int rank;
+  size_t shape[TN_MAX_RANK]; /* shape[i] for i < rank; unused entries are 1 */
+  size_t size;               /* product of shape (1 for rank 0) */
+  double *data;              /* row-major, contiguous, size elements */
+  size_t cap;                /* bytes reserved in data (pool bookkeeping) */
+} blo_tensor;
+
+/* ---- context ---- */
+void tn_ctx_init(tn_ctx *ctx, tn_reallocf fn, void *ud); /* fn NULL: malloc-based default */
+void tn_ctx_free(tn_ctx *ctx);                            /* frees the pool */
+void tn_ctx_trim(tn_ctx *ctx);                            /* returns pooled buffers to the allocator */
+int tn_error(tn_ctx *ctx, const char *fmt, ...);          /* sets ctx->err, returns -1 */
+/* Writes "[2, 3]" style shape text into buf. */
+const char *tn_shape_str(const blo_tensor *t, char *buf, size_t n);
+const char *tn_shape_str_raw(int rank, const size_t *shape, char *buf, size_t n);
+
+/* ---- lifetime ---- */
+blo_tensor *tn_new(tn_ctx *ctx, int rank, const size_t *shape);        /* uninitialised */
+blo_tensor *tn_zeros(tn_ctx *ctx, int rank, const size_t *shape);
+blo_tensor *tn_scalar(tn_ctx *ctx, double v);                            /* rank 0 */
+blo_tensor *tn_from(tn_ctx *ctx, int rank, const size_t *shape, const double *src);
+blo_tensor *tn_copy(tn_ctx *ctx, const blo_tensor *t);
+blo_tensor *tn_zeros_like(tn_ctx *ctx, const blo_tensor *t);
+static inline blo_tensor *tn_retain(blo_tensor *t) { if (t) t->refcount++; return t; }
+void tn_release(tn_ctx *ctx, blo_tensor *t);                             /* NULL ok */
+int tn_same_shape(const blo_tensor *a, const blo_tensor *b);
+
+/* ---- elementwise ---- */
+typedef enum {
+  TN_NEG, TN_EXP, TN_LOG, TN_SQRT, TN_ABS, TN_SIN, TN_COS, TN_TANH, TN_SIGMOID,
+  TN_SOFTPLUS, TN_RELU, TN_SIGN, TN_STEP, /* STEP: 1 where x > 0 else 0 */
+  TN_SQUARE, TN_RECIP, TN_NOT, TN_FLOOR, TN_ISNAN,
+  TN_UNARY_COUNT
+} tn_unary_op;
+
+typedef enum {
+  TN_ADD, TN_SUB, TN_MUL, TN_DIV, TN_POW, TN_MAX2, TN_MIN2,
+  TN_LT, TN_LE, TN_GT, TN_GE, TN_EQ, TN_NE, TN_AND, TN_OR,
+  TN_BINARY_COUNT
+} tn_binary_op;
+
+double tn_unary_scalar(tn_unary_op op, double x);
+double tn_binary_scalar(tn_binary_op op, double a, double b);
+const char *tn_binary_name(tn_binary_op op);  /* "+", "*", "<", ... for error text */
+const char *tn_unary_name(tn_unary_op op);    /* "exp", ... */
+
+blo_tensor *tn_unary(tn_ctx *ctx, tn_unary_op op, const blo_tensor *a);
+/* NumPy broadcasting; error "shape mismatch in '+': [2, 3] and [4]". */
+blo_tensor *tn_binary(tn_ctx *ctx, tn_binary_op op, const blo_tensor *a, const blo_tensor *b);
+/* Result shape of broadcasting a with b; -1 and message on mismatch. */
+int tn_broadcast_shape(tn_ctx *ctx, const char *opname, const blo_tensor *a, const blo_tensor *b,
+                       int *rank, size_t *shape);
+/* y += alpha * x (same shape), in place; the gradient-accumulation kernel. */
+int tn_axpy_inplace(tn_ctx *ctx, double alpha, const blo_tensor *x, blo_tensor *y);
+/* Sum t down to the given shape (inverse of broadcasting), for gradients. */
+blo_tensor *tn_sum_to(tn_ctx *ctx, const blo_tensor *t, int rank, const size_t *shape);
+/* Broadcast t up to the given shape (copy). */
+blo_tensor *tn_broadcast_to(tn_ctx *ctx, const blo_tensor *t, int rank, const size_t *shape);
+/* a * s + b (scalar), fused */
+blo_tensor *tn_affine(tn_ctx *ctx, const blo_tensor *a, double s, double b);
+
+/* ---- linear algebra products (BLAS) ----
+ * tn_matmul follows NumPy's matmul for rank 1 and 2:
+ *   [m,k]@[k,n] -> [m,n] (dgemm), [m,k]@[k] -> [m] (dgemv), [k]@[k,n] -> [n],
+ *   [k]@[k] -> [] (ddot). Other ranks: error naming both shapes. */
+blo_tensor *tn_matmul(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
+blo_tensor *tn_matmul_ref(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b); /* plain loops */
+/* outer product of two vectors [m],[n] -> [m,n] */
+blo_tensor *tn_outer(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
+/* Transpose: rank 2 swaps axes, rank 0/1 returns a copy, rank 3/4 reverses axes. */
+blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a);
+double tn_dot(const blo_tensor *a, const blo_tensor *b); /* same size, flat dot */
+
+/* ---- reductions ----
+ * axis = -1 means "all axes" -> rank 0.  Otherwise axis in [0, rank) (negative
+ * axes are normalised by the caller) and that axis is removed. */
+typedef enum { TN_SUM, TN_MEAN, TN_MAX, TN_MIN, TN_PROD, TN_NORM, TN_ARGMAX, TN_ARGMIN,
+               TN_LOGSUMEXP } tn_reduce_op;
+blo_tensor *tn_reduce(tn_ctx *ctx, tn_reduce_op op, const blo_tensor *a, int axis);
+blo_tensor *tn_reduce_ref(tn_ctx *ctx, tn_reduce_op op, const blo_tensor *a, int axis);
+/* Re-insert a reduced axis as size 1 (so the reduction result broadcasts against a). */
+blo_tensor *tn_unsqueeze_reduced(tn_ctx *ctx, const blo_tensor *r, const blo_tensor *a, int axis);
+/* Numerically stable softmax along axis (-1 = all elements). */
+blo_tensor *tn_softmax(tn_ctx *ctx, const blo_tensor *a, int axis);
+
+/* ---- shape ---- */
+blo_tensor *tn_reshape(tn_ctx *ctx, const blo_tensor *a, int rank, const size_t *shape);
+/* concat along an existing axis; stack along a new axis. */
+blo_tensor *tn_concat(tn_ctx *ctx, blo_tensor *const *ts, int n, int axis);
+blo_tensor *tn_stack(tn_ctx *ctx, blo_tensor *const *ts, int n, int axis);
+
+/* ---- indexing ----
+ * One entry per leading axis (fewer than rank: the rest are full slices).
+ * kind INDEX drops the axis; kind SLICE keeps it with [start, stop) step 1.
+ * Negative indices are normalised by the caller?  No: tn_index_check does it
+ * (index -1 is the last element, slice bounds clamp like Python). */
+typedef struct { int kind; long start, stop; } tn_index_t;
+enum { TN_IX_INDEX = 0, TN_IX_SLICE = 1, TN_IX_ALL = 2 };
+/* Validates and normalises ix in place; error "index 5 out of range for axis 0 of size 3". */
+int tn_index_check(tn_ctx *ctx, const blo_tensor *a, tn_index_t *ix, int nix);
+blo_tensor *tn_index(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix, int nix);
+/* dst[ix] += src  (dst shaped like the indexed tensor, src like the result of tn_index) */
+int tn_index_add(tn_ctx *ctx, blo_tensor *dst, const tn_index_t *ix, int nix, const blo_tensor *src);
+/* dst[ix] = src with broadcasting of src to the indexed shape */
+int tn_index_set(tn_ctx *ctx, blo_tensor *dst, const tn_index_t *ix, int nix, const blo_tensor *src);
+/* gather rows: a[idx[i], ...] for an integer-valued index vector (shuffle, minibatches) */
+blo_tensor *tn_take(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *idx, int axis);
+int tn_take_add(tn_ctx *ctx, blo_tensor *dst, const blo_tensor *idx, int axis, const blo_tensor *src);
+
+/* ---- linear algebra (LAPACKE), all on square/rectangular rank-2 inputs ----
+ * A singular or non-positive-definite input is an error naming the operation. */
+blo_tensor *tn_linsolve(tn_ctx *ctx, const blo_tensor *A, const blo_tensor *b); /* b: [n] or [n,k] */
+blo_tensor *tn_inv(tn_ctx *ctx, const blo_tensor *A);
+int tn_det(tn_ctx *ctx, const blo_tensor *A, double *out);
+blo_tensor *tn_chol(tn_ctx *ctx, const blo_tensor *A);          /* lower L, A = L L' */
+int tn_eigh(tn_ctx *ctx, const blo_tensor *A, blo_tensor **evals, blo_tensor **evecs); /* ascending */
+blo_tensor *tn_pinv(tn_ctx *ctx, const blo_tensor *A);
+blo_tensor *tn_lstsq(tn_ctx *ctx, const blo_tensor *A, const blo_tensor *b);
+
+/* ---- random: counter-free xoshiro256** owned by the caller (no global state) ---- */
+typedef struct { uint64_t s[4]; int has_spare; double spare; } tn_rng;
+void tn_rng_seed(tn_rng *r, uint64_t seed);
+uint64_t tn_rng_next(tn_rng *r);
+double tn_rng_uniform(tn_rng *r);  /* [0, 1) with 53 random bits */
+double tn_rng_normal(tn_rng *r);   /* Box-Muller (polar), reproducible across machines */
+
+#endif

@@ -1,0 +1,1329 @@
+/* builtins.c: the standard library of .blo and its lookup table.
+ *
+ * Numeric builtins go through the autodiff layer (op_unary, ad_*), so they
+ * differentiate under grad/jvp/hvp; operations without a derivative rule
+ * (det, chol, eigh, pinv, lstsq) refuse arguments that are being
+ * differentiated rather than silently returning a zero derivative.
+ *
+ * Conventions: a builtin returns X_OK with a new reference in *out, or the
+ * X_ERR of interp_error/interp_tn_error; everything it created is released on
+ * every path. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include "interp.h"
+#include "io.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ======================================================================
+ * helpers
+ * ====================================================================== */
+
+static const char *const NO_NAMED[] = {NULL};
+static const char *const AXIS_ONLY[] = {"axis", NULL};
+
+static int type_err(blo_state *S, callargs *a, const char *name, int i, const char *want) {
+  char d[96];
+  v_describe(a->pos[i], d, sizeof d);
+  return interp_error(S, a->call, "%s: argument %d must be %s, got %s", name, i + 1, want, d);
+}
+
+static int need_numeric(blo_state *S, callargs *a, const char *name, int i) {
+  if (v_is_numeric(a->pos[i])) return X_OK;
+  return type_err(S, a, name, i, "a number or tensor");
+}
+
+static int oom(blo_state *S, callargs *a) { return interp_error(S, a->call, "out of memory"); }
+
+/* A constant tensor result: rank 0 comes back as a number. */
+static int ret_tn(blo_state *S, callargs *a, blo_tensor *t, value *out) {
+  if (!t) return interp_tn_error(S, a->call);
+  if (t->rank == 0) {
+    *out = v_num(t->data[0]);
+    tn_release(&S->tn, t);
+  } else {
+    *out = v_tensor(t);
+  }
+  return X_OK;
+}
+
+static value v_obj(vkind k, obj *o) {
+  value v = v_nil();
+  v.kind = k;
+  v.u.o = o;
+  return v;
+}
+
+static int is_live(const ad_val *x) { return x->node >= 0 || x->t != NULL; }
+
+/* Refuses an argument that carries derivative information, for operations
+ * whose derivative is not implemented. */
+static int no_ad(blo_state *S, callargs *a, const char *name, value v) {
+  if (v.kind == V_TENSOR && (v.tan || (S->tape && v.gen == S->tape_gen && v.node >= 0)))
+    return interp_error(S, a->call, "%s is not differentiable: its argument depends on a variable being differentiated",
+                        name);
+  return X_OK;
+}
+
+static void adv_release(blo_state *S, ad_val *v, int n) {
+  for (int i = 0; i < n; i++) ad_val_release(&S->tn, &v[i]);
+}
+
+/* Runs a one-input ad operation and releases the input (also on failure). */
+static int ad_done(blo_state *S, callargs *a, int rc, ad_val *in, ad_val r, value *out) {
+  ad_val_release(&S->tn, in);
+  if (rc) return interp_tn_error(S, a->call);
+  *out = v_from_ad(S, r);
+  return X_OK;
+}
+
+static const char *shape_text(const blo_tensor *t, char *buf, size_t n) { return tn_shape_str(t, buf, n); }
+
+/* ---- shapes given as arguments ----
+ * Accepts d1, d2, ... (numbers) or one shape vector/list ([2, 3], shape(X)).
+ * allow_infer lets one dimension be -1 (reshape). */
+static int dim_value(blo_state *S, callargs *a, const char *name, double d, int allow_infer, size_t *dim,
+                     int *infer) {
+  if (allow_infer && d == -1) { *infer = 1; *dim = 0; return X_OK; }
+  if (!(d >= 0 && d == floor(d) && d < 9e15)) {
+    char num[40];
+    fmt_double(num, sizeof num, d);
+    return interp_error(S, a->call, "%s: dimension %s must be a non-negative integer", name, num);
+  }
+  *dim = (size_t)d;
+  return X_OK;
+}
+
+static int parse_shape(blo_state *S, callargs *a, const char *name, int first, int last, int allow_infer,
+                       size_t *dims, int *rank, int *infer_at) {
+  *rank = 0;
+  if (infer_at) *infer_at = -1;
+  double vals[64];
+  int n = 0;
+  if (last - first == 1 && (a->pos[first].kind == V_LIST ||
+                            (a->pos[first].kind == V_TENSOR && a->pos[first].u.t->rank == 1))) {
+    value v = a->pos[first];
+    if (v.kind == V_LIST) {
+      olist *l = (olist *)v.u.o;
+      if (l->n > TN_MAX_RANK)
+        return interp_error(S, a->call, "%s: at most %d dimensions, got %d", name, TN_MAX_RANK, l->n);
+      for (int i = 0; i < l->n; i++) {
+        if (l->items[i].kind != V_NUM) return type_err(S, a, name, first, "a shape (a list of integers)");
+        vals[n++] = l->items[i].u.num;
+      }
+    } else {
+      const blo_tensor *t = v.u.t;
+      if (t->size > TN_MAX_RANK)
+        return interp_error(S, a->call, "%s: at most %d dimensions, got %zu", name, TN_MAX_RANK, t->size);
+      for (size_t i = 0; i < t->size; i++) vals[n++] = t->data[i];
+    }
+  } else {
+    if (last - first > TN_MAX_RANK)
+      return interp_error(S, a->call, "%s: at most %d dimensions, got %d", name, TN_MAX_RANK, last - first);
+    for (int i = first; i < last; i++) {
+      if (v_to_double(a->pos[i], &vals[n]) != 0) return type_err(S, a, name, i, "an integer dimension");
+      n++;
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    int infer = 0;
+    if (dim_value(S, a, name, vals[i], allow_infer, &dims[i], &infer)) return X_ERR;
+    if (infer) {
+      if (*infer_at >= 0) return interp_error(S, a->call, "%s: only one dimension may be -1", name);
+      *infer_at = i;
+    }
+  }
+  *rank = n;
+  return X_OK;
+}
+
+/* Refuses shapes whose element count overflows. */
+static int check_count(blo_state *S, callargs *a, const char *name, int rank, const size_t *dims) {
+  size_t n = 1;
+  for (int i = 0; i < rank; i++) {
+    if (dims[i] && n > SIZE_MAX / sizeof(double) / dims[i]) {
+      char s[96];
+      return interp_error(S, a->call, "%s: shape %s is too large", name, tn_shape_str_raw(rank, dims, s, sizeof s));
+    }
+    n *= dims[i];
+  }
+  return X_OK;
+}
+
+/* Unbiased integer in [0, n), n >= 1. */
+static uint64_t rng_below(tn_rng *r, uint64_t n) {
+  uint64_t lim = UINT64_MAX - UINT64_MAX % n;
+  uint64_t x;
+  do x = tn_rng_next(r); while (x >= lim);
+  return x % n;
+}
+
+/* idx[0..n) = a random permutation of 0..n-1 (Fisher-Yates). */
+static void permutation(tn_rng *r, double *idx, size_t n) {
+  for (size_t i = 0; i < n; i++) idx[i] = (double)i;
+  for (size_t i = n; i > 1; i--) {
+    size_t j = (size_t)rng_below(r, i);
+    double t = idx[i - 1];
+    idx[i - 1] = idx[j];
+    idx[j] = t;
+  }
+}
+
+static blo_tensor *arange_tensor(tn_ctx *ctx, size_t n, double start, double step) {
+  blo_tensor *t = tn_new(ctx, 1, &n);
+  if (t)
+    for (size_t i = 0; i < n; i++) t->data[i] = start + (double)i * step;
+  return t;
+}
+
+/* ======================================================================
+ * elementwise
+ * ====================================================================== */
+
+static int unary(blo_state *S, callargs *a, value *out, const char *name, tn_unary_op op) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, name, 0)) return X_ERR;
+  return op_unary(S, a->call, op, a->pos[0], out);
+}
+
+#define UNARY(fn, op) \
+  static int bi_##fn(blo_state *S, callargs *a, value *out) { return unary(S, a, out, #fn, op); }
+UNARY(exp, TN_EXP)
+UNARY(log, TN_LOG)
+UNARY(sqrt, TN_SQRT)
+UNARY(abs, TN_ABS)
+UNARY(sin, TN_SIN)
+UNARY(cos, TN_COS)
+UNARY(tanh, TN_TANH)
+UNARY(sigmoid, TN_SIGMOID)
+UNARY(softplus, TN_SOFTPLUS)
+UNARY(relu, TN_RELU)
+UNARY(sign, TN_SIGN)
+UNARY(floor, TN_FLOOR)
+UNARY(isnan, TN_ISNAN)
+#undef UNARY
+
+static int binary_ad(blo_state *S, callargs *a, const char *name, tn_binary_op op, value *out) {
+  if (need_numeric(S, a, name, 0) || need_numeric(S, a, name, 1)) return X_ERR;
+  value p = a->pos[0], q = a->pos[1];
+  if (p.kind == V_NUM && q.kind == V_NUM) {
+    *out = v_num(tn_binary_scalar(op, p.u.num, q.u.num));
+    return X_OK;
+  }
+  ad_val x, y, r;
+  if (v_to_ad(S, a->call, p, &x)) return X_ERR;
+  if (v_to_ad(S, a->call, q, &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  int rc = ad_binary(&S->tn, S->tape, op, x, y, &r);
+  ad_val_release(&S->tn, &x);
+  ad_val_release(&S->tn, &y);
+  if (rc) return interp_tn_error(S, a->call);
+  *out = v_from_ad(S, r);
+  return X_OK;
+}
+
+/* ======================================================================
+ * reductions
+ * ====================================================================== */
+
+static int reduce(blo_state *S, callargs *a, value *out, const char *name, tn_reduce_op op) {
+  if (arg_check_named(S, a, AXIS_ONLY)) return X_ERR;
+  if (need_numeric(S, a, name, 0)) return X_ERR;
+  value v = a->pos[0];
+  int axis;
+  if (arg_axis(S, a, v.kind == V_TENSOR ? v.u.t->rank : 0, &axis)) return X_ERR;
+  ad_val x, r;
+  if (v_to_ad(S, a->call, v, &x)) return X_ERR;
+  if (op == TN_ARGMAX || op == TN_ARGMIN) {
+    /* positions are piecewise constant: no derivative to carry */
+    blo_tensor *t = tn_reduce(&S->tn, op, x.v, axis);
+    ad_val_release(&S->tn, &x);
+    return ret_tn(S, a, t, out);
+  }
+  int rc = ad_reduce(&S->tn, S->tape, op, x, axis, &r);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+#define REDUCE(fn, op) \
+  static int bi_##fn(blo_state *S, callargs *a, value *out) { return reduce(S, a, out, #fn, op); }
+REDUCE(sum, TN_SUM)
+REDUCE(mean, TN_MEAN)
+REDUCE(prod, TN_PROD)
+REDUCE(norm, TN_NORM)
+REDUCE(argmax, TN_ARGMAX)
+REDUCE(argmin, TN_ARGMIN)
+REDUCE(logsumexp, TN_LOGSUMEXP)
+#undef REDUCE
+
+/* max(x, axis =) reduces; max(a, b) is the elementwise maximum. */
+static int bi_max(blo_state *S, callargs *a, value *out) {
+  if (a->npos == 2) {
+    if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+    return binary_ad(S, a, "max", TN_MAX2, out);
+  }
+  return reduce(S, a, out, "max", TN_MAX);
+}
+
+static int bi_min(blo_state *S, callargs *a, value *out) {
+  if (a->npos == 2) {
+    if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+    return binary_ad(S, a, "min", TN_MIN2, out);
+  }
+  return reduce(S, a, out, "min", TN_MIN);
+}
+
+static int bi_softmax(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, AXIS_ONLY)) return X_ERR;
+  if (need_numeric(S, a, "softmax", 0)) return X_ERR;
+  value v = a->pos[0];
+  int axis;
+  if (arg_axis(S, a, v.kind == V_TENSOR ? v.u.t->rank : 0, &axis)) return X_ERR;
+  ad_val x, r;
+  if (v_to_ad(S, a->call, v, &x)) return X_ERR;
+  int rc = ad_softmax(&S->tn, S->tape, x, axis, &r);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+/* any/all over every element; a number counts as one element. */
+static int any_all(blo_state *S, callargs *a, value *out, const char *name, int want_all) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, name, 0)) return X_ERR;
+  value v = a->pos[0];
+  const double *d = v.kind == V_NUM ? &v.u.num : v.u.t->data;
+  size_t n = v.kind == V_NUM ? 1 : v.u.t->size;
+  int res = want_all;
+  for (size_t i = 0; i < n; i++)
+    if ((d[i] != 0) != want_all) { res = !want_all; break; }
+  *out = v_num(res);
+  return X_OK;
+}
+
+static int bi_any(blo_state *S, callargs *a, value *out) { return any_all(S, a, out, "any", 0); }
+static int bi_all(blo_state *S, callargs *a, value *out) { return any_all(S, a, out, "all", 1); }
+
+/* ======================================================================
+ * shape operations
+ * ====================================================================== */
+
+static int bi_reshape(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, "reshape", 0)) return X_ERR;
+  size_t dims[TN_MAX_RANK];
+  int rank, infer;
+  if (parse_shape(S, a, "reshape", 1, a->npos, 1, dims, &rank, &infer)) return X_ERR;
+  ad_val x, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  size_t known = 1;
+  int overflow = 0;
+  for (int i = 0; i < rank; i++)
+    if (i != infer) {
+      if (dims[i] && known > SIZE_MAX / dims[i]) overflow = 1;
+      known *= dims[i];
+    }
+  int ok = !overflow;
+  if (ok && infer >= 0) {
+    ok = known != 0 && x.v->size % known == 0;
+    if (ok) dims[infer] = x.v->size / known;
+  } else if (ok) {
+    ok = known == x.v->size;
+  }
+  if (!ok) {
+    char s1[96], s2[128];
+    size_t p = 0;
+    p += (size_t)snprintf(s2 + p, sizeof s2 - p, "[");
+    for (int i = 0; i < rank && p < sizeof s2; i++) {
+      if (i == infer) p += (size_t)snprintf(s2 + p, sizeof s2 - p, i ? ", -1" : "-1");
+      else p += (size_t)snprintf(s2 + p, sizeof s2 - p, i ? ", %zu" : "%zu", dims[i]);
+    }
+    if (p < sizeof s2) snprintf(s2 + p, sizeof s2 - p, "]");
+    int rc = interp_error(S, a->call, "reshape: cannot reshape %s (%zu element%s) into %s", shape_text(x.v, s1, sizeof s1),
+                          x.v->size, x.v->size == 1 ? "" : "s", s2);
+    ad_val_release(&S->tn, &x);
+    return rc;
+  }
+  int rc = ad_reshape(&S->tn, S->tape, x, rank, dims, &r);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+static int bi_flatten(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, "flatten", 0)) return X_ERR;
+  ad_val x, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  size_t n = x.v->size;
+  int rc = ad_reshape(&S->tn, S->tape, x, 1, &n, &r);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+static int bi_transpose(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, "transpose", 0)) return X_ERR;
+  if (a->pos[0].kind == V_NUM) { *out = a->pos[0]; return X_OK; }
+  ad_val x, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  int rc = ad_transpose(&S->tn, S->tape, x, &r);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+/* The operands of concat/stack: several arguments, one list, or one tensor
+ * read as the sequence of its first-axis slices (what a literal [x, y] of
+ * equal-shaped tensors becomes), as NumPy does. */
+static int gather_seq(blo_state *S, callargs *a, const char *name, ad_val **items, int *n) {
+  *items = NULL;
+  *n = 0;
+  value *src = a->pos;
+  int count = a->npos;
+  if (a->npos == 1 && a->pos[0].kind == V_LIST) {
+    olist *l = (olist *)a->pos[0].u.o;
+    src = l->items;
+    count = l->n;
+  }
+  if (a->npos == 1 && a->pos[0].kind == V_TENSOR && a->pos[0].u.t->rank >= 1) {
+    ad_val whole;
+    if (v_to_ad(S, a->call, a->pos[0], &whole)) return X_ERR;
+    size_t k = whole.v->shape[0];
+    if (k == 0 || k > 1000000) {
+      ad_val_release(&S->tn, &whole);
+      return interp_error(S, a->call, "%s: %s slices along the first axis", name, k ? "too many" : "no");
+    }
+    ad_val *v = calloc(k, sizeof *v);
+    if (!v) { ad_val_release(&S->tn, &whole); return oom(S, a); }
+    for (size_t i = 0; i < k; i++) {
+      tn_index_t ix = {TN_IX_INDEX, (long)i, (long)i + 1};
+      if (tn_index_check(&S->tn, whole.v, &ix, 1) || ad_index(&S->tn, S->tape, whole, &ix, 1, &v[i])) {
+        adv_release(S, v, (int)i);
+        free(v);
+        ad_val_release(&S->tn, &whole);
+        return interp_tn_error(S, a->call);
+      }
+    }
+    ad_val_release(&S->tn, &whole);
+    *items = v;
+    *n = (int)k;
+    return X_OK;
+  }
+  if (count == 0) return interp_error(S, a->call, "%s: nothing to %s", name, name);
+  ad_val *v = calloc((size_t)count, sizeof *v);
+  if (!v) return oom(S, a);
+  for (int i = 0; i < count; i++) {
+    if (!v_is_numeric(src[i])) {
+      char d[96];
+      v_describe(src[i], d, sizeof d);
+      adv_release(S, v, i);
+      free(v);
+      return interp_error(S, a->call, "%s: element %d is a %s, expected a number or tensor", name, i + 1, d);
+    }
+    if (v_to_ad(S, a->call, src[i], &v[i])) {
+      adv_release(S, v, i);
+      free(v);
+      return X_ERR;
+    }
+  }
+  *items = v;
+  *n = count;
+  return X_OK;
+}
+
+static int concat_stack(blo_state *S, callargs *a, value *out, int is_stack) {
+  const char *name = is_stack ? "stack" : "concat";
+  if (arg_check_named(S, a, AXIS_ONLY)) return X_ERR;
+  long axis;
+  if (named_int(S, a, "axis", 0, &axis)) return X_ERR;
+  ad_val *items;
+  int n;
+  if (gather_seq(S, a, name, &items, &n)) return X_ERR;
+  int rc = X_OK;
+  if (!is_stack) {
+    /* numbers join as one-element vectors: concat(x, 0) appends */
+    for (int i = 0; i < n && rc == X_OK; i++)
+      if (items[i].v->rank == 0) {
+        size_t one = 1;
+        ad_val r;
+        if (ad_reshape(&S->tn, S->tape, items[i], 1, &one, &r)) rc = interp_tn_error(S, a->call);
+        else { ad_val_release(&S->tn, &items[i]); items[i] = r; }
+      }
+  }
+  if (rc == X_OK) {
+    int rank = items[0].v->rank + (is_stack ? 1 : 0);
+    long ax = axis < 0 ? axis + rank : axis;
+    if (ax < 0 || ax >= rank) {
+      rc = interp_error(S, a->call, "%s: axis %ld out of range for a %s of rank %d", name, axis,
+                        is_stack ? "result" : "tensor", rank);
+    } else {
+      ad_val r;
+      int bad = is_stack ? ad_stack(&S->tn, S->tape, items, n, (int)ax, &r)
+                         : ad_concat(&S->tn, S->tape, items, n, (int)ax, &r);
+      if (bad) rc = interp_tn_error(S, a->call);
+      else *out = v_from_ad(S, r);
+    }
+  }
+  adv_release(S, items, n);
+  free(items);
+  return rc;
+}
+
+static int bi_concat(blo_state *S, callargs *a, value *out) { return concat_stack(S, a, out, 0); }
+static int bi_stack(blo_state *S, callargs *a, value *out) { return concat_stack(S, a, out, 1); }
+
+/* ======================================================================
+ * constructors
+ * ====================================================================== */
+
+static int filled(blo_state *S, callargs *a, value *out, const char *name, int first, int last, double fillv) {
+  size_t dims[TN_MAX_RANK];
+  int rank;
+  if (parse_shape(S, a, name, first, last, 0, dims, &rank, NULL)) return X_ERR;
+  if (rank == 0) { *out = v_num(fillv); return X_OK; }
+  if (check_count(S, a, name, rank, dims)) return X_ERR;
+  blo_tensor *t = tn_new(&S->tn, rank, dims);
+  if (!t) return interp_tn_error(S, a->call);
+  for (size_t i = 0; i < t->size; i++) t->data[i] = fillv;
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+static int bi_zeros(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  return filled(S, a, out, "zeros", 0, a->npos, 0.0);
+}
+
+static int bi_ones(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  return filled(S, a, out, "ones", 0, a->npos, 1.0);
+}
+
+/* fill(d1, ..., value): the last argument is the value. */
+static int bi_fill(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  double v;
+  if (v_to_double(a->pos[a->npos - 1], &v) != 0) return type_err(S, a, "fill", a->npos - 1, "a number (the fill value)");
+  return filled(S, a, out, "fill", 0, a->npos - 1, v);
+}
+
+static int bi_eye(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  size_t dims[2];
+  int rank;
+  if (parse_shape(S, a, "eye", 0, a->npos, 0, dims, &rank, NULL)) return X_ERR;
+  if (rank == 1) dims[1] = dims[0];
+  if (check_count(S, a, "eye", 2, dims)) return X_ERR;
+  blo_tensor *t = tn_zeros(&S->tn, 2, dims);
+  if (!t) return interp_tn_error(S, a->call);
+  for (size_t i = 0; i < dims[0] && i < dims[1]; i++) t->data[i * dims[1] + i] = 1;
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+static int bi_linspace(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  double lo, hi;
+  long n;
+  if (arg_double(S, a, 0, &lo) || arg_double(S, a, 1, &hi) || arg_int(S, a, 2, &n)) return X_ERR;
+  if (n < 0) return interp_error(S, a->call, "linspace: the number of points must be >= 0, got %ld", n);
+  size_t len = (size_t)n;
+  if (check_count(S, a, "linspace", 1, &len)) return X_ERR;
+  blo_tensor *t = tn_new(&S->tn, 1, &len);
+  if (!t) return interp_tn_error(S, a->call);
+  double step = n > 1 ? (hi - lo) / (double)(n - 1) : 0;
+  for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i * step;
+  if (n > 1) t->data[len - 1] = hi;  /* the end point exactly, as NumPy */
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+/* arange(n), arange(a, b), arange(a, b, step): [a, b) by step. */
+static int bi_arange(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  double lo = 0, hi, step = 1;
+  if (a->npos == 1) {
+    if (arg_double(S, a, 0, &hi)) return X_ERR;
+  } else {
+    if (arg_double(S, a, 0, &lo) || arg_double(S, a, 1, &hi)) return X_ERR;
+    if (a->npos == 3 && arg_double(S, a, 2, &step)) return X_ERR;
+  }
+  if (step == 0) return interp_error(S, a->call, "arange: step must not be zero");
+  if (!isfinite(lo) || !isfinite(hi) || !isfinite(step))
+    return interp_error(S, a->call, "arange: bounds and step must be finite");
+  double cnt = ceil((hi - lo) / step);
+  if (!(cnt > 0)) cnt = 0;
+  if (cnt > 1e12) return interp_error(S, a->call, "arange: %.0f elements is too many", cnt);
+  blo_tensor *t = arange_tensor(&S->tn, (size_t)cnt, lo, step);
+  if (!t) return interp_tn_error(S, a->call);
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+/* ======================================================================
+ * random numbers (the state's own generator: reproducible, thread-safe)
+ * ====================================================================== */
+
+static int bi_seed(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  long s;
+  if (arg_int(S, a, 0, &s)) return X_ERR;
+  tn_rng_seed(&S->rng, (uint64_t)s);
+  *out = v_nil();
+  return X_OK;
+}
+
+static int random_fill(blo_state *S, callargs *a, value *out, const char *name, int first, int kind, double lo,
+                       uint64_t range) {
+  size_t dims[TN_MAX_RANK];
+  int rank;
+  if (parse_shape(S, a, name, first, a->npos, 0, dims, &rank, NULL)) return X_ERR;
+  if (check_count(S, a, name, rank, dims)) return X_ERR;
+  blo_tensor *t = tn_new(&S->tn, rank, dims);
+  if (!t) return interp_tn_error(S, a->call);
+  for (size_t i = 0; i < t->size; i++) {
+    if (kind == 0) t->data[i] = tn_rng_uniform(&S->rng);
+    else if (kind == 1) t->data[i] = tn_rng_normal(&S->rng);
+    else t->data[i] = lo + (double)rng_below(&S->rng, range);
+  }
+  return ret_tn(S, a, t, out);
+}
+
+static int bi_rand(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  return random_fill(S, a, out, "rand", 0, 0, 0, 0);
+}
+
+static int bi_randn(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  return random_fill(S, a, out, "randn", 0, 1, 0, 0);
+}
+
+static int bi_randint(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  long lo, hi;
+  if (arg_int(S, a, 0, &lo) || arg_int(S, a, 1, &hi)) return X_ERR;
+  if (hi <= lo) return interp_error(S, a->call, "randint: empty range [%ld, %ld)", lo, hi);
+  if ((double)hi - (double)lo > 9e15)
+    return interp_error(S, a->call, "randint: range [%ld, %ld) is too wide", lo, hi);
+  return random_fill(S, a, out, "randint", 2, 2, (double)lo, (uint64_t)(hi - lo));
+}
+
+static int bi_randperm(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  long n;
+  if (arg_int(S, a, 0, &n)) return X_ERR;
+  if (n < 0) return interp_error(S, a->call, "randperm: n must be >= 0, got %ld", n);
+  size_t len = (size_t)n;
+  if (check_count(S, a, "randperm", 1, &len)) return X_ERR;
+  blo_tensor *t = tn_new(&S->tn, 1, &len);
+  if (!t) return interp_tn_error(S, a->call);
+  permutation(&S->rng, t->data, len);
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+/* Permutes the first axis (rows of a matrix, items of a list). */
+static int bi_shuffle(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  value v = a->pos[0];
+  if (v.kind == V_LIST) {
+    olist *l = (olist *)v.u.o;
+    size_t n = (size_t)l->n;
+    double *idx = malloc((n ? n : 1) * sizeof(double));
+    olist *c = idx ? list_new(S, l->n) : NULL;
+    if (!c) { free(idx); return oom(S, a); }
+    permutation(&S->rng, idx, n);
+    for (size_t i = 0; i < n; i++) list_push(S, c, v_retain(l->items[(size_t)idx[i]]));
+    free(idx);
+    *out = v_obj(V_LIST, &c->h);
+    return X_OK;
+  }
+  if (v.kind != V_TENSOR || v.u.t->rank == 0) return type_err(S, a, "shuffle", 0, "a tensor with at least one axis, or a list");
+  size_t n = v.u.t->shape[0];
+  blo_tensor *idx = tn_new(&S->tn, 1, &n);
+  if (!idx) return interp_tn_error(S, a->call);
+  permutation(&S->rng, idx->data, n);
+  ad_val x, r;
+  if (v_to_ad(S, a->call, v, &x)) { tn_release(&S->tn, idx); return X_ERR; }
+  int rc = ad_take(&S->tn, S->tape, x, idx, 0, &r);
+  tn_release(&S->tn, idx);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+/* ======================================================================
+ * information
+ * ====================================================================== */
+
+static int bi_len(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  value v = a->pos[0];
+  switch (v.kind) {
+  case V_TENSOR:
+    if (v.u.t->rank == 0) break;
+    *out = v_num((double)v.u.t->shape[0]);
+    return X_OK;
+  case V_LIST: *out = v_num(((olist *)v.u.o)->n); return X_OK;
+  case V_STR: *out = v_num((double)((ostr *)v.u.o)->len); return X_OK;
+  case V_REC: *out = v_num(((orec *)v.u.o)->n); return X_OK;
+  default: break;
+  }
+  return type_err(S, a, "len", 0, "a tensor, list, string or record (a number has no length; size() counts elements)");
+}
+
+/* shape of a number (or rank-0 tensor) is the empty vector. */
+static int bi_shape(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, "shape", 0)) return X_ERR;
+  value v = a->pos[0];
+  size_t r = v.kind == V_TENSOR ? (size_t)v.u.t->rank : 0;
+  blo_tensor *t = tn_new(&S->tn, 1, &r);
+  if (!t) return interp_tn_error(S, a->call);
+  for (size_t i = 0; i < r; i++) t->data[i] = (double)v.u.t->shape[i];
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+static int bi_size(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, "size", 0)) return X_ERR;
+  value v = a->pos[0];
+  *out = v_num(v.kind == V_TENSOR ? (double)v.u.t->size : 1);
+  return X_OK;
+}
+
+static int bi_rank(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, "rank", 0)) return X_ERR;
+  value v = a->pos[0];
+  *out = v_num(v.kind == V_TENSOR ? v.u.t->rank : 0);
+  return X_OK;
+}
+
+/* ======================================================================
+ * strings
+ * ====================================================================== */
+
+static int str_result(blo_state *S, callargs *a, strbuf *sb, value *out) {
+  if (sb->oom) { sb_free(sb); return oom(S, a); }
+  *out = v_str(S, sb->s ? sb->s : "", sb->n);
+  sb_free(sb);
+  return out->kind == V_STR ? X_OK : oom(S, a);
+}
+
+/* Appends one printf conversion; spec is "%<flags><width>.<prec>" + conv. */
+static void sb_conv(strbuf *sb, const char *spec, int is_str, const char *s, double d, long long ll, int is_int) {
+  char small[256];
+  int n = is_str ? snprintf(small, sizeof small, spec, s)
+                 : is_int ? snprintf(small, sizeof small, spec, ll) : snprintf(small, sizeof small, spec, d);
+  if (n < 0) return;
+  if ((size_t)n < sizeof small) { sb_puts(sb, small); return; }
+  char *big = malloc((size_t)n + 1);
+  if (!big) { sb->oom = 1; return; }
+  if (is_str) snprintf(big, (size_t)n + 1, spec, s);
+  else if (is_int) snprintf(big, (size_t)n + 1, spec, ll);
+  else snprintf(big, (size_t)n + 1, spec, d);
+  sb_puts(sb, big);
+  free(big);
+}
+
+/* format(fmt, ...): %d %i (rounded), %f %e %g %E %G, %s (any value, printed
+ * as print does), %%; flags "-+ 0#", width and precision. */
+static int bi_format(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  const char *fmt;
+  if (arg_str(S, a, 0, &fmt)) return X_ERR;
+  strbuf sb = {0};
+  int argi = 1, nconv = 0;
+  for (const char *p = fmt; *p; p++) {
+    if (*p != '%') { sb_putc(&sb, *p); continue; }
+    const char *start = p++;
+    if (*p == '%') { sb_putc(&sb, '%'); continue; }
+    while (*p && strchr("-+ 0#", *p)) p++;
+    long width = 0, prec = 0;
+    while (*p >= '0' && *p <= '9') width = width * 10 + (*p++ - '0'), width = width > 100000 ? 100000 : width;
+    if (*p == '.') {
+      p++;
+      while (*p >= '0' && *p <= '9') prec = prec * 10 + (*p++ - '0'), prec = prec > 100000 ? 100000 : prec;
+    }
+    char conv = *p;
+    if (!conv) {
+      sb_free(&sb);
+      return interp_error(S, a->call, "format: incomplete conversion '%s' at the end of the format", start);
+    }
+    if (!strchr("difeEgGs", conv)) {
+      sb_free(&sb);
+      return interp_error(S, a->call, "format: unknown conversion '%%%c' (use %%d %%i %%f %%e %%g %%s or %%%%)", conv);
+    }
+    if (width > 4096 || prec > 4096) {
+      sb_free(&sb);
+      return interp_error(S, a->call, "format: width or precision too large in '%.*s'", (int)(p - start + 1), start);
+    }
+    nconv++;
+    if (argi >= a->npos) {
+      sb_free(&sb);
+      return interp_error(S, a->call, "format: the format has more conversions than the %d value%s given", a->npos - 1,
+                          a->npos - 1 == 1 ? "" : "s");
+    }
+    value v = a->pos[argi++];
+    char spec[64];
+    size_t flen = (size_t)(p - start);  /* '%', flags, width, precision */
+    if (flen > sizeof spec - 8) flen = sizeof spec - 8;
+    memcpy(spec, start, flen);
+    if (conv == 's') {
+      strbuf vs = {0};
+      v_print(&vs, v, 0);
+      spec[flen] = 's';
+      spec[flen + 1] = 0;
+      sb_conv(&sb, spec, 1, vs.s ? vs.s : "", 0, 0, 0);
+      if (vs.oom) sb.oom = 1;
+      sb_free(&vs);
+      continue;
+    }
+    double d;
+    if (v_to_double(v, &d) != 0) {
+      char desc[96];
+      v_describe(v, desc, sizeof desc);
+      sb_free(&sb);
+      return interp_error(S, a->call, "format: '%%%c' (value %d) expects a number, got %s", conv, argi - 1, desc);
+    }
+    if (conv == 'd' || conv == 'i') {
+      if (isfinite(d) && fabs(d) < 9.2e18) {
+        memcpy(spec + flen, "lld", 4);
+        sb_conv(&sb, spec, 0, NULL, 0, llround(d), 1);
+      } else {
+        /* nan and inf have no integer form: print them as %s would */
+        char num[40];
+        fmt_double(num, sizeof num, d);
+        /* drop the precision, which would truncate the text */
+        char *dot = memchr(spec, '.', flen);
+        size_t k = dot ? (size_t)(dot - spec) : flen;
+        spec[k] = 's';
+        spec[k + 1] = 0;
+        sb_conv(&sb, spec, 1, num, 0, 0, 0);
+      }
+    } else {
+      spec[flen] = conv;
+      spec[flen + 1] = 0;
+      sb_conv(&sb, spec, 0, NULL, d, 0, 0);
+    }
+  }
+  if (argi < a->npos) {
+    sb_free(&sb);
+    return interp_error(S, a->call, "format: %d value%s given but the format has %d conversion%s", a->npos - 1,
+                        a->npos - 1 == 1 ? "" : "s", nconv, nconv == 1 ? "" : "s");
+  }
+  return str_result(S, a, &sb, out);
+}
+
+static int bi_str(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (a->pos[0].kind == V_STR) { *out = v_retain(a->pos[0]); return X_OK; }
+  strbuf sb = {0};
+  v_print(&sb, a->pos[0], 1);
+  return str_result(S, a, &sb, out);
+}
+
+static int bi_num(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  value v = a->pos[0];
+  if (v.kind == V_NUM) { *out = v; return X_OK; }
+  if (v.kind != V_STR) return type_err(S, a, "num", 0, "a string");
+  const char *s = v_cstr(v);
+  while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+  char *end;
+  double d = strtod(s, &end);
+  while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') end++;
+  if (end == s || *end)
+    return interp_error(S, a->call, "num: cannot read '%.60s' as a number", v_cstr(v));
+  *out = v_num(d);
+  return X_OK;
+}
+
+/* ======================================================================
+ * linear algebra
+ * ====================================================================== */
+
+static int need_matrix(blo_state *S, callargs *a, const char *name, int i, int square) {
+  value v = a->pos[i];
+  if (v.kind != V_TENSOR || v.u.t->rank != 2) return type_err(S, a, name, i, square ? "a square matrix" : "a matrix");
+  if (square && v.u.t->shape[0] != v.u.t->shape[1]) {
+    char s[96];
+    return interp_error(S, a->call, "%s: matrix must be square, got %s", name, shape_text(v.u.t, s, sizeof s));
+  }
+  return X_OK;
+}
+
+static int bi_linsolve(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "linsolve", 0, 1) || need_numeric(S, a, "linsolve", 1)) return X_ERR;
+  ad_val A, b, r;
+  if (v_to_ad(S, a->call, a->pos[0], &A)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[1], &b)) { ad_val_release(&S->tn, &A); return X_ERR; }
+  int rc = ad_linsolve(&S->tn, S->tape, A, b, &r);
+  ad_val_release(&S->tn, &b);
+  return ad_done(S, a, rc, &A, r, out);
+}
+
+/* inv(A) differentiates as linsolve(A, I); a constant uses LAPACK's inverse. */
+static int bi_inv(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "inv", 0, 1)) return X_ERR;
+  ad_val A, r;
+  if (v_to_ad(S, a->call, a->pos[0], &A)) return X_ERR;
+  if (!is_live(&A)) {
+    blo_tensor *t = tn_inv(&S->tn, A.v);
+    ad_val_release(&S->tn, &A);
+    return ret_tn(S, a, t, out);
+  }
+  size_t n = A.v->shape[0], dims[2] = {n, n};
+  blo_tensor *I = tn_zeros(&S->tn, 2, dims);
+  if (!I) { ad_val_release(&S->tn, &A); return interp_tn_error(S, a->call); }
+  for (size_t i = 0; i < n; i++) I->data[i * n + i] = 1;
+  ad_val Iv = ad_const(I);
+  int rc = ad_linsolve(&S->tn, S->tape, A, Iv, &r);
+  ad_val_release(&S->tn, &Iv);
+  if (rc && strncmp(S->tn.err, "linsolve:", 9) == 0) {
+    /* name the operation the script called */
+    char msg[TN_ERR_LEN];
+    snprintf(msg, sizeof msg, "inv:%s", S->tn.err + 9);
+    memcpy(S->tn.err, msg, sizeof msg);
+  }
+  return ad_done(S, a, rc, &A, r, out);
+}
+
+static int bi_det(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "det", 0, 1) || no_ad(S, a, "det", a->pos[0])) return X_ERR;
+  double d;
+  if (tn_det(&S->tn, a->pos[0].u.t, &d)) return interp_tn_error(S, a->call);
+  *out = v_num(d);
+  return X_OK;
+}
+
+static int bi_chol(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "chol", 0, 1) || no_ad(S, a, "chol", a->pos[0])) return X_ERR;
+  return ret_tn(S, a, tn_chol(&S->tn, a->pos[0].u.t), out);
+}
+
+static int bi_pinv(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "pinv", 0, 0) || no_ad(S, a, "pinv", a->pos[0])) return X_ERR;
+  return ret_tn(S, a, tn_pinv(&S->tn, a->pos[0].u.t), out);
+}
+
+static int bi_lstsq(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "lstsq", 0, 0) || need_numeric(S, a, "lstsq", 1)) return X_ERR;
+  if (no_ad(S, a, "lstsq", a->pos[0]) || no_ad(S, a, "lstsq", a->pos[1])) return X_ERR;
+  blo_tensor *b = v_to_tensor(S, a->pos[1]);
+  if (!b) return interp_tn_error(S, a->call);
+  blo_tensor *x = tn_lstsq(&S->tn, a->pos[0].u.t, b);
+  tn_release(&S->tn, b);
+  return ret_tn(S, a, x, out);
+}
+
+static int bi_eigh(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "eigh", 0, 1) || no_ad(S, a, "eigh", a->pos[0])) return X_ERR;
+  blo_tensor *vals = NULL, *vecs = NULL;
+  if (tn_eigh(&S->tn, a->pos[0].u.t, &vals, &vecs)) return interp_tn_error(S, a->call);
+  orec *r = rec_new(S);
+  if (!r) { tn_release(&S->tn, vals); tn_release(&S->tn, vecs); return oom(S, a); }
+  value rv = v_obj(V_REC, &r->h);
+  int bad = rec_set(S, r, "values", v_tensor(vals));
+  bad |= rec_set(S, r, "vectors", v_tensor(vecs));  /* rec_set releases the value on failure */
+  if (bad) { v_release(S, &rv); return oom(S, a); }
+  *out = rv;
+  return X_OK;
+}
+
+static int need_vector(blo_state *S, callargs *a, const char *name, int i) {
+  value v = a->pos[i];
+  if (v.kind == V_TENSOR && v.u.t->rank == 1) return X_OK;
+  return type_err(S, a, name, i, "a vector");
+}
+
+/* outer(a, b) = reshape(a, [m, 1]) * reshape(b, [1, n]): differentiable. */
+static int bi_outer(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_vector(S, a, "outer", 0) || need_vector(S, a, "outer", 1)) return X_ERR;
+  ad_val x, y, xc = {0}, yr = {0}, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[1], &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  size_t s1[2] = {x.v->size, 1}, s2[2] = {1, y.v->size};
+  int rc = ad_reshape(&S->tn, S->tape, x, 2, s1, &xc) || ad_reshape(&S->tn, S->tape, y, 2, s2, &yr) ||
+           ad_binary(&S->tn, S->tape, TN_MUL, xc, yr, &r);
+  ad_val_release(&S->tn, &x);
+  ad_val_release(&S->tn, &y);
+  ad_val_release(&S->tn, &xc);
+  ad_val_release(&S->tn, &yr);
+  if (rc) return interp_tn_error(S, a->call);
+  *out = v_from_ad(S, r);
+  return X_OK;
+}
+
+/* dot(a, b) = sum(a * b) for two tensors of the same shape. */
+static int bi_dot(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_numeric(S, a, "dot", 0) || need_numeric(S, a, "dot", 1)) return X_ERR;
+  ad_val x, y, p = {0}, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[1], &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  int rc;
+  if (!tn_same_shape(x.v, y.v)) {
+    char s1[96], s2[96];
+    rc = interp_error(S, a->call, "dot: shape mismatch: %s and %s (dot takes two tensors of the same shape; use @ for "
+                      "matrix products)", shape_text(x.v, s1, sizeof s1), shape_text(y.v, s2, sizeof s2));
+  } else if (ad_binary(&S->tn, S->tape, TN_MUL, x, y, &p) || ad_reduce(&S->tn, S->tape, TN_SUM, p, -1, &r)) {
+    rc = interp_tn_error(S, a->call);
+  } else {
+    rc = X_OK;
+    *out = v_from_ad(S, r);
+  }
+  ad_val_release(&S->tn, &x);
+  ad_val_release(&S->tn, &y);
+  ad_val_release(&S->tn, &p);
+  return rc;
+}
+
+/* The main diagonal of a matrix x as ad ops: flatten, then take every
+ * (cols+1)-th element. */
+static int diag_of(blo_state *S, ad_val x, ad_val *out) {
+  size_t rows = x.v->shape[0], cols = x.v->shape[1], k = rows < cols ? rows : cols, all = x.v->size;
+  ad_val flat = {0};
+  blo_tensor *idx = arange_tensor(&S->tn, k, 0, (double)(cols + 1));
+  if (!idx) return -1;
+  int rc = ad_reshape(&S->tn, S->tape, x, 1, &all, &flat) || ad_take(&S->tn, S->tape, flat, idx, 0, out);
+  tn_release(&S->tn, idx);
+  ad_val_release(&S->tn, &flat);
+  return rc ? -1 : 0;
+}
+
+static int bi_trace(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (need_matrix(S, a, "trace", 0, 0)) return X_ERR;
+  const blo_tensor *m = a->pos[0].u.t;
+  if (m->shape[0] == 0 || m->shape[1] == 0) { *out = v_num(0); return X_OK; }
+  ad_val x, d = {0}, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  int rc = diag_of(S, x, &d) || ad_reduce(&S->tn, S->tape, TN_SUM, d, -1, &r);
+  ad_val_release(&S->tn, &d);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+/* diag(v): the square matrix with v on its diagonal; diag(A): A's diagonal.
+ * The matrix is built from [v | zeros(n, n)] of shape [n, n + 1], whose first
+ * n*n elements, read row-major as [n, n], place v[i] at (i, i). */
+static int bi_diag(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  value v = a->pos[0];
+  if (v.kind != V_TENSOR || (v.u.t->rank != 1 && v.u.t->rank != 2)) return type_err(S, a, "diag", 0, "a vector or a matrix");
+  ad_val x, r;
+  if (v_to_ad(S, a->call, v, &x)) return X_ERR;
+  int rc;
+  if (x.v->rank == 2) {
+    rc = diag_of(S, x, &r);
+    return ad_done(S, a, rc, &x, r, out);
+  }
+  size_t n = x.v->size, sq[2] = {n, n};
+  if (n == 0 || !is_live(&x)) {
+    blo_tensor *t = tn_zeros(&S->tn, 2, sq);
+    if (t) for (size_t i = 0; i < n; i++) t->data[i * n + i] = x.v->data[i];
+    ad_val_release(&S->tn, &x);
+    if (!t) return interp_tn_error(S, a->call);
+    *out = v_tensor(t);
+    return X_OK;
+  }
+  size_t col[2] = {n, 1}, nn = n * n, wide = n * (n + 1);
+  ad_val parts[2] = {{0}, {0}}, cat = {0}, flat = {0}, first = {0};
+  blo_tensor *z = tn_zeros(&S->tn, 2, sq);
+  blo_tensor *idx = arange_tensor(&S->tn, nn, 0, 1);
+  rc = !z || !idx;
+  if (!rc) {
+    parts[1] = ad_const(z);
+    z = NULL;
+    rc = ad_reshape(&S->tn, S->tape, x, 2, col, &parts[0]) || ad_concat(&S->tn, S->tape, parts, 2, 1, &cat) ||
+         ad_reshape(&S->tn, S->tape, cat, 1, &wide, &flat) || ad_take(&S->tn, S->tape, flat, idx, 0, &first) ||
+         ad_reshape(&S->tn, S->tape, first, 2, sq, &r);
+  }
+  tn_release(&S->tn, z);
+  tn_release(&S->tn, idx);
+  adv_release(S, parts, 2);
+  ad_val_release(&S->tn, &cat);
+  ad_val_release(&S->tn, &flat);
+  ad_val_release(&S->tn, &first);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+/* ======================================================================
+ * data files
+ * ====================================================================== */
+
+static int files_allowed(blo_state *S, callargs *a, const char *name) {
+  if (S->cfg.allow_files) return X_OK;
+  return interp_error(S, a->call, "%s: file access is disabled by the host", name);
+}
+
+/* load_csv(path, header = false, cols = [..]): header = true skips the first
+ * line (the column names); the result is the numeric tensor. */
+static int bi_load_csv(blo_state *S, callargs *a, value *out) {
+  static const char *const allowed[] = {"header", "cols", NULL};
+  if (arg_check_named(S, a, allowed)) return X_ERR;
+  if (files_allowed(S, a, "load_csv")) return X_ERR;
+  const char *path;
+  int header;
+  if (arg_str(S, a, 0, &path) || named_bool(S, a, "header", 0, &header)) return X_ERR;
+  long cols[256];
+  int ncols = 0;
+  value *cv = arg_named(a, "cols");
+  if (cv) {
+    const double *d = NULL;
+    size_t n = 0;
+    if (cv->kind == V_NUM) { d = &cv->u.num; n = 1; }
+    else if (cv->kind == V_TENSOR && cv->u.t->rank <= 1) { d = cv->u.t->data; n = cv->u.t->size; }
+    else if (cv->kind == V_LIST && ((olist *)cv->u.o)->n == 0) n = 0;
+    else {
+      char desc[96];
+      v_describe(*cv, desc, sizeof desc);
+      return interp_error(S, a->call, "load_csv: 'cols' must be a list of column numbers, got %s", desc);
+    }
+    if (n == 0) return interp_error(S, a->call, "load_csv: 'cols' selects no columns");
+    if (n > 256) return interp_error(S, a->call, "load_csv: 'cols' selects more than 256 columns");
+    for (size_t i = 0; i < n; i++) {
+      if (d[i] != floor(d[i]) || fabs(d[i]) > 1e9) {
+        char num[40];
+        fmt_double(num, sizeof num, d[i]);
+        return interp_error(S, a->call, "load_csv: column %s is not an integer", num);
+      }
+      cols[ncols++] = (long)d[i];
+    }
+  }
+  char err[600];
+  blo_tensor *t = io_load_csv(&S->tn, path, header, cols, ncols, NULL, NULL, err, sizeof err);
+  if (!t) return interp_error(S, a->call, "load_csv: %s", err);
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+/* save_csv(path, x, header = ["a", "b"]) */
+static int bi_save_csv(blo_state *S, callargs *a, value *out) {
+  static const char *const allowed[] = {"header", NULL};
+  if (arg_check_named(S, a, allowed)) return X_ERR;
+  if (files_allowed(S, a, "save_csv")) return X_ERR;
+  const char *path;
+  if (arg_str(S, a, 0, &path) || need_numeric(S, a, "save_csv", 1)) return X_ERR;
+  const char *names[256];
+  int nh = 0;
+  value *hv = arg_named(a, "header");
+  if (hv) {
+    if (hv->kind == V_STR) {
+      names[nh++] = v_cstr(*hv);
+    } else if (hv->kind == V_LIST) {
+      olist *l = (olist *)hv->u.o;
+      if (l->n > 256) return interp_error(S, a->call, "save_csv: header has more than 256 names");
+      for (int i = 0; i < l->n; i++) {
+        if (l->items[i].kind != V_STR)
+          return interp_error(S, a->call, "save_csv: header element %d is a %s, expected a string", i + 1,
+                              v_kind_name(l->items[i]));
+        names[nh++] = v_cstr(l->items[i]);
+      }
+    } else {
+      char desc[96];
+      v_describe(*hv, desc, sizeof desc);
+      return interp_error(S, a->call, "save_csv: 'header' must be a list of strings, got %s", desc);
+    }
+  }
+  blo_tensor *t = v_to_tensor(S, a->pos[1]);
+  if (!t) return interp_tn_error(S, a->call);
+  char err[600];
+  int rc = io_save_csv(&S->tn, path, t, names, nh, err, sizeof err);
+  tn_release(&S->tn, t);
+  if (rc) return interp_error(S, a->call, "save_csv: %s", err);
+  *out = v_nil();
+  return X_OK;
+}
+
+static int bi_load_idx(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (files_allowed(S, a, "load_idx")) return X_ERR;
+  const char *path;
+  if (arg_str(S, a, 0, &path)) return X_ERR;
+  char err[600];
+  blo_tensor *t = io_load_idx(&S->tn, path, err, sizeof err);
+  if (!t) return interp_error(S, a->call, "load_idx: %s", err);
+  *out = v_tensor(t);
+  return X_OK;
+}
+
+/* ======================================================================
+ * checks, lists, records, time
+ * ====================================================================== */
+
+/* assert(cond, msg): every element of cond must be nonzero. */
+static int bi_assert(blo_state *S, callargs *a, value *out) {
+  static const char *const allowed[] = {"msg", NULL};
+  if (arg_check_named(S, a, allowed)) return X_ERR;
+  value c = a->pos[0];
+  if (!v_is_numeric(c)) return type_err(S, a, "assert", 0, "a number or tensor (the condition)");
+  value *msg = a->npos > 1 ? &a->pos[1] : arg_named(a, "msg");
+  if (a->npos > 1 && arg_named(a, "msg"))
+    return interp_error(S, a->call, "assert: the message is given twice");
+  const double *d = c.kind == V_NUM ? &c.u.num : c.u.t->data;
+  size_t n = c.kind == V_NUM ? 1 : c.u.t->size;
+  for (size_t i = 0; i < n; i++)
+    if (d[i] == 0) {
+      if (!msg) return interp_error(S, a->call, "assertion failed");
+      strbuf sb = {0};
+      v_print(&sb, *msg, 0);
+      int rc = interp_error(S, a->call, "assertion failed: %s", sb.s ? sb.s : "");
+      sb_free(&sb);
+      return rc;
+    }
+  *out = v_nil();
+  return X_OK;
+}
+
+/* push(list, v) returns a new list; the argument list is unchanged. */
+static int bi_push(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (a->pos[0].kind != V_LIST) return type_err(S, a, "push", 0, "a list");
+  olist *l = (olist *)a->pos[0].u.o;
+  olist *c = list_new(S, l->n + 1);
+  if (!c) return oom(S, a);
+  for (int i = 0; i < l->n; i++) list_push(S, c, v_retain(l->items[i]));
+  list_push(S, c, v_retain(a->pos[1]));
+  *out = v_obj(V_LIST, &c->h);
+  return X_OK;
+}
+
+static int bi_keys(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (a->pos[0].kind != V_REC) return type_err(S, a, "keys", 0, "a record");
+  orec *r = (orec *)a->pos[0].u.o;
+  olist *l = list_new(S, r->n);
+  if (!l) return oom(S, a);
+  value lv = v_obj(V_LIST, &l->h);
+  for (int i = 0; i < r->n; i++) {
+    value s = v_str(S, r->keys[i], strlen(r->keys[i]));
+    if (s.kind != V_STR || list_push(S, l, s)) { v_release(S, &lv); return oom(S, a); }
+  }
+  *out = lv;
+  return X_OK;
+}
+
+static int bi_has(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (a->pos[0].kind != V_REC) return type_err(S, a, "has", 0, "a record");
+  const char *key;
+  if (arg_str(S, a, 1, &key)) return X_ERR;
+  *out = v_num(rec_get((orec *)a->pos[0].u.o, key) != NULL);
+  return X_OK;
+}
+
+static int bi_time(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  *out = v_num((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+  return X_OK;
+}
+
+/* ======================================================================
+ * the table (sorted by name for binary search)
+ * ====================================================================== */
+
+/* autodiff: interp/diff.c */
+int bi_grad(blo_state *S, callargs *a, value *out);
+int bi_jvp(blo_state *S, callargs *a, value *out);
+int bi_hvp(blo_state *S, callargs *a, value *out);
+
+static const builtin_def builtins[] = {
+  {"abs", bi_abs, 1, 1, "abs(x)", "absolute value, elementwise", 0},
+  {"all", bi_all, 1, 1, "all(x)", "1 if every element of x is nonzero, else 0", 0},
+  {"any", bi_any, 1, 1, "any(x)", "1 if some element of x is nonzero, else 0", 0},
+  {"arange", bi_arange, 1, 3, "arange(n) | arange(a, b) | arange(a, b, step)", "the vector a, a + step, ... below b (a = 0, step = 1 by default)", 0},
+  {"argmax", bi_argmax, 1, 1, "argmax(x, axis = all)", "position of the largest element (in the flattened tensor, or along axis)", 0},
+  {"argmin", bi_argmin, 1, 1, "argmin(x, axis = all)", "position of the smallest element (in the flattened tensor, or along axis)", 0},
+  {"assert", bi_assert, 1, 2, "assert(cond, msg = \"\")", "stop with \"assertion failed: msg\" unless every element of cond is nonzero", 0},
+  {"chol", bi_chol, 1, 1, "chol(A)", "lower Cholesky factor L of a symmetric positive definite A = L L'", 0},
+  {"concat", bi_concat, 1, -1, "concat(a, b, ..., axis = 0)", "join tensors along an existing axis (also concat(list))", 0},
+  {"cos", bi_cos, 1, 1, "cos(x)", "cosine, elementwise", 0},
+  {"det", bi_det, 1, 1, "det(A)", "determinant of a square matrix", 0},
+  {"diag", bi_diag, 1, 1, "diag(v) | diag(A)", "square matrix with diagonal v, or the diagonal of matrix A", 0},
+  {"dot", bi_dot, 2, 2, "dot(a, b)", "sum(a * b) for two tensors of the same shape", 0},
+  {"eigh", bi_eigh, 1, 1, "eigh(A)", "eigen-decomposition of a symmetric matrix: {values (ascending), vectors (columns)}", 0},
+  {"exp", bi_exp, 1, 1, "exp(x)", "exponential, elementwise", 0},
+  {"eye", bi_eye, 1, 2, "eye(n) | eye(n, m)", "identity matrix n x n (or n x m)", 0},
+  {"fill", bi_fill, 1, -1, "fill(d1, d2, ..., value)", "tensor of the given dimensions with every element equal to value", 0},
+  {"flatten", bi_flatten, 1, 1, "flatten(x)", "the elements of x as a vector, in row-major order", 0},
+  {"floor", bi_floor, 1, 1, "floor(x)", "largest integer not above x, elementwise", 0},
+  {"format", bi_format, 1, -1, "format(fmt, values...)", "printf-style string: %d %i %f %e %g %s %% with flags, width and precision", 0},
+  {"grad", bi_grad, 2, 2, "grad(expr, x) | grad(expr, [x, y])", "gradient of the scalar expr with respect to variable x (or a list of gradients)", 1},
+  {"has", bi_has, 2, 2, "has(record, \"name\")", "1 if the record has the field, else 0", 0},
+  {"hvp", bi_hvp, 3, 4, "hvp(expr, x, v) | hvp(expr, x, v, y)", "Hessian-vector product H_xx v of the scalar expr (mixed H_yx v with y)", 1},
+  {"inv", bi_inv, 1, 1, "inv(A)", "inverse of a square matrix (prefer linsolve for solving systems)", 0},
+  {"isnan", bi_isnan, 1, 1, "isnan(x)", "1 where x is NaN, else 0, elementwise", 0},
+  {"jvp", bi_jvp, 3, 3, "jvp(expr, x, v)", "directional derivative of expr along v at the current x (forward mode)", 1},
+  {"keys", bi_keys, 1, 1, "keys(record)", "list of the record's field names", 0},
+  {"len", bi_len, 1, 1, "len(x)", "length of the first axis of a tensor, or of a list, string or record", 0},
+  {"linsolve", bi_linsolve, 2, 2, "linsolve(A, b)", "solution x of A x = b (b a vector or a matrix of right-hand sides)", 0},
+  {"linspace", bi_linspace, 3, 3, "linspace(a, b, n)", "n evenly spaced points from a to b inclusive", 0},
+  {"load_csv", bi_load_csv, 1, 1, "load_csv(path, header = false, cols = all)", "numeric CSV file as a [rows, cols] tensor ([rows] for one column)", 0},
+  {"load_idx", bi_load_idx, 1, 1, "load_idx(path)", "IDX file (MNIST format, plain or .gz) as a tensor with the file's dimensions", 0},
+  {"log", bi_log, 1, 1, "log(x)", "natural logarithm, elementwise", 0},
+  {"logsumexp", bi_logsumexp, 1, 1, "logsumexp(x, axis = all)", "log(sum(exp(x))) computed without overflow", 0},
+  {"lstsq", bi_lstsq, 2, 2, "lstsq(A, b)", "least-squares solution x minimising norm(A @ x - b)", 0},
+  {"max", bi_max, 1, 2, "max(x, axis = all) | max(a, b)", "largest element (along axis), or the elementwise maximum of a and b", 0},
+  {"mean", bi_mean, 1, 1, "mean(x, axis = all)", "arithmetic mean of the elements (along axis)", 0},
+  {"min", bi_min, 1, 2, "min(x, axis = all) | min(a, b)", "smallest element (along axis), or the elementwise minimum of a and b", 0},
+  {"norm", bi_norm, 1, 1, "norm(x, axis = all)", "Euclidean norm of the elements (along axis)", 0},
+  {"num", bi_num, 1, 1, "num(s)", "the number written in string s", 0},
+  {"ones", bi_ones, 0, -1, "ones(d1, d2, ...) | ones(shape)", "tensor of ones", 0},
+  {"outer", bi_outer, 2, 2, "outer(a, b)", "outer product of two vectors: the matrix a[i] * b[j]", 0},
+  {"pinv", bi_pinv, 1, 1, "pinv(A)", "Moore-Penrose pseudo-inverse", 0},
+  {"prod", bi_prod, 1, 1, "prod(x, axis = all)", "product of the elements (along axis)", 0},
+  {"push", bi_push, 2, 2, "push(list, v)", "a new list: list with v appended (the argument is unchanged)", 0},
+  {"rand", bi_rand, 0, -1, "rand(d1, d2, ...)", "uniform random numbers in [0, 1); a number when no dimensions are given", 0},
+  {"randint", bi_randint, 2, -1, "randint(lo, hi, d1, d2, ...)", "random integers in [lo, hi); a number when no dimensions are given", 0},
+  {"randn", bi_randn, 0, -1, "randn(d1, d2, ...)", "standard normal random numbers; a number when no dimensions are given", 0},
+  {"randperm", bi_randperm, 1, 1, "randperm(n)", "a random permutation of 0, 1, ..., n - 1", 0},
+  {"rank", bi_rank, 1, 1, "rank(x)", "number of axes (0 for a number)", 0},
+  {"relu", bi_relu, 1, 1, "relu(x)", "max(x, 0), elementwise", 0},
+  {"reshape", bi_reshape, 2, -1, "reshape(x, d1, d2, ...) | reshape(x, shape)", "same elements in a new shape; one dimension may be -1", 0},
+  {"save_csv", bi_save_csv, 2, 2, "save_csv(path, x, header = [names])", "write a number, vector (one column) or matrix as CSV", 0},
+  {"seed", bi_seed, 1, 1, "seed(n)", "reseed the random generator (same seed, same numbers on every machine)", 0},
+  {"shape", bi_shape, 1, 1, "shape(x)", "vector of dimensions (empty for a number)", 0},
+  {"shuffle", bi_shuffle, 1, 1, "shuffle(x)", "random permutation of the first axis of a tensor, or of a list", 0},
+  {"sigmoid", bi_sigmoid, 1, 1, "sigmoid(x)", "1 / (1 + exp(-x)), elementwise", 0},
+  {"sign", bi_sign, 1, 1, "sign(x)", "-1, 0 or 1 by the sign of x, elementwise", 0},
+  {"sin", bi_sin, 1, 1, "sin(x)", "sine, elementwise", 0},
+  {"size", bi_size, 1, 1, "size(x)", "number of elements (1 for a number)", 0},
+  {"softmax", bi_softmax, 1, 1, "softmax(x, axis = all)", "exp(x) / sum(exp(x)) (along axis), computed stably", 0},
+  {"softplus", bi_softplus, 1, 1, "softplus(x)", "log(1 + exp(x)), elementwise, computed stably", 0},
+  {"sqrt", bi_sqrt, 1, 1, "sqrt(x)", "square root, elementwise", 0},
+  {"stack", bi_stack, 1, -1, "stack(a, b, ..., axis = 0)", "join equal-shaped tensors along a new axis (also stack(list))", 0},
+  {"str", bi_str, 1, 1, "str(x)", "x as text, as print shows it", 0},
+  {"sum", bi_sum, 1, 1, "sum(x, axis = all)", "sum of the elements (along axis)", 0},
+  {"tanh", bi_tanh, 1, 1, "tanh(x)", "hyperbolic tangent, elementwise", 0},
+  {"time", bi_time, 0, 0, "time()", "seconds on a monotonic clock, for timing", 0},
+  {"trace", bi_trace, 1, 1, "trace(A)", "sum of the diagonal of a matrix", 0},
+  {"transpose", bi_transpose, 1, 1, "transpose(x)", "x' : swap the axes of a matrix (reverse them for rank 3, 4)", 0},
+  {"zeros", bi_zeros, 0, -1, "zeros(d1, d2, ...) | zeros(shape)", "tensor of zeros", 0},
+};
+
+enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
+
+const builtin_def *builtin_find(const char *name) {
+  size_t lo = 0, hi = NBUILTINS;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = strcmp(name, builtins[mid].name);
+    if (c == 0) return &builtins[mid];
+    if (c < 0) hi = mid;
+    else lo = mid + 1;
+  }
+  return NULL;
+}
+
+const builtin_def *builtin_at(size_t i) { return i < NBUILTINS ? &builtins[i] : NULL; }
