@@ -1,10 +1,21 @@
 /* blo.h: embedding API of libblo, the interpreter for .blo bilevel
  * optimization scripts.
  *
- * A blo_state is opaque and self-contained: no global state, so two states
- * may run in two threads at once.  Every function returning int returns a
- * blo_status; on error the details are in blo_last_error().  The library
- * never exits, aborts, or prints unless asked to through the callbacks. */
+ * A blo_state is opaque and self-contained: the library keeps no global
+ * state, so two states may run in two threads at once (one thread per state
+ * at a time).  Every function returning int returns a blo_status (except
+ * blo_input_complete and blo_builtin_info, which answer yes/no); on error the
+ * details are in blo_last_error().  The library never exits, aborts, or
+ * prints: output and errors reach the host only through the callbacks of
+ * blo_config.
+ *
+ * Names ("paths"): the functions that read a value take a global name, or a
+ * dotted path into records, e.g. "r.F" for the field F of the record r (a
+ * solve result is such a record).
+ *
+ * Strings returned as const char * are owned by the state and stay valid
+ * until the next call on that state unless documented otherwise.
+ * See docs/EMBEDDING.md for a walk-through. */
 #ifndef BLO_H
 #define BLO_H
 
@@ -15,6 +26,8 @@ extern "C" {
 #endif
 
 #define BLO_VERSION "0.1.0"
+#define BLO_MAX_RANK 4      /* tensors have rank 0..4 */
+#define BLO_MAX_NATIVES 64  /* native functions per state */
 
 typedef struct blo_state blo_state;
 
@@ -24,12 +37,15 @@ typedef enum blo_status {
   BLO_ERROR_RUNTIME = 2,   /* evaluation failed (shape, name, assert, I/O, ...) */
   BLO_ERROR_MEMORY = 3,    /* allocator returned NULL or the memory cap was hit */
   BLO_ERROR_ARGUMENT = 4,  /* the host passed something invalid */
-  BLO_INTERRUPTED = 5      /* a cancel request stopped evaluation */
+  BLO_INTERRUPTED = 5      /* the interrupt flag or a progress callback stopped evaluation */
 } blo_status;
 
-/* Host allocator in Lua's style: ptr NULL allocates, new_size 0 frees. */
+/* Host allocator in Lua's style: ptr NULL allocates, new_size 0 frees (and
+ * returns NULL).  Returning NULL for an allocation is reported as
+ * BLO_ERROR_MEMORY.  Used for the state, tensors and script objects. */
 typedef void *(*blo_realloc_fn)(void *ud, void *ptr, size_t old_size, size_t new_size);
-/* Receives script output (print); text is not NUL-terminated. */
+/* Receives script output (print, the solve progress line); text is not
+ * NUL-terminated. */
 typedef void (*blo_write_fn)(void *ud, const char *text, size_t len);
 
 /* Where an error happened.  Strings are owned by the state and valid until
@@ -41,8 +57,9 @@ typedef struct blo_error {
   int line, col;           /* 1-based, 0 if unknown */
 } blo_error;
 
-/* Receives each error as a value, formatted "file:line:col: error: msg" plus
- * the source line and a caret; the structured form is in blo_last_error(). */
+/* Receives each error as it happens, formatted "file:line:col: error: msg"
+ * plus the source line and a caret (NUL-terminated, valid during the call);
+ * the structured form is in blo_last_error(). */
 typedef void (*blo_error_fn)(void *ud, const char *formatted);
 
 typedef struct blo_config {
@@ -57,46 +74,195 @@ typedef struct blo_config {
   unsigned long long seed;     /* initial random seed (scripts may call seed()) */
 } blo_config;
 
-/* Fills *cfg with the defaults: system allocator, no output, files allowed, no cap, seed 0. */
+/* The library version, BLO_VERSION of the build that made it. */
+const char *blo_version(void);
+
+/* Fills *cfg with the defaults: system allocator, no output, no error
+ * callback, files allowed, no memory cap, seed 0. */
 void blo_config_defaults(blo_config *cfg);
 
-/* Opens a state; cfg NULL means defaults.  Returns NULL if memory runs out. */
+/* Opens a state; cfg NULL means defaults (the config is copied).  Returns
+ * NULL if memory runs out.  Close it with blo_close. */
 blo_state *blo_open(const blo_config *cfg);
 /* Frees the state and everything it owns.  NULL is ignored. */
 void blo_close(blo_state *S);
 
-/* Evaluates source text (len bytes) as a chunk named name (used in messages). */
+/* ---- evaluating code ---- */
+
+/* Evaluates source text (len bytes, need not be NUL-terminated) as a chunk
+ * named name (used in messages; NULL: "<input>").  Definitions persist in the
+ * state.  Returns BLO_OK or the error status. */
 int blo_eval_string(blo_state *S, const char *name, const char *src, size_t len);
-/* Reads and evaluates a file; the chunk is named after the path. */
+/* Reads and evaluates a file; the chunk is named after the path.  Reading
+ * the script itself is always allowed (allow_files governs what scripts do). */
 int blo_eval_file(blo_state *S, const char *path);
-/* The last error; status BLO_OK if the last call succeeded. */
+/* Like blo_eval_string, for interactive hosts: when the chunk's last
+ * statement is an expression whose value is not nil, *echo receives its
+ * printed form (strings quoted, large tensors summarised), otherwise NULL.
+ * The text is owned by the state. */
+int blo_eval_repl(blo_state *S, const char *name, const char *src, size_t len, const char **echo);
+/* 0 when src ends inside an open bracket, parenthesis, brace, block or string
+ * (an interactive host should read another line), 1 otherwise (including
+ * input with syntax errors: evaluating it reports them).  Needs no state. */
+int blo_input_complete(const char *src, size_t len);
+
+/* The last error; status BLO_OK if the last call succeeded.  Owned by S. */
 const blo_error *blo_last_error(const blo_state *S);
-/* The last error formatted with source line and caret (owned by the state). */
+/* The last error formatted with source line and caret, "" if none (owned by S). */
 const char *blo_last_error_text(blo_state *S);
 
-/* Sets the list `args` seen by scripts (copied). */
+/* Sets the list `args` seen by scripts (the strings are copied). */
 int blo_set_args(blo_state *S, int argc, const char *const *argv);
 
 /* Points the state at a flag that a signal handler may set (to nonzero) to
- * stop a running evaluation at the next step; the flag is cleared when the
- * interrupt is reported. */
+ * stop a running evaluation at its next step (loop iteration, solve step);
+ * the evaluation then fails with BLO_INTERRUPTED and the flag is cleared.
+ * NULL detaches.  The flag must outlive the state or be detached. */
 void blo_set_interrupt_flag(blo_state *S, volatile int *flag);
 
 /* ---- moving data in and out ---- */
-/* Binds a global to a copy of data with the given shape (rank 0..4). */
+
+/* A dense row-major tensor of doubles described by the host or lent by the
+ * library.  A number is rank 0 with size 1. */
+typedef struct blo_array {
+  int rank;                        /* 0..BLO_MAX_RANK */
+  size_t shape[BLO_MAX_RANK];      /* entries past rank are ignored */
+  size_t size;                     /* product of the shape (1 for rank 0) */
+  double *data;                    /* size elements */
+} blo_array;
+
+/* Binds a global to a copy of data with the given shape (rank 0..4; rank 0
+ * binds a number and ignores shape).  Fails with BLO_ERROR_ARGUMENT on a bad
+ * rank or a zero dimension, BLO_ERROR_MEMORY past the memory cap. */
 int blo_set_tensor(blo_state *S, const char *name, int rank, const size_t *shape, const double *data);
 int blo_set_number(blo_state *S, const char *name, double x);
-/* Reads a global number or single-element tensor. */
-int blo_get_number(blo_state *S, const char *name, double *out);
-/* Shape of a global tensor (a number has rank 0).  shape has room for 4. */
-int blo_get_shape(blo_state *S, const char *name, int *rank, size_t *shape);
-/* Copies a global tensor into out (capacity n doubles). */
-int blo_get_tensor(blo_state *S, const char *name, double *out, size_t n);
-/* Borrowed read-only view of a global tensor's data, valid until the next
- * call that evaluates code or changes globals. */
-int blo_view_tensor(blo_state *S, const char *name, const double **data, size_t *size);
-/* Reads a numeric field of a global record (e.g. a solve result's "F"). */
+/* Binds a global to a copy of the NUL-terminated string s. */
+int blo_set_string(blo_state *S, const char *name, const char *s);
+
+/* Reads a number or a single-element tensor at path into *out. */
+int blo_get_number(blo_state *S, const char *path, double *out);
+/* Shape of the tensor at path (a number has rank 0).  shape has room for
+ * BLO_MAX_RANK entries. */
+int blo_get_shape(blo_state *S, const char *path, int *rank, size_t *shape);
+/* Copies the tensor (or number) at path into out, which has room for n
+ * doubles; BLO_ERROR_ARGUMENT if it is too small. */
+int blo_get_tensor(blo_state *S, const char *path, double *out, size_t n);
+/* Borrowed read-only view of the data of the tensor (or number) at path:
+ * valid until the next call on S that evaluates code, calls a function or
+ * changes globals.  Do not write through it. */
+int blo_view_tensor(blo_state *S, const char *path, const double **data, size_t *size);
+/* The same view as a blo_array (data must still be treated as read-only). */
+int blo_view_array(blo_state *S, const char *path, blo_array *out);
+/* Reads a numeric field of a global record (e.g. a solve result's "F");
+ * same as blo_get_number(S, "record.field"). */
 int blo_get_field_number(blo_state *S, const char *record, const char *field, double *out);
+/* Borrowed NUL-terminated text of the string at path (valid like a view). */
+int blo_get_string(blo_state *S, const char *path, const char **out);
+
+/* ---- introspection (REPLs, debuggers, generic hosts) ---- */
+
+typedef enum blo_kind {
+  BLO_NIL, BLO_NUMBER, BLO_TENSOR, BLO_STRING, BLO_LIST, BLO_RECORD,
+  BLO_FUNCTION, BLO_BUILTIN, BLO_PROBLEM
+} blo_kind;
+
+/* Kind of the value at path; BLO_ERROR_ARGUMENT if there is none. */
+int blo_kind_of(blo_state *S, const char *path, blo_kind *kind);
+/* "number", "tensor [2, 3]", "record", ... for the value at path, NULL if none. */
+const char *blo_describe(blo_state *S, const char *path);
+/* The value at path as print shows it (strings quoted), NULL if none or out of memory. */
+const char *blo_format(blo_state *S, const char *path);
+/* Iterates over the global names: start with *iter = 0; returns NULL at the
+ * end.  Order is unspecified; defining a global restarts nothing but may skip
+ * or repeat names, so do not evaluate code while iterating. */
+const char *blo_next_global(blo_state *S, size_t *iter);
+/* Name of field i (0-based) of the record at path, NULL past the end or if
+ * path is not a record. */
+const char *blo_field_name(blo_state *S, const char *path, size_t i);
+/* The i-th builtin (0-based, in the interpreter's table order): sets name, signature and one
+ * line of documentation (any may be NULL) and returns 1; 0 past the end. */
+int blo_builtin_info(size_t i, const char **name, const char **sig, const char **doc);
+/* Signature and documentation of a callable name as a script would see it:
+ * a native or script function bound to the global, else a builtin.  Returns
+ * BLO_ERROR_ARGUMENT if the name is not callable. */
+int blo_help(blo_state *S, const char *name, const char **sig, const char **doc);
+
+/* ---- native functions ----
+ * A native is a C function callable from scripts.  Registering binds it to a
+ * global of that name: like any global it shadows a builtin of the same name,
+ * and a script's `let name = ...` replaces it.  Arguments are numbers or
+ * tensors (positional only), borrowed for the duration of the call. */
+
+/* Computes the result: fill *out with blo_native_output (leave it untouched
+ * to return nothing).  Return BLO_OK, or an error status, preferably through
+ * blo_native_error for a message. */
+typedef int (*blo_native_fn)(blo_state *S, void *ud, int nargs, const blo_array *args, blo_array *out);
+/* Derivative of y = f(x) for a native of one argument:
+ *   jvp: out (shaped like y, zeroed) = J(x) in   (in shaped like x)
+ *   vjp: out (shaped like x, zeroed) = J(x)^T in (in shaped like y)
+ * x and y are the point and the primal result.  Return BLO_OK or an error. */
+typedef int (*blo_native_deriv_fn)(blo_state *S, void *ud, const blo_array *x, const blo_array *y,
+                                   const blo_array *in, blo_array *out);
+
+typedef struct blo_native {
+  const char *name;            /* a valid identifier (copied) */
+  blo_native_fn fn;            /* required */
+  blo_native_deriv_fn jvp;     /* forward mode (jvp, hvp); NULL: not supported */
+  blo_native_deriv_fn vjp;     /* reverse mode (grad, hvp, solve); NULL: not supported */
+  void *ud;                    /* passed to the callbacks */
+  int min_args, max_args;      /* max -1: any.  With jvp or vjp: exactly 1 */
+  const char *sig, *doc;       /* for :help (copied); NULL: generated / none */
+} blo_native;
+
+/* Registers (or replaces, keeping the binding) a native.  A native with jvp
+ * or vjp may sit inside a differentiated expression; second-order products
+ * (hvp, implicit hypergradients) through it use J^T only, so they omit the
+ * native's own curvature: exact for natives linear in x.  Fails with
+ * BLO_ERROR_ARGUMENT on a bad definition or when BLO_MAX_NATIVES are taken. */
+int blo_register(blo_state *S, const blo_native *def);
+/* Inside a native function: allocates its result tensor (zero-filled, rank
+ * 0..4, counted against the memory cap) and describes it in *out.  A second
+ * call replaces the first result.  Derivative callbacks get their output
+ * preallocated and must not call it (BLO_ERROR_ARGUMENT). */
+int blo_native_output(blo_state *S, blo_array *out, int rank, const size_t *shape);
+/* Inside a native or derivative callback: records an error message (printf
+ * style); returns BLO_ERROR_RUNTIME for `return blo_native_error(...)`. */
+int blo_native_error(blo_state *S, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* ---- calling scripts from C ---- */
+
+/* Calls the function (script function, native or builtin) bound to fn with
+ * nargs numeric arguments (copied); binds the return value to the global
+ * named result (NULL: discarded) so the getters can read it. */
+int blo_call(blo_state *S, const char *fn, int nargs, const blo_array *args, const char *result);
+
+/* ---- solving ---- */
+
+/* Reported once per outer step of a solve. */
+typedef struct blo_progress {
+  const char *problem;         /* problem name */
+  long step, steps;            /* outer step (1-based) and the planned number */
+  double F, f;                 /* outer and inner objectives */
+  double hypergrad_norm;       /* norm of the hypergradient of this step */
+  double inner_grad_norm;      /* norm of grad_y f at the end of the inner loop */
+} blo_progress;
+/* Return 0 to continue, nonzero to stop the solve (it then fails with
+ * BLO_INTERRUPTED; the variables keep their last values). */
+typedef int (*blo_progress_fn)(void *ud, const blo_progress *p);
+
+/* Installs a progress callback for every solve the state runs (NULL removes). */
+void blo_set_progress(blo_state *S, blo_progress_fn fn, void *ud);
+/* Runs `let result = solve problem with {options}`: options is the text of
+ * the record's fields (e.g. "outer_steps = 50, hypergrad = cg()"; NULL or ""
+ * for the defaults).  fn, if not NULL, is the progress callback for this
+ * solve only.  The result record is bound to the global result (NULL:
+ * "result"); read it with blo_get_number(S, "result.F", &F). */
+int blo_solve(blo_state *S, const char *problem, const char *options, const char *result,
+              blo_progress_fn fn, void *ud);
 
 #ifdef __cplusplus
 }

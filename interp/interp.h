@@ -147,4 +147,11 @@ void diff_req_free(blo_state *S, diff_req *r);
 /* Output through the configured callback. */
 void interp_write(blo_state *S, const char *s, size_t n);
 
+/* ---- embedding hooks (interp/native.c) ----
+ * The solve loop calls this once per outer step, after the step: it reports
+ * progress to the host's callback (blo_set_progress / blo_solve) and checks
+ * the interrupt flag.  X_ERR (error recorded, status BLO_INTERRUPTED) means
+ * stop now, keeping the variables' last values. */
+int interp_solve_progress(blo_state *S, const ast_node *at, const blo_progress *p);
+
 #endif

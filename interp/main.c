@@ -8,14 +8,24 @@
 
 #include "blo.h"
 
-int repl_run(blo_state *S, volatile int *interrupted);   /* repl.c */
+int repl_run(blo_state **pS, volatile int *interrupted, blo_state *(*reopen)(blo_state *));   /* repl.c */
 
-static volatile int interrupted;
+/* sig_atomic_t is int with glibc, the type blo_set_interrupt_flag takes. */
+static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t pending_sigints;
 
-/* Only sets a flag: the interpreter polls it at safe points. */
+/* Only sets a flag: the interpreter polls it at safe points.  If three come
+ * without the interpreter reacting (stuck in one long kernel), give up. */
 static void on_sigint(int sig) {
   (void)sig;
+  if (!interrupted) pending_sigints = 0;
   interrupted = 1;
+  if (++pending_sigints >= 3) {
+    static const char msg[] = "\nblo: interrupted\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(130);
+  }
 }
 
 static void write_stdout(void *ud, const char *s, size_t n) {
@@ -27,6 +37,23 @@ static void write_stderr(void *ud, const char *s) {
   (void)ud;
   fflush(stdout);
   fputs(s, stderr);
+}
+
+static int script_argc;
+static const char *const *script_argv;
+
+/* A state configured for the command line; closes old (for :reset). */
+static blo_state *cli_open(blo_state *old) {
+  blo_close(old);
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  cfg.write_fn = write_stdout;
+  cfg.error_fn = write_stderr;
+  blo_state *S = blo_open(&cfg);
+  if (!S) return NULL;
+  if (blo_set_args(S, script_argc, script_argv) != BLO_OK) { blo_close(S); return NULL; }
+  blo_set_interrupt_flag(S, (volatile int *)&interrupted);
+  return S;
 }
 
 static void usage(FILE *f) {
@@ -60,25 +87,22 @@ int main(int argc, char **argv) {
     file = argv[i++];
     break;
   }
-  blo_config cfg;
-  blo_config_defaults(&cfg);
-  cfg.write_fn = write_stdout;
-  cfg.error_fn = write_stderr;
-  blo_state *S = blo_open(&cfg);
+  script_argc = argc - i;
+  script_argv = (const char *const *)argv + i;
+  blo_state *S = cli_open(NULL);
   if (!S) { fputs("blo: out of memory\n", stderr); return 1; }
-  blo_set_args(S, argc - i, (const char *const *)argv + i);
+  /* No SA_RESTART: the REPL's pselect() must wake up on Ctrl-C. */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, NULL);
-  blo_set_interrupt_flag(S, &interrupted);
   int rc;
   if (code) {
     rc = blo_eval_string(S, "<-e>", code, strlen(code));
   } else if (file && strcmp(file, "-") != 0) {
     rc = blo_eval_file(S, file);
   } else if (!file && isatty(0)) {
-    rc = repl_run(S, &interrupted);
+    rc = repl_run(&S, (volatile int *)&interrupted, cli_open);
   } else {
     /* script on standard input */
     char *buf = NULL;

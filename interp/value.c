@@ -253,7 +253,7 @@ static void print_tensor_rec(strbuf *b, const blo_tensor *t, int axis, size_t of
     sb_puts(b, num);
     return;
   }
-  size_t inner = stride / t->shape[axis];
+  size_t inner = t->shape[axis] ? stride / t->shape[axis] : 0;
   sb_putc(b, '[');
   for (size_t i = 0; i < t->shape[axis]; i++) {
     if (i) sb_puts(b, ", ");

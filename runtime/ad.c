@@ -49,7 +49,8 @@
 
 enum {
   K_LEAF, K_UNARY, K_BINARY, K_MATMUL, K_TRANSPOSE, K_REDUCE, K_SOFTMAX, K_RESHAPE,
-  K_CONCAT, K_STACK, K_INDEX, K_TAKE, K_LINSOLVE
+  K_CONCAT, K_STACK, K_INDEX, K_TAKE, K_LINSOLVE,
+  K_CUSTOM                      /* host callbacks: see the end of the file */
 };
 
 typedef struct {
@@ -66,6 +67,7 @@ typedef struct {
   tn_index_t ix[TN_MAX_RANK];
   ad_val out;                   /* retained dual output (not for leaves) */
   blo_tensor *aux;              /* K_TAKE: private copy of the index vector */
+  const ad_custom *custom;      /* K_CUSTOM: callbacks (see the end of the file) */
 } ad_node;
 
 struct ad_tape {
@@ -940,6 +942,8 @@ static void lead_slices(tn_index_t *ix, const blo_tensor *t, int axis) {
   }
 }
 
+static int custom_vjp(tn_ctx *ctx, ad_tape *tp, const ad_node *nd, const ad_slot *s, ad_val g);  /* K_CUSTOM */
+
 /* Applies node i's VJP to its adjoint g, accumulating into its inputs. */
 static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
   const ad_node *nd = &tp->nodes[i];
@@ -1097,6 +1101,9 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
     if (NEED(1)) TRY(acc(ctx, tp, s[1].node, &q));
     break;
   }
+  case K_CUSTOM: /* host callbacks, see the end of the file */
+    TRY(custom_vjp(ctx, tp, nd, s, g));
+    break;
   default:
     tn_error(ctx, "autodiff: corrupt tape node %d", i);
     goto done;
@@ -1170,4 +1177,60 @@ int ad_adjoint(tn_ctx *ctx, ad_tape *tp, int node, blo_tensor **grad, blo_tensor
   if (grad) *grad = gv;
   if (tangent) *tangent = gt;
   return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* custom operations: derivatives from host callbacks (see ad.h)            */
+
+int ad_custom_op(tn_ctx *ctx, ad_tape *tape, const ad_custom *op, ad_val x, blo_tensor *y, ad_val *out) {
+  int rec;
+  *out = NOVAL;
+  if (!y) return tn_error(ctx, "%s(): no result", op->name);
+  if (prep(ctx, tape, &x, 1, &rec)) {
+    tn_release(ctx, y);
+    return -1;
+  }
+  blo_tensor *dy = NULL;
+  if (x.t) {
+    if (!op->jvp) {
+      tn_release(ctx, y);
+      return tn_error(ctx, "%s() has no forward-mode derivative (no jvp callback)", op->name);
+    }
+    dy = tn_zeros_like(ctx, y);
+    if (!dy || op->jvp(ctx, op->ud, x.v, y, x.t, dy)) {
+      tn_release(ctx, dy);
+      tn_release(ctx, y);
+      return -1;
+    }
+  }
+  out->v = y;
+  out->t = dy;
+  if (!rec) return 0;
+  if (!op->vjp) {
+    ad_val_release(ctx, out);
+    return tn_error(ctx, "%s() has no reverse-mode derivative (no vjp callback)", op->name);
+  }
+  ad_node *nd;
+  if (record(ctx, tape, K_CUSTOM, 0, 0, &x, 1, NULL, out, &nd)) return -1;
+  nd->custom = op;
+  return 0;
+}
+
+/* g_x = J^T g; its tangent is J^T (tangent of g), the curvature term of the
+ * callbacks' function being unavailable (see ad.h). */
+static int custom_vjp(tn_ctx *ctx, ad_tape *tp, const ad_node *nd, const ad_slot *s, ad_val g) {
+  const ad_custom *op = nd->custom;
+  if (s[0].node < 0) return 0;
+  const blo_tensor *x = s[0].v.v, *y = nd->out.v;
+  ad_val c = NOVAL;
+  c.v = tn_zeros_like(ctx, x);
+  if (!c.v || op->vjp(ctx, op->ud, x, y, g.v, c.v)) goto fail;
+  if (g.t) {
+    c.t = tn_zeros_like(ctx, x);
+    if (!c.t || op->vjp(ctx, op->ud, x, y, g.t, c.t)) goto fail;
+  }
+  return acc(ctx, tp, s[0].node, &c);
+fail:
+  ad_val_release(ctx, &c);
+  return -1;
 }

@@ -74,4 +74,27 @@ int ad_backward(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *seed);
  * second-order part (zeros if none). */
 int ad_adjoint(tn_ctx *ctx, ad_tape *tape, int node, blo_tensor **grad, blo_tensor **tangent);
 
+/* ==== custom operations (native functions of the embedding API) ====
+ * y = f(x) for one tensor x, with f computed by the caller and its
+ * derivatives supplied as callbacks:
+ *   jvp: out (shaped like y, zeroed) = J(x) in    (in shaped like x)
+ *   vjp: out (shaped like x, zeroed) = J(x)^T in  (in shaped like y)
+ * each returning 0, or -1 with ctx->err set (tn_error).
+ * Second order (forward-over-reverse): the adjoint's tangent is J^T applied
+ * to the incoming adjoint tangent; the curvature of f itself (the derivative
+ * of J(x)^T g along x's tangent) is not available and is taken as zero, so
+ * hvp through a custom op is exact only when f is linear in x. */
+typedef int (*ad_custom_fn)(tn_ctx *ctx, void *ud, const blo_tensor *x, const blo_tensor *y,
+                            const blo_tensor *in, blo_tensor *out);
+typedef struct ad_custom {
+  const char *name;           /* for messages: "NAME() has no reverse-mode derivative" */
+  ad_custom_fn jvp, vjp;      /* NULL: that mode is refused with an error */
+  void *ud;
+} ad_custom;
+/* Takes ownership of y (the primal f(x.v); NULL is an error).  out = y with
+ * the tangent J x.t when x has a tangent, and a tape node (whose VJP calls
+ * op->vjp) when x is on the tape.  op must stay valid while the tape holds
+ * the node. */
+int ad_custom_op(tn_ctx *ctx, ad_tape *tape, const ad_custom *op, ad_val x, blo_tensor *y, ad_val *out);
+
 #endif

@@ -1,14 +1,1428 @@
-/* bilevel.c: problem declarations and solve (placeholder until the runtime lands). */
-#include "../interp/interp.h"
+/* bilevel.c: `problem` declarations and the `solve` loop.
+ *
+ * A problem's variables are globals; its objectives are ASTs evaluated with
+ * diff_run at the current values of those globals.  The solve loop keeps the
+ * outer and inner variables as flat vectors x, y (scattered back into the
+ * globals before every evaluation), runs the inner optimizer, asks the chosen
+ * hypergradient method (hg_*.c, through the bl_* services) for dF/dx, and
+ * takes the outer step.  Nothing here knows how a method computes.
+ *
+ * Scope: problems live in the global scope.  While a problem is declared or
+ * solved the local scopes are hidden (S->sc = NULL), so the variables, the
+ * objectives and the `every` draws always mean the globals, wherever the
+ * `problem` or `solve` statement appears. */
+#include "bilevel.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* From <unistd.h>, which cannot be included here: it defines X_OK (the
+ * access() mode) as a macro that would replace the interpreter's X_OK. */
+int isatty(int fd);
+
+/* ------------------------------------------------------------------ */
+/* small helpers                                                        */
+
+double bl_dot(const double *a, const double *b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+double bl_norm(const double *a, size_t n) { return sqrt(bl_dot(a, a, n)); }
+
+int bl_finite(const double *a, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(a[i])) return 0;
+  return 1;
+}
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 40 || lb > 40) return 99;
+  int d[41][41];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
+      d[i][j] = c;
+    }
+  return d[la][lb];
+}
+
+const char *bl_suggest(const char *name, const char *const *cands) {
+  const char *best = NULL;
+  int bestd = (int)strlen(name) <= 3 ? 2 : 3;
+  for (int i = 0; cands[i]; i++) {
+    int d = edit_distance(name, cands[i]);
+    if (d < bestd) { bestd = d; best = cands[i]; }
+  }
+  return best;
+}
+
+/* Hidden globals that carry the adjoint into the init's vector-Jacobian
+ * product; the names cannot be written in a script. */
+static const char *const adj_names[BL_MAX_VARS] = {
+  "#adj0", "#adj1", "#adj2", "#adj3", "#adj4", "#adj5", "#adj6", "#adj7",
+  "#adj8", "#adj9", "#adj10", "#adj11", "#adj12", "#adj13", "#adj14", "#adj15",
+};
+
+/* ------------------------------------------------------------------ */
+/* problem lifetime                                                     */
+
+static void settings_default(bl_settings *s) {
+  memset(s, 0, sizeof *s);
+  s->cold = 1;
+  s->inner_steps = 100;
+  s->outer_steps = 100;
+  opt_default(&s->inner_opt, OPT_SGD);
+  opt_default(&s->outer_opt, OPT_SGD);
+  s->hg.m = hg_find("cg");
+  for (int i = 0; i < HG_MAX_PARAMS; i++) s->hg.p[i] = i < s->hg.m->nparams ? s->hg.m->params[i].dflt : NAN;
+  s->quiet = -1;
+}
+
+void problem_free(blo_state *S, struct problem *p) {
+  if (!p) return;
+  for (problem **pp = &S->problems; *pp; pp = &(*pp)->next)
+    if (*pp == p) { *pp = p->next; break; }
+  for (int i = 0; i < p->nvars; i++) {
+    free(p->vars[i].lo);
+    free(p->vars[i].hi);
+    free(p->vars[i].init0);
+  }
+  free(p->every);
+  ast_arena_free(p->arena);
+  free(p);
+}
+
+/* Called at close, after the globals are gone: frees whatever is left. */
+void problems_free_all(blo_state *S) {
+  while (S->problems) problem_free(S, S->problems);
+}
+
+/* ------------------------------------------------------------------ */
+/* declaration                                                          */
+
+static int uses_name(const ast_node *n, const char *name) {
+  if (!n) return 0;
+  if (n->kind == N_NAME && strcmp(n->name, name) == 0) return 1;
+  if (uses_name(n->a, name) || uses_name(n->b, name) || uses_name(n->c, name)) return 1;
+  for (int i = 0; i < n->nkids; i++)
+    if (uses_name(n->kids[i], name)) return 1;
+  return 0;
+}
+
+static void shape_text(int rank, const size_t *shape, char *buf, size_t n) { tn_shape_str_raw(rank, shape, buf, n); }
+
+/* Shape expression `[5]`, `[n, d]`, `5`, `[]` or shape(X). */
+static int eval_shape(blo_state *S, const ast_node *e, int *rank, size_t *shape) {
+  value v;
+  if (eval_expr(S, e, &v)) return X_ERR;
+  int rc = X_OK;
+  if (v.kind == V_LIST && ((olist *)v.u.o)->n == 0) {
+    *rank = 0;
+  } else if (v_is_numeric(v)) {
+    blo_tensor *t = v_to_tensor(S, v);
+    if (!t) rc = interp_tn_error(S, e);
+    else if (t->rank > 1 || t->size > TN_MAX_RANK)
+      rc = interp_error(S, e, "a shape must be a list of at most %d dimensions, like [5] or [3, 4]", TN_MAX_RANK);
+    else {
+      *rank = (int)t->size;
+      for (size_t i = 0; i < t->size && rc == X_OK; i++) {
+        double d = t->data[i];
+        if (!(d >= 1 && d == floor(d) && d < 1e15)) {
+          char num[40];
+          fmt_double(num, sizeof num, d);
+          rc = interp_error(S, e, "shape dimensions must be positive integers, got %s", num);
+        }
+        shape[i] = (size_t)d;
+      }
+    }
+    tn_release(&S->tn, t);
+  } else {
+    char d[96];
+    v_describe(v, d, sizeof d);
+    rc = interp_error(S, e, "a shape must be a list of dimensions like [5], got %s", d);
+  }
+  v_release(S, &v);
+  return rc;
+}
+
+/* Copies an init value into dst (v->size doubles), broadcasting a number to
+ * the declared shape and checking the shape otherwise. */
+static int init_from_value(blo_state *S, const bl_var *v, value iv, double *dst) {
+  const ast_node *e = v->decl->b;
+  const char *lvl = v->outer ? "outer" : "inner";
+  if (!v_is_numeric(iv)) {
+    char d[96];
+    v_describe(iv, d, sizeof d);
+    return interp_error(S, e, "%s %s: the initial value must be a number or tensor, got %s", lvl, v->name, d);
+  }
+  if (iv.kind == V_NUM) {
+    for (size_t i = 0; i < v->size; i++) dst[i] = iv.u.num;
+    return X_OK;
+  }
+  const blo_tensor *t = iv.u.t;
+  int same = t->rank == v->rank;
+  for (int i = 0; same && i < v->rank; i++) same = t->shape[i] == v->shape[i];
+  if (same) {
+    memcpy(dst, t->data, v->size * sizeof(double));
+  } else if (t->size == 1) {
+    for (size_t i = 0; i < v->size; i++) dst[i] = t->data[0];
+  } else {
+    char s1[64], s2[64];
+    shape_text(v->rank, v->shape, s1, sizeof s1);
+    tn_shape_str(t, s2, sizeof s2);
+    return interp_error(S, e, "%s %s: declared shape %s, init has shape %s", lvl, v->name, s1, s2);
+  }
+  return X_OK;
+}
+
+/* Evaluates v's init expression into dst. */
+static int eval_init(blo_state *S, const bl_var *v, double *dst) {
+  value iv;
+  if (eval_expr(S, v->decl->b, &iv)) return X_ERR;
+  int rc = init_from_value(S, v, iv, dst);
+  v_release(S, &iv);
+  return rc;
+}
+
+/* Writes flat values into the global `v->name`, in place when we hold the
+ * only reference (so a steady-state loop allocates nothing). */
+static int put_var(blo_state *S, const bl_var *v, const double *src) {
+  value *slot = env_lookup(S, v->name);
+  if (slot && v->is_num && slot->kind == V_NUM) {
+    slot->u.num = src[0];
+    return X_OK;
+  }
+  if (slot && !v->is_num && slot->kind == V_TENSOR && !slot->tan && slot->u.t->refcount == 1 &&
+      slot->u.t->rank == v->rank && slot->u.t->size == v->size &&
+      memcmp(slot->u.t->shape, v->shape, (size_t)v->rank * sizeof(size_t)) == 0) {
+    memcpy(slot->u.t->data, src, v->size * sizeof(double));
+    slot->node = -1;
+    return X_OK;
+  }
+  value nv;
+  if (v->is_num) {
+    nv = v_num(src[0]);
+  } else {
+    blo_tensor *t = tn_from(&S->tn, v->rank, v->shape, src);
+    if (!t) return interp_tn_error(S, NULL);
+    nv = v_tensor(t);
+  }
+  if (env_set_global(S, v->name, nv)) return interp_error(S, NULL, "out of memory");
+  return X_OK;
+}
+
+static value var_value(blo_state *S, const bl_var *v, const double *src) {
+  if (v->is_num) return v_num(src[0]);
+  blo_tensor *t = tn_from(&S->tn, v->rank, v->shape, src);
+  return t ? v_tensor(t) : v_nil();
+}
+
+/* Box `in [lo, hi]`: numbers, or tensors shaped like the variable. */
+static int eval_box(blo_state *S, bl_var *v) {
+  const ast_node *e = v->decl->c;
+  value bv;
+  if (eval_expr(S, e, &bv)) return X_ERR;
+  int rc = X_OK, form = 1;   /* form: the value has the form [lo, hi] */
+  blo_tensor *parts[2] = {NULL, NULL};
+  if (bv.kind == V_TENSOR && bv.u.t->rank >= 1 && bv.u.t->shape[0] == 2) {
+    for (int k = 0; k < 2 && rc == X_OK; k++) {
+      tn_index_t ix = {TN_IX_INDEX, k, k + 1};
+      if (!(parts[k] = tn_index(&S->tn, bv.u.t, &ix, 1))) rc = interp_tn_error(S, e);
+    }
+  } else if (bv.kind == V_LIST && ((olist *)bv.u.o)->n == 2) {
+    olist *l = (olist *)bv.u.o;
+    for (int k = 0; k < 2 && rc == X_OK && form; k++) {
+      if (!v_is_numeric(l->items[k])) form = 0;
+      else if (!(parts[k] = v_to_tensor(S, l->items[k]))) rc = interp_tn_error(S, e);
+    }
+  } else {
+    form = 0;
+  }
+  for (int k = 0; k < 2 && rc == X_OK && form; k++)
+    if (parts[k]->size != 1 && parts[k]->size != v->size) form = 0;
+  if (rc == X_OK && !form) {
+    char s[64];
+    shape_text(v->rank, v->shape, s, sizeof s);
+    rc = interp_error(S, e, "outer %s: a box must be [lo, hi] with numbers or tensors of shape %s", v->name, s);
+  }
+  if (rc == X_OK) {
+    v->lo = malloc(v->size * sizeof(double));
+    v->hi = malloc(v->size * sizeof(double));
+    if (!v->lo || !v->hi) rc = interp_error(S, e, "out of memory");
+    for (size_t i = 0; rc == X_OK && i < v->size; i++) {
+      v->lo[i] = parts[0]->data[parts[0]->size == 1 ? 0 : i];
+      v->hi[i] = parts[1]->data[parts[1]->size == 1 ? 0 : i];
+      if (!(v->lo[i] <= v->hi[i]))
+        rc = interp_error(S, e, "outer %s: empty box (lower bound above upper bound at element %zu)", v->name, i);
+      else if (!(v->init0[i] >= v->lo[i] && v->init0[i] <= v->hi[i]))
+        rc = interp_error(S, e, "outer %s: the initial value is outside its box (element %zu)", v->name, i);
+    }
+  }
+  tn_release(&S->tn, parts[0]);
+  tn_release(&S->tn, parts[1]);
+  v_release(S, &bv);
+  return rc;
+}
+
+/* Builds sum_i sum(init_i * #adj_i) over the inner variables whose init
+ * names an outer variable: reverse mode over it gives (dy0/dx)^T a. */
+static int build_init_dot(blo_state *S, problem *p) {
+  if (!p->any_init_uses_outer) return X_OK;
+  if (!(p->arena = ast_arena_new())) return interp_error(S, p->node, "out of memory");
+  ast_node *acc = NULL;
+  for (int i = p->nouter; i < p->nvars; i++) {
+    bl_var *v = &p->vars[i];
+    if (!v->init_uses_outer) continue;
+    ast_loc loc = v->decl->b->loc;
+    ast_node *adj = ast_new(p->arena, N_NAME, loc);
+    ast_node *mul = ast_new(p->arena, N_BINARY, loc);
+    ast_node *fn = ast_new(p->arena, N_NAME, loc);
+    ast_node *call = ast_new(p->arena, N_CALL, loc);
+    ast_node **kids = ast_alloc(p->arena, sizeof(ast_node *));
+    if (!adj || !mul || !fn || !call || !kids) return interp_error(S, p->node, "out of memory");
+    adj->name = adj_names[i];
+    mul->op = OP_MUL;
+    mul->a = v->decl->b;
+    mul->b = adj;
+    fn->name = "sum";
+    kids[0] = mul;
+    call->a = fn;
+    call->kids = kids;
+    call->nkids = 1;
+    if (!acc) {
+      acc = call;
+    } else {
+      ast_node *add = ast_new(p->arena, N_BINARY, loc);
+      if (!add) return interp_error(S, p->node, "out of memory");
+      add->op = OP_ADD;
+      add->a = acc;
+      add->b = call;
+      acc = add;
+    }
+  }
+  p->init_dot = acc;
+  return X_OK;
+}
+
+/* Evaluates an objective once at declaration, so a typo or a non-scalar
+ * objective is reported where it is written, not in the middle of a solve. */
+static int check_objective(blo_state *S, const ast_node *obj) {
+  value v;
+  if (eval_expr(S, obj->a, &v)) return X_ERR;
+  int rc = X_OK;
+  double d;
+  if (v_to_double(v, &d) != 0) {
+    char desc[96];
+    v_describe(v, desc, sizeof desc);
+    rc = interp_error(S, obj->a, "the %s objective must be a number, got %s", obj->op ? "inner" : "outer", desc);
+  }
+  v_release(S, &v);
+  return rc;
+}
+
+static int declare_items(blo_state *S, problem *p, const ast_node *n) {
+  const char *pname = n->name;
+  bl_var outer[BL_MAX_VARS], inner[BL_MAX_VARS];
+  int no = 0, ni = 0;
+  const ast_node *objs[2] = {NULL, NULL};
+  int nevery = 0;
+  for (int i = 0; i < n->nkids; i++)
+    if (n->kids[i] && n->kids[i]->kind == N_EVERY && n->kids[i]->op != 2) nevery++;
+  if (nevery && !(p->every = calloc((size_t)nevery, sizeof(bl_every)))) return interp_error(S, n, "out of memory");
+  /* outer names first: an inner init may name an outer variable declared later */
+  const char *onames[BL_MAX_VARS];
+  int nonames = 0;
+  for (int i = 0; i < n->nkids; i++) {
+    const ast_node *k = n->kids[i];
+    if (k && k->kind == N_VARDECL && k->op == 0 && nonames < BL_MAX_VARS) onames[nonames++] = k->name;
+  }
+  int rc = X_OK;
+  for (int i = 0; i < n->nkids && rc == X_OK; i++) {
+    const ast_node *k = n->kids[i];
+    if (!k) continue;
+    if (k->kind == N_EVERY) {
+      value v;
+      if ((rc = eval_expr(S, k->a, &v)) != X_OK) break;
+      if (env_set_global(S, k->name, v)) { rc = interp_error(S, k, "out of memory"); break; }
+      if (k->op != 2) {
+        bl_every *e = &p->every[p->nevery++];
+        e->name = k->name;
+        e->expr = k->a;
+        e->level = k->op;
+        if (k->op == 1) p->nevery_inner++;
+      }
+    } else if (k->kind == N_OBJECTIVE) {
+      if (objs[k->op])
+        rc = interp_error(S, k, "problem %s has two %s objectives", pname, k->op ? "inner" : "outer");
+      objs[k->op] = k;
+    } else if (k->kind == N_VARDECL) {
+      for (int j = 0; j < no; j++)
+        if (strcmp(outer[j].name, k->name) == 0) rc = interp_error(S, k, "variable '%s' declared twice in problem %s", k->name, pname);
+      for (int j = 0; j < ni; j++)
+        if (strcmp(inner[j].name, k->name) == 0) rc = interp_error(S, k, "variable '%s' declared twice in problem %s", k->name, pname);
+      if (rc) break;
+      if (no + ni >= BL_MAX_VARS) {
+        rc = interp_error(S, k, "a problem can have at most %d variables (outer and inner together)", BL_MAX_VARS);
+        break;
+      }
+      if (strcmp(k->name, pname) == 0) {
+        rc = interp_error(S, k, "variable '%s' has the name of its problem", k->name);
+        break;
+      }
+      bl_var *v = k->op == 0 ? &outer[no++] : &inner[ni++];
+      memset(v, 0, sizeof *v);
+      v->name = k->name;
+      v->decl = k;
+      v->outer = k->op == 0;
+      if (k->c && !v->outer) {
+        rc = interp_error(S, k->c, "inner %s: boxes are supported on outer variables only", k->name);
+        break;
+      }
+      /* shape: declared, or taken from the init (evaluated once: it may draw random numbers) */
+      value iv;
+      if (k->a && (rc = eval_shape(S, k->a, &v->rank, v->shape)) != X_OK) break;
+      if ((rc = eval_expr(S, k->b, &iv)) != X_OK) break;
+      if (k->a) {
+        v->size = 1;
+        for (int d = 0; d < v->rank; d++) v->size *= v->shape[d];
+        v->is_num = v->rank == 0;
+      } else {
+        if (iv.kind == V_NUM) {
+          v->rank = 0;
+          v->is_num = 1;
+        } else if (iv.kind == V_TENSOR) {
+          v->rank = iv.u.t->rank;
+          for (int d = 0; d < v->rank; d++) v->shape[d] = iv.u.t->shape[d];
+        }
+        v->size = iv.kind == V_TENSOR ? iv.u.t->size : 1;
+      }
+      if (!(v->init0 = malloc((v->size ? v->size : 1) * sizeof(double)))) {
+        v_release(S, &iv);
+        rc = interp_error(S, k, "out of memory");
+        break;
+      }
+      rc = init_from_value(S, v, iv, v->init0);
+      v_release(S, &iv);
+      if (rc) break;
+      if (k->c && (rc = eval_box(S, v)) != X_OK) break;
+      if (!v->outer)
+        for (int j = 0; j < nonames; j++)
+          if (uses_name(k->b, onames[j])) v->init_uses_outer = 1;
+      if ((rc = put_var(S, v, v->init0)) != X_OK) break;
+    }
+  }
+  /* hand the variables to p (also on error, so problem_free frees them) */
+  for (int j = 0; j < no; j++) p->vars[p->nvars++] = outer[j];
+  p->nouter = no;
+  for (int j = 0; j < ni; j++) p->vars[p->nvars++] = inner[j];
+  p->ninner = ni;
+  if (rc) return rc;
+  if (no == 0) return interp_error(S, n, "problem %s has no outer variable (declare one with 'outer NAME = init')", pname);
+  if (ni == 0) return interp_error(S, n, "problem %s has no inner variable (declare one with 'inner NAME = init')", pname);
+  if (!objs[1]) return interp_error(S, n, "problem %s has no inner objective ('inner minimize EXPR')", pname);
+  if (!objs[0]) return interp_error(S, n, "problem %s has no outer objective ('outer minimize EXPR')", pname);
+  p->f = objs[1]->a;
+  p->f_max = objs[1]->is_block;
+  p->F = objs[0]->a;
+  p->F_max = objs[0]->is_block;
+  size_t off = 0;
+  for (int j = 0; j < p->nvars; j++) {
+    if (j == p->nouter) { p->m = off; off = 0; }
+    p->vars[j].off = off;
+    off += p->vars[j].size;
+    p->names[j] = p->vars[j].name;
+    if (p->vars[j].init_uses_outer) p->any_init_uses_outer = 1;
+  }
+  p->n = off;
+  if ((rc = check_objective(S, objs[1])) != X_OK) return rc;
+  if ((rc = check_objective(S, objs[0])) != X_OK) return rc;
+  return build_init_dot(S, p);
+}
 
 int problem_declare(blo_state *S, const ast_node *n) {
-  return interp_error(S, n, "'problem' is not implemented yet");
+  scope *saved_sc = S->sc;
+  S->sc = NULL;
+  problem *p = calloc(1, sizeof *p);
+  if (!p) { S->sc = saved_sc; return interp_error(S, n, "out of memory"); }
+  p->h.refcount = 1;
+  p->h.type = V_PROBLEM;
+  p->name = n->name;
+  p->node = n;
+  p->chunk = S->cur_chunk;
+  settings_default(&p->last);
+  p->next = S->problems;
+  S->problems = p;
+  int rc = declare_items(S, p, n);
+  S->sc = saved_sc;
+  value pv = v_nil();
+  pv.kind = V_PROBLEM;
+  pv.u.o = &p->h;
+  if (rc == X_OK && env_set_global(S, n->name, pv)) return interp_error(S, n, "out of memory");
+  if (rc != X_OK) v_release(S, &pv);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* evaluation services                                                  */
+
+int bl_error(bl_run *r, const char *fmt, ...) {
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  chunk *saved = r->S->cur_chunk;
+  r->S->cur_chunk = r->at_chunk;
+  interp_error(r->S, r->at, "%s", msg);
+  r->S->cur_chunk = saved;
+  return X_ERR;
+}
+
+double *bl_alloc(bl_run *r, size_t n) {
+  double *d = calloc(n ? n : 1, sizeof(double));
+  if (!d) bl_error(r, "out of memory");
+  return d;
+}
+
+/* Writes y into the inner globals (not r->y). */
+static int scatter(bl_run *r, int outer, const double *src) {
+  problem *p = r->p;
+  int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
+  for (int i = lo; i < hi; i++)
+    if (put_var(r->S, &p->vars[i], src + p->vars[i].off)) return X_ERR;
+  return X_OK;
+}
+
+/* Reads the globals into flat x or y, checking they still hold what was declared. */
+static int gather(bl_run *r, int outer, double *dst) {
+  problem *p = r->p;
+  int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
+  for (int i = lo; i < hi; i++) {
+    const bl_var *v = &p->vars[i];
+    value *slot = env_lookup(r->S, v->name);
+    int ok = 0;
+    if (slot && slot->kind == V_NUM && v->size == 1) {
+      dst[v->off] = slot->u.num;
+      ok = 1;
+    } else if (slot && slot->kind == V_TENSOR) {
+      const blo_tensor *t = slot->u.t;
+      ok = t->rank == v->rank || (v->size == 1 && t->size == 1);
+      for (int d = 0; ok && d < v->rank && t->rank == v->rank; d++) ok = t->shape[d] == v->shape[d];
+      if (ok) memcpy(dst + v->off, t->data, v->size * sizeof(double));
+    }
+    if (!ok) {
+      char s[64], d[96] = "nothing";
+      shape_text(v->rank, v->shape, s, sizeof s);
+      if (slot) v_describe(*slot, d, sizeof d);
+      return bl_error(r, "%s variable '%s' must hold %s%s, but it holds %s", v->outer ? "outer" : "inner", v->name,
+                      v->is_num ? "a number" : "a tensor of shape ", v->is_num ? "" : s, d);
+    }
+  }
+  return X_OK;
+}
+
+int bl_put_y(bl_run *r, const double *y) { return scatter(r, 0, y); }
+
+int bl_set_y(bl_run *r, const double *y) {
+  if (y != r->y) memcpy(r->y, y, r->n * sizeof(double));
+  return scatter(r, 0, r->y);
+}
+
+/* One diff_run over expr (in the problem's chunk, so errors point into it).
+ * with_outer: differentiate the outer variables too.  tx/ty: tangents (NULL =
+ * zero).  Outputs (each may be NULL): value, gradients, second-order
+ * products, forward directional derivative (dir, dir_n doubles). */
+static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const double *tx, const double *ty,
+                    int reverse, double *val, double *gx, double *gy, double *hx, double *hy, double *dir,
+                    size_t dir_n) {
+  blo_state *S = r->S;
+  problem *p = r->p;
+  int first = with_outer ? 0 : p->nouter;
+  int cnt = p->nvars - first;
+  blo_tensor *tg[BL_MAX_VARS] = {0}, *grads[BL_MAX_VARS] = {0}, *hvs[BL_MAX_VARS] = {0};
+  int any_tan = 0, rc = X_OK;
+  for (int i = first; i < p->nvars && rc == X_OK; i++) {
+    const bl_var *v = &p->vars[i];
+    const double *src = v->outer ? tx : ty;
+    if (!src) continue;
+    if (!(tg[i - first] = tn_from(&S->tn, v->rank, v->shape, src + v->off))) rc = bl_error(r, "%s", S->tn.err);
+    any_tan = 1;
+  }
+  diff_req req = {cnt, p->names + first, any_tan ? tg : NULL, reverse, v_nil(), NULL,
+                  reverse ? grads : NULL, reverse && any_tan ? hvs : NULL};
+  int ran = 0;
+  if (rc == X_OK) {
+    chunk *saved = S->cur_chunk;
+    S->cur_chunk = p->chunk;
+    rc = diff_run(S, expr, expr, &req);
+    S->cur_chunk = saved;
+    ran = rc == X_OK;
+  }
+  if (rc == X_OK && val) {
+    if (v_to_double(req.result, val) != 0) {
+      char d[96];
+      v_describe(req.result, d, sizeof d);
+      chunk *saved = S->cur_chunk;
+      S->cur_chunk = p->chunk;
+      rc = interp_error(S, expr, "objective must be a number, got %s", d);
+      S->cur_chunk = saved;
+    }
+  }
+  if (rc == X_OK && reverse) {
+    for (int i = first; i < p->nvars; i++) {
+      const bl_var *v = &p->vars[i];
+      double *g = v->outer ? gx : gy, *h = v->outer ? hx : hy;
+      blo_tensor *gt = grads[i - first], *ht = hvs[i - first];
+      if (g) {
+        if (gt && gt->size == v->size) memcpy(g + v->off, gt->data, v->size * sizeof(double));
+        else memset(g + v->off, 0, v->size * sizeof(double));
+      }
+      if (h) {
+        if (ht && ht->size == v->size) memcpy(h + v->off, ht->data, v->size * sizeof(double));
+        else memset(h + v->off, 0, v->size * sizeof(double));
+      }
+    }
+  }
+  if (rc == X_OK && dir) {
+    if (!req.dir) memset(dir, 0, dir_n * sizeof(double));
+    else if (req.dir->size == dir_n) memcpy(dir, req.dir->data, dir_n * sizeof(double));
+    else if (req.dir->size == 1) for (size_t i = 0; i < dir_n; i++) dir[i] = req.dir->data[0];
+    else rc = bl_error(r, "internal error: directional derivative has %zu elements, expected %zu", req.dir->size, dir_n);
+  }
+  if (ran) diff_req_free(S, &req);
+  for (int i = 0; i < cnt; i++) tn_release(&S->tn, tg[i]);
+  return rc;
+}
+
+static void scale(double *a, size_t n, double s) {
+  if (!a || s == 1) return;
+  for (size_t i = 0; i < n; i++) a[i] *= s;
+}
+
+int bl_grad_f(bl_run *r, double *f, double *gx, double *gy) {
+  if (run_diff(r, r->p->f, gx != NULL, NULL, NULL, 1, f, gx, gy, NULL, NULL, NULL, 0)) return X_ERR;
+  double s = r->p->f_max ? -1 : 1;
+  scale(gx, r->m, s);
+  scale(gy, r->n, s);
+  if (r->set.prox > 0 && gy)
+    for (size_t i = 0; i < r->n; i++) gy[i] += r->set.prox * (r->y[i] - r->y_prev[i]);
+  return X_OK;
+}
+
+int bl_grad_F(bl_run *r, double *F, double *gx, double *gy) {
+  if (run_diff(r, r->p->F, 1, NULL, NULL, 1, F, gx, gy, NULL, NULL, NULL, 0)) return X_ERR;
+  double s = r->p->F_max ? -1 : 1;
+  scale(gx, r->m, s);
+  scale(gy, r->n, s);
+  return X_OK;
+}
+
+int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
+  if (run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0)) return X_ERR;
+  double s = r->p->f_max ? -1 : 1;
+  scale(hxy, r->m, s);
+  scale(hyy, r->n, s);
+  if (r->set.prox > 0 && hyy)
+    for (size_t i = 0; i < r->n; i++) hyy[i] += r->set.prox * v[i];
+  return X_OK;
+}
+
+int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out) {
+  if (run_diff(r, r->p->f, 1, tx, ty, 1, NULL, NULL, NULL, NULL, out, NULL, 0)) return X_ERR;
+  scale(out, r->n, r->p->f_max ? -1 : 1);
+  if (r->set.prox > 0 && ty)
+    for (size_t i = 0; i < r->n; i++) out[i] += r->set.prox * ty[i];
+  return X_OK;
+}
+
+double bl_inner_lr(const bl_run *r) { return r->set.inner_opt.lr; }
+
+/* ---- trajectory ---- */
+
+long bl_traj_first(const bl_run *r) { return r->T > r->traj_cap ? r->T - r->traj_cap : 0; }
+
+double bl_traj_lr(const bl_run *r, long t) { return r->traj_lr[t % r->traj_cap]; }
+
+static int set_every_inner(bl_run *r, const value *vals) {
+  problem *p = r->p;
+  int k = 0;
+  for (int i = 0; i < p->nevery; i++) {
+    if (p->every[i].level != 1) continue;
+    if (env_set_global(r->S, p->every[i].name, v_retain(vals[k++]))) return bl_error(r, "out of memory");
+  }
+  return X_OK;
+}
+
+int bl_traj_load(bl_run *r, long t) {
+  if (t < bl_traj_first(r) || t >= r->T) return bl_error(r, "internal error: inner step %ld is not stored", t);
+  long slot = t % r->traj_cap;
+  if (scatter(r, 0, r->traj_y + (size_t)slot * r->n)) return X_ERR;
+  if (r->p->nevery_inner && set_every_inner(r, r->traj_mb + (size_t)slot * (size_t)r->p->nevery_inner)) return X_ERR;
+  return X_OK;
+}
+
+/* The values drawn for the current point are kept in mb_cur (the last traj
+ * column is not enough when the ring is short), see draw(). */
+static value *mb_cur(bl_run *r) { return r->traj_mb ? r->traj_mb + (size_t)r->traj_cap * (size_t)r->p->nevery_inner : NULL; }
+
+int bl_traj_restore(bl_run *r) {
+  if (scatter(r, 0, r->y)) return X_ERR;
+  if (r->p->nevery_inner && mb_cur(r) && set_every_inner(r, mb_cur(r))) return X_ERR;
+  return X_OK;
+}
+
+/* ---- the init path (meta-learning form) ---- */
+
+int bl_init_path(const bl_run *r) { return r->set.cold && r->p->any_init_uses_outer; }
+
+int bl_init_vjp(bl_run *r, const double *a, double *out) {
+  problem *p = r->p;
+  blo_state *S = r->S;
+  if (!p->init_dot) return X_OK;
+  for (int i = p->nouter; i < p->nvars; i++) {
+    const bl_var *v = &p->vars[i];
+    if (!v->init_uses_outer) continue;
+    value av = var_value(S, v, a + v->off);
+    if (av.kind == V_NIL || env_set_global(S, adj_names[i], av)) return bl_error(r, "out of memory");
+  }
+  /* re-evaluating the init must not move the random stream */
+  tn_rng saved = S->rng;
+  double *gx = r->scratch2;
+  int rc = run_diff(r, p->init_dot, 1, NULL, NULL, 1, NULL, gx, NULL, NULL, NULL, NULL, 0);
+  S->rng = saved;
+  for (int i = p->nouter; i < p->nvars; i++)
+    if (p->vars[i].init_uses_outer) env_set_global(S, adj_names[i], v_nil());
+  if (rc) return rc;
+  for (size_t j = 0; j < r->m; j++) out[j] += gx[j];
+  return X_OK;
+}
+
+int bl_init_jac(bl_run *r, double *Z) {
+  problem *p = r->p;
+  blo_state *S = r->S;
+  size_t m = r->m, n = r->n;
+  memset(Z, 0, n * m * sizeof(double));
+  if (!p->any_init_uses_outer) return X_OK;
+  double *e = r->scratch2, *col = r->scratch;
+  memset(e, 0, m * sizeof(double));
+  tn_rng saved = S->rng;
+  int rc = X_OK;
+  for (int i = p->nouter; i < p->nvars && rc == X_OK; i++) {
+    const bl_var *v = &p->vars[i];
+    if (!v->init_uses_outer) continue;
+    for (size_t j = 0; j < m && rc == X_OK; j++) {
+      e[j] = 1;
+      /* forward mode over the init expression with tangent e_j on x; only
+       * the outer names are differentiated, so pass them with_outer and no y */
+      rc = run_diff(r, v->decl->b, 1, e, NULL, 0, NULL, NULL, NULL, NULL, NULL, col, v->size);
+      e[j] = 0;
+      for (size_t k = 0; rc == X_OK && k < v->size; k++) Z[(v->off + k) * m + j] = col[k];
+    }
+  }
+  S->rng = saved;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* options                                                              */
+
+static const char *const solve_keys[] = {
+  "start", "inner_steps", "inner_tol", "inner_opt", "outer_steps", "outer_tol", "outer_opt",
+  "hypergrad", "proximal", "seed", "trace", "quiet", NULL,
+};
+/* hypergrad() / check_hypergrad() take the inner-loop subset (plus h, against). */
+static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", NULL};
+static const char *const check_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed",
+                                         "h", "against", NULL};
+
+/* Location of option `key` when the options are a record literal. */
+static const ast_node *opt_node(const ast_node *lit, const ast_node *dflt, const char *key) {
+  if (lit && lit->kind == N_RECORD)
+    for (int i = 0; i < lit->nkids; i++)
+      if (strcmp(lit->kids[i]->name, key) == 0) return lit->kids[i];
+  return dflt;
+}
+
+static int opt_type_error(blo_state *S, const ast_node *at, const char *ctx, const char *key, value v, const char *want) {
+  char d[96];
+  v_describe(v, d, sizeof d);
+  if (v.kind == V_NUM) fmt_double(d, sizeof d, v.u.num);
+  return interp_error(S, at, "%s option '%s' must be %s, got %s", ctx, key, want, d);
+}
+
+static int get_count(blo_state *S, const ast_node *at, const char *ctx, const char *key, value v, long *out) {
+  double d;
+  if (v_to_double(v, &d) != 0 || !(d >= 0 && d == floor(d) && d < 1e12))
+    return opt_type_error(S, at, ctx, key, v, "a non-negative integer");
+  *out = (long)d;
+  return X_OK;
+}
+
+static int get_nonneg(blo_state *S, const ast_node *at, const char *ctx, const char *key, value v, double *out) {
+  double d;
+  if (v_to_double(v, &d) != 0 || !(d >= 0) || !isfinite(d)) return opt_type_error(S, at, ctx, key, v, "a number >= 0");
+  *out = d;
+  return X_OK;
+}
+
+/* Applies the options in record `rec` (keys checked against `keys`) to *s.
+ * extra_h/extra_against: check_hypergrad's own options (may be NULL). */
+static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, const char *ctx, orec *rec,
+                         const char *const *keys, bl_settings *s, double *extra_h, int *extra_exact) {
+  int start_given = 0;
+  for (int i = 0; i < rec->n; i++) {
+    const char *key = rec->keys[i];
+    value v = rec->vals[i];
+    const ast_node *loc = opt_node(lit, at, key);
+    int known = 0;
+    for (int k = 0; keys[k]; k++)
+      if (strcmp(keys[k], key) == 0) known = 1;
+    if (!known) {
+      const char *sug = bl_suggest(key, keys);
+      if (sug) return interp_error(S, loc, "unknown %s option '%s' (did you mean '%s'?)", ctx, key, sug);
+      strbuf sb = {0};
+      for (int k = 0; keys[k]; k++) { if (k) sb_puts(&sb, ", "); sb_puts(&sb, keys[k]); }
+      int rc = interp_error(S, loc, "unknown %s option '%s' (options: %s)", ctx, key, sb.s ? sb.s : "");
+      sb_free(&sb);
+      return rc;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "%s option '%s'", ctx, key);
+    if (strcmp(key, "start") == 0) {
+      if (v.kind != V_STR || (strcmp(v_cstr(v), "cold") != 0 && strcmp(v_cstr(v), "warm") != 0))
+        return opt_type_error(S, loc, ctx, key, v, "\"cold\" or \"warm\"");
+      s->cold = strcmp(v_cstr(v), "cold") == 0;
+      start_given = 1;
+    } else if (strcmp(key, "inner_steps") == 0) {
+      if (get_count(S, loc, ctx, key, v, &s->inner_steps)) return X_ERR;
+    } else if (strcmp(key, "outer_steps") == 0) {
+      if (get_count(S, loc, ctx, key, v, &s->outer_steps)) return X_ERR;
+    } else if (strcmp(key, "inner_tol") == 0) {
+      if (get_nonneg(S, loc, ctx, key, v, &s->inner_tol)) return X_ERR;
+    } else if (strcmp(key, "outer_tol") == 0) {
+      if (get_nonneg(S, loc, ctx, key, v, &s->outer_tol)) return X_ERR;
+    } else if (strcmp(key, "proximal") == 0) {
+      if (get_nonneg(S, loc, ctx, key, v, &s->prox)) return X_ERR;
+    } else if (strcmp(key, "inner_opt") == 0) {
+      if (opt_parse(S, loc, what, v, &s->inner_opt)) return X_ERR;
+    } else if (strcmp(key, "outer_opt") == 0) {
+      if (opt_parse(S, loc, what, v, &s->outer_opt)) return X_ERR;
+    } else if (strcmp(key, "hypergrad") == 0) {
+      if (hg_parse(S, loc, what, v, &s->hg)) return X_ERR;
+    } else if (strcmp(key, "seed") == 0) {
+      long sd;
+      if (get_count(S, loc, ctx, key, v, &sd)) return X_ERR;
+      s->has_seed = 1;
+      s->seed = (unsigned long long)sd;
+    } else if (strcmp(key, "trace") == 0) {
+      if (v.kind != V_STR || !v_cstr(v)[0] || strlen(v_cstr(v)) >= sizeof s->trace)
+        return opt_type_error(S, loc, ctx, key, v, "a file name (string)");
+      snprintf(s->trace, sizeof s->trace, "%s", v_cstr(v));
+    } else if (strcmp(key, "quiet") == 0) {
+      double d;
+      if (v_to_double(v, &d) != 0) return opt_type_error(S, loc, ctx, key, v, "true or false");
+      s->quiet = d != 0;
+    } else if (strcmp(key, "h") == 0 && extra_h) {
+      double d;
+      if (v_to_double(v, &d) != 0 || !(d > 0) || !isfinite(d)) return opt_type_error(S, loc, ctx, key, v, "a number > 0");
+      *extra_h = d;
+    } else if (strcmp(key, "against") == 0 && extra_exact) {
+      if (v.kind != V_STR || (strcmp(v_cstr(v), "fd") != 0 && strcmp(v_cstr(v), "exact") != 0))
+        return opt_type_error(S, loc, ctx, key, v, "\"fd\" or \"exact\"");
+      *extra_exact = strcmp(v_cstr(v), "exact") == 0;
+    }
+  }
+  if (s->prox > 0) {
+    if (start_given && s->cold) {
+      char num[40];
+      fmt_double(num, sizeof num, s->prox);
+      return interp_error(S, opt_node(lit, at, "proximal"), "%s option 'proximal = %s' is a warm-start option: "
+                          "use start = \"warm\" (or leave start out)", ctx, num);
+    }
+    s->cold = 0;
+  }
+  return X_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* the run                                                              */
+
+static void run_free(bl_run *r) {
+  if (r->hg_state && r->set.hg.m->cleanup) r->set.hg.m->cleanup(r, r->hg_state);
+  r->hg_state = NULL;
+  if (r->traj_mb) {
+    size_t k = ((size_t)r->traj_cap + 1) * (size_t)r->p->nevery_inner;
+    for (size_t i = 0; i < k; i++) v_release(r->S, &r->traj_mb[i]);
+    free(r->traj_mb);
+  }
+  free(r->traj_y);
+  free(r->traj_lr);
+  free(r->x);
+  free(r->y);
+  free(r->y_prev);
+  free(r->gy);
+  free(r->Fx);
+  free(r->Fy);
+  free(r->scratch);
+  free(r->scratch2);
+  opt_free(&r->iopt);
+  opt_free(&r->oopt);
+  memset(r, 0, sizeof *r);
+}
+
+/* Allocates the run's buffers and reads x and y from the globals. */
+static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, const bl_settings *set, int hooks) {
+  memset(r, 0, sizeof *r);
+  r->S = S;
+  r->at = at;
+  r->at_chunk = S->cur_chunk;
+  r->p = p;
+  r->set = *set;
+  r->m = p->m;
+  r->n = p->n;
+  size_t mn = p->m + p->n;
+  if (!(r->x = bl_alloc(r, p->m)) || !(r->y = bl_alloc(r, p->n)) || !(r->y_prev = bl_alloc(r, p->n)) ||
+      !(r->gy = bl_alloc(r, p->n)) || !(r->Fx = bl_alloc(r, p->m)) || !(r->Fy = bl_alloc(r, p->n)) ||
+      !(r->scratch = bl_alloc(r, mn)) || !(r->scratch2 = bl_alloc(r, mn)))
+    return X_ERR;
+  if (opt_init(&r->iopt, &set->inner_opt, p->n) || opt_init(&r->oopt, &set->outer_opt, p->m))
+    return bl_error(r, "out of memory");
+  if (gather(r, 1, r->x) || gather(r, 0, r->y)) return X_ERR;
+  const hg_method *m = set->hg.m;
+  if (hooks) {
+    long cap = m->traj ? m->traj(&set->hg) : 0;
+    if (cap < 0 || cap > set->inner_steps) cap = set->inner_steps;
+    r->traj_cap = cap;
+    if (cap > 0) {
+      if (!(r->traj_y = bl_alloc(r, (size_t)cap * p->n)) || !(r->traj_lr = bl_alloc(r, (size_t)cap))) return X_ERR;
+    }
+    if (p->nevery_inner) {
+      /* cap slots for the trajectory plus one for the current point */
+      size_t k = ((size_t)cap + 1) * (size_t)p->nevery_inner;
+      if (!(r->traj_mb = calloc(k, sizeof(value)))) return bl_error(r, "out of memory");
+      for (size_t i = 0; i < k; i++) r->traj_mb[i] = v_nil();
+    }
+    if (m->check && m->check(r, &set->hg)) return X_ERR;
+    if (m->setup && m->setup(r, &set->hg, &r->hg_state)) return X_ERR;
+  } else if (p->nevery_inner) {
+    if (!(r->traj_mb = calloc((size_t)p->nevery_inner, sizeof(value)))) return bl_error(r, "out of memory");
+    for (int i = 0; i < p->nevery_inner; i++) r->traj_mb[i] = v_nil();
+  }
+  return X_OK;
+}
+
+static int check_interrupt(bl_run *r) {
+  blo_state *S = r->S;
+  if (S->interrupt && *S->interrupt) {
+    *S->interrupt = 0;
+    bl_error(r, "interrupted at outer step %ld", r->outer_step);
+    S->err.status = BLO_INTERRUPTED;
+    return X_ERR;
+  }
+  return X_OK;
+}
+
+/* Evaluates an expression of the problem to a number (no derivatives). */
+static int eval_number(bl_run *r, const ast_node *e, double *out) {
+  chunk *saved = r->S->cur_chunk;
+  r->S->cur_chunk = r->p->chunk;
+  value v;
+  int rc = eval_expr(r->S, e, &v);
+  if (rc == X_OK) {
+    if (v_to_double(v, out) != 0) {
+      char d[96];
+      v_describe(v, d, sizeof d);
+      rc = interp_error(r->S, e, "objective must be a number, got %s", d);
+    }
+    v_release(r->S, &v);
+  }
+  r->S->cur_chunk = saved;
+  return rc;
+}
+
+/* Re-draws the `every` values of one level. */
+static int draw(bl_run *r, int level) {
+  problem *p = r->p;
+  blo_state *S = r->S;
+  int k = 0;
+  for (int i = 0; i < p->nevery; i++) {
+    bl_every *e = &p->every[i];
+    if (e->level != level) continue;
+    value v;
+    chunk *saved = S->cur_chunk;
+    S->cur_chunk = p->chunk;
+    int rc = eval_expr(S, e->expr, &v);
+    S->cur_chunk = saved;
+    if (rc) return X_ERR;
+    if (level == 1 && r->traj_mb) {
+      value *cur = mb_cur(r) ? mb_cur(r) : r->traj_mb;
+      v_release(S, &cur[k]);
+      cur[k] = v_retain(v);
+      k++;
+    }
+    if (env_set_global(S, e->name, v)) return bl_error(r, "out of memory");
+  }
+  return X_OK;
+}
+
+/* where: " in the final inner solve" or "" */
+static int nonfinite(bl_run *r, const char *what, double val, long inner) {
+  return bl_error(r, "solve %s: %s is %s at outer step %ld, inner step %ld", r->p->name, what,
+                  isnan(val) ? "NaN" : "Inf", r->outer_step, inner);
+}
+
+static double first_bad(const double *a, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(a[i])) return a[i];
+  return 0;
+}
+
+/* Cold start: y = init(x). */
+static int reinit_y(bl_run *r) {
+  problem *p = r->p;
+  chunk *saved = r->S->cur_chunk;
+  r->S->cur_chunk = p->chunk;
+  int rc = X_OK;
+  for (int i = p->nouter; i < p->nvars && rc == X_OK; i++) rc = eval_init(r->S, &p->vars[i], r->y + p->vars[i].off);
+  r->S->cur_chunk = saved;
+  if (rc) return rc;
+  if (!bl_finite(r->y, r->n)) return nonfinite(r, "the inner initial value", first_bad(r->y, r->n), 0);
+  opt_reset(&r->iopt);
+  return scatter(r, 0, r->y);
+}
+
+/* The inner loop at the current x.  hooks: store the trajectory and call the
+ * method's begin/inner_step.  On return r->gy, r->f hold grad_y f and f at
+ * y_T, and *gnorm the norm of that gradient. */
+static int inner_loop(bl_run *r, int hooks, double *gnorm) {
+  const hg_method *m = r->set.hg.m;
+  long T = r->set.inner_steps;
+  double *ynew = r->scratch;
+  if (r->set.cold && reinit_y(r)) return X_ERR;
+  memcpy(r->y_prev, r->y, r->n * sizeof(double));
+  if (hooks && m->begin && m->begin(r, &r->set.hg, r->hg_state)) return X_ERR;
+  long t;
+  double gn = 0;
+  for (t = 0;; t++) {
+    r->inner_step = t;
+    if (t < T && draw(r, 1)) return X_ERR;
+    r->lr_now = opt_lr(&r->iopt);
+    if (bl_grad_f(r, &r->f, NULL, r->gy)) return X_ERR;
+    if (!isfinite(r->f)) return nonfinite(r, "inner objective", r->f, t);
+    if (!bl_finite(r->gy, r->n)) return nonfinite(r, "inner gradient", first_bad(r->gy, r->n), t);
+    gn = bl_norm(r->gy, r->n);
+    if (t >= T || (r->set.inner_tol > 0 && gn <= r->set.inner_tol)) break;
+    if (hooks && r->traj_cap > 0) {
+      long slot = t % r->traj_cap;
+      memcpy(r->traj_y + (size_t)slot * r->n, r->y, r->n * sizeof(double));
+      r->traj_lr[slot] = r->lr_now;
+      int ne = r->p->nevery_inner;
+      for (int k = 0; k < ne; k++) {
+        value *dst = &r->traj_mb[(size_t)slot * (size_t)ne + (size_t)k];
+        v_release(r->S, dst);
+        *dst = v_retain(mb_cur(r)[k]);
+      }
+    }
+    if (hooks && m->inner_step && m->inner_step(r, &r->set.hg, r->hg_state, t)) return X_ERR;
+    memcpy(ynew, r->y, r->n * sizeof(double));
+    opt_step(&r->iopt, ynew, r->gy);
+    if (!bl_finite(ynew, r->n)) return nonfinite(r, "the inner variable after the step", first_bad(ynew, r->n), t + 1);
+    if (bl_set_y(r, ynew)) return X_ERR;
+    if (check_interrupt(r)) return X_ERR;
+  }
+  r->T = t;
+  *gnorm = gn;
+  return X_OK;
+}
+
+/* One hypergradient at the current x: inner loop, F and its gradients, method. */
+static int hypergradient(bl_run *r, double *d, double *gnorm) {
+  if (inner_loop(r, 1, gnorm)) return X_ERR;
+  if (bl_grad_F(r, &r->F, r->Fx, r->Fy)) return X_ERR;
+  if (!isfinite(r->F)) return nonfinite(r, "outer objective", r->F, r->T);
+  if (!bl_finite(r->Fx, r->m) || !bl_finite(r->Fy, r->n)) {
+    double b = first_bad(r->Fx, r->m);
+    if (b == 0) b = first_bad(r->Fy, r->n);
+    return nonfinite(r, "outer gradient", b, r->T);
+  }
+  if (r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d)) return X_ERR;
+  if (!bl_finite(d, r->m)) return nonfinite(r, "hypergradient", first_bad(d, r->m), r->T);
+  return X_OK;
+}
+
+static void project_box(bl_run *r, double *x) {
+  problem *p = r->p;
+  for (int i = 0; i < p->nouter; i++) {
+    const bl_var *v = &p->vars[i];
+    if (!v->lo) continue;
+    for (size_t k = 0; k < v->size; k++) {
+      double *xi = &x[v->off + k];
+      if (*xi < v->lo[k]) *xi = v->lo[k];
+      if (*xi > v->hi[k]) *xi = v->hi[k];
+    }
+  }
+}
+
+static double dist2_init(bl_run *r, int outer) {
+  problem *p = r->p;
+  int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
+  const double *cur = outer ? r->x : r->y;
+  double s = 0;
+  for (int i = lo; i < hi; i++) {
+    const bl_var *v = &p->vars[i];
+    for (size_t k = 0; k < v->size; k++) {
+      double d = cur[v->off + k] - v->init0[k];
+      s += d * d;
+    }
+  }
+  return s;
+}
+
+/* The values of a level as a script value: the variable itself when there is
+ * one, else a list in declaration order. */
+static int level_value(bl_run *r, int outer, value *out) {
+  problem *p = r->p;
+  blo_state *S = r->S;
+  int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
+  const double *src = outer ? r->x : r->y;
+  if (hi - lo == 1) {
+    *out = var_value(S, &p->vars[lo], src + p->vars[lo].off);
+    return out->kind == V_NIL ? bl_error(r, "out of memory") : X_OK;
+  }
+  olist *l = list_new(S, hi - lo);
+  if (!l) return bl_error(r, "out of memory");
+  value lv = v_nil();
+  lv.kind = V_LIST;
+  lv.u.o = &l->h;
+  for (int i = lo; i < hi; i++) {
+    value v = var_value(S, &p->vars[i], src + p->vars[i].off);
+    if (v.kind == V_NIL || list_push(S, l, v)) { v_release(S, &lv); return bl_error(r, "out of memory"); }
+  }
+  *out = lv;
+  return X_OK;
+}
+
+/* A flat outer-shaped vector (a hypergradient) as a script value. */
+static int grad_value(bl_run *r, const double *g, value *out) {
+  double *saved = r->x;
+  r->x = (double *)g;
+  int rc = level_value(r, 1, out);
+  r->x = saved;
+  return rc;
+}
+
+/* ---- trace and progress ---- */
+
+static FILE *trace_open(bl_run *r) {
+  if (!r->set.trace[0]) return NULL;
+  FILE *f = fopen(r->set.trace, "w");
+  if (!f) {
+    bl_error(r, "solve %s: cannot open trace file '%s': %s", r->p->name, r->set.trace, strerror(errno));
+    return NULL;
+  }
+  fputs("step,F,f,inner_grad_norm,hypergrad_norm,x_dist2,y_dist2,time", f);
+  problem *p = r->p;
+  if (r->m <= 64)
+    for (int i = 0; i < p->nouter; i++) {
+      const bl_var *v = &p->vars[i];
+      if (v->size == 1 && v->rank == 0) fprintf(f, ",%s", v->name);
+      else for (size_t k = 0; k < v->size; k++) fprintf(f, ",%s[%zu]", v->name, k);
+    }
+  fputc('\n', f);
+  return f;
+}
+
+static void trace_row(bl_run *r, FILE *f, long step, double gnorm, double hnorm, double t) {
+  fprintf(f, "%ld,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.6f", step, r->F, r->f, gnorm, hnorm, dist2_init(r, 1),
+          dist2_init(r, 0), t);
+  if (r->m <= 64)
+    for (size_t j = 0; j < r->m; j++) fprintf(f, ",%.17g", r->x[j]);
+  fputc('\n', f);
+}
+
+static void progress(bl_run *r, long step, long total, double gnorm, double hnorm, double elapsed) {
+  fprintf(stderr, "\rsolve %s  step %ld/%ld  F %.6g  f %.6g  |dF/dx| %.3g  |grad_y f| %.3g  %.1f steps/s\033[K",
+          r->p->name, step, total, r->F, r->f, hnorm, gnorm, elapsed > 0 ? (double)step / elapsed : 0.0);
+  fflush(stderr);
+}
+
+/* ---- solve ---- */
+
+static problem *find_problem(blo_state *S, const ast_node *at, const char *name) {
+  value *slot = env_lookup(S, name);
+  if (slot && slot->kind == V_PROBLEM) return (problem *)slot->u.o;
+  if (slot) {
+    char d[96];
+    v_describe(*slot, d, sizeof d);
+    interp_error(S, at, "'%s' is not a problem (it is a %s)", name, d);
+    return NULL;
+  }
+  /* suggest among the declared problems only */
+  const char *cands[65];
+  int nc = 0;
+  for (problem *q = S->problems; q && nc < 64; q = q->next) cands[nc++] = q->name;
+  cands[nc] = NULL;
+  const char *sug = bl_suggest(name, cands);
+  if (sug) interp_error(S, at, "unknown problem '%s' (did you mean '%s'?)", name, sug);
+  else interp_error(S, at, "unknown problem '%s'", name);
+  return NULL;
+}
+
+static int solve_run(bl_run *r, value *out) {
+  blo_state *S = r->S;
+  problem *p = r->p;
+  bl_settings *set = &r->set;
+  double t0 = now_sec(), last_shown = 0;
+  int show = set->quiet == 0 ? isatty(2) : set->quiet < 0 ? isatty(2) : 0;
+  if (set->trace[0] && !S->cfg.allow_files)
+    return bl_error(r, "solve %s: trace files are disabled in this state (allow_files = 0)", p->name);
+  if (set->has_seed) tn_rng_seed(&S->rng, set->seed);
+  project_box(r, r->x);
+  if (scatter(r, 1, r->x)) return X_ERR;
+  double *d = bl_alloc(r, r->m), *xnew = bl_alloc(r, r->m);
+  FILE *tf = NULL;
+  int rc = X_OK;
+  if (!d || !xnew) rc = X_ERR;
+  if (rc == X_OK && set->trace[0] && !(tf = trace_open(r))) rc = X_ERR;
+  long steps = 0;
+  double gnorm = 0, hnorm = NAN;
+  for (long k = 1; rc == X_OK && k <= set->outer_steps; k++) {
+    r->outer_step = k;
+    if ((rc = check_interrupt(r)) != X_OK) break;
+    if ((rc = draw(r, 0)) != X_OK) break;
+    if ((rc = hypergradient(r, d, &gnorm)) != X_OK) break;
+    hnorm = bl_norm(d, r->m);
+    double el = now_sec() - t0;
+    if (tf) trace_row(r, tf, k, gnorm, hnorm, el);
+    if (show && (el - last_shown > 0.1 || k == set->outer_steps)) {
+      progress(r, k, set->outer_steps, gnorm, hnorm, el);
+      last_shown = el;
+    }
+    int converged = set->outer_tol > 0 && hnorm <= set->outer_tol;
+    if (!converged) {
+      memcpy(xnew, r->x, r->m * sizeof(double));
+      opt_step(&r->oopt, xnew, d);
+      project_box(r, xnew);
+      if (!bl_finite(xnew, r->m)) { rc = nonfinite(r, "the outer variable after the step", first_bad(xnew, r->m), r->T); break; }
+      memcpy(r->x, xnew, r->m * sizeof(double));
+      if ((rc = scatter(r, 1, r->x)) != X_OK) break;
+    }
+    steps = k;
+    /* the host's progress callback (embedding API) may stop the solve; it
+     * also polls the interrupt flag */
+    blo_progress pr = {p->name, k, set->outer_steps, r->F, r->f, hnorm, gnorm};
+    chunk *saved = S->cur_chunk;
+    S->cur_chunk = r->at_chunk;
+    rc = interp_solve_progress(S, r->at, &pr);
+    S->cur_chunk = saved;
+    if (rc || converged) break;
+  }
+  if (show) { fputs("\r\033[K", stderr); fflush(stderr); }
+  /* final inner solve, so the inner variables answer the final x */
+  r->outer_step = steps + 1;
+  double F = NAN;
+  if (rc == X_OK) rc = inner_loop(r, 0, &gnorm);
+  if (rc == X_OK) rc = eval_number(r, p->F, &F);
+  if (rc == X_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
+  if (tf) {
+    if (fclose(tf) != 0 && rc == X_OK) rc = bl_error(r, "solve %s: cannot write trace file '%s'", p->name, set->trace);
+  }
+  free(d);
+  free(xnew);
+  if (rc) return rc;
+  orec *rec = rec_new(S);
+  if (!rec) return bl_error(r, "out of memory");
+  value rv = v_nil();
+  rv.kind = V_REC;
+  rv.u.o = &rec->h;
+  value xv = v_nil(), yv = v_nil();
+  int bad = level_value(r, 1, &xv) || level_value(r, 0, &yv);
+  bad = bad || rec_set(S, rec, "F", v_num(F)) || rec_set(S, rec, "f", v_num(r->f));
+  if (!bad) { bad = rec_set(S, rec, "x", xv); xv = v_nil(); }
+  if (!bad) { bad = rec_set(S, rec, "y", yv); yv = v_nil(); }
+  bad = bad || rec_set(S, rec, "steps", v_num((double)steps)) || rec_set(S, rec, "inner_grad_norm", v_num(gnorm)) ||
+        rec_set(S, rec, "hypergrad_norm", v_num(hnorm)) || rec_set(S, rec, "x_dist2", v_num(dist2_init(r, 1))) ||
+        rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0));
+  v_release(S, &xv);
+  v_release(S, &yv);
+  if (bad) { v_release(S, &rv); return S->err.status ? X_ERR : bl_error(r, "out of memory"); }
+  *out = rv;
+  return X_OK;
 }
 
 int solve_eval(blo_state *S, const ast_node *n, value *out) {
-  (void)out;
-  return interp_error(S, n, "'solve' is not implemented yet");
+  problem *p = find_problem(S, n, n->name);
+  if (!p) return X_ERR;
+  /* every solve starts from the defaults, not from the last solve's options */
+  bl_settings set;
+  settings_default(&set);
+  if (n->a) {
+    value ov;
+    if (eval_expr(S, n->a, &ov)) return X_ERR;
+    int rc = X_OK;
+    if (ov.kind != V_REC) {
+      char d[96];
+      v_describe(ov, d, sizeof d);
+      rc = interp_error(S, n->a, "solve %s with ...: the options must be a record like {outer_steps = 100}, got %s",
+                        n->name, d);
+    } else {
+      rc = parse_options(S, n->a, n->a, "solve", (orec *)ov.u.o, solve_keys, &set, NULL, NULL);
+    }
+    v_release(S, &ov);
+    if (rc) return rc;
+  }
+  /* keep p alive even if the script rebinds its name during the solve */
+  p->h.refcount++;
+  scope *saved_sc = S->sc;
+  S->sc = NULL;
+  bl_run r;
+  int rc = run_init(&r, S, n, p, &set, 1);
+  if (rc == X_OK) rc = solve_run(&r, out);
+  run_free(&r);
+  S->sc = saved_sc;
+  if (rc == X_OK) p->last = set;
+  value pv = v_nil();
+  pv.kind = V_PROBLEM;
+  pv.u.o = &p->h;
+  v_release(S, &pv);
+  return rc;
 }
 
-void problem_free(blo_state *S, struct problem *p) { (void)S; (void)p; }
-void problems_free_all(blo_state *S) { (void)S; }
+/* ------------------------------------------------------------------ */
+/* hypergrad(problem, method, ...) and check_hypergrad(...)             */
+
+/* Cold-start F at the current x (for finite differences). */
+static int cold_F(bl_run *r, const tn_rng *rng0, double *F) {
+  double gn;
+  r->S->rng = *rng0;
+  if (inner_loop(r, 0, &gn)) return X_ERR;
+  return eval_number(r, r->p->F, F);
+}
+
+int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
+  const ast_node *at = a->call;
+  const char *fn = check ? "check_hypergrad" : "hypergrad";
+  if (a->npos < 1 || a->pos[0].kind != V_PROBLEM) {
+    char d[96] = "nothing";
+    if (a->npos >= 1) v_describe(a->pos[0], d, sizeof d);
+    return interp_error(S, at, "%s: argument 1 must be a problem, got %s", fn, d);
+  }
+  problem *p = (problem *)a->pos[0].u.o;
+  bl_settings set = p->last;
+  char ctx[64];
+  snprintf(ctx, sizeof ctx, "%s()", fn);
+  if (a->npos >= 2 && hg_parse(S, at, fn, a->pos[1], &set.hg)) return X_ERR;
+  double h = 1e-5;
+  int against_exact = 0;
+  /* the named options, as a record for parse_options */
+  orec *rec = rec_new(S);
+  if (!rec) return interp_error(S, at, "out of memory");
+  value rv = v_nil();
+  rv.kind = V_REC;
+  rv.u.o = &rec->h;
+  int rc = X_OK;
+  for (int i = 0; i < a->nnamed && rc == X_OK; i++)
+    if (rec_set(S, rec, a->names[i], v_retain(a->named[i]))) rc = interp_error(S, at, "out of memory");
+  if (rc == X_OK) {
+    const ast_node *loc = at;
+    rc = parse_options(S, NULL, loc, fn, rec, check ? check_keys : hg_keys, &set, &h, &against_exact);
+  }
+  v_release(S, &rv);
+  if (rc) return rc;
+  if (check) set.cold = 1, set.prox = 0;   /* the cold-start solution map is what is checked */
+  p->h.refcount++;
+  scope *saved_sc = S->sc;
+  S->sc = NULL;
+  bl_run r;
+  tn_rng rng_orig = S->rng, rng0 = S->rng;
+  double *d = NULL, *ref = NULL, *y0 = NULL;
+  rc = run_init(&r, S, at, p, &set, 1);
+  if (rc == X_OK) {
+    r.outer_step = 1;
+    if (!(d = bl_alloc(&r, r.m)) || !(ref = bl_alloc(&r, r.m)) || !(y0 = bl_alloc(&r, r.n))) rc = X_ERR;
+  }
+  if (rc == X_OK) {
+    memcpy(y0, r.y, r.n * sizeof(double));
+    if (set.has_seed) tn_rng_seed(&S->rng, set.seed);
+    double gn;
+    rc = draw(&r, 0);
+    /* every inner solve below replays the same draws from here */
+    rng0 = S->rng;
+    if (rc == X_OK) rc = hypergradient(&r, d, &gn);
+  }
+  if (rc == X_OK && check && against_exact) {
+    /* the same point through exact(): a second run with that method */
+    bl_settings es = set;
+    es.hg.m = hg_find("exact");
+    bl_run r2;
+    S->rng = rng0;
+    double gn;
+    rc = run_init(&r2, S, at, p, &es, 1);
+    if (rc == X_OK) rc = hypergradient(&r2, ref, &gn);
+    run_free(&r2);
+  } else if (rc == X_OK && check) {
+    for (size_t j = 0; j < r.m && rc == X_OK; j++) {
+      double xj = r.x[j], step = h * fmax(1, fabs(xj)), Fp, Fm;
+      r.x[j] = xj + step;
+      rc = scatter(&r, 1, r.x);
+      if (rc == X_OK) rc = cold_F(&r, &rng0, &Fp);
+      r.x[j] = xj - step;
+      if (rc == X_OK) rc = scatter(&r, 1, r.x);
+      if (rc == X_OK) rc = cold_F(&r, &rng0, &Fm);
+      r.x[j] = xj;
+      if (rc == X_OK) rc = scatter(&r, 1, r.x);
+      ref[j] = (p->F_max ? -1 : 1) * (Fp - Fm) / (2 * step);
+    }
+  }
+  if (rc == X_OK) {
+    if (check) {
+      double num = 0, den = 0;
+      for (size_t j = 0; j < r.m; j++) {
+        num += (d[j] - ref[j]) * (d[j] - ref[j]);
+        den += ref[j] * ref[j];
+      }
+      num = sqrt(num);
+      den = sqrt(den);
+      *out = v_num(num == 0 ? 0 : num / (den > 0 ? den : 1e-300));
+    } else {
+      /* report the derivative of the objective as written (maximize: of F itself) */
+      if (p->F_max) scale(d, r.m, -1);
+      rc = grad_value(&r, d, out);
+    }
+  }
+  /* no side effects: the inner variables and the random stream go back */
+  if (y0 && r.y) {
+    memcpy(r.y, y0, r.n * sizeof(double));
+    if (rc == X_OK) rc = bl_traj_restore(&r);
+    else scatter(&r, 0, r.y);
+  }
+  S->rng = rng_orig;
+  free(d);
+  free(ref);
+  free(y0);
+  run_free(&r);
+  S->sc = saved_sc;
+  value pv = v_nil();
+  pv.kind = V_PROBLEM;
+  pv.u.o = &p->h;
+  v_release(S, &pv);
+  return rc;
+}

@@ -97,6 +97,8 @@ const hg_method *hg_at(size_t i);          /* NULL past the end */
 int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spec *out);
 int hg_to_value(blo_state *S, const ast_node *at, const hg_spec *sp, value *out);
 double hg_get(const hg_spec *sp, const char *name);   /* NAN if absent */
+/* A constructor builtin's arguments (positional and named) to a spec record. */
+int hg_from_args(blo_state *S, callargs *a, const hg_method *m, value *out);
 
 /* ---- problems ---- */
 typedef struct bl_var {
@@ -195,6 +197,9 @@ int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
 int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out);
 /* Sets y (globals too). */
 int bl_set_y(bl_run *r, const double *y);
+/* Puts y into the globals only (r->y keeps the current point): evaluate
+ * elsewhere, then bl_put_y(r, r->y) to come back. */
+int bl_put_y(bl_run *r, const double *y);
 /* Trajectory: puts y_t and the values drawn at step t into the globals;
  * bl_traj_restore puts back the current point. */
 long bl_traj_first(const bl_run *r);      /* first stored step (T - stored) */
@@ -218,6 +223,9 @@ int bl_finite(const double *a, size_t n);
 /* ---- entry points used by the builtins ---- */
 /* hypergrad(problem, method, options...) and check_hypergrad(...). */
 int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out);
+/* The builtins of bilevel_builtins.c, for stdlib/builtins.c to chain to. */
+const builtin_def *bilevel_builtin_find(const char *name);
+const builtin_def *bilevel_builtin_at(size_t i);   /* NULL past the end */
 /* Edit-distance suggestion among a NULL-terminated list (NULL if none close). */
 const char *bl_suggest(const char *name, const char *const *cands);
 

@@ -4,12 +4,15 @@
 #include "bilevel.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 extern const hg_method hg_unroll, hg_forward, hg_cg, hg_neumann, hg_fo, hg_t1t2, hg_exact;
+extern const hg_method hg_ufo, hg_penalty;  /* hg_ufo.c, hg_penalty.c (issue 5) */
 
 static const hg_method *const methods[] = {
   &hg_unroll, &hg_forward, &hg_cg, &hg_neumann, &hg_fo, &hg_t1t2, &hg_exact,
+  &hg_ufo, &hg_penalty,
 };
 enum { NMETHODS = sizeof methods / sizeof methods[0] };
 
@@ -34,25 +37,29 @@ static int unknown_method(blo_state *S, const ast_node *at, const char *what, co
   const char *sug = bl_suggest(name, cands);
   if (sug) return interp_error(S, at, "%s: unknown hypergradient method '%s' (did you mean '%s'?)", what, name, sug);
   return interp_error(S, at, "%s: unknown hypergradient method '%s' (known: unroll, forward, cg, neumann, "
-                      "fo, t1t2, exact)", what, name);
+                      "fo, t1t2, exact, ufo, penalty)", what, name);
 }
 
 /* Checks one parameter value against its declaration. */
 static int check_param(blo_state *S, const ast_node *at, const char *what, const hg_method *m,
                        const hg_param *hp, value v, double *out) {
   double d;
+  /* "cg(): 'iters' ..." from the constructor, "solve option 'hypergrad': cg's 'iters' ..." elsewhere */
+  char who[64] = "";
+  size_t ln = strlen(m->name);
+  if (strncmp(what, m->name, ln) != 0 || what[ln] != '(') snprintf(who, sizeof who, "%s's ", m->name);
   const char *want = hp->integer ? "an integer" : "a number";
   if (v_to_double(v, &d) != 0 || !isfinite(d) || (hp->integer && d != floor(d))) {
     char desc[96];
     v_describe(v, desc, sizeof desc);
     if (v_to_double(v, &d) == 0) fmt_double(desc, sizeof desc, d);
-    return interp_error(S, at, "%s: %s's '%s' must be %s, got %s", what, m->name, hp->name, want, desc);
+    return interp_error(S, at, "%s: %s'%s' must be %s, got %s", what, who, hp->name, want, desc);
   }
   if (hp->min_open ? !(d > hp->min) : !(d >= hp->min)) {
     char num[40], lim[40];
     fmt_double(num, sizeof num, d);
     fmt_double(lim, sizeof lim, hp->min);
-    return interp_error(S, at, "%s: %s's '%s' must be %s %s, got %s", what, m->name, hp->name,
+    return interp_error(S, at, "%s: %s'%s' must be %s %s, got %s", what, who, hp->name,
                         hp->min_open ? ">" : ">=", lim, num);
   }
   *out = d;

@@ -123,6 +123,9 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
   }
   opt_default(out, (bl_opt_kind)kind);
   if (!r) return X_OK;
+  /* "sgd(): 'lr' ..." from the constructor, "solve option 'inner_opt': sgd's 'lr' ..." elsewhere */
+  char who[64] = "";
+  if (strncmp(what, kname, strlen(kname)) != 0 || what[strlen(kname)] != '(') snprintf(who, sizeof who, "%s's ", kname);
   static const char *const sgd_keys[] = {"optimizer", "lr", "decay", NULL};
   static const char *const mom_keys[] = {"optimizer", "lr", "beta", "decay", NULL};
   static const char *const adam_keys[] = {"optimizer", "lr", "beta1", "beta2", "eps", "decay", NULL};
@@ -141,7 +144,7 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
     double d;
     if (v_to_double(r->vals[i], &d) != 0 || !isfinite(d)) {
       char msg[160];
-      snprintf(msg, sizeof msg, "%s: %s's '%s'", what, kname, key);
+      snprintf(msg, sizeof msg, "%s: %s'%s'", what, who, key);
       return spec_error(S, at, msg, r->vals[i], "a number");
     }
     int bad = 0;
@@ -155,7 +158,7 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
       char num[40];
       fmt_double(num, sizeof num, d);
       const char *range = strcmp(key, "decay") == 0 ? ">= 0" : (key[0] == 'b' ? "in [0, 1)" : "> 0");
-      return interp_error(S, at, "%s: %s's '%s' must be %s, got %s", what, kname, key, range, num);
+      return interp_error(S, at, "%s: %s'%s' must be %s, got %s", what, who, key, range, num);
     }
   }
   return X_OK;

@@ -116,8 +116,11 @@ int named_int(blo_state *S, callargs *a, const char *name, long dflt, long *out)
   value *v = arg_named(a, name);
   if (!v) { *out = dflt; return X_OK; }
   double d;
-  if (v_to_double(*v, &d) == 0 && to_long(d, out) == 0) return X_OK;
-  return named_error(S, a, name, *v, "an integer");
+  if (v_to_double(*v, &d) != 0) return named_error(S, a, name, *v, "an integer");
+  if (to_long(d, out) == 0) return X_OK;
+  char num[40];
+  fmt_double(num, sizeof num, d);
+  return interp_error(S, a->call, "%s: '%s' must be an integer, got %s", fname(a), name, num);
 }
 
 int named_bool(blo_state *S, callargs *a, const char *name, int dflt, int *out) {

@@ -67,7 +67,7 @@ static int is_live(const ad_val *x) { return x->node >= 0 || x->t != NULL; }
  * whose derivative is not implemented. */
 static int no_ad(blo_state *S, callargs *a, const char *name, value v) {
   if (v.kind == V_TENSOR && (v.tan || (S->tape && v.gen == S->tape_gen && v.node >= 0)))
-    return interp_error(S, a->call, "%s is not differentiable: its argument depends on a variable being differentiated",
+    return interp_error(S, a->call, "%s: not differentiable (its argument depends on a variable being differentiated)",
                         name);
   return X_OK;
 }
@@ -508,9 +508,10 @@ static int bi_fill(blo_state *S, callargs *a, value *out) {
 
 static int bi_eye(blo_state *S, callargs *a, value *out) {
   if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  size_t dims[2];
+  size_t dims[TN_MAX_RANK];
   int rank;
   if (parse_shape(S, a, "eye", 0, a->npos, 0, dims, &rank, NULL)) return X_ERR;
+  if (rank != 1 && rank != 2) return interp_error(S, a->call, "eye: expected eye(n) or eye(n, m), got %d dimensions", rank);
   if (rank == 1) dims[1] = dims[0];
   if (check_count(S, a, "eye", 2, dims)) return X_ERR;
   blo_tensor *t = tn_zeros(&S->tn, 2, dims);
@@ -667,7 +668,9 @@ static int bi_len(blo_state *S, callargs *a, value *out) {
   case V_REC: *out = v_num(((orec *)v.u.o)->n); return X_OK;
   default: break;
   }
-  return type_err(S, a, "len", 0, "a tensor, list, string or record (a number has no length; size() counts elements)");
+  if (v.kind == V_NUM || v.kind == V_TENSOR)
+    return interp_error(S, a->call, "len: a number has no length (size() counts the elements of a tensor)");
+  return type_err(S, a, "len", 0, "a tensor, list, string or record");
 }
 
 /* shape of a number (or rank-0 tensor) is the empty vector. */
@@ -1314,6 +1317,13 @@ static const builtin_def builtins[] = {
 
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 
+/* Builtins defined elsewhere, each module with its own table:
+ * runtime/bilevel_builtins.c (solve specs, hypergrad) and stdlib/plot.c. */
+const builtin_def *bilevel_builtin_find(const char *name);
+const builtin_def *bilevel_builtin_at(size_t i);
+const builtin_def *plot_builtin_find(const char *name);
+const builtin_def *plot_builtin_at(size_t i);
+
 const builtin_def *builtin_find(const char *name) {
   size_t lo = 0, hi = NBUILTINS;
   while (lo < hi) {
@@ -1323,7 +1333,16 @@ const builtin_def *builtin_find(const char *name) {
     if (c < 0) hi = mid;
     else lo = mid + 1;
   }
-  return NULL;
+  const builtin_def *b = bilevel_builtin_find(name);
+  return b ? b : plot_builtin_find(name);
 }
 
-const builtin_def *builtin_at(size_t i) { return i < NBUILTINS ? &builtins[i] : NULL; }
+/* Iterates this table, then the bilevel one, then plot's. */
+const builtin_def *builtin_at(size_t i) {
+  if (i < NBUILTINS) return &builtins[i];
+  i -= NBUILTINS;
+  size_t nb = 0;
+  while (bilevel_builtin_at(nb)) nb++;
+  if (i < nb) return bilevel_builtin_at(i);
+  return plot_builtin_at(i - nb);
+}

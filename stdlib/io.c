@@ -125,8 +125,14 @@ blo_tensor *io_load_csv(tn_ctx *ctx, const char *path, int header, const long *c
 
   while ((len = getline(&line, &linecap, fp)) >= 0) {
     lineno++;
-    if (chomp(line, &len)) continue;
-    int rc = split_fields(line, &fv);
+    char *text = line;
+    if (lineno == 1 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
+        (unsigned char)text[2] == 0xBF) {
+      text += 3;  /* UTF-8 byte order mark, as spreadsheet exports write it */
+      len -= 3;
+    }
+    if (chomp(text, &len)) continue;
+    int rc = split_fields(text, &fv);
     if (rc == -1) { seterr(err, errlen, "%s:%ld: out of memory", path, lineno); goto done; }
     if (rc == -2) { seterr(err, errlen, "%s:%ld: unterminated quoted field", path, lineno); goto done; }
     if (nfields < 0) {

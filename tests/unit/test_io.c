@@ -242,6 +242,25 @@ START_TEST(csv_empty_and_header_only) {
 }
 END_TEST
 
+START_TEST(csv_utf8_bom) {
+  const char *p = path_of("bom.csv");
+  write_text(p, "\xEF\xBB\xBF" "a,b\n1,2\n");
+  char **names;
+  int nn;
+  blo_tensor *u = io_load_csv(&ctx, p, 1, NULL, 0, &names, &nn, err, sizeof err);
+  ck_assert_msg(u != NULL, "%s", err);
+  ck_assert_str_eq(names[0], "a");
+  io_free_names(names, nn);
+  ck_assert(u->data[0] == 1 && u->data[1] == 2);
+  tn_release(&ctx, u);
+  write_text(p, "\xEF\xBB\xBF" "3,4\n");
+  u = io_load_csv(&ctx, p, 0, NULL, 0, NULL, NULL, err, sizeof err);
+  ck_assert_msg(u != NULL, "%s", err);
+  ck_assert(u->data[0] == 3 && u->data[1] == 4);
+  tn_release(&ctx, u);
+}
+END_TEST
+
 START_TEST(csv_special_numbers) {
   const char *p = path_of("s.csv");
   write_text(p, "nan,inf,-inf, 1e3 \n");
@@ -508,6 +527,7 @@ int main(void) {
   tcase_add_test(tc, csv_not_a_number);
   tcase_add_test(tc, csv_missing_file);
   tcase_add_test(tc, csv_empty_and_header_only);
+  tcase_add_test(tc, csv_utf8_bom);
   tcase_add_test(tc, csv_special_numbers);
   tcase_add_test(tc, idx_ubyte_plain);
   tcase_add_test(tc, idx_ubyte_gzip);

@@ -1,0 +1,383 @@
+/* test_bilevel.c: unit tests of the bilevel runtime (runtime/bilevel*.c,
+ * optim.c, hg_*.c), driven through the public API with small scripts, plus
+ * a look inside the state (interp.h) for the steady-state allocation check.
+ * The numerical reference values are the closed forms of methods.md §5. */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../include/blo.h"
+#include "../../runtime/bilevel.h"
+
+static blo_state *S;
+static char dir[256];
+
+static void setup(void) {
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  S = blo_open(&cfg);
+  ck_assert_ptr_nonnull(S);
+  strcpy(dir, "/tmp/blo_test_bilevel_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void) {
+  blo_close(S);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+static int run(const char *src) { return blo_eval_string(S, "test", src, strlen(src)); }
+
+static void run_ok(const char *src) {
+  int rc = run(src);
+  ck_assert_msg(rc == BLO_OK, "script failed: %s", blo_last_error(S)->message);
+}
+
+static double num(const char *name) {
+  double d = NAN;
+  ck_assert_msg(blo_get_number(S, name, &d) == BLO_OK, "no number '%s'", name);
+  return d;
+}
+
+static void expect_error(const char *src, const char *msg) {
+  int rc = run(src);
+  ck_assert_int_ne(rc, BLO_OK);
+  ck_assert_msg(strstr(blo_last_error(S)->message, msg) != NULL, "expected '%s', got '%s'", msg,
+                blo_last_error(S)->message);
+}
+
+/* P1, 1-D: w*(lam) = 3 / (5 + lam), F = 1/2 (w - 0.5)^2. */
+static const char *P1 =
+  "let xt = [1, 2]\n"
+  "problem p1 {\n"
+  "  outer lam = 0.0\n"
+  "  inner w = 0.0\n"
+  "  inner minimize 0.5 * sum((xt * w - 1)^2) + 0.5 * lam * w^2\n"
+  "  outer minimize 0.5 * (w - 0.5)^2\n"
+  "}\n";
+
+START_TEST(p1_closed_form_every_method) {
+  run_ok(P1);
+  const char *methods[] = {"cg()", "exact()", "unroll()", "forward()", "neumann(60)"};
+  for (int i = 0; i < 5; i++) {
+    char src[256];
+    snprintf(src, sizeof src, "lam = 0\nlet g0 = hypergrad(p1, %s, inner_steps = 200)\n"
+             "lam = 2\nlet g2 = hypergrad(p1, %s, inner_steps = 200)\n", methods[i], methods[i]);
+    run_ok(src);
+    ck_assert_msg(fabs(num("g0") / -0.012 - 1) < 1e-8, "%s at 0: %.17g", methods[i], num("g0"));
+    ck_assert_msg(fabs(num("g2") / 0.0043731778425656 - 1) < 1e-8, "%s at 2: %.17g", methods[i], num("g2"));
+  }
+  /* hypergrad() leaves the variables as they were */
+  ck_assert_double_eq(num("lam"), 2);
+  ck_assert_double_eq(num("w"), 0);
+}
+END_TEST
+
+START_TEST(p1_solve_reaches_optimum) {
+  run_ok(P1);
+  run_ok("let r = solve p1 with {inner_steps = 100, outer_steps = 200, outer_opt = sgd(lr = 50)}");
+  ck_assert(fabs(num("lam") - 1) < 1e-8);
+  ck_assert(fabs(num("w") - 0.5) < 1e-8);
+  double F, steps;
+  ck_assert_int_eq(blo_get_field_number(S, "r", "F", &F), BLO_OK);
+  ck_assert_int_eq(blo_get_field_number(S, "r", "steps", &steps), BLO_OK);
+  ck_assert(F < 1e-16);
+  ck_assert_double_eq(steps, 200);
+  /* check_hypergrad: finite differences of the cold-start solution map */
+  run_ok("lam = 0.3\nlet e = check_hypergrad(p1, cg(), inner_steps = 200)");
+  ck_assert(num("e") < 1e-8);
+}
+END_TEST
+
+static int read_file(const char *path, char *buf, size_t n) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t k = fread(buf, 1, n - 1, f);
+  buf[k] = 0;
+  fclose(f);
+  return 0;
+}
+
+/* Drops the 8th column (wall time) of every line. */
+static void drop_time(char *s) {
+  char *out = s;
+  int col = 0;
+  for (char *p = s; *p; p++) {
+    if (*p == '\n') { col = 0; *out++ = *p; continue; }
+    if (*p == ',') col++;
+    if (col != 7) *out++ = *p;
+  }
+  *out = 0;
+}
+
+static const char *MB =
+  "seed(1)\n"
+  "let X = randn(40, 3)\n"
+  "let y = X @ [1, -2, 0.5] + 0.1 * randn(40)\n"
+  "problem mb {\n"
+  "  every outer let task = randn(3)\n"
+  "  every inner let idx = randint(0, 40, 8)\n"
+  "  outer lam = [0.5, 0.5, 0.5]\n"
+  "  inner w = zeros(3)\n"
+  "  inner minimize 0.5 * mean((X[idx] @ w - y[idx])^2) + 0.5 * sum(lam * (w - task)^2)\n"
+  "  outer minimize 0.5 * mean((X @ w - y)^2)\n"
+  "}\n";
+
+START_TEST(trace_same_seed_same_trace) {
+  run_ok(MB);
+  static char a[1 << 16], b[1 << 16], c[1 << 16];
+  const char *seeds[3] = {"7", "7", "8"};
+  char *bufs[3] = {a, b, c};
+  for (int k = 0; k < 3; k++) {
+    char src[512];
+    snprintf(src, sizeof src, "lam = [0.5, 0.5, 0.5]\nw = zeros(3)\n"
+             "let r = solve mb with {inner_steps = 20, outer_steps = 15, hypergrad = unroll(), seed = %s,"
+             " outer_opt = adam(lr = 0.05), trace = \"%s/t%d.csv\"}\n", seeds[k], dir, k);
+    run_ok(src);
+    char path[300];
+    snprintf(path, sizeof path, "%s/t%d.csv", dir, k);
+    ck_assert_int_eq(read_file(path, bufs[k], sizeof a), 0);
+  }
+  ck_assert(strncmp(a, "step,F,f,inner_grad_norm,hypergrad_norm,x_dist2,y_dist2,time,lam[0],lam[1],lam[2]\n",
+                    strlen("step,F,f,inner_grad_norm,hypergrad_norm,x_dist2,y_dist2,time,lam[0]")) == 0);
+  int lines = 0;
+  for (char *p = a; *p; p++) lines += *p == '\n';
+  ck_assert_int_eq(lines, 16);   /* header + one row per outer step */
+  drop_time(a);
+  drop_time(b);
+  drop_time(c);
+  ck_assert_str_eq(a, b);
+  ck_assert_str_ne(a, c);
+}
+END_TEST
+
+START_TEST(trace_refused_without_files) {
+  blo_close(S);
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  cfg.allow_files = 0;
+  S = blo_open(&cfg);
+  run_ok(P1);
+  char src[300];
+  snprintf(src, sizeof src, "let r = solve p1 with {trace = \"%s/t.csv\"}", dir);
+  expect_error(src, "trace files are disabled");
+}
+END_TEST
+
+START_TEST(interrupt_stops_the_solve) {
+  volatile int flag = 1;
+  blo_set_interrupt_flag(S, &flag);
+  run_ok(P1);   /* the flag is polled by loops and solves only */
+  flag = 1;
+  int rc = run("let r = solve p1 with {outer_steps = 100}");
+  ck_assert_int_eq(rc, BLO_INTERRUPTED);
+  ck_assert_str_eq(blo_last_error(S)->message, "interrupted at outer step 1");
+  ck_assert_int_eq(flag, 0);
+  ck_assert_double_eq(num("lam"), 0);
+  ck_assert(isfinite(num("w")));
+  blo_set_interrupt_flag(S, NULL);
+}
+END_TEST
+
+START_TEST(nan_names_step_and_keeps_finite_values) {
+  run_ok("problem bad {\n outer a = 1.0\n inner w = 1.0\n inner minimize (w + a)^2 + 0 * log(w)\n"
+         " outer minimize w^2\n}\n");
+  expect_error("let r = solve bad with {outer_steps = 5, inner_steps = 10, inner_opt = sgd(lr = 0.1)}",
+               "solve bad: inner objective is NaN at outer step 1, inner step 4");
+  ck_assert_double_eq(num("a"), 1);
+  ck_assert(isfinite(num("w")));
+  /* a diverging inner loop: Inf, and an exploding outer step */
+  run_ok(P1);
+  expect_error("let r = solve p1 with {inner_opt = sgd(lr = 10)}", "solve p1: inner objective is NaN at outer step 1");
+  /* a NaN in the outer gradient (0 * d sqrt(lam) / d lam at lam = 0) */
+  run_ok("problem p3 {\n outer lam = 0.0\n inner w = 0.0\n inner minimize (w - 1)^2\n"
+         " outer minimize 0.5 * (w - 0.5)^2 + 0 * sqrt(lam)\n}\n");
+  expect_error("let r = solve p3 with {inner_steps = 20}", "solve p3: outer gradient is NaN at outer step 1, inner step 20");
+  ck_assert_double_eq(num("lam"), 0);
+}
+END_TEST
+
+START_TEST(bad_options) {
+  run_ok(P1);
+  expect_error("let r = solve p1 with {inner_step = 3}", "unknown solve option 'inner_step' (did you mean 'inner_steps'?)");
+  expect_error("let r = solve p1 with {inner_steps = \"3\"}",
+               "solve option 'inner_steps' must be a non-negative integer, got string");
+  expect_error("let r = solve p1 with {outer_steps = -1}", "solve option 'outer_steps' must be a non-negative integer, got -1");
+  expect_error("let r = solve p1 with {hypergrad = cgg(iters = 5)}", "'cgg' (did you mean 'cg'?)");
+  expect_error("let r = solve p1 with {hypergrad = \"unrol\"}",
+               "solve option 'hypergrad': unknown hypergradient method 'unrol' (did you mean 'unroll'?)");
+  expect_error("let r = solve p1 with {hypergrad = cg(iter = 5)}", "cg() has no option 'iter' (did you mean 'iters'?)");
+  expect_error("let r = solve p1 with {hypergrad = sgd()}", "solve option 'hypergrad' must be a hypergradient method");
+  expect_error("let r = solve p1 with {inner_opt = cg()}", "solve option 'inner_opt' must be an optimizer");
+  expect_error("let r = solve p1 with {inner_opt = sgd(lr = 0)}", "sgd(): 'lr' must be > 0, got 0");
+  expect_error("let r = solve p1 with {start = \"hot\"}", "solve option 'start' must be \"cold\" or \"warm\"");
+  expect_error("let r = solve p1 with {start = \"cold\", proximal = 0.1}", "is a warm-start option");
+  expect_error("let r = solve p1 with {inner_opt = adam(), hypergrad = unroll()}",
+               "unroll() cannot differentiate through the adam inner optimizer");
+  expect_error("let r = solve p1 with {inner_opt = adam(), hypergrad = forward()}",
+               "forward() cannot differentiate through the adam inner optimizer");
+  expect_error("let r = solve p1 with 3", "the options must be a record");
+  expect_error("let r = solve p2", "unknown problem 'p2' (did you mean 'p1'?)");
+  expect_error("let r = solve xt", "'xt' is not a problem (it is a tensor [2])");
+  expect_error("let h = hypergrad(3)", "hypergrad: argument 1 must be a problem, got number");
+  expect_error("let h = hypergrad(p1, cg(), outer_steps = 3)", "unknown hypergrad option 'outer_steps'");
+  expect_error("let h = unroll(1, 2)", "unroll() takes at most 1 positional argument");
+  /* a variable rebound to something else is reported at solve time */
+  run_ok("w = [1, 2]");
+  expect_error("let r = solve p1", "inner variable 'w' must hold a number, but it holds tensor [2]");
+}
+END_TEST
+
+START_TEST(bad_declarations) {
+  expect_error("problem q {\n outer a = 1.0\n inner w : [5] = zeros(4)\n}", "inner w: declared shape [5], init has shape [4]");
+  expect_error("problem q {\n outer a = 1.0\n inner w = 0\n inner minimize w^2\n}", "problem q has no outer objective");
+  expect_error("problem q {\n outer a = 1.0\n inner minimize a\n outer minimize a\n}", "problem q has no inner variable");
+  expect_error("problem q {\n outer a = 2.0 in [0, 1]\n inner w = 0\n}", "outer a: the initial value is outside its box");
+  expect_error("problem q {\n outer a = 0.5 in [0, 1, 2]\n inner w = 0\n}", "outer a: a box must be [lo, hi]");
+  expect_error("problem q {\n outer a = 0.5\n inner w = 0 in [0, 1]\n}", "boxes are supported on outer variables only");
+  expect_error("problem q {\n outer a = 0.5\n inner a = 0\n}", "variable 'a' declared twice in problem q");
+  expect_error("problem q {\n outer a = 0.5\n inner w = zeros(2)\n inner minimize w\n outer minimize a\n}",
+               "the inner objective must be a number, got tensor [2]");
+}
+END_TEST
+
+START_TEST(scalar_broadcast_and_shapes) {
+  run_ok("problem q {\n outer a : [3] = -1.0\n inner w : [2, 3] = 0\n"
+         " inner minimize sum((w - a)^2)\n outer minimize sum((w - 1)^2)\n}\n"
+         "let r = solve q with {outer_steps = 100, inner_steps = 200, outer_opt = sgd(lr = 0.1)}\n"
+         "let s = shape(w)\nlet s0 = s[0]\nlet s1 = s[1]\nlet a1 = a[1]\n");
+  ck_assert_double_eq(num("s0"), 2);
+  ck_assert_double_eq(num("s1"), 3);
+  ck_assert(fabs(num("a1") - 1) < 1e-6);
+}
+END_TEST
+
+START_TEST(several_problems_and_redeclaration) {
+  run_ok(P1);
+  run_ok("problem p1b {\n outer mu = 0.0\n inner v = 0.0\n inner minimize (v - mu)^2\n outer minimize (v - 3)^2\n}\n"
+         "let r1 = solve p1b with {outer_steps = 200, outer_opt = sgd(lr = 0.2)}\n"
+         "let r2 = solve p1 with {outer_steps = 200, outer_opt = sgd(lr = 50)}\n");
+  ck_assert(fabs(num("mu") - 3) < 1e-6);
+  ck_assert(fabs(num("lam") - 1) < 1e-6);
+  /* redeclaring resets the variables; the old problem value is freed */
+  run_ok(P1);
+  ck_assert_double_eq(num("lam"), 0);
+  run_ok("let pp = p1\nlet ok = pp == p1");
+  ck_assert_double_eq(num("ok"), 1);
+}
+END_TEST
+
+/* A steady-state solve makes no system allocation for tensor data or the
+ * tape per outer step: once the pool is warm, 40 outer steps allocate nothing. */
+START_TEST(steady_state_no_allocation) {
+  run_ok(MB);
+  run_ok("let r = solve mb with {inner_steps = 10, outer_steps = 5, hypergrad = unroll(), seed = 1}");
+  size_t counts[2];
+  const char *srcs[2] = {
+    "let r = solve mb with {inner_steps = 10, outer_steps = 5, hypergrad = unroll(), seed = 1}",
+    "let r = solve mb with {inner_steps = 10, outer_steps = 40, hypergrad = unroll(), seed = 1}",
+  };
+  for (int k = 0; k < 2; k++) {
+    size_t before = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0);
+    run_ok(srcs[k]);
+    counts[k] = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0) - before;
+  }
+  /* (the first measured solve may still settle the pool's size classes) */
+  ck_assert_msg(counts[1] <= counts[0], "5 steps: %zu allocations, 40 steps: %zu", counts[0], counts[1]);
+  ck_assert_msg(counts[1] == 0, "40 steps after warm-up: %zu allocations", counts[1]);
+}
+END_TEST
+
+START_TEST(builtin_registry) {
+  const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "momentum",
+                         "neumann", "penalty", "sgd", "t1t2", "ufo", "unroll"};
+  size_t n = sizeof names / sizeof names[0];
+  for (size_t i = 0; i < n; i++) {
+    const builtin_def *b = bilevel_builtin_find(names[i]);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_str_eq(b->name, names[i]);
+    ck_assert_ptr_eq(bilevel_builtin_at(i), b);
+  }
+  ck_assert_ptr_null(bilevel_builtin_at(n));
+  ck_assert_ptr_null(bilevel_builtin_find("cgg"));
+  /* each method in the table has its constructor */
+  for (size_t i = 0; hg_at(i); i++) ck_assert_ptr_nonnull(bilevel_builtin_find(hg_at(i)->name));
+  /* specs are records a script can read */
+  run_ok("let s = cg(iters = 7)\nlet k = s.iters\nlet t = neumann(3).K\nlet lr = adam(lr = 0.02).lr");
+  ck_assert_double_eq(num("k"), 7);
+  ck_assert_double_eq(num("t"), 3);
+  ck_assert_double_eq(num("lr"), 0.02);
+}
+END_TEST
+
+START_TEST(optimizers_match_formulas) {
+  bl_optspec sp;
+  bl_opt o;
+  double x[2] = {1, -1}, g[2] = {0.5, 2};
+  opt_default(&sp, OPT_MOMENTUM);
+  sp.lr = 0.1;
+  sp.beta = 0.5;
+  ck_assert_int_eq(opt_init(&o, &sp, 2), 0);
+  opt_step(&o, x, g);   /* v = g; x -= 0.1 g */
+  opt_step(&o, x, g);   /* v = 0.5 g + g = 1.5 g; x -= 0.15 g */
+  ck_assert(fabs(x[0] - (1 - 0.25 * 0.5)) < 1e-15);
+  ck_assert(fabs(x[1] - (-1 - 0.25 * 2)) < 1e-15);
+  opt_free(&o);
+  opt_default(&sp, OPT_ADAM);
+  sp.lr = 0.01;
+  ck_assert_int_eq(opt_init(&o, &sp, 2), 0);
+  x[0] = 1;
+  x[1] = -1;
+  opt_step(&o, x, g);   /* first bias-corrected adam step moves by lr * g / (|g| + eps) */
+  ck_assert(fabs(x[0] - (1 - 0.01 * 0.5 / (0.5 + 1e-8))) < 1e-15);
+  ck_assert(fabs(x[1] - (-1 - 0.01 * 2 / (2 + 1e-8))) < 1e-15);
+  opt_free(&o);
+  opt_default(&sp, OPT_SGD);
+  sp.lr = 1;
+  sp.decay = 1;
+  ck_assert_int_eq(opt_init(&o, &sp, 1), 0);
+  ck_assert_double_eq(opt_lr(&o), 1);
+  opt_step(&o, x, g);
+  ck_assert_double_eq(opt_lr(&o), 0.5);
+  opt_free(&o);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("bilevel");
+  TCase *tc = tcase_create("bilevel");
+  tcase_set_timeout(tc, 120);
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, p1_closed_form_every_method);
+  tcase_add_test(tc, p1_solve_reaches_optimum);
+  tcase_add_test(tc, trace_same_seed_same_trace);
+  tcase_add_test(tc, trace_refused_without_files);
+  tcase_add_test(tc, interrupt_stops_the_solve);
+  tcase_add_test(tc, nan_names_step_and_keeps_finite_values);
+  tcase_add_test(tc, bad_options);
+  tcase_add_test(tc, bad_declarations);
+  tcase_add_test(tc, scalar_broadcast_and_shapes);
+  tcase_add_test(tc, several_problems_and_redeclaration);
+  tcase_add_test(tc, steady_state_no_allocation);
+  tcase_add_test(tc, builtin_registry);
+  tcase_add_test(tc, optimizers_match_formulas);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_set_fork_status(sr, CK_NOFORK);
+  srunner_run_all(sr, CK_SILENT);
+  int nrun = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
+  if (failed) {
+    TestResult **res = srunner_failures(sr);
+    for (int i = 0; i < failed; i++)
+      fprintf(stderr, "%s:%d: %s\n", tr_lfile(res[i]), tr_lno(res[i]), tr_msg(res[i]));
+    free(res);
+  }
+  srunner_free(sr);
+  printf("test_bilevel: %d passed, %d failed\n", nrun - failed, failed);
+  return failed == 0 ? 0 : 1;
+}

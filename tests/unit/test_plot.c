@@ -1,0 +1,366 @@
+/* test_plot.c: unit tests of the plot builtin (stdlib/plot.c).
+ *
+ * Each test runs a script through the public API, reads the written PNG back
+ * with cairo and checks what a reader would see: the size, and pixels of each
+ * series' palette colour where the data puts them.  Files go to a fresh
+ * mkdtemp directory. */
+#define _POSIX_C_SOURCE 200809L
+#include "config.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blo.h"
+
+#ifdef HAVE_CAIRO
+#include <cairo.h>
+#endif
+
+static char dir[256];
+
+static const char *path_of(const char *name) {
+  static char buf[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+  return buf[k];
+}
+
+static void setup(void) {
+  strcpy(dir, "/tmp/blo_test_plot_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Runs src with "@" replaced by the test directory; returns the status. */
+static int run(blo_state *S, const char *src) {
+  char buf[4096];
+  size_t n = 0;
+  for (const char *p = src; *p && n + 300 < sizeof buf; p++) {
+    if (*p == '@') n += (size_t)snprintf(buf + n, sizeof buf - n, "%s", dir);
+    else buf[n++] = *p;
+  }
+  buf[n] = 0;
+  return blo_eval_string(S, "test", buf, n);
+}
+
+static blo_state *open_state(int allow_files) {
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  cfg.allow_files = allow_files;
+  blo_state *S = blo_open(&cfg);
+  ck_assert_ptr_nonnull(S);
+  return S;
+}
+
+static void run_ok(const char *src) {
+  blo_state *S = open_state(1);
+  int rc = run(S, src);
+  ck_assert_msg(rc == BLO_OK, "script failed: %s", blo_last_error(S)->message);
+  blo_close(S);
+}
+
+/* The error message of a script that must fail. */
+static void run_fails(const char *src, const char *want, int allow_files) {
+  blo_state *S = open_state(allow_files);
+  int rc = run(S, src);
+  ck_assert_int_eq(rc, BLO_ERROR_RUNTIME);
+  const blo_error *e = blo_last_error(S);
+  ck_assert_msg(strstr(e->message, want) != NULL, "message '%s' lacks '%s'", e->message, want);
+  ck_assert_int_eq(e->line, 1);
+  ck_assert_int_gt(e->col, 0);
+  blo_close(S);
+}
+
+static int file_starts_with(const char *path, const char *prefix) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  char buf[64] = {0};
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  return n >= strlen(prefix) && memcmp(buf, prefix, strlen(prefix)) == 0;
+}
+
+#ifdef HAVE_CAIRO
+
+typedef struct img {
+  cairo_surface_t *s;
+  int w, h, stride;
+  unsigned char *d;
+} img;
+
+static img load_png(const char *path) {
+  img im;
+  im.s = cairo_image_surface_create_from_png(path);
+  ck_assert_int_eq(cairo_surface_status(im.s), CAIRO_STATUS_SUCCESS);
+  cairo_surface_flush(im.s);
+  im.w = cairo_image_surface_get_width(im.s);
+  im.h = cairo_image_surface_get_height(im.s);
+  im.stride = cairo_image_surface_get_stride(im.s);
+  im.d = cairo_image_surface_get_data(im.s);
+  return im;
+}
+
+static void rgb_at(const img *im, int x, int y, int *r, int *g, int *b) {
+  uint32_t px;
+  memcpy(&px, im->d + (size_t)y * (size_t)im->stride + (size_t)x * 4, 4);
+  *r = (px >> 16) & 0xff;
+  *g = (px >> 8) & 0xff;
+  *b = px & 0xff;
+}
+
+static int is_color(const img *im, int x, int y, unsigned hex) {
+  int r, g, b;
+  rgb_at(im, x, y, &r, &g, &b);
+  int R = (hex >> 16) & 0xff, G = (hex >> 8) & 0xff, B = hex & 0xff;
+  return abs(r - R) <= 6 && abs(g - G) <= 6 && abs(b - B) <= 6;
+}
+
+/* Statistics of the pixels of one colour: count, mean position, and per
+ * column the mean row (NAN where the column has none). */
+typedef struct cstats {
+  long count;
+  double mx, my;
+  int xmin, xmax, ymin, ymax;
+  double *col_row;
+} cstats;
+
+static cstats color_stats(const img *im, unsigned hex) {
+  cstats c = {0, 0, 0, im->w, -1, im->h, -1, NULL};
+  c.col_row = malloc(sizeof(double) * (size_t)im->w);
+  ck_assert_ptr_nonnull(c.col_row);
+  for (int x = 0; x < im->w; x++) {
+    double sum = 0;
+    int n = 0;
+    for (int y = 0; y < im->h; y++)
+      if (is_color(im, x, y, hex)) {
+        c.count++;
+        c.mx += x;
+        c.my += y;
+        sum += y;
+        n++;
+        if (x < c.xmin) c.xmin = x;
+        if (x > c.xmax) c.xmax = x;
+        if (y < c.ymin) c.ymin = y;
+        if (y > c.ymax) c.ymax = y;
+      }
+    c.col_row[x] = n ? sum / n : NAN;
+  }
+  if (c.count) {
+    c.mx /= (double)c.count;
+    c.my /= (double)c.count;
+  }
+  return c;
+}
+
+enum { BLUE = 0x0072B2, VERMILLION = 0xD55E00, GREEN = 0x009E73 };
+
+/* Two line series on linear axes: the rising line y = x is blue (first
+ * palette colour), the constant y = 5 is vermillion; they cross mid-plot. */
+START_TEST(png_lines_at_expected_places) {
+  run_ok("let x = linspace(0, 10, 101)\n"
+         "plot(\"@/lines.png\", x = x, y = [x, x * 0 + 5], legend = false, width = 640, height = 400,"
+         " xlabel = \"x\", ylabel = \"y\", title = \"two lines\")\n");
+  img im = load_png(path_of("lines.png"));
+  ck_assert_int_eq(im.w, 640);
+  ck_assert_int_eq(im.h, 400);
+  cstats b = color_stats(&im, BLUE), v = color_stats(&im, VERMILLION);
+  ck_assert_int_gt(b.count, 500);
+  ck_assert_int_gt(v.count, 500);
+  /* both span most of the width, over the same columns */
+  ck_assert_int_gt(v.xmax - v.xmin, 640 * 7 / 10);
+  ck_assert_int_le(abs(b.xmin - v.xmin), 3);
+  ck_assert_int_le(abs(b.xmax - v.xmax), 3);
+  /* the constant series is one horizontal band */
+  ck_assert_int_le(v.ymax - v.ymin, 4);
+  /* the rising series climbs: rows decrease from left to right, linearly */
+  int q1 = b.xmin + (b.xmax - b.xmin) / 4, q3 = b.xmax - (b.xmax - b.xmin) / 4;
+  double r0 = b.col_row[b.xmin + 3], r1 = b.col_row[b.xmax - 3], rq1 = b.col_row[q1], rq3 = b.col_row[q3];
+  ck_assert(r0 - r1 > 200);
+  ck_assert(fabs(rq1 - (0.75 * r0 + 0.25 * r1)) < 3);
+  ck_assert(fabs(rq3 - (0.25 * r0 + 0.75 * r1)) < 3);
+  /* they cross in the middle: the blue line reaches the vermillion row at the mid column */
+  double cross = q1 + (v.my - rq1) * (q3 - q1) / (rq3 - rq1);
+  ck_assert_msg(fabs(cross - (b.xmin + b.xmax) / 2.0) < 3, "cross at %g", cross);
+  free(b.col_row);
+  free(v.col_row);
+  cairo_surface_destroy(im.s);
+}
+END_TEST
+
+/* A log y axis turns y = 10^x into a straight line. */
+START_TEST(png_log_axis_straightens_exponential) {
+  run_ok("let x = linspace(0, 5, 51)\n"
+         "plot(\"@/log.png\", x = x, y = 10^x, logy = true, legend = false)\n");
+  img im = load_png(path_of("log.png"));
+  ck_assert_int_eq(im.w, 800);
+  ck_assert_int_eq(im.h, 500);
+  cstats b = color_stats(&im, BLUE);
+  ck_assert_int_gt(b.count, 500);
+  /* least-squares line through the column means; residuals stay within 2 px */
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  int n = 0;
+  for (int x = b.xmin + 3; x <= b.xmax - 3; x++) {
+    if (isnan(b.col_row[x])) continue;
+    sx += x;
+    sy += b.col_row[x];
+    sxx += (double)x * x;
+    sxy += x * b.col_row[x];
+    n++;
+  }
+  ck_assert_int_gt(n, 400);
+  double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx), icpt = (sy - slope * sx) / n;
+  ck_assert(slope < -0.3);
+  for (int x = b.xmin + 3; x <= b.xmax - 3; x++)
+    if (!isnan(b.col_row[x])) ck_assert_msg(fabs(b.col_row[x] - (icpt + slope * x)) < 2.0, "column %d", x);
+  free(b.col_row);
+  cairo_surface_destroy(im.s);
+}
+END_TEST
+
+/* Per-point colours: class 0 (blue) on the left, class 1 (vermillion) on
+ * the right; a line series from `series` is green (the next free colour). */
+START_TEST(png_scatter_point_colors_and_series) {
+  run_ok("seed(3)\n"
+         "let x = concat(rand(40), rand(40) + 9)\n"
+         "let y = rand(80)\n"
+         "let c = concat(zeros(40), ones(40))\n"
+         "plot(\"@/scatter.png\", series = [{x = x, y = y, kind = \"scatter\", color = c,"
+         " classes = [\"left\", \"right\"]}, {x = [0, 10], y = [0.5, 0.5], label = \"boundary\"}])\n");
+  img im = load_png(path_of("scatter.png"));
+  cstats b = color_stats(&im, BLUE), v = color_stats(&im, VERMILLION), g = color_stats(&im, GREEN);
+  ck_assert_int_gt(b.count, 200);
+  ck_assert_int_gt(v.count, 200);
+  ck_assert_int_gt(g.count, 200);
+  /* the legend adds a few markers of each class colour; the bulk is the data */
+  ck_assert(b.mx < im.w * 0.45);
+  ck_assert(v.mx > im.w * 0.55);
+  free(b.col_row);
+  free(v.col_row);
+  free(g.col_row);
+  cairo_surface_destroy(im.s);
+}
+END_TEST
+
+/* An image grid: a 2x2 checkerboard scaled up shows black and white in equal parts. */
+START_TEST(png_image_grid) {
+  run_ok("plot(\"@/img.png\", images = [[[0, 1], [1, 0]], [[1, 0], [0, 1]]], labels = [\"a\", \"b\"],"
+         " width = 400, height = 300)\n");
+  img im = load_png(path_of("img.png"));
+  ck_assert_int_eq(im.w, 400);
+  ck_assert_int_eq(im.h, 300);
+  long black = 0, white_in_cells = 0;
+  cstats k = color_stats(&im, 0x000000);
+  black = k.count;
+  /* white pixels inside the bounding box of the black ones are image cells */
+  for (int y = k.ymin; y <= k.ymax; y++)
+    for (int x = k.xmin; x <= k.xmax; x++)
+      if (is_color(&im, x, y, 0xFFFFFF)) white_in_cells++;
+  ck_assert_int_gt(black, 5000);
+  ck_assert(fabs((double)black - (double)white_in_cells) < 0.2 * (double)black);
+  free(k.col_row);
+  cairo_surface_destroy(im.s);
+}
+END_TEST
+
+START_TEST(svg_and_pdf_written) {
+  run_ok("plot(\"@/f.svg\", y = [1, 3, 2], labels = \"s\", title = \"svg\")\n"
+         "plot(\"@/f.pdf\", y = [[1, 3, 2], [2, 2, 1]], kind = \"scatter\", logy = true)\n"
+         "plot(\"@/F.PNG\", y = [1, 2])\n");
+  ck_assert(file_starts_with(path_of("f.svg"), "<?xml"));
+  ck_assert(file_starts_with(path_of("f.pdf"), "%PDF"));
+  ck_assert(file_starts_with(path_of("F.PNG"), "\x89PNG"));
+  FILE *f = fopen(path_of("f.svg"), "rb");
+  ck_assert_ptr_nonnull(f);
+  char buf[4096] = {0};
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  ck_assert(n > 100);
+  ck_assert_ptr_nonnull(strstr(buf, "<svg"));
+  ck_assert_ptr_nonnull(strstr(buf, "width=\"800"));
+}
+END_TEST
+
+START_TEST(errors_are_located) {
+  run_fails("plot(\"@/a.jpg\", y = [1, 2])", "plot: cannot tell the format of", 1);
+  run_fails("plot(\"@/a.png\", y = [1, 2])", "plot: file access is disabled by the host", 0);
+  run_fails("plot(\"@/a.png\", x = [1, 2, 3], y = [1, 2])", "plot: x has 3 values but y has 2", 1);
+  run_fails("plot(\"@/a.png\", y = [1, 2], kind = \"bars\")", "plot: kind must be one of", 1);
+  run_fails("plot(\"@/a.png\", y = [1, 2], colour = 1)", "unknown named argument 'colour'", 1);
+  run_fails("plot(\"@/a.png\", y = [1, 2], color = \"mauve\")", "plot: color: expected", 1);
+  run_fails("plot(\"@/a.png\")", "plot: nothing to draw", 1);
+  run_fails("plot(\"@/a.png\", y = [1, 2], ylim = [0, 1], logy = true)", "lo > 0", 1);
+  run_fails("plot(\"@/no/such/dir/a.png\", y = [1, 2])", "No such file or directory", 1);
+  run_fails("plot(\"@/a.png\", series = [{x = [1], y = [1], colr = 2}])", "unknown field 'colr'", 1);
+  /* nothing was left behind by the failed calls */
+  ck_assert_int_ne(access(path_of("a.png"), F_OK), 0);
+}
+END_TEST
+
+/* Degenerate data draws without trouble: one point, constant data, NaNs,
+ * non-positive values on a log axis, empty series. */
+START_TEST(degenerate_data) {
+  run_ok("plot(\"@/d1.png\", y = 3)\n"
+         "plot(\"@/d2.png\", y = [2, 2, 2])\n"
+         "plot(\"@/d3.png\", y = [1, 0 / 0, 3], logy = true)\n"
+         "plot(\"@/d4.png\", y = [-1, 0, 1], logy = true)\n"
+         "plot(\"@/d5.png\", series = [{x = [], y = []}])\n"
+         "plot(\"@/d6.png\", x = [1e6, 2e6], y = [1e-7, 3e-7], width = 100, height = 100)\n");
+  for (int i = 1; i <= 6; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "d%d.png", i);
+    ck_assert_msg(file_starts_with(path_of(name), "\x89PNG"), "%s", name);
+  }
+}
+END_TEST
+
+#else
+
+START_TEST(without_cairo_reports) {
+  run_fails("plot(\"@/a.png\", y = [1, 2])", "built without cairo", 1);
+}
+END_TEST
+
+#endif
+
+int main(void) {
+  Suite *s = suite_create("plot");
+  TCase *tc = tcase_create("plot");
+  tcase_set_timeout(tc, 60);
+  tcase_add_checked_fixture(tc, setup, teardown);
+#ifdef HAVE_CAIRO
+  tcase_add_test(tc, png_lines_at_expected_places);
+  tcase_add_test(tc, png_log_axis_straightens_exponential);
+  tcase_add_test(tc, png_scatter_point_colors_and_series);
+  tcase_add_test(tc, png_image_grid);
+  tcase_add_test(tc, svg_and_pdf_written);
+  tcase_add_test(tc, errors_are_located);
+  tcase_add_test(tc, degenerate_data);
+#else
+  tcase_add_test(tc, without_cairo_reports);
+#endif
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_set_fork_status(sr, CK_NOFORK);
+  srunner_run_all(sr, CK_SILENT);
+  int run_n = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
+  if (failed) {
+    TestResult **res = srunner_failures(sr);
+    for (int i = 0; i < failed; i++)
+      fprintf(stderr, "%s:%d: %s\n", tr_lfile(res[i]), tr_lno(res[i]), tr_msg(res[i]));
+    free(res);
+  }
+  srunner_free(sr);
+  printf("test_plot: %d passed, %d failed\n", run_n - failed, failed);
+  return failed == 0 ? 0 : 1;
+}
