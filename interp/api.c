@@ -186,7 +186,7 @@ static int eval_text(blo_state *S, const char *name, const char *src, size_t len
   S->sc = NULL;
   int rc = exec_chunk(S, c);
   S->sc = saved;
-  if (rc != X_OK) {
+  if (rc != EV_OK) {
     if (S->err.status == BLO_OK) S->err.status = BLO_ERROR_RUNTIME;
     report(S);
     return S->err.status;
@@ -631,9 +631,9 @@ int blo_call(blo_state *S, const char *fn, int nargs, const blo_array *args, con
   f = v_retain(f);   /* the call may rebind the global */
   value stackbuf[8];
   value *vals = nargs <= 8 ? stackbuf : calloc((size_t)nargs, sizeof(value));
-  int rc = X_OK, made = 0;
+  int rc = EV_OK, made = 0;
   if (!vals) rc = interp_error(S, NULL, "out of memory");
-  for (; rc == X_OK && made < nargs; made++) {
+  for (; rc == EV_OK && made < nargs; made++) {
     const blo_array *a = &args[made];
     if (a->rank == 0) {
       vals[made] = v_num(a->data[0]);
@@ -644,11 +644,11 @@ int blo_call(blo_state *S, const char *fn, int nargs, const blo_array *args, con
     }
   }
   value out = v_nil();
-  if (rc == X_OK) rc = call_value(S, NULL, f, vals, nargs, &out);
+  if (rc == EV_OK) rc = call_value(S, NULL, f, vals, nargs, &out);
   for (int i = 0; i < made; i++) v_release(S, &vals[i]);
   if (vals && vals != stackbuf) free(vals);
   v_release(S, &f);
-  if (rc != X_OK) {
+  if (rc != EV_OK) {
     v_release(S, &out);
     if (S->err.status == BLO_OK) S->err.status = BLO_ERROR_RUNTIME;
     report(S);

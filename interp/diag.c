@@ -31,7 +31,7 @@ static int record(blo_state *S, const chunk *c, int line, int col, const char *m
   S->err.line = line;
   S->err.col = col;
   set_src_line(S, c, line);
-  return X_ERR;
+  return EV_ERR;
 }
 
 int interp_error(blo_state *S, const ast_node *at, const char *fmt, ...) {

@@ -23,7 +23,7 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
   r->result = v_nil();
   r->dir = NULL;
   value saved[MAXV];
-  int nsaved = 0, rc = X_OK;
+  int nsaved = 0, rc = EV_OK;
   if (r->reverse) {
     if (!S->tape && !(S->tape = ad_tape_new(&S->tn))) return interp_error(S, at, "out of memory");
     ad_tape_reset(&S->tn, S->tape);
@@ -44,7 +44,7 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
       break;
     }
     ad_val a;
-    if ((rc = v_to_ad(S, at, *slot, &a)) != X_OK) break;
+    if ((rc = v_to_ad(S, at, *slot, &a)) != EV_OK) break;
     tn_release(&S->tn, a.t);
     a.t = NULL;
     a.node = -1;
@@ -70,22 +70,22 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
     *slot = nv;
   }
   value res = v_nil();
-  if (rc == X_OK) rc = eval_expr(S, expr, &res);
+  if (rc == EV_OK) rc = eval_expr(S, expr, &res);
   /* restore the variables whatever happened */
   for (int i = 0; i < nsaved; i++) {
     value *slot = env_lookup(S, r->names[i]);
     if (slot) { v_release(S, slot); *slot = saved[i]; }
     else v_release(S, &saved[i]);
   }
-  if (rc == X_OK && !v_is_numeric(res)) {
+  if (rc == EV_OK && !v_is_numeric(res)) {
     char d[64];
     v_describe(res, d, sizeof d);
     rc = interp_error(S, expr, "the differentiated expression must be numeric, got %s", d);
   }
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     ad_val out;
     rc = v_to_ad(S, expr, res, &out);
-    if (rc == X_OK) {
+    if (rc == EV_OK) {
       if (out.t) r->dir = tn_retain(out.t);
       r->result = out.v->rank == 0 ? v_num(out.v->data[0]) : v_tensor(tn_retain(out.v));
       if (tape) {
@@ -96,7 +96,7 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
         } else if (ad_backward(&S->tn, tape, out, NULL)) {
           rc = interp_tn_error(S, expr);
         } else {
-          for (int i = 0; i < r->n && rc == X_OK; i++) {
+          for (int i = 0; i < r->n && rc == EV_OK; i++) {
             blo_tensor **hv = r->hvs ? &r->hvs[i] : NULL;
             if (ad_adjoint(&S->tn, tape, nodes[i], &r->grads[i], hv)) rc = interp_tn_error(S, expr);
           }
@@ -110,7 +110,7 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
   S->tape_gen++;     /* any value still holding a node is now a constant */
   S->ad_depth--;
   S->tape = saved_tape;
-  if (rc != X_OK) diff_req_free(S, r);
+  if (rc != EV_OK) diff_req_free(S, r);
   return rc;
 }
 
@@ -120,12 +120,12 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
 static int var_names(blo_state *S, const ast_node *call, int k, const char **names, int *n, int *is_list) {
   const ast_node *a = call->kids[k];
   *is_list = 0;
-  if (a->kind == N_NAME) { names[0] = a->name; *n = 1; return X_OK; }
+  if (a->kind == N_NAME) { names[0] = a->name; *n = 1; return EV_OK; }
   if (a->kind == N_LIST && a->nkids > 0 && a->nkids <= 16) {
     for (int i = 0; i < a->nkids; i++) {
       if (a->kids[i]->kind != N_NAME) break;
       names[i] = a->kids[i]->name;
-      if (i == a->nkids - 1) { *n = a->nkids; *is_list = 1; return X_OK; }
+      if (i == a->nkids - 1) { *n = a->nkids; *is_list = 1; return EV_OK; }
     }
   }
   return interp_error(S, a, "expected a variable name or a list of variable names to differentiate with respect to");
@@ -146,23 +146,23 @@ static int check_arity(blo_state *S, const ast_node *call, const char *name, int
       return interp_error(S, call->kids[i], "%s() takes no named arguments", name);
   if (call->nkids < lo || call->nkids > hi)
     return interp_error(S, call, "%s() takes %d to %d arguments, got %d", name, lo, hi, call->nkids);
-  return X_OK;
+  return EV_OK;
 }
 
 /* Evaluates argument k (tangent) into tensors, one per variable. */
 static int tangent_args(blo_state *S, const ast_node *call, int k, int n, int is_list, blo_tensor **tg) {
   value v;
-  if (eval_expr(S, call->kids[k], &v)) return X_ERR;
-  int rc = X_OK;
+  if (eval_expr(S, call->kids[k], &v)) return EV_ERR;
+  int rc = EV_OK;
   if (is_list) {
     if (v.kind == V_LIST && ((olist *)v.u.o)->n == n) {
       olist *l = (olist *)v.u.o;
-      for (int i = 0; i < n && rc == X_OK; i++) {
+      for (int i = 0; i < n && rc == EV_OK; i++) {
         tg[i] = v_to_tensor(S, l->items[i]);
         if (!tg[i]) rc = interp_error(S, call->kids[k], "tangent %d must be numeric", i);
       }
     } else if (v.kind == V_TENSOR && v.u.t->rank >= 1 && (int)v.u.t->shape[0] == n) {
-      for (int i = 0; i < n && rc == X_OK; i++) {
+      for (int i = 0; i < n && rc == EV_OK; i++) {
         tn_index_t ix = {TN_IX_INDEX, i, i + 1};
         tg[i] = tn_index(&S->tn, v.u.t, &ix, 1);
         if (!tg[i]) rc = interp_tn_error(S, call->kids[k]);
@@ -180,14 +180,14 @@ static int tangent_args(blo_state *S, const ast_node *call, int k, int n, int is
 
 int bi_grad(blo_state *S, callargs *a, value *out) {
   const ast_node *call = a->call;
-  if (check_arity(S, call, "grad", 2, 2)) return X_ERR;
+  if (check_arity(S, call, "grad", 2, 2)) return EV_ERR;
   const char *names[16];
   int n, is_list;
-  if (var_names(S, call, 1, names, &n, &is_list)) return X_ERR;
+  if (var_names(S, call, 1, names, &n, &is_list)) return EV_ERR;
   blo_tensor *grads[16] = {0};
   diff_req r = {n, names, NULL, 1, v_nil(), NULL, grads, NULL};
-  if (diff_run(S, call, call->kids[0], &r)) return X_ERR;
-  int rc = X_OK;
+  if (diff_run(S, call, call->kids[0], &r)) return EV_ERR;
+  int rc = EV_OK;
   if (!is_list) {
     value *like = env_lookup(S, names[0]);
     *out = tensor_or_number(S, grads[0], like);
@@ -208,16 +208,16 @@ int bi_grad(blo_state *S, callargs *a, value *out) {
 
 int bi_jvp(blo_state *S, callargs *a, value *out) {
   const ast_node *call = a->call;
-  if (check_arity(S, call, "jvp", 3, 3)) return X_ERR;
+  if (check_arity(S, call, "jvp", 3, 3)) return EV_ERR;
   const char *names[16];
   int n, is_list;
-  if (var_names(S, call, 1, names, &n, &is_list)) return X_ERR;
+  if (var_names(S, call, 1, names, &n, &is_list)) return EV_ERR;
   blo_tensor *tg[16] = {0};
   int rc = tangent_args(S, call, 2, n, is_list, tg);
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     diff_req r = {n, names, tg, 0, v_nil(), NULL, NULL, NULL};
     rc = diff_run(S, call, call->kids[0], &r);
-    if (rc == X_OK) {
+    if (rc == EV_OK) {
       if (r.dir) {
         *out = r.dir->rank == 0 ? v_num(r.dir->data[0]) : v_tensor(tn_retain(r.dir));
       } else if (r.result.kind == V_NUM) {
@@ -236,7 +236,7 @@ int bi_jvp(blo_state *S, callargs *a, value *out) {
 
 int bi_hvp(blo_state *S, callargs *a, value *out) {
   const ast_node *call = a->call;
-  if (check_arity(S, call, "hvp", 3, 4)) return X_ERR;
+  if (check_arity(S, call, "hvp", 3, 4)) return EV_ERR;
   const char *names[2];
   const ast_node *x = call->kids[1];
   if (x->kind != N_NAME) return interp_error(S, x, "hvp: the second argument must be a variable name");
@@ -250,10 +250,10 @@ int bi_hvp(blo_state *S, callargs *a, value *out) {
   blo_tensor *tg[2] = {0};
   int rc = tangent_args(S, call, 2, 1, 0, tg);
   blo_tensor *grads[2] = {0}, *hvs[2] = {0};
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     diff_req r = {n, names, tg, 1, v_nil(), NULL, grads, hvs};
     rc = diff_run(S, call, call->kids[0], &r);
-    if (rc == X_OK) {
+    if (rc == EV_OK) {
       int k = n - 1;   /* H_xx v, or the mixed H_ax v */
       value *like = env_lookup(S, names[k]);
       *out = tensor_or_number(S, hvs[k], like);

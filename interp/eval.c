@@ -18,13 +18,13 @@ int v_to_ad(blo_state *S, const ast_node *at, value v, ad_val *out) {
     if (!out->v) return interp_tn_error(S, at);
     out->t = NULL;
     out->node = -1;
-    return X_OK;
+    return EV_OK;
   }
   if (v.kind == V_TENSOR) {
     out->v = tn_retain(v.u.t);
     out->t = tn_retain(v.tan);
     out->node = (S->tape && v.gen == S->tape_gen) ? v.node : -1;
-    return X_OK;
+    return EV_OK;
   }
   char d[64];
   v_describe(v, d, sizeof d);
@@ -69,7 +69,7 @@ static int str_binary(blo_state *S, const ast_node *at, int op, value a, value b
   if (op == OP_EQ || op == OP_NE) {
     int eq = a.kind == b.kind && a.kind == V_STR && strcmp(v_cstr(a), v_cstr(b)) == 0;
     *out = v_num(op == OP_EQ ? eq : !eq);
-    return X_OK;
+    return EV_OK;
   }
   if (op == OP_ADD) {
     strbuf sb = {0};
@@ -78,7 +78,7 @@ static int str_binary(blo_state *S, const ast_node *at, int op, value a, value b
     if (sb.oom) { sb_free(&sb); return interp_error(S, at, "out of memory"); }
     *out = v_str(S, sb.s ? sb.s : "", sb.n);
     sb_free(&sb);
-    return out->kind == V_STR ? X_OK : interp_error(S, at, "out of memory");
+    return out->kind == V_STR ? EV_OK : interp_error(S, at, "out of memory");
   }
   char da[64], db[64];
   v_describe(a, da, sizeof da);
@@ -89,17 +89,17 @@ static int str_binary(blo_state *S, const ast_node *at, int op, value a, value b
 int op_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out) {
   if (a.kind == V_NUM && b.kind == V_NUM) {
     double x = a.u.num, y = b.u.num;
-    if (op == OP_MOD) { *out = v_num(y == 0 ? NAN : x - floor(x / y) * y); return X_OK; }
-    if (op == OP_MATMUL) { *out = v_num(x * y); return X_OK; }
+    if (op == OP_MOD) { *out = v_num(y == 0 ? NAN : x - floor(x / y) * y); return EV_OK; }
+    if (op == OP_MATMUL) { *out = v_num(x * y); return EV_OK; }
     *out = v_num(tn_binary_scalar(tn_op_of(op), x, y));
-    return X_OK;
+    return EV_OK;
   }
   if (a.kind == V_STR || b.kind == V_STR) return str_binary(S, at, op, a, b, out);
   if (!v_is_numeric(a) || !v_is_numeric(b)) {
     if (op == OP_EQ || op == OP_NE) {
       int same = a.kind == b.kind && (a.kind == V_NIL || a.u.o == b.u.o);
       *out = v_num(op == OP_EQ ? same : !same);
-      return X_OK;
+      return EV_OK;
     }
     char da[64], db[64];
     v_describe(a, da, sizeof da);
@@ -107,8 +107,8 @@ int op_binary(blo_state *S, const ast_node *at, int op, value a, value b, value 
     return interp_error(S, at, "operator '%s' cannot take %s and %s", op_text(op), da, db);
   }
   ad_val x, y, r;
-  if (v_to_ad(S, at, a, &x)) return X_ERR;
-  if (v_to_ad(S, at, b, &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  if (v_to_ad(S, at, a, &x)) return EV_ERR;
+  if (v_to_ad(S, at, b, &y)) { ad_val_release(&S->tn, &x); return EV_ERR; }
   int rc;
   if (op == OP_MATMUL) {
     rc = ad_matmul(&S->tn, S->tape, x, y, &r);
@@ -121,28 +121,28 @@ int op_binary(blo_state *S, const ast_node *at, int op, value a, value b, value 
   ad_val_release(&S->tn, &y);
   if (rc) return interp_tn_error(S, at);
   *out = v_from_ad(S, r);
-  return X_OK;
+  return EV_OK;
 }
 
 int op_unary(blo_state *S, const ast_node *at, tn_unary_op op, value a, value *out) {
   if (a.kind == V_NUM) {
     *out = v_num(tn_unary_scalar(op, a.u.num));
-    return X_OK;
+    return EV_OK;
   }
   ad_val x, r;
-  if (v_to_ad(S, at, a, &x)) return X_ERR;
+  if (v_to_ad(S, at, a, &x)) return EV_ERR;
   int rc = ad_unary(&S->tn, S->tape, op, x, &r);
   ad_val_release(&S->tn, &x);
   if (rc) return interp_tn_error(S, at);
   *out = v_from_ad(S, r);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ---------- helpers ---------- */
 
 static int truthy(blo_state *S, const ast_node *at, value v, int *out) {
   double d;
-  if (v_to_double(v, &d) == 0) { *out = d != 0; return X_OK; }
+  if (v_to_double(v, &d) == 0) { *out = d != 0; return EV_OK; }
   char desc[64];
   v_describe(v, desc, sizeof desc);
   return interp_error(S, at, "condition must be a number, got %s", desc);
@@ -153,9 +153,9 @@ static int check_interrupt(blo_state *S, const ast_node *at) {
     *S->interrupt = 0;
     interp_error(S, at, "interrupted");
     S->err.status = BLO_INTERRUPTED;
-    return X_ERR;
+    return EV_ERR;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 /* [a, b, c]: numbers and equal-shaped tensors stack into a tensor (so
@@ -165,13 +165,13 @@ static int eval_list(blo_state *S, const ast_node *n, value *out) {
   value stackbuf[16];
   value *vals = k <= 16 ? stackbuf : calloc((size_t)k, sizeof(value));
   if (!vals) return interp_error(S, n, "out of memory");
-  int rc = X_OK, numeric = k > 0;
+  int rc = EV_OK, numeric = k > 0;
   int i;
   for (i = 0; i < k; i++) {
-    if ((rc = eval_expr(S, n->kids[i], &vals[i])) != X_OK) break;
+    if ((rc = eval_expr(S, n->kids[i], &vals[i])) != EV_OK) break;
     if (!v_is_numeric(vals[i])) numeric = 0;
   }
-  if (rc == X_OK && numeric) {
+  if (rc == EV_OK && numeric) {
     /* shapes must agree for stacking */
     const blo_tensor *first = vals[0].kind == V_TENSOR ? vals[0].u.t : NULL;
     for (int j = 1; j < k && numeric; j++) {
@@ -194,7 +194,7 @@ static int eval_list(blo_state *S, const ast_node *n, value *out) {
                         "rows of a matrix must have equal length", d0, dj);
     }
   }
-  if (rc == X_OK && numeric) {
+  if (rc == EV_OK && numeric) {
     int any_ad = 0;
     for (int j = 0; j < k; j++)
       if (vals[j].kind == V_TENSOR && (vals[j].tan || (S->tape && vals[j].gen == S->tape_gen && vals[j].node >= 0)))
@@ -225,8 +225,8 @@ static int eval_list(blo_state *S, const ast_node *n, value *out) {
       ad_val *as = calloc((size_t)k, sizeof(ad_val));
       if (!as) rc = interp_error(S, n, "out of memory");
       int j;
-      for (j = 0; rc == X_OK && j < k; j++) rc = v_to_ad(S, n, vals[j], &as[j]);
-      if (rc == X_OK) {
+      for (j = 0; rc == EV_OK && j < k; j++) rc = v_to_ad(S, n, vals[j], &as[j]);
+      if (rc == EV_OK) {
         ad_val r;
         if (ad_stack(&S->tn, S->tape, as, k, 0, &r)) rc = interp_tn_error(S, n);
         else *out = v_from_ad(S, r);
@@ -236,7 +236,7 @@ static int eval_list(blo_state *S, const ast_node *n, value *out) {
         free(as);
       }
     }
-  } else if (rc == X_OK) {
+  } else if (rc == EV_OK) {
     olist *l = list_new(S, k);
     if (!l) {
       rc = interp_error(S, n, "out of memory");
@@ -251,7 +251,7 @@ static int eval_list(blo_state *S, const ast_node *n, value *out) {
       out->node = -1;
     }
   }
-  for (int j = 0; j < (rc == X_OK ? k : i + 1) && j < k; j++) v_release(S, &vals[j]);
+  for (int j = 0; j < (rc == EV_OK ? k : i + 1) && j < k; j++) v_release(S, &vals[j]);
   if (vals != stackbuf) free(vals);
   return rc;
 }
@@ -264,11 +264,11 @@ static int eval_record(blo_state *S, const ast_node *n, value *out) {
   rv.u.o = &r->h;
   for (int i = 0; i < n->nkids; i++) {
     value v;
-    if (eval_expr(S, n->kids[i]->a, &v)) { v_release(S, &rv); return X_ERR; }
+    if (eval_expr(S, n->kids[i]->a, &v)) { v_release(S, &rv); return EV_ERR; }
     if (rec_set(S, r, n->kids[i]->name, v)) { v_release(S, &rv); return interp_error(S, n, "out of memory"); }
   }
   *out = rv;
-  return X_OK;
+  return EV_OK;
 }
 
 /* Builds the tensor-layer index spec from the AST; for a single integer-valued
@@ -288,14 +288,14 @@ static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, 
       double d;
       value v;
       if (k->a) {
-        if (eval_expr(S, k->a, &v)) return X_ERR;
+        if (eval_expr(S, k->a, &v)) return EV_ERR;
         int bad = v_to_double(v, &d);
         v_release(S, &v);
         if (bad) return interp_error(S, k->a, "slice bound must be a number");
         ix[i].start = (long)floor(d);
       }
       if (k->b) {
-        if (eval_expr(S, k->b, &v)) return X_ERR;
+        if (eval_expr(S, k->b, &v)) return EV_ERR;
         int bad = v_to_double(v, &d);
         v_release(S, &v);
         if (bad) return interp_error(S, k->b, "slice bound must be a number");
@@ -304,12 +304,12 @@ static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, 
       if (!k->a && !k->b) ix[i].kind = TN_IX_ALL;
     } else {
       value v;
-      if (eval_expr(S, k, &v)) return X_ERR;
+      if (eval_expr(S, k, &v)) return EV_ERR;
       double d;
       if (v.kind == V_TENSOR && v.u.t->rank == 1 && n->nkids == 1) {
         *take = tn_retain(v.u.t);
         v_release(S, &v);
-        return X_OK;
+        return EV_OK;
       }
       int bad = v_to_double(v, &d);
       char desc[64];
@@ -323,19 +323,19 @@ static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, 
     }
   }
   if (tn_index_check(&S->tn, base, ix, n->nkids)) return interp_tn_error(S, n);
-  return X_OK;
+  return EV_OK;
 }
 
 static int eval_index(blo_state *S, const ast_node *n, value *out) {
   value base;
-  if (eval_expr(S, n->a, &base)) return X_ERR;
-  int rc = X_OK;
+  if (eval_expr(S, n->a, &base)) return EV_ERR;
+  int rc = EV_OK;
   if (base.kind == V_LIST || base.kind == V_STR) {
     value iv;
     double d;
     if (n->nkids != 1 || n->kids[0]->kind == N_SLICE) {
       rc = interp_error(S, n, "a %s takes one integer index", v_kind_name(base));
-    } else if ((rc = eval_expr(S, n->kids[0], &iv)) == X_OK) {
+    } else if ((rc = eval_expr(S, n->kids[0], &iv)) == EV_OK) {
       int bad = v_to_double(iv, &d);
       v_release(S, &iv);
       long len = base.kind == V_LIST ? ((olist *)base.u.o)->n : (long)((ostr *)base.u.o)->len;
@@ -362,21 +362,21 @@ static int eval_index(blo_state *S, const ast_node *n, value *out) {
   }
   tn_index_t ix[TN_MAX_RANK];
   blo_tensor *take = NULL;
-  if (build_index(S, n, base.u.t, ix, &take)) { v_release(S, &base); return X_ERR; }
+  if (build_index(S, n, base.u.t, ix, &take)) { v_release(S, &base); return EV_ERR; }
   ad_val a, r;
-  if (v_to_ad(S, n, base, &a)) { tn_release(&S->tn, take); v_release(S, &base); return X_ERR; }
+  if (v_to_ad(S, n, base, &a)) { tn_release(&S->tn, take); v_release(S, &base); return EV_ERR; }
   int bad = take ? ad_take(&S->tn, S->tape, a, take, 0, &r) : ad_index(&S->tn, S->tape, a, ix, n->nkids, &r);
   ad_val_release(&S->tn, &a);
   tn_release(&S->tn, take);
   v_release(S, &base);
   if (bad) return interp_tn_error(S, n);
   *out = v_from_ad(S, r);
-  return X_OK;
+  return EV_OK;
 }
 
 static int eval_getfield(blo_state *S, const ast_node *n, value *out) {
   value base;
-  if (eval_expr(S, n->a, &base)) return X_ERR;
+  if (eval_expr(S, n->a, &base)) return EV_ERR;
   if (base.kind != V_REC) {
     char desc[64];
     v_describe(base, desc, sizeof desc);
@@ -395,7 +395,7 @@ static int eval_getfield(blo_state *S, const ast_node *n, value *out) {
   }
   *out = v_retain(*f);
   v_release(S, &base);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ---------- calls ---------- */
@@ -428,17 +428,17 @@ static int call_function(blo_state *S, const ast_node *at, ofunc *f, value *args
   chunk *saved_chunk = S->cur_chunk;
   S->cur_chunk = f->chunk;
   S->call_depth++;
-  int rc = X_OK;
-  for (int i = 0; i < nargs && rc == X_OK; i++)
+  int rc = EV_OK;
+  for (int i = 0; i < nargs && rc == EV_OK; i++)
     if (env_define(S, def->kids[i]->name, v_retain(args[i]))) rc = interp_error(S, at, "out of memory");
-  for (int j = 0; j < nnamed && rc == X_OK; j++)
+  for (int j = 0; j < nnamed && rc == EV_OK; j++)
     if (env_define(S, names[j], v_retain(named[j]))) rc = interp_error(S, at, "out of memory");
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     if (def->is_block) {
       rc = exec_block(S, def->a);
-      if (rc == X_RETURN) { *out = S->ret; S->ret = v_nil(); rc = X_OK; }
-      else if (rc == X_OK) *out = v_nil();
-      else if (rc == X_BREAK || rc == X_CONTINUE) rc = interp_error(S, at, "'break' or 'continue' outside a loop");
+      if (rc == EV_RETURN) { *out = S->ret; S->ret = v_nil(); rc = EV_OK; }
+      else if (rc == EV_OK) *out = v_nil();
+      else if (rc == EV_BREAK || rc == EV_CONTINUE) rc = interp_error(S, at, "'break' or 'continue' outside a loop");
     } else {
       rc = eval_expr(S, def->a, out);
     }
@@ -475,7 +475,7 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
       return interp_error(S, n->a, "unknown function '%s'", n->a->name);
     }
   } else if (eval_expr(S, n->a, &fn)) {
-    return X_ERR;
+    return EV_ERR;
   }
   if (fn.kind == V_BUILTIN && fn.u.fn->special) {
     callargs ca = {NULL, 0, NULL, NULL, 0, n};
@@ -493,21 +493,21 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
   value *pos = k <= 8 ? posbuf : calloc((size_t)k, sizeof(value));
   value *named = k <= 8 ? namedbuf : calloc((size_t)k, sizeof(value));
   const char **names = k <= 8 ? namesbuf : calloc((size_t)k, sizeof(char *));
-  int rc = X_OK;
+  int rc = EV_OK;
   if (!pos || !named || !names) rc = interp_error(S, n, "out of memory");
-  for (int i = 0; i < k && rc == X_OK; i++) {
+  for (int i = 0; i < k && rc == EV_OK; i++) {
     const ast_node *arg = n->kids[i];
     if (arg->kind == N_FIELD) {
       for (int j = 0; j < nnamed; j++)
         if (strcmp(names[j], arg->name) == 0) rc = interp_error(S, arg, "argument '%s' given twice", arg->name);
       if (rc) break;
-      if ((rc = eval_expr(S, arg->a, &named[nnamed])) == X_OK) names[nnamed++] = arg->name;
+      if ((rc = eval_expr(S, arg->a, &named[nnamed])) == EV_OK) names[nnamed++] = arg->name;
     } else {
       if (nnamed) { rc = interp_error(S, arg, "positional argument after a named one"); break; }
-      if ((rc = eval_expr(S, arg, &pos[npos])) == X_OK) npos++;
+      if ((rc = eval_expr(S, arg, &pos[npos])) == EV_OK) npos++;
     }
   }
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     if (fn.kind == V_FUNC) {
       rc = call_function(S, n, (ofunc *)fn.u.o, pos, npos, names, named, nnamed, out);
     } else {
@@ -539,15 +539,15 @@ int solve_eval(blo_state *S, const ast_node *n, value *out);  /* runtime/bilevel
 
 int eval_expr(blo_state *S, const ast_node *n, value *out) {
   switch (n->kind) {
-  case N_NUM: *out = v_num(n->num); return X_OK;
+  case N_NUM: *out = v_num(n->num); return EV_OK;
   case N_STR:
     *out = v_str(S, n->name, strlen(n->name));
-    return out->kind == V_STR ? X_OK : interp_error(S, n, "out of memory");
+    return out->kind == V_STR ? EV_OK : interp_error(S, n, "out of memory");
   case N_NAME: {
     value *slot = env_lookup(S, n->name);
-    if (slot) { *out = v_retain(*slot); return X_OK; }
+    if (slot) { *out = v_retain(*slot); return EV_OK; }
     const builtin_def *b = builtin_find(n->name);
-    if (b) { *out = v_nil(); out->kind = V_BUILTIN; out->u.fn = b; return X_OK; }
+    if (b) { *out = v_nil(); out->kind = V_BUILTIN; out->u.fn = b; return EV_OK; }
     const char *sug = env_suggest(S, n->name);
     if (sug) return interp_error(S, n, "unknown name '%s' (did you mean '%s'?)", n->name, sug);
     return interp_error(S, n, "unknown name '%s'", n->name);
@@ -556,8 +556,8 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
   case N_RECORD: return eval_record(S, n, out);
   case N_BINARY: {
     value a, b;
-    if (eval_expr(S, n->a, &a)) return X_ERR;
-    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return X_ERR; }
+    if (eval_expr(S, n->a, &a)) return EV_ERR;
+    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
     int rc = op_binary(S, n, n->op, a, b, out);
     v_release(S, &a);
     v_release(S, &b);
@@ -565,7 +565,7 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
   }
   case N_UNARY: {
     value a;
-    if (eval_expr(S, n->a, &a)) return X_ERR;
+    if (eval_expr(S, n->a, &a)) return EV_ERR;
     int rc;
     if (!v_is_numeric(a)) {
       char desc[64];
@@ -580,24 +580,24 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
   case N_AND: case N_OR: {
     value a;
     int t = 0;
-    if (eval_expr(S, n->a, &a)) return X_ERR;
+    if (eval_expr(S, n->a, &a)) return EV_ERR;
     int rc = truthy(S, n->a, a, &t);
     v_release(S, &a);
     if (rc) return rc;
-    if ((n->kind == N_AND && !t) || (n->kind == N_OR && t)) { *out = v_num(t); return X_OK; }
+    if ((n->kind == N_AND && !t) || (n->kind == N_OR && t)) { *out = v_num(t); return EV_OK; }
     value b;
-    if (eval_expr(S, n->b, &b)) return X_ERR;
+    if (eval_expr(S, n->b, &b)) return EV_ERR;
     rc = truthy(S, n->b, b, &t);
     v_release(S, &b);
     if (rc) return rc;
     *out = v_num(t);
-    return X_OK;
+    return EV_OK;
   }
   case N_RANGE: {
     value a, b;
     double lo, hi;
-    if (eval_expr(S, n->a, &a)) return X_ERR;
-    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return X_ERR; }
+    if (eval_expr(S, n->a, &a)) return EV_ERR;
+    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
     int bad = v_to_double(a, &lo) || v_to_double(b, &hi);
     v_release(S, &a);
     v_release(S, &b);
@@ -607,15 +607,15 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
     if (!t) return interp_tn_error(S, n);
     for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i;
     *out = v_tensor(t);
-    return X_OK;
+    return EV_OK;
   }
   case N_CALL: return eval_call(S, n, out);
   case N_INDEX: return eval_index(S, n, out);
   case N_GETFIELD: return eval_getfield(S, n, out);
   case N_TRANSPOSE: {
     value a;
-    if (eval_expr(S, n->a, &a)) return X_ERR;
-    if (a.kind == V_NUM) { *out = a; return X_OK; }
+    if (eval_expr(S, n->a, &a)) return EV_ERR;
+    if (a.kind == V_NUM) { *out = a; return EV_OK; }
     ad_val x, r;
     int rc = v_to_ad(S, n, a, &x);
     v_release(S, &a);
@@ -624,7 +624,7 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
     ad_val_release(&S->tn, &x);
     if (rc) return interp_tn_error(S, n);
     *out = v_from_ad(S, r);
-    return X_OK;
+    return EV_OK;
   }
   case N_SOLVE: return solve_eval(S, n, out);
   case N_SLICE: return interp_error(S, n, "':' is only allowed inside an index");
@@ -648,7 +648,7 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
     }
     v_release(S, slot);
     *slot = v;
-    return X_OK;
+    return EV_OK;
   }
   const ast_node *base = target->a;
   value *slot = NULL;
@@ -658,10 +658,10 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
     if (!slot) { v_release(S, &v); return interp_error(S, base, "unknown name '%s'", base->name); }
   } else {
     /* nested target: evaluate the container, modify, write back */
-    if (eval_expr(S, base, &owned)) { v_release(S, &v); return X_ERR; }
+    if (eval_expr(S, base, &owned)) { v_release(S, &v); return EV_ERR; }
     slot = &owned;
   }
-  int rc = X_OK;
+  int rc = EV_OK;
   if (target->kind == N_GETFIELD) {
     if (slot->kind != V_REC) {
       rc = interp_error(S, target, "cannot set field '%s' of a %s", target->name, v_kind_name(*slot));
@@ -687,7 +687,7 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
       if (target->nkids != 1 || target->kids[0]->kind == N_SLICE) {
         rc = interp_error(S, target, "a list takes one integer index");
         v_release(S, &v);
-      } else if ((rc = eval_expr(S, target->kids[0], &iv)) == X_OK) {
+      } else if ((rc = eval_expr(S, target->kids[0], &iv)) == EV_OK) {
         int bad = v_to_double(iv, &d);
         v_release(S, &iv);
         long i = (long)d;
@@ -716,7 +716,7 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
       blo_tensor *take = NULL;
       if (slot->tan || (S->tape && slot->gen == S->tape_gen && slot->node >= 0)) {
         rc = interp_error(S, target, "cannot assign into an element of a variable that is being differentiated");
-      } else if ((rc = build_index(S, target, slot->u.t, ix, &take)) == X_OK) {
+      } else if ((rc = build_index(S, target, slot->u.t, ix, &take)) == EV_OK) {
         blo_tensor *src = v_to_tensor(S, v);
         if (take) {
           rc = interp_error(S, target, "assignment through an index vector is not supported");
@@ -730,7 +730,7 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
             if (!c) rc = interp_tn_error(S, target);
             else { tn_release(&S->tn, slot->u.t); slot->u.t = c; }
           }
-          if (rc == X_OK && tn_index_set(&S->tn, slot->u.t, ix, target->nkids, src)) rc = interp_tn_error(S, target);
+          if (rc == EV_OK && tn_index_set(&S->tn, slot->u.t, ix, target->nkids, src)) rc = interp_tn_error(S, target);
         }
         tn_release(&S->tn, src);
         tn_release(&S->tn, take);
@@ -741,7 +741,7 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
       v_release(S, &v);
     }
   }
-  if (rc == X_OK && base->kind != N_NAME) {
+  if (rc == EV_OK && base->kind != N_NAME) {
     /* write the modified container back */
     rc = assign_into(S, base, owned);
     owned = v_nil();
@@ -755,25 +755,25 @@ static int exec_stmt(blo_state *S, const ast_node *n);
 static int exec_loop_body(blo_state *S, const ast_node *body, int *stop) {
   int rc = exec_block(S, body);
   *stop = 0;
-  if (rc == X_BREAK) { *stop = 1; return X_OK; }
-  if (rc == X_CONTINUE) return X_OK;
-  if (rc != X_OK) { *stop = 1; return rc; }
+  if (rc == EV_BREAK) { *stop = 1; return EV_OK; }
+  if (rc == EV_CONTINUE) return EV_OK;
+  if (rc != EV_OK) { *stop = 1; return rc; }
   return check_interrupt(S, body);
 }
 
 static int exec_for(blo_state *S, const ast_node *n) {
   scope sc;
   env_push(S, &sc, 0);
-  int rc = X_OK, stop = 0;
+  int rc = EV_OK, stop = 0;
   if (n->a->kind == N_RANGE) {
     value a, b;
     double lo, hi;
-    if ((rc = eval_expr(S, n->a->a, &a)) == X_OK) {
-      if ((rc = eval_expr(S, n->a->b, &b)) == X_OK) {
+    if ((rc = eval_expr(S, n->a->a, &a)) == EV_OK) {
+      if ((rc = eval_expr(S, n->a->b, &b)) == EV_OK) {
         int bad = v_to_double(a, &lo) || v_to_double(b, &hi);
         v_release(S, &b);
         if (bad) rc = interp_error(S, n->a, "range bounds must be numbers");
-        for (double i = lo; rc == X_OK && !stop && i < hi; i += 1) {
+        for (double i = lo; rc == EV_OK && !stop && i < hi; i += 1) {
           env_define(S, n->name, v_num(i));
           rc = exec_loop_body(S, n->b, &stop);
         }
@@ -782,16 +782,16 @@ static int exec_for(blo_state *S, const ast_node *n) {
     }
   } else {
     value it;
-    if ((rc = eval_expr(S, n->a, &it)) == X_OK) {
+    if ((rc = eval_expr(S, n->a, &it)) == EV_OK) {
       if (it.kind == V_LIST) {
         olist *l = (olist *)it.u.o;
-        for (int i = 0; rc == X_OK && !stop && i < l->n; i++) {
+        for (int i = 0; rc == EV_OK && !stop && i < l->n; i++) {
           env_define(S, n->name, v_retain(l->items[i]));
           rc = exec_loop_body(S, n->b, &stop);
         }
       } else if (it.kind == V_TENSOR && it.u.t->rank >= 1) {
         size_t len = it.u.t->shape[0];
-        for (size_t i = 0; rc == X_OK && !stop && i < len; i++) {
+        for (size_t i = 0; rc == EV_OK && !stop && i < len; i++) {
           value e;
           if (it.u.t->rank == 1) {
             e = v_num(it.u.t->data[i]);
@@ -828,7 +828,7 @@ static int exec_fndef(blo_state *S, const ast_node *n) {
   v.kind = V_FUNC;
   v.u.o = &f->h;
   if (env_define(S, n->name, v)) return interp_error(S, n, "out of memory");
-  return X_OK;
+  return EV_OK;
 }
 
 int problem_declare(blo_state *S, const ast_node *n);  /* runtime/bilevel.c */
@@ -837,33 +837,33 @@ static int exec_stmt(blo_state *S, const ast_node *n) {
   switch (n->kind) {
   case N_LET: {
     value v;
-    if (eval_expr(S, n->a, &v)) return X_ERR;
+    if (eval_expr(S, n->a, &v)) return EV_ERR;
     if (env_define(S, n->name, v)) return interp_error(S, n, "out of memory");
-    return X_OK;
+    return EV_OK;
   }
   case N_ASSIGN: {
     value v;
-    if (eval_expr(S, n->b, &v)) return X_ERR;
+    if (eval_expr(S, n->b, &v)) return EV_ERR;
     return assign_into(S, n->a, v);
   }
   case N_EXPR: {
     value v;
-    if (eval_expr(S, n->a, &v)) return X_ERR;
+    if (eval_expr(S, n->a, &v)) return EV_ERR;
     v_release(S, &S->last);
     S->last = v;
-    return X_OK;
+    return EV_OK;
   }
   case N_PRINT: {
     strbuf sb = {0};
-    int rc = X_OK;
-    for (int i = 0; i < n->nkids && rc == X_OK; i++) {
+    int rc = EV_OK;
+    for (int i = 0; i < n->nkids && rc == EV_OK; i++) {
       value v;
-      if ((rc = eval_expr(S, n->kids[i], &v)) != X_OK) break;
+      if ((rc = eval_expr(S, n->kids[i], &v)) != EV_OK) break;
       if (i) sb_putc(&sb, ' ');
       v_print(&sb, v, 0);
       v_release(S, &v);
     }
-    if (rc == X_OK) {
+    if (rc == EV_OK) {
       sb_putc(&sb, '\n');
       if (sb.oom) rc = interp_error(S, n, "out of memory");
       else interp_write(S, sb.s, sb.n);
@@ -874,34 +874,34 @@ static int exec_stmt(blo_state *S, const ast_node *n) {
   case N_IF: {
     value c;
     int t = 0;
-    if (eval_expr(S, n->a, &c)) return X_ERR;
+    if (eval_expr(S, n->a, &c)) return EV_ERR;
     int rc = truthy(S, n->a, c, &t);
     v_release(S, &c);
     if (rc) return rc;
     if (t) return exec_block(S, n->b);
     if (n->c) return n->c->kind == N_IF ? exec_stmt(S, n->c) : exec_block(S, n->c);
-    return X_OK;
+    return EV_OK;
   }
   case N_WHILE: {
     for (;;) {
       value c;
       int t = 0, stop;
-      if (eval_expr(S, n->a, &c)) return X_ERR;
+      if (eval_expr(S, n->a, &c)) return EV_ERR;
       int rc = truthy(S, n->a, c, &t);
       v_release(S, &c);
       if (rc) return rc;
-      if (!t) return X_OK;
+      if (!t) return EV_OK;
       rc = exec_loop_body(S, n->b, &stop);
       if (rc || stop) return rc;
     }
   }
   case N_FOR: return exec_for(S, n);
-  case N_BREAK: return X_BREAK;
-  case N_CONTINUE: return X_CONTINUE;
+  case N_BREAK: return EV_BREAK;
+  case N_CONTINUE: return EV_CONTINUE;
   case N_RETURN:
     v_release(S, &S->ret);
-    if (n->a && eval_expr(S, n->a, &S->ret)) return X_ERR;
-    return X_RETURN;
+    if (n->a && eval_expr(S, n->a, &S->ret)) return EV_ERR;
+    return EV_RETURN;
   case N_FNDEF: return exec_fndef(S, n);
   case N_PROBLEM: return problem_declare(S, n);
   case N_BLOCK: return exec_block(S, n);
@@ -913,8 +913,8 @@ int exec_block(blo_state *S, const ast_node *n) {
   scope sc;
   int scoped = n != NULL && S->cur_chunk && n != S->cur_chunk->root;
   if (scoped) env_push(S, &sc, 0);
-  int rc = X_OK;
-  for (int i = 0; i < n->nkids && rc == X_OK; i++) rc = exec_stmt(S, n->kids[i]);
+  int rc = EV_OK;
+  for (int i = 0; i < n->nkids && rc == EV_OK; i++) rc = exec_stmt(S, n->kids[i]);
   if (scoped) env_pop(S, &sc);
   return rc;
 }
@@ -924,7 +924,7 @@ int exec_chunk(blo_state *S, chunk *c) {
   S->cur_chunk = c;
   int rc = exec_block(S, c->root);
   S->cur_chunk = saved;
-  if (rc == X_BREAK || rc == X_CONTINUE) return interp_error(S, NULL, "'break' or 'continue' outside a loop");
-  if (rc == X_RETURN) { v_release(S, &S->ret); return X_OK; }
+  if (rc == EV_BREAK || rc == EV_CONTINUE) return interp_error(S, NULL, "'break' or 'continue' outside a loop");
+  if (rc == EV_RETURN) { v_release(S, &S->ret); return EV_OK; }
   return rc;
 }

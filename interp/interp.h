@@ -33,7 +33,7 @@ typedef struct scope {
 typedef struct gtable { binding *slots; size_t cap, n; } gtable;
 
 /* Status of executing a statement. */
-enum { X_OK = 0, X_ERR = 1, X_BREAK, X_CONTINUE, X_RETURN };
+enum { EV_OK = 0, EV_ERR = 1, EV_BREAK, EV_CONTINUE, EV_RETURN };
 
 struct blo_state {
   blo_config cfg;
@@ -54,7 +54,7 @@ struct blo_state {
   char err_chunk[256];
   char err_src_line[512];
   char err_text[2048];       /* formatted error, for blo_last_error_text */
-  value ret;                 /* value carried by X_RETURN */
+  value ret;                 /* value carried by EV_RETURN */
   value last;                /* value of the last expression statement (REPL echo) */
   volatile sig_atomic_t *interrupt;   /* set by a host signal handler: stop at next step */
   struct problem *problems;  /* every declared problem, freed at close */
@@ -63,7 +63,7 @@ struct blo_state {
 
 /* ---- errors ----
  * Records "msg" at node's location (node may be NULL: no location) and
- * returns X_ERR, so `return interp_error(S, n, "...")` reads naturally. */
+ * returns EV_ERR, so `return interp_error(S, n, "...")` reads naturally. */
 int interp_error(blo_state *S, const ast_node *at, const char *fmt, ...);
 /* Same, taking the message from the tensor layer (S->tn.err). */
 int interp_tn_error(blo_state *S, const ast_node *at);
@@ -79,8 +79,8 @@ void env_push(blo_state *S, scope *sc, int is_fn);
 void env_pop(blo_state *S, scope *sc);
 
 /* ---- evaluation ---- */
-int eval_expr(blo_state *S, const ast_node *n, value *out);       /* X_OK / X_ERR */
-int exec_block(blo_state *S, const ast_node *n);                  /* X_OK / X_ERR / X_BREAK / ... */
+int eval_expr(blo_state *S, const ast_node *n, value *out);       /* EV_OK / EV_ERR */
+int exec_block(blo_state *S, const ast_node *n);                  /* EV_OK / EV_ERR / EV_BREAK / ... */
 int exec_chunk(blo_state *S, chunk *c);
 chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len);
 /* Calls a callable (function, builtin) with positional arguments (borrowed). */
@@ -150,7 +150,7 @@ void interp_write(blo_state *S, const char *s, size_t n);
 /* ---- embedding hooks (interp/native.c) ----
  * The solve loop calls this once per outer step, after the step: it reports
  * progress to the host's callback (blo_set_progress / blo_solve) and checks
- * the interrupt flag.  X_ERR (error recorded, status BLO_INTERRUPTED) means
+ * the interrupt flag.  EV_ERR (error recorded, status BLO_INTERRUPTED) means
  * stop now, keeping the variables' last values. */
 int interp_solve_progress(blo_state *S, const ast_node *at, const blo_progress *p);
 

@@ -92,15 +92,15 @@ int interp_solve_progress(blo_state *S, const ast_node *at, const blo_progress *
     *S->interrupt = 0;
     interp_error(S, at, "interrupted at outer step %ld", p ? p->step : 0L);
     S->err.status = BLO_INTERRUPTED;
-    return X_ERR;
+    return EV_ERR;
   }
   host_ext *x = ext(S);
   if (x->progress && p && x->progress(x->progress_ud, p)) {
     interp_error(S, at, "solve cancelled by the host at outer step %ld", p->step);
     S->err.status = BLO_INTERRUPTED;
-    return X_ERR;
+    return EV_ERR;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 /* ---- calling a native ---- */
@@ -161,7 +161,7 @@ static int run_user(blo_state *S, nat_entry *e, const ast_node *at, int n, blo_t
   x->has_nerr = 0;
   int rc = e->user.fn(S, e->user.ud, n, args, &out);
   x->frame_out = saved;
-  if (rc == BLO_OK) return X_OK;
+  if (rc == BLO_OK) return EV_OK;
   tn_release(&S->tn, *y);
   *y = NULL;
   if (x->has_nerr) return interp_error(S, at, "%s(): %s", e->def.name, x->nerr);
@@ -190,9 +190,9 @@ static int native_call(blo_state *S, int idx, callargs *a, value *out) {
   }
   blo_tensor *ts[16];
   ad_val xa = {NULL, NULL, -1};
-  int k = 0, rc = X_OK;
+  int k = 0, rc = EV_OK;
   if (diff) {
-    if (v_to_ad(S, at, a->pos[0], &xa)) return X_ERR;
+    if (v_to_ad(S, at, a->pos[0], &xa)) return EV_ERR;
     ts[k++] = tn_retain(xa.v);
   }
   for (; k < n; k++) {
@@ -200,9 +200,9 @@ static int native_call(blo_state *S, int idx, callargs *a, value *out) {
     if (!ts[k]) { rc = interp_tn_error(S, at); break; }
   }
   blo_tensor *y = NULL;
-  if (rc == X_OK) rc = run_user(S, e, at, n, ts, &y);
+  if (rc == EV_OK) rc = run_user(S, e, at, n, ts, &y);
   for (int i = 0; i < k; i++) tn_release(&S->tn, ts[i]);
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     if (!y) {
       *out = v_nil();
       if (xa.t || xa.node >= 0)

@@ -21,8 +21,8 @@
 #include <string.h>
 #include <time.h>
 
-/* From <unistd.h>, which cannot be included here: it defines X_OK (the
- * access() mode) as a macro that would replace the interpreter's X_OK. */
+/* From <unistd.h>, which cannot be included here: it defines EV_OK (the
+ * access() mode) as a macro that would replace the interpreter's EV_OK. */
 int isatty(int fd);
 
 /* ------------------------------------------------------------------ */
@@ -132,8 +132,8 @@ static void shape_text(int rank, const size_t *shape, char *buf, size_t n) { tn_
 /* Shape expression `[5]`, `[n, d]`, `5`, `[]` or shape(X). */
 static int eval_shape(blo_state *S, const ast_node *e, int *rank, size_t *shape) {
   value v;
-  if (eval_expr(S, e, &v)) return X_ERR;
-  int rc = X_OK;
+  if (eval_expr(S, e, &v)) return EV_ERR;
+  int rc = EV_OK;
   if (v.kind == V_LIST && ((olist *)v.u.o)->n == 0) {
     *rank = 0;
   } else if (v_is_numeric(v)) {
@@ -143,7 +143,7 @@ static int eval_shape(blo_state *S, const ast_node *e, int *rank, size_t *shape)
       rc = interp_error(S, e, "a shape must be a list of at most %d dimensions, like [5] or [3, 4]", TN_MAX_RANK);
     else {
       *rank = (int)t->size;
-      for (size_t i = 0; i < t->size && rc == X_OK; i++) {
+      for (size_t i = 0; i < t->size && rc == EV_OK; i++) {
         double d = t->data[i];
         if (!(d >= 1 && d == floor(d) && d < 1e15)) {
           char num[40];
@@ -175,7 +175,7 @@ static int init_from_value(blo_state *S, const bl_var *v, value iv, double *dst)
   }
   if (iv.kind == V_NUM) {
     for (size_t i = 0; i < v->size; i++) dst[i] = iv.u.num;
-    return X_OK;
+    return EV_OK;
   }
   const blo_tensor *t = iv.u.t;
   int same = t->rank == v->rank;
@@ -190,13 +190,13 @@ static int init_from_value(blo_state *S, const bl_var *v, value iv, double *dst)
     tn_shape_str(t, s2, sizeof s2);
     return interp_error(S, e, "%s %s: declared shape %s, init has shape %s", lvl, v->name, s1, s2);
   }
-  return X_OK;
+  return EV_OK;
 }
 
 /* Evaluates v's init expression into dst. */
 static int eval_init(blo_state *S, const bl_var *v, double *dst) {
   value iv;
-  if (eval_expr(S, v->decl->b, &iv)) return X_ERR;
+  if (eval_expr(S, v->decl->b, &iv)) return EV_ERR;
   int rc = init_from_value(S, v, iv, dst);
   v_release(S, &iv);
   return rc;
@@ -208,14 +208,14 @@ static int put_var(blo_state *S, const bl_var *v, const double *src) {
   value *slot = env_lookup(S, v->name);
   if (slot && v->is_num && slot->kind == V_NUM) {
     slot->u.num = src[0];
-    return X_OK;
+    return EV_OK;
   }
   if (slot && !v->is_num && slot->kind == V_TENSOR && !slot->tan && slot->u.t->refcount == 1 &&
       slot->u.t->rank == v->rank && slot->u.t->size == v->size &&
       memcmp(slot->u.t->shape, v->shape, (size_t)v->rank * sizeof(size_t)) == 0) {
     memcpy(slot->u.t->data, src, v->size * sizeof(double));
     slot->node = -1;
-    return X_OK;
+    return EV_OK;
   }
   value nv;
   if (v->is_num) {
@@ -226,7 +226,7 @@ static int put_var(blo_state *S, const bl_var *v, const double *src) {
     nv = v_tensor(t);
   }
   if (env_set_global(S, v->name, nv)) return interp_error(S, NULL, "out of memory");
-  return X_OK;
+  return EV_OK;
 }
 
 static value var_value(blo_state *S, const bl_var *v, const double *src) {
@@ -239,35 +239,35 @@ static value var_value(blo_state *S, const bl_var *v, const double *src) {
 static int eval_box(blo_state *S, bl_var *v) {
   const ast_node *e = v->decl->c;
   value bv;
-  if (eval_expr(S, e, &bv)) return X_ERR;
-  int rc = X_OK, form = 1;   /* form: the value has the form [lo, hi] */
+  if (eval_expr(S, e, &bv)) return EV_ERR;
+  int rc = EV_OK, form = 1;   /* form: the value has the form [lo, hi] */
   blo_tensor *parts[2] = {NULL, NULL};
   if (bv.kind == V_TENSOR && bv.u.t->rank >= 1 && bv.u.t->shape[0] == 2) {
-    for (int k = 0; k < 2 && rc == X_OK; k++) {
+    for (int k = 0; k < 2 && rc == EV_OK; k++) {
       tn_index_t ix = {TN_IX_INDEX, k, k + 1};
       if (!(parts[k] = tn_index(&S->tn, bv.u.t, &ix, 1))) rc = interp_tn_error(S, e);
     }
   } else if (bv.kind == V_LIST && ((olist *)bv.u.o)->n == 2) {
     olist *l = (olist *)bv.u.o;
-    for (int k = 0; k < 2 && rc == X_OK && form; k++) {
+    for (int k = 0; k < 2 && rc == EV_OK && form; k++) {
       if (!v_is_numeric(l->items[k])) form = 0;
       else if (!(parts[k] = v_to_tensor(S, l->items[k]))) rc = interp_tn_error(S, e);
     }
   } else {
     form = 0;
   }
-  for (int k = 0; k < 2 && rc == X_OK && form; k++)
+  for (int k = 0; k < 2 && rc == EV_OK && form; k++)
     if (parts[k]->size != 1 && parts[k]->size != v->size) form = 0;
-  if (rc == X_OK && !form) {
+  if (rc == EV_OK && !form) {
     char s[64];
     shape_text(v->rank, v->shape, s, sizeof s);
     rc = interp_error(S, e, "outer %s: a box must be [lo, hi] with numbers or tensors of shape %s", v->name, s);
   }
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     v->lo = malloc(v->size * sizeof(double));
     v->hi = malloc(v->size * sizeof(double));
     if (!v->lo || !v->hi) rc = interp_error(S, e, "out of memory");
-    for (size_t i = 0; rc == X_OK && i < v->size; i++) {
+    for (size_t i = 0; rc == EV_OK && i < v->size; i++) {
       v->lo[i] = parts[0]->data[parts[0]->size == 1 ? 0 : i];
       v->hi[i] = parts[1]->data[parts[1]->size == 1 ? 0 : i];
       if (!(v->lo[i] <= v->hi[i]))
@@ -285,7 +285,7 @@ static int eval_box(blo_state *S, bl_var *v) {
 /* Builds sum_i sum(init_i * #adj_i) over the inner variables whose init
  * names an outer variable: reverse mode over it gives (dy0/dx)^T a. */
 static int build_init_dot(blo_state *S, problem *p) {
-  if (!p->any_init_uses_outer) return X_OK;
+  if (!p->any_init_uses_outer) return EV_OK;
   if (!(p->arena = ast_arena_new())) return interp_error(S, p->node, "out of memory");
   ast_node *acc = NULL;
   for (int i = p->nouter; i < p->nvars; i++) {
@@ -319,15 +319,15 @@ static int build_init_dot(blo_state *S, problem *p) {
     }
   }
   p->init_dot = acc;
-  return X_OK;
+  return EV_OK;
 }
 
 /* Evaluates an objective once at declaration, so a typo or a non-scalar
  * objective is reported where it is written, not in the middle of a solve. */
 static int check_objective(blo_state *S, const ast_node *obj) {
   value v;
-  if (eval_expr(S, obj->a, &v)) return X_ERR;
-  int rc = X_OK;
+  if (eval_expr(S, obj->a, &v)) return EV_ERR;
+  int rc = EV_OK;
   double d;
   if (v_to_double(v, &d) != 0) {
     char desc[96];
@@ -354,13 +354,13 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
     const ast_node *k = n->kids[i];
     if (k && k->kind == N_VARDECL && k->op == 0 && nonames < BL_MAX_VARS) onames[nonames++] = k->name;
   }
-  int rc = X_OK;
-  for (int i = 0; i < n->nkids && rc == X_OK; i++) {
+  int rc = EV_OK;
+  for (int i = 0; i < n->nkids && rc == EV_OK; i++) {
     const ast_node *k = n->kids[i];
     if (!k) continue;
     if (k->kind == N_EVERY) {
       value v;
-      if ((rc = eval_expr(S, k->a, &v)) != X_OK) break;
+      if ((rc = eval_expr(S, k->a, &v)) != EV_OK) break;
       if (env_set_global(S, k->name, v)) { rc = interp_error(S, k, "out of memory"); break; }
       if (k->op != 2) {
         bl_every *e = &p->every[p->nevery++];
@@ -398,8 +398,8 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       }
       /* shape: declared, or taken from the init (evaluated once: it may draw random numbers) */
       value iv;
-      if (k->a && (rc = eval_shape(S, k->a, &v->rank, v->shape)) != X_OK) break;
-      if ((rc = eval_expr(S, k->b, &iv)) != X_OK) break;
+      if (k->a && (rc = eval_shape(S, k->a, &v->rank, v->shape)) != EV_OK) break;
+      if ((rc = eval_expr(S, k->b, &iv)) != EV_OK) break;
       if (k->a) {
         v->size = 1;
         for (int d = 0; d < v->rank; d++) v->size *= v->shape[d];
@@ -422,11 +422,11 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       rc = init_from_value(S, v, iv, v->init0);
       v_release(S, &iv);
       if (rc) break;
-      if (k->c && (rc = eval_box(S, v)) != X_OK) break;
+      if (k->c && (rc = eval_box(S, v)) != EV_OK) break;
       if (!v->outer)
         for (int j = 0; j < nonames; j++)
           if (uses_name(k->b, onames[j])) v->init_uses_outer = 1;
-      if ((rc = put_var(S, v, v->init0)) != X_OK) break;
+      if ((rc = put_var(S, v, v->init0)) != EV_OK) break;
     }
   }
   /* hand the variables to p (also on error, so problem_free frees them) */
@@ -452,8 +452,8 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
     if (p->vars[j].init_uses_outer) p->any_init_uses_outer = 1;
   }
   p->n = off;
-  if ((rc = check_objective(S, objs[1])) != X_OK) return rc;
-  if ((rc = check_objective(S, objs[0])) != X_OK) return rc;
+  if ((rc = check_objective(S, objs[1])) != EV_OK) return rc;
+  if ((rc = check_objective(S, objs[0])) != EV_OK) return rc;
   return build_init_dot(S, p);
 }
 
@@ -475,8 +475,8 @@ int problem_declare(blo_state *S, const ast_node *n) {
   value pv = v_nil();
   pv.kind = V_PROBLEM;
   pv.u.o = &p->h;
-  if (rc == X_OK && env_set_global(S, n->name, pv)) return interp_error(S, n, "out of memory");
-  if (rc != X_OK) v_release(S, &pv);
+  if (rc == EV_OK && env_set_global(S, n->name, pv)) return interp_error(S, n, "out of memory");
+  if (rc != EV_OK) v_release(S, &pv);
   return rc;
 }
 
@@ -493,7 +493,7 @@ int bl_error(bl_run *r, const char *fmt, ...) {
   r->S->cur_chunk = r->at_chunk;
   interp_error(r->S, r->at, "%s", msg);
   r->S->cur_chunk = saved;
-  return X_ERR;
+  return EV_ERR;
 }
 
 double *bl_alloc(bl_run *r, size_t n) {
@@ -507,8 +507,8 @@ static int scatter(bl_run *r, int outer, const double *src) {
   problem *p = r->p;
   int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
   for (int i = lo; i < hi; i++)
-    if (put_var(r->S, &p->vars[i], src + p->vars[i].off)) return X_ERR;
-  return X_OK;
+    if (put_var(r->S, &p->vars[i], src + p->vars[i].off)) return EV_ERR;
+  return EV_OK;
 }
 
 /* Reads the globals into flat x or y, checking they still hold what was declared. */
@@ -536,7 +536,7 @@ static int gather(bl_run *r, int outer, double *dst) {
                       v->is_num ? "a number" : "a tensor of shape ", v->is_num ? "" : s, d);
     }
   }
-  return X_OK;
+  return EV_OK;
 }
 
 int bl_put_y(bl_run *r, const double *y) { return scatter(r, 0, y); }
@@ -558,8 +558,8 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   int first = with_outer ? 0 : p->nouter;
   int cnt = p->nvars - first;
   blo_tensor *tg[BL_MAX_VARS] = {0}, *grads[BL_MAX_VARS] = {0}, *hvs[BL_MAX_VARS] = {0};
-  int any_tan = 0, rc = X_OK;
-  for (int i = first; i < p->nvars && rc == X_OK; i++) {
+  int any_tan = 0, rc = EV_OK;
+  for (int i = first; i < p->nvars && rc == EV_OK; i++) {
     const bl_var *v = &p->vars[i];
     const double *src = v->outer ? tx : ty;
     if (!src) continue;
@@ -569,14 +569,14 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   diff_req req = {cnt, p->names + first, any_tan ? tg : NULL, reverse, v_nil(), NULL,
                   reverse ? grads : NULL, reverse && any_tan ? hvs : NULL};
   int ran = 0;
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     chunk *saved = S->cur_chunk;
     S->cur_chunk = p->chunk;
     rc = diff_run(S, expr, expr, &req);
     S->cur_chunk = saved;
-    ran = rc == X_OK;
+    ran = rc == EV_OK;
   }
-  if (rc == X_OK && val) {
+  if (rc == EV_OK && val) {
     if (v_to_double(req.result, val) != 0) {
       char d[96];
       v_describe(req.result, d, sizeof d);
@@ -586,7 +586,7 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
       S->cur_chunk = saved;
     }
   }
-  if (rc == X_OK && reverse) {
+  if (rc == EV_OK && reverse) {
     for (int i = first; i < p->nvars; i++) {
       const bl_var *v = &p->vars[i];
       double *g = v->outer ? gx : gy, *h = v->outer ? hx : hy;
@@ -601,7 +601,7 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
       }
     }
   }
-  if (rc == X_OK && dir) {
+  if (rc == EV_OK && dir) {
     if (!req.dir) memset(dir, 0, dir_n * sizeof(double));
     else if (req.dir->size == dir_n) memcpy(dir, req.dir->data, dir_n * sizeof(double));
     else if (req.dir->size == 1) for (size_t i = 0; i < dir_n; i++) dir[i] = req.dir->data[0];
@@ -618,39 +618,39 @@ static void scale(double *a, size_t n, double s) {
 }
 
 int bl_grad_f(bl_run *r, double *f, double *gx, double *gy) {
-  if (run_diff(r, r->p->f, gx != NULL, NULL, NULL, 1, f, gx, gy, NULL, NULL, NULL, 0)) return X_ERR;
+  if (run_diff(r, r->p->f, gx != NULL, NULL, NULL, 1, f, gx, gy, NULL, NULL, NULL, 0)) return EV_ERR;
   double s = r->p->f_max ? -1 : 1;
   scale(gx, r->m, s);
   scale(gy, r->n, s);
   if (r->set.prox > 0 && gy)
     for (size_t i = 0; i < r->n; i++) gy[i] += r->set.prox * (r->y[i] - r->y_prev[i]);
-  return X_OK;
+  return EV_OK;
 }
 
 int bl_grad_F(bl_run *r, double *F, double *gx, double *gy) {
-  if (run_diff(r, r->p->F, 1, NULL, NULL, 1, F, gx, gy, NULL, NULL, NULL, 0)) return X_ERR;
+  if (run_diff(r, r->p->F, 1, NULL, NULL, 1, F, gx, gy, NULL, NULL, NULL, 0)) return EV_ERR;
   double s = r->p->F_max ? -1 : 1;
   scale(gx, r->m, s);
   scale(gy, r->n, s);
-  return X_OK;
+  return EV_OK;
 }
 
 int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
-  if (run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0)) return X_ERR;
+  if (run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0)) return EV_ERR;
   double s = r->p->f_max ? -1 : 1;
   scale(hxy, r->m, s);
   scale(hyy, r->n, s);
   if (r->set.prox > 0 && hyy)
     for (size_t i = 0; i < r->n; i++) hyy[i] += r->set.prox * v[i];
-  return X_OK;
+  return EV_OK;
 }
 
 int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out) {
-  if (run_diff(r, r->p->f, 1, tx, ty, 1, NULL, NULL, NULL, NULL, out, NULL, 0)) return X_ERR;
+  if (run_diff(r, r->p->f, 1, tx, ty, 1, NULL, NULL, NULL, NULL, out, NULL, 0)) return EV_ERR;
   scale(out, r->n, r->p->f_max ? -1 : 1);
   if (r->set.prox > 0 && ty)
     for (size_t i = 0; i < r->n; i++) out[i] += r->set.prox * ty[i];
-  return X_OK;
+  return EV_OK;
 }
 
 double bl_inner_lr(const bl_run *r) { return r->set.inner_opt.lr; }
@@ -668,15 +668,15 @@ static int set_every_inner(bl_run *r, const value *vals) {
     if (p->every[i].level != 1) continue;
     if (env_set_global(r->S, p->every[i].name, v_retain(vals[k++]))) return bl_error(r, "out of memory");
   }
-  return X_OK;
+  return EV_OK;
 }
 
 int bl_traj_load(bl_run *r, long t) {
   if (t < bl_traj_first(r) || t >= r->T) return bl_error(r, "internal error: inner step %ld is not stored", t);
   long slot = t % r->traj_cap;
-  if (scatter(r, 0, r->traj_y + (size_t)slot * r->n)) return X_ERR;
-  if (r->p->nevery_inner && set_every_inner(r, r->traj_mb + (size_t)slot * (size_t)r->p->nevery_inner)) return X_ERR;
-  return X_OK;
+  if (scatter(r, 0, r->traj_y + (size_t)slot * r->n)) return EV_ERR;
+  if (r->p->nevery_inner && set_every_inner(r, r->traj_mb + (size_t)slot * (size_t)r->p->nevery_inner)) return EV_ERR;
+  return EV_OK;
 }
 
 /* The values drawn for the current point are kept in mb_cur (the last traj
@@ -684,9 +684,9 @@ int bl_traj_load(bl_run *r, long t) {
 static value *mb_cur(bl_run *r) { return r->traj_mb ? r->traj_mb + (size_t)r->traj_cap * (size_t)r->p->nevery_inner : NULL; }
 
 int bl_traj_restore(bl_run *r) {
-  if (scatter(r, 0, r->y)) return X_ERR;
-  if (r->p->nevery_inner && mb_cur(r) && set_every_inner(r, mb_cur(r))) return X_ERR;
-  return X_OK;
+  if (scatter(r, 0, r->y)) return EV_ERR;
+  if (r->p->nevery_inner && mb_cur(r) && set_every_inner(r, mb_cur(r))) return EV_ERR;
+  return EV_OK;
 }
 
 /* ---- the init path (meta-learning form) ---- */
@@ -696,7 +696,7 @@ int bl_init_path(const bl_run *r) { return r->set.cold && r->p->any_init_uses_ou
 int bl_init_vjp(bl_run *r, const double *a, double *out) {
   problem *p = r->p;
   blo_state *S = r->S;
-  if (!p->init_dot) return X_OK;
+  if (!p->init_dot) return EV_OK;
   for (int i = p->nouter; i < p->nvars; i++) {
     const bl_var *v = &p->vars[i];
     if (!v->init_uses_outer) continue;
@@ -712,7 +712,7 @@ int bl_init_vjp(bl_run *r, const double *a, double *out) {
     if (p->vars[i].init_uses_outer) env_set_global(S, adj_names[i], v_nil());
   if (rc) return rc;
   for (size_t j = 0; j < r->m; j++) out[j] += gx[j];
-  return X_OK;
+  return EV_OK;
 }
 
 int bl_init_jac(bl_run *r, double *Z) {
@@ -720,21 +720,21 @@ int bl_init_jac(bl_run *r, double *Z) {
   blo_state *S = r->S;
   size_t m = r->m, n = r->n;
   memset(Z, 0, n * m * sizeof(double));
-  if (!p->any_init_uses_outer) return X_OK;
+  if (!p->any_init_uses_outer) return EV_OK;
   double *e = r->scratch2, *col = r->scratch;
   memset(e, 0, m * sizeof(double));
   tn_rng saved = S->rng;
-  int rc = X_OK;
-  for (int i = p->nouter; i < p->nvars && rc == X_OK; i++) {
+  int rc = EV_OK;
+  for (int i = p->nouter; i < p->nvars && rc == EV_OK; i++) {
     const bl_var *v = &p->vars[i];
     if (!v->init_uses_outer) continue;
-    for (size_t j = 0; j < m && rc == X_OK; j++) {
+    for (size_t j = 0; j < m && rc == EV_OK; j++) {
       e[j] = 1;
       /* forward mode over the init expression with tangent e_j on x; only
        * the outer names are differentiated, so pass them with_outer and no y */
       rc = run_diff(r, v->decl->b, 1, e, NULL, 0, NULL, NULL, NULL, NULL, NULL, col, v->size);
       e[j] = 0;
-      for (size_t k = 0; rc == X_OK && k < v->size; k++) Z[(v->off + k) * m + j] = col[k];
+      for (size_t k = 0; rc == EV_OK && k < v->size; k++) Z[(v->off + k) * m + j] = col[k];
     }
   }
   S->rng = saved;
@@ -773,14 +773,14 @@ static int get_count(blo_state *S, const ast_node *at, const char *ctx, const ch
   if (v_to_double(v, &d) != 0 || !(d >= 0 && d == floor(d) && d < 1e12))
     return opt_type_error(S, at, ctx, key, v, "a non-negative integer");
   *out = (long)d;
-  return X_OK;
+  return EV_OK;
 }
 
 static int get_nonneg(blo_state *S, const ast_node *at, const char *ctx, const char *key, value v, double *out) {
   double d;
   if (v_to_double(v, &d) != 0 || !(d >= 0) || !isfinite(d)) return opt_type_error(S, at, ctx, key, v, "a number >= 0");
   *out = d;
-  return X_OK;
+  return EV_OK;
 }
 
 /* Applies the options in record `rec` (keys checked against `keys`) to *s.
@@ -812,24 +812,24 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       s->cold = strcmp(v_cstr(v), "cold") == 0;
       start_given = 1;
     } else if (strcmp(key, "inner_steps") == 0) {
-      if (get_count(S, loc, ctx, key, v, &s->inner_steps)) return X_ERR;
+      if (get_count(S, loc, ctx, key, v, &s->inner_steps)) return EV_ERR;
     } else if (strcmp(key, "outer_steps") == 0) {
-      if (get_count(S, loc, ctx, key, v, &s->outer_steps)) return X_ERR;
+      if (get_count(S, loc, ctx, key, v, &s->outer_steps)) return EV_ERR;
     } else if (strcmp(key, "inner_tol") == 0) {
-      if (get_nonneg(S, loc, ctx, key, v, &s->inner_tol)) return X_ERR;
+      if (get_nonneg(S, loc, ctx, key, v, &s->inner_tol)) return EV_ERR;
     } else if (strcmp(key, "outer_tol") == 0) {
-      if (get_nonneg(S, loc, ctx, key, v, &s->outer_tol)) return X_ERR;
+      if (get_nonneg(S, loc, ctx, key, v, &s->outer_tol)) return EV_ERR;
     } else if (strcmp(key, "proximal") == 0) {
-      if (get_nonneg(S, loc, ctx, key, v, &s->prox)) return X_ERR;
+      if (get_nonneg(S, loc, ctx, key, v, &s->prox)) return EV_ERR;
     } else if (strcmp(key, "inner_opt") == 0) {
-      if (opt_parse(S, loc, what, v, &s->inner_opt)) return X_ERR;
+      if (opt_parse(S, loc, what, v, &s->inner_opt)) return EV_ERR;
     } else if (strcmp(key, "outer_opt") == 0) {
-      if (opt_parse(S, loc, what, v, &s->outer_opt)) return X_ERR;
+      if (opt_parse(S, loc, what, v, &s->outer_opt)) return EV_ERR;
     } else if (strcmp(key, "hypergrad") == 0) {
-      if (hg_parse(S, loc, what, v, &s->hg)) return X_ERR;
+      if (hg_parse(S, loc, what, v, &s->hg)) return EV_ERR;
     } else if (strcmp(key, "seed") == 0) {
       long sd;
-      if (get_count(S, loc, ctx, key, v, &sd)) return X_ERR;
+      if (get_count(S, loc, ctx, key, v, &sd)) return EV_ERR;
       s->has_seed = 1;
       s->seed = (unsigned long long)sd;
     } else if (strcmp(key, "trace") == 0) {
@@ -859,7 +859,7 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
     }
     s->cold = 0;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 /* ------------------------------------------------------------------ */
@@ -902,17 +902,17 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
   if (!(r->x = bl_alloc(r, p->m)) || !(r->y = bl_alloc(r, p->n)) || !(r->y_prev = bl_alloc(r, p->n)) ||
       !(r->gy = bl_alloc(r, p->n)) || !(r->Fx = bl_alloc(r, p->m)) || !(r->Fy = bl_alloc(r, p->n)) ||
       !(r->scratch = bl_alloc(r, mn)) || !(r->scratch2 = bl_alloc(r, mn)))
-    return X_ERR;
+    return EV_ERR;
   if (opt_init(&r->iopt, &set->inner_opt, p->n) || opt_init(&r->oopt, &set->outer_opt, p->m))
     return bl_error(r, "out of memory");
-  if (gather(r, 1, r->x) || gather(r, 0, r->y)) return X_ERR;
+  if (gather(r, 1, r->x) || gather(r, 0, r->y)) return EV_ERR;
   const hg_method *m = set->hg.m;
   if (hooks) {
     long cap = m->traj ? m->traj(&set->hg) : 0;
     if (cap < 0 || cap > set->inner_steps) cap = set->inner_steps;
     r->traj_cap = cap;
     if (cap > 0) {
-      if (!(r->traj_y = bl_alloc(r, (size_t)cap * p->n)) || !(r->traj_lr = bl_alloc(r, (size_t)cap))) return X_ERR;
+      if (!(r->traj_y = bl_alloc(r, (size_t)cap * p->n)) || !(r->traj_lr = bl_alloc(r, (size_t)cap))) return EV_ERR;
     }
     if (p->nevery_inner) {
       /* cap slots for the trajectory plus one for the current point */
@@ -920,13 +920,13 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
       if (!(r->traj_mb = calloc(k, sizeof(value)))) return bl_error(r, "out of memory");
       for (size_t i = 0; i < k; i++) r->traj_mb[i] = v_nil();
     }
-    if (m->check && m->check(r, &set->hg)) return X_ERR;
-    if (m->setup && m->setup(r, &set->hg, &r->hg_state)) return X_ERR;
+    if (m->check && m->check(r, &set->hg)) return EV_ERR;
+    if (m->setup && m->setup(r, &set->hg, &r->hg_state)) return EV_ERR;
   } else if (p->nevery_inner) {
     if (!(r->traj_mb = calloc((size_t)p->nevery_inner, sizeof(value)))) return bl_error(r, "out of memory");
     for (int i = 0; i < p->nevery_inner; i++) r->traj_mb[i] = v_nil();
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static int check_interrupt(bl_run *r) {
@@ -935,9 +935,9 @@ static int check_interrupt(bl_run *r) {
     *S->interrupt = 0;
     bl_error(r, "interrupted at outer step %ld", r->outer_step);
     S->err.status = BLO_INTERRUPTED;
-    return X_ERR;
+    return EV_ERR;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 /* Evaluates an expression of the problem to a number (no derivatives). */
@@ -946,7 +946,7 @@ static int eval_number(bl_run *r, const ast_node *e, double *out) {
   r->S->cur_chunk = r->p->chunk;
   value v;
   int rc = eval_expr(r->S, e, &v);
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     if (v_to_double(v, out) != 0) {
       char d[96];
       v_describe(v, d, sizeof d);
@@ -971,7 +971,7 @@ static int draw(bl_run *r, int level) {
     S->cur_chunk = p->chunk;
     int rc = eval_expr(S, e->expr, &v);
     S->cur_chunk = saved;
-    if (rc) return X_ERR;
+    if (rc) return EV_ERR;
     if (level == 1 && r->traj_mb) {
       value *cur = mb_cur(r) ? mb_cur(r) : r->traj_mb;
       v_release(S, &cur[k]);
@@ -980,7 +980,7 @@ static int draw(bl_run *r, int level) {
     }
     if (env_set_global(S, e->name, v)) return bl_error(r, "out of memory");
   }
-  return X_OK;
+  return EV_OK;
 }
 
 /* where: " in the final inner solve" or "" */
@@ -1000,8 +1000,8 @@ static int reinit_y(bl_run *r) {
   problem *p = r->p;
   chunk *saved = r->S->cur_chunk;
   r->S->cur_chunk = p->chunk;
-  int rc = X_OK;
-  for (int i = p->nouter; i < p->nvars && rc == X_OK; i++) rc = eval_init(r->S, &p->vars[i], r->y + p->vars[i].off);
+  int rc = EV_OK;
+  for (int i = p->nouter; i < p->nvars && rc == EV_OK; i++) rc = eval_init(r->S, &p->vars[i], r->y + p->vars[i].off);
   r->S->cur_chunk = saved;
   if (rc) return rc;
   if (!bl_finite(r->y, r->n)) return nonfinite(r, "the inner initial value", first_bad(r->y, r->n), 0);
@@ -1016,16 +1016,16 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
   const hg_method *m = r->set.hg.m;
   long T = r->set.inner_steps;
   double *ynew = r->scratch;
-  if (r->set.cold && reinit_y(r)) return X_ERR;
+  if (r->set.cold && reinit_y(r)) return EV_ERR;
   memcpy(r->y_prev, r->y, r->n * sizeof(double));
-  if (hooks && m->begin && m->begin(r, &r->set.hg, r->hg_state)) return X_ERR;
+  if (hooks && m->begin && m->begin(r, &r->set.hg, r->hg_state)) return EV_ERR;
   long t;
   double gn = 0;
   for (t = 0;; t++) {
     r->inner_step = t;
-    if (t < T && draw(r, 1)) return X_ERR;
+    if (t < T && draw(r, 1)) return EV_ERR;
     r->lr_now = opt_lr(&r->iopt);
-    if (bl_grad_f(r, &r->f, NULL, r->gy)) return X_ERR;
+    if (bl_grad_f(r, &r->f, NULL, r->gy)) return EV_ERR;
     if (!isfinite(r->f)) return nonfinite(r, "inner objective", r->f, t);
     if (!bl_finite(r->gy, r->n)) return nonfinite(r, "inner gradient", first_bad(r->gy, r->n), t);
     gn = bl_norm(r->gy, r->n);
@@ -1041,31 +1041,31 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
         *dst = v_retain(mb_cur(r)[k]);
       }
     }
-    if (hooks && m->inner_step && m->inner_step(r, &r->set.hg, r->hg_state, t)) return X_ERR;
+    if (hooks && m->inner_step && m->inner_step(r, &r->set.hg, r->hg_state, t)) return EV_ERR;
     memcpy(ynew, r->y, r->n * sizeof(double));
     opt_step(&r->iopt, ynew, r->gy);
     if (!bl_finite(ynew, r->n)) return nonfinite(r, "the inner variable after the step", first_bad(ynew, r->n), t + 1);
-    if (bl_set_y(r, ynew)) return X_ERR;
-    if (check_interrupt(r)) return X_ERR;
+    if (bl_set_y(r, ynew)) return EV_ERR;
+    if (check_interrupt(r)) return EV_ERR;
   }
   r->T = t;
   *gnorm = gn;
-  return X_OK;
+  return EV_OK;
 }
 
 /* One hypergradient at the current x: inner loop, F and its gradients, method. */
 static int hypergradient(bl_run *r, double *d, double *gnorm) {
-  if (inner_loop(r, 1, gnorm)) return X_ERR;
-  if (bl_grad_F(r, &r->F, r->Fx, r->Fy)) return X_ERR;
+  if (inner_loop(r, 1, gnorm)) return EV_ERR;
+  if (bl_grad_F(r, &r->F, r->Fx, r->Fy)) return EV_ERR;
   if (!isfinite(r->F)) return nonfinite(r, "outer objective", r->F, r->T);
   if (!bl_finite(r->Fx, r->m) || !bl_finite(r->Fy, r->n)) {
     double b = first_bad(r->Fx, r->m);
     if (b == 0) b = first_bad(r->Fy, r->n);
     return nonfinite(r, "outer gradient", b, r->T);
   }
-  if (r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d)) return X_ERR;
+  if (r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d)) return EV_ERR;
   if (!bl_finite(d, r->m)) return nonfinite(r, "hypergradient", first_bad(d, r->m), r->T);
-  return X_OK;
+  return EV_OK;
 }
 
 static void project_box(bl_run *r, double *x) {
@@ -1105,7 +1105,7 @@ static int level_value(bl_run *r, int outer, value *out) {
   const double *src = outer ? r->x : r->y;
   if (hi - lo == 1) {
     *out = var_value(S, &p->vars[lo], src + p->vars[lo].off);
-    return out->kind == V_NIL ? bl_error(r, "out of memory") : X_OK;
+    return out->kind == V_NIL ? bl_error(r, "out of memory") : EV_OK;
   }
   olist *l = list_new(S, hi - lo);
   if (!l) return bl_error(r, "out of memory");
@@ -1117,7 +1117,7 @@ static int level_value(bl_run *r, int outer, value *out) {
     if (v.kind == V_NIL || list_push(S, l, v)) { v_release(S, &lv); return bl_error(r, "out of memory"); }
   }
   *out = lv;
-  return X_OK;
+  return EV_OK;
 }
 
 /* A flat outer-shaped vector (a hypergradient) as a script value. */
@@ -1196,19 +1196,19 @@ static int solve_run(bl_run *r, value *out) {
     return bl_error(r, "solve %s: trace files are disabled in this state (allow_files = 0)", p->name);
   if (set->has_seed) tn_rng_seed(&S->rng, set->seed);
   project_box(r, r->x);
-  if (scatter(r, 1, r->x)) return X_ERR;
+  if (scatter(r, 1, r->x)) return EV_ERR;
   double *d = bl_alloc(r, r->m), *xnew = bl_alloc(r, r->m);
   FILE *tf = NULL;
-  int rc = X_OK;
-  if (!d || !xnew) rc = X_ERR;
-  if (rc == X_OK && set->trace[0] && !(tf = trace_open(r))) rc = X_ERR;
+  int rc = EV_OK;
+  if (!d || !xnew) rc = EV_ERR;
+  if (rc == EV_OK && set->trace[0] && !(tf = trace_open(r))) rc = EV_ERR;
   long steps = 0;
   double gnorm = 0, hnorm = NAN;
-  for (long k = 1; rc == X_OK && k <= set->outer_steps; k++) {
+  for (long k = 1; rc == EV_OK && k <= set->outer_steps; k++) {
     r->outer_step = k;
-    if ((rc = check_interrupt(r)) != X_OK) break;
-    if ((rc = draw(r, 0)) != X_OK) break;
-    if ((rc = hypergradient(r, d, &gnorm)) != X_OK) break;
+    if ((rc = check_interrupt(r)) != EV_OK) break;
+    if ((rc = draw(r, 0)) != EV_OK) break;
+    if ((rc = hypergradient(r, d, &gnorm)) != EV_OK) break;
     hnorm = bl_norm(d, r->m);
     double el = now_sec() - t0;
     if (tf) trace_row(r, tf, k, gnorm, hnorm, el);
@@ -1223,7 +1223,7 @@ static int solve_run(bl_run *r, value *out) {
       project_box(r, xnew);
       if (!bl_finite(xnew, r->m)) { rc = nonfinite(r, "the outer variable after the step", first_bad(xnew, r->m), r->T); break; }
       memcpy(r->x, xnew, r->m * sizeof(double));
-      if ((rc = scatter(r, 1, r->x)) != X_OK) break;
+      if ((rc = scatter(r, 1, r->x)) != EV_OK) break;
     }
     steps = k;
     /* the host's progress callback (embedding API) may stop the solve; it
@@ -1239,11 +1239,11 @@ static int solve_run(bl_run *r, value *out) {
   /* final inner solve, so the inner variables answer the final x */
   r->outer_step = steps + 1;
   double F = NAN;
-  if (rc == X_OK) rc = inner_loop(r, 0, &gnorm);
-  if (rc == X_OK) rc = eval_number(r, p->F, &F);
-  if (rc == X_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
+  if (rc == EV_OK) rc = inner_loop(r, 0, &gnorm);
+  if (rc == EV_OK) rc = eval_number(r, p->F, &F);
+  if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
   if (tf) {
-    if (fclose(tf) != 0 && rc == X_OK) rc = bl_error(r, "solve %s: cannot write trace file '%s'", p->name, set->trace);
+    if (fclose(tf) != 0 && rc == EV_OK) rc = bl_error(r, "solve %s: cannot write trace file '%s'", p->name, set->trace);
   }
   free(d);
   free(xnew);
@@ -1263,21 +1263,21 @@ static int solve_run(bl_run *r, value *out) {
         rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0));
   v_release(S, &xv);
   v_release(S, &yv);
-  if (bad) { v_release(S, &rv); return S->err.status ? X_ERR : bl_error(r, "out of memory"); }
+  if (bad) { v_release(S, &rv); return S->err.status ? EV_ERR : bl_error(r, "out of memory"); }
   *out = rv;
-  return X_OK;
+  return EV_OK;
 }
 
 int solve_eval(blo_state *S, const ast_node *n, value *out) {
   problem *p = find_problem(S, n, n->name);
-  if (!p) return X_ERR;
+  if (!p) return EV_ERR;
   /* every solve starts from the defaults, not from the last solve's options */
   bl_settings set;
   settings_default(&set);
   if (n->a) {
     value ov;
-    if (eval_expr(S, n->a, &ov)) return X_ERR;
-    int rc = X_OK;
+    if (eval_expr(S, n->a, &ov)) return EV_ERR;
+    int rc = EV_OK;
     if (ov.kind != V_REC) {
       char d[96];
       v_describe(ov, d, sizeof d);
@@ -1295,10 +1295,10 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
   S->sc = NULL;
   bl_run r;
   int rc = run_init(&r, S, n, p, &set, 1);
-  if (rc == X_OK) rc = solve_run(&r, out);
+  if (rc == EV_OK) rc = solve_run(&r, out);
   run_free(&r);
   S->sc = saved_sc;
-  if (rc == X_OK) p->last = set;
+  if (rc == EV_OK) p->last = set;
   value pv = v_nil();
   pv.kind = V_PROBLEM;
   pv.u.o = &p->h;
@@ -1313,7 +1313,7 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
 static int cold_F(bl_run *r, const tn_rng *rng0, double *F) {
   double gn;
   r->S->rng = *rng0;
-  if (inner_loop(r, 0, &gn)) return X_ERR;
+  if (inner_loop(r, 0, &gn)) return EV_ERR;
   return eval_number(r, r->p->F, F);
 }
 
@@ -1329,7 +1329,7 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   bl_settings set = p->last;
   char ctx[64];
   snprintf(ctx, sizeof ctx, "%s()", fn);
-  if (a->npos >= 2 && hg_parse(S, at, fn, a->pos[1], &set.hg)) return X_ERR;
+  if (a->npos >= 2 && hg_parse(S, at, fn, a->pos[1], &set.hg)) return EV_ERR;
   double h = 1e-5;
   int against_exact = 0;
   /* the named options, as a record for parse_options */
@@ -1338,10 +1338,10 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   value rv = v_nil();
   rv.kind = V_REC;
   rv.u.o = &rec->h;
-  int rc = X_OK;
-  for (int i = 0; i < a->nnamed && rc == X_OK; i++)
+  int rc = EV_OK;
+  for (int i = 0; i < a->nnamed && rc == EV_OK; i++)
     if (rec_set(S, rec, a->names[i], v_retain(a->named[i]))) rc = interp_error(S, at, "out of memory");
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     const ast_node *loc = at;
     rc = parse_options(S, NULL, loc, fn, rec, check ? check_keys : hg_keys, &set, &h, &against_exact);
   }
@@ -1355,20 +1355,20 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   tn_rng rng_orig = S->rng, rng0 = S->rng;
   double *d = NULL, *ref = NULL, *y0 = NULL;
   rc = run_init(&r, S, at, p, &set, 1);
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     r.outer_step = 1;
-    if (!(d = bl_alloc(&r, r.m)) || !(ref = bl_alloc(&r, r.m)) || !(y0 = bl_alloc(&r, r.n))) rc = X_ERR;
+    if (!(d = bl_alloc(&r, r.m)) || !(ref = bl_alloc(&r, r.m)) || !(y0 = bl_alloc(&r, r.n))) rc = EV_ERR;
   }
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     memcpy(y0, r.y, r.n * sizeof(double));
     if (set.has_seed) tn_rng_seed(&S->rng, set.seed);
     double gn;
     rc = draw(&r, 0);
     /* every inner solve below replays the same draws from here */
     rng0 = S->rng;
-    if (rc == X_OK) rc = hypergradient(&r, d, &gn);
+    if (rc == EV_OK) rc = hypergradient(&r, d, &gn);
   }
-  if (rc == X_OK && check && against_exact) {
+  if (rc == EV_OK && check && against_exact) {
     /* the same point through exact(): a second run with that method */
     bl_settings es = set;
     es.hg.m = hg_find("exact");
@@ -1376,23 +1376,23 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
     S->rng = rng0;
     double gn;
     rc = run_init(&r2, S, at, p, &es, 1);
-    if (rc == X_OK) rc = hypergradient(&r2, ref, &gn);
+    if (rc == EV_OK) rc = hypergradient(&r2, ref, &gn);
     run_free(&r2);
-  } else if (rc == X_OK && check) {
-    for (size_t j = 0; j < r.m && rc == X_OK; j++) {
+  } else if (rc == EV_OK && check) {
+    for (size_t j = 0; j < r.m && rc == EV_OK; j++) {
       double xj = r.x[j], step = h * fmax(1, fabs(xj)), Fp, Fm;
       r.x[j] = xj + step;
       rc = scatter(&r, 1, r.x);
-      if (rc == X_OK) rc = cold_F(&r, &rng0, &Fp);
+      if (rc == EV_OK) rc = cold_F(&r, &rng0, &Fp);
       r.x[j] = xj - step;
-      if (rc == X_OK) rc = scatter(&r, 1, r.x);
-      if (rc == X_OK) rc = cold_F(&r, &rng0, &Fm);
+      if (rc == EV_OK) rc = scatter(&r, 1, r.x);
+      if (rc == EV_OK) rc = cold_F(&r, &rng0, &Fm);
       r.x[j] = xj;
-      if (rc == X_OK) rc = scatter(&r, 1, r.x);
+      if (rc == EV_OK) rc = scatter(&r, 1, r.x);
       ref[j] = (p->F_max ? -1 : 1) * (Fp - Fm) / (2 * step);
     }
   }
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     if (check) {
       double num = 0, den = 0;
       for (size_t j = 0; j < r.m; j++) {
@@ -1411,7 +1411,7 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   /* no side effects: the inner variables and the random stream go back */
   if (y0 && r.y) {
     memcpy(r.y, y0, r.n * sizeof(double));
-    if (rc == X_OK) rc = bl_traj_restore(&r);
+    if (rc == EV_OK) rc = bl_traj_restore(&r);
     else scatter(&r, 0, r.y);
   }
   S->rng = rng_orig;

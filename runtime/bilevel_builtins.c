@@ -37,11 +37,11 @@ static int make_opt(blo_state *S, callargs *a, bl_opt_kind kind, const char *con
   rv.u.o = &r->h;
   const char *kn = opt_name(kind);
   value s = v_str(S, kn, strlen(kn));
-  int rc = X_OK;
+  int rc = EV_OK;
   if (s.kind != V_STR || rec_set(S, r, "optimizer", s)) rc = interp_error(S, at, "out of memory");
-  for (int i = 0; i < a->npos && rc == X_OK; i++)
+  for (int i = 0; i < a->npos && rc == EV_OK; i++)
     if (rec_set(S, r, keys[i], v_retain(a->pos[i]))) rc = interp_error(S, at, "out of memory");
-  for (int k = 0; k < a->nnamed && rc == X_OK; k++) {
+  for (int k = 0; k < a->nnamed && rc == EV_OK; k++) {
     const char *key = a->names[k];
     int idx = -1;
     for (int i = 0; keys[i]; i++)
@@ -59,7 +59,7 @@ static int make_opt(blo_state *S, callargs *a, bl_opt_kind kind, const char *con
   bl_optspec sp;
   char what[64];
   snprintf(what, sizeof what, "%s()", fn);
-  if (rc == X_OK) rc = opt_parse(S, at, what, rv, &sp);
+  if (rc == EV_OK) rc = opt_parse(S, at, what, rv, &sp);
   v_release(S, &rv);
   if (rc) return rc;
   return opt_to_value(S, at, &sp, out);

@@ -22,8 +22,8 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   *out = st;
   if (!(st->q = bl_alloc(r, r->n)) || !(st->res = bl_alloc(r, r->n)) || !(st->p = bl_alloc(r, r->n)) ||
       !(st->Ap = bl_alloc(r, r->n)) || !(st->hxy = bl_alloc(r, r->m)))
-    return X_ERR;
-  return X_OK;
+    return EV_ERR;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
@@ -36,11 +36,11 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   memcpy(d, r->Fx, m * sizeof(double));
   if (bnorm == 0) {
     memset(st->q, 0, n * sizeof(double));
-    return X_OK;
+    return EV_OK;
   }
   /* residual of the warm start */
   if (bl_norm(st->q, n) > 0) {
-    if (bl_hvp(r, st->q, NULL, st->Ap)) return X_ERR;
+    if (bl_hvp(r, st->q, NULL, st->Ap)) return EV_ERR;
     for (size_t i = 0; i < n; i++) st->res[i] = b[i] - st->Ap[i];
   } else {
     memcpy(st->res, b, n * sizeof(double));
@@ -48,7 +48,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   memcpy(st->p, st->res, n * sizeof(double));
   double rs = bl_dot(st->res, st->res, n);
   for (long k = 0; k < iters && sqrt(rs) > tol * bnorm; k++) {
-    if (bl_hvp(r, st->p, NULL, st->Ap)) return X_ERR;
+    if (bl_hvp(r, st->p, NULL, st->Ap)) return EV_ERR;
     double pAp = bl_dot(st->p, st->Ap, n);
     if (!(pAp > 0)) break;   /* not positive definite along p: keep what we have */
     double alpha = rs / pAp;
@@ -61,9 +61,9 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
     for (size_t i = 0; i < n; i++) st->p[i] = st->res[i] + beta * st->p[i];
     rs = rs2;
   }
-  if (bl_hvp(r, st->q, st->hxy, NULL)) return X_ERR;
+  if (bl_hvp(r, st->q, st->hxy, NULL)) return EV_ERR;
   for (size_t j = 0; j < m; j++) d[j] -= st->hxy[j];
-  return X_OK;
+  return EV_OK;
 }
 
 static void cleanup(bl_run *r, void *vst) {

@@ -18,7 +18,7 @@ static int check(bl_run *r, const hg_spec *sp) {
   if (r->n > EXACT_MAX_N)
     return bl_error(r, "exact() forms the dense inner Hessian: %zu inner values is too many (at most %d); "
                        "use cg()", r->n, EXACT_MAX_N);
-  return X_OK;
+  return EV_OK;
 }
 
 static int setup(bl_run *r, const hg_spec *sp, void **out) {
@@ -27,8 +27,8 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   if (!st) return bl_error(r, "out of memory");
   *out = st;
   if (!(st->e = bl_alloc(r, r->n)) || !(st->col = bl_alloc(r, r->n)) || !(st->hxy = bl_alloc(r, r->m)))
-    return X_ERR;
-  return X_OK;
+    return EV_ERR;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
@@ -37,15 +37,15 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   tn_ctx *ctx = &r->S->tn;
   size_t n = r->n, m = r->m, shape[2] = {n, n};
   blo_tensor *H = tn_new(ctx, 2, shape), *b = tn_from(ctx, 1, shape, r->Fy), *q = NULL;
-  int rc = X_OK;
+  int rc = EV_OK;
   if (!H || !b) rc = bl_error(r, "%s", ctx->err);
-  for (size_t i = 0; i < n && rc == X_OK; i++) {
+  for (size_t i = 0; i < n && rc == EV_OK; i++) {
     st->e[i] = 1;
     rc = bl_hvp(r, st->e, NULL, st->col);
     st->e[i] = 0;
-    for (size_t k = 0; rc == X_OK && k < n; k++) H->data[k * n + i] = st->col[k];
+    for (size_t k = 0; rc == EV_OK && k < n; k++) H->data[k * n + i] = st->col[k];
   }
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     for (size_t i = 0; i < n; i++)
       for (size_t k = i + 1; k < n; k++) {
         double a = 0.5 * (H->data[i * n + k] + H->data[k * n + i]);
@@ -54,8 +54,8 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
     if (!(q = tn_linsolve(ctx, H, b)))
       rc = bl_error(r, "exact(): %s: the inner Hessian is singular (use proximal = eps, or cg())", ctx->err);
   }
-  if (rc == X_OK && bl_hvp(r, q->data, st->hxy, NULL)) rc = X_ERR;
-  if (rc == X_OK)
+  if (rc == EV_OK && bl_hvp(r, q->data, st->hxy, NULL)) rc = EV_ERR;
+  if (rc == EV_OK)
     for (size_t j = 0; j < m; j++) d[j] = r->Fx[j] - st->hxy[j];
   tn_release(ctx, H);
   tn_release(ctx, b);

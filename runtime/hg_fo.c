@@ -12,7 +12,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *st, double *d) {
   (void)st;
   memcpy(d, r->Fx, r->m * sizeof(double));
   if (bl_init_path(r)) return bl_init_vjp(r, r->Fy, d);
-  return X_OK;
+  return EV_OK;
 }
 
 const hg_method hg_fo = {

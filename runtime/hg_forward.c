@@ -20,7 +20,7 @@ static int check(bl_run *r, const hg_spec *sp) {
   if (r->set.inner_opt.kind == OPT_ADAM)
     return bl_error(r, "forward() cannot differentiate through the adam inner optimizer yet: use inner_opt = sgd() "
                        "or momentum(), or an implicit method such as cg()");
-  return X_OK;
+  return EV_OK;
 }
 
 static int setup(bl_run *r, const hg_spec *sp, void **out) {
@@ -31,9 +31,9 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   size_t nm = r->n * r->m;
   if (!(st->Z = bl_alloc(r, nm)) || !(st->e = bl_alloc(r, r->m)) || !(st->z = bl_alloc(r, r->n)) ||
       !(st->out = bl_alloc(r, r->n)))
-    return X_ERR;
-  if (r->set.inner_opt.kind == OPT_MOMENTUM && !(st->V = bl_alloc(r, nm))) return X_ERR;
-  return X_OK;
+    return EV_ERR;
+  if (r->set.inner_opt.kind == OPT_MOMENTUM && !(st->V = bl_alloc(r, nm))) return EV_ERR;
+  return EV_OK;
 }
 
 static int begin(bl_run *r, const hg_spec *sp, void *vst) {
@@ -42,7 +42,7 @@ static int begin(bl_run *r, const hg_spec *sp, void *vst) {
   if (st->V) memset(st->V, 0, r->n * r->m * sizeof(double));
   if (bl_init_path(r)) return bl_init_jac(r, st->Z);
   memset(st->Z, 0, r->n * r->m * sizeof(double));
-  return X_OK;
+  return EV_OK;
 }
 
 static int inner_step(bl_run *r, const hg_spec *sp, void *vst, long t) {
@@ -67,7 +67,7 @@ static int inner_step(bl_run *r, const hg_spec *sp, void *vst, long t) {
       for (size_t i = 0; i < n; i++) st->Z[i * m + j] -= lr * st->out[i];
     }
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
@@ -80,7 +80,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
     if (a == 0) continue;
     for (size_t j = 0; j < m; j++) d[j] += st->Z[i * m + j] * a;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static void cleanup(bl_run *r, void *vst) {

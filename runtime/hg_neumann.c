@@ -22,8 +22,8 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   *out = st;
   if (!(st->v = bl_alloc(r, r->n)) || !(st->p = bl_alloc(r, r->n)) || !(st->hv = bl_alloc(r, r->n)) ||
       !(st->hxy = bl_alloc(r, r->m)))
-    return X_ERR;
-  return X_OK;
+    return EV_ERR;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
@@ -34,15 +34,15 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   memcpy(st->v, r->Fy, n * sizeof(double));
   memcpy(st->p, r->Fy, n * sizeof(double));
   for (long k = 0; k < K; k++) {
-    if (bl_hvp(r, st->v, NULL, st->hv)) return X_ERR;
+    if (bl_hvp(r, st->v, NULL, st->hv)) return EV_ERR;
     for (size_t i = 0; i < n; i++) {
       st->v[i] -= alpha * st->hv[i];
       st->p[i] += st->v[i];
     }
   }
-  if (bl_hvp(r, st->p, st->hxy, NULL)) return X_ERR;
+  if (bl_hvp(r, st->p, st->hxy, NULL)) return EV_ERR;
   for (size_t j = 0; j < m; j++) d[j] = r->Fx[j] - alpha * st->hxy[j];
-  return X_OK;
+  return EV_OK;
 }
 
 static void cleanup(bl_run *r, void *vst) {

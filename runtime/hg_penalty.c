@@ -54,7 +54,7 @@ static int check(bl_run *r, const hg_spec *sp) {
     fmt_double(num, sizeof num, sp->p[4]);
     return bl_error(r, "penalty(): 'lr_decay' must be in (0, 1], got %s", num);
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static int setup(bl_run *r, const hg_spec *sp, void **out) {
@@ -65,8 +65,8 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   st->tol = sp->p[2];
   if (!(st->Fx = bl_alloc(r, r->m)) || !(st->Fy = bl_alloc(r, r->n)) || !(st->hyy = bl_alloc(r, r->n)) ||
       !(st->hxy = bl_alloc(r, r->m)))
-    return X_ERR;
-  return X_OK;
+    return EV_ERR;
+  return EV_OK;
 }
 
 /* Inner step t at y_t: replace grad_y f (in r->gy) by grad_y Ft. */
@@ -76,17 +76,17 @@ static int inner_step(bl_run *r, const hg_spec *sp, void *vst, long t) {
   pen_st *st = vst;
   size_t n = r->n;
   double F;
-  if (bl_grad_F(r, &F, st->Fx, st->Fy)) return X_ERR;
-  if (bl_hvp(r, r->gy, NULL, st->hyy)) return X_ERR;
+  if (bl_grad_F(r, &F, st->Fx, st->Fy)) return EV_ERR;
+  if (bl_hvp(r, r->gy, NULL, st->hyy)) return EV_ERR;
   for (size_t i = 0; i < n; i++) r->gy[i] = st->Fy[i] + st->gamma * st->hyy[i];
-  return X_OK;
+  return EV_OK;
 }
 
 /* At (x, y_T): r->gy = grad_y f, r->Fx / r->Fy = grads of F. */
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   pen_st *st = vst;
   size_t n = r->n, m = r->m;
-  if (bl_hvp(r, r->gy, st->hxy, st->hyy)) return X_ERR;
+  if (bl_hvp(r, r->gy, st->hxy, st->hyy)) return EV_ERR;
   double gx2 = 0, gy2 = 0;
   for (size_t j = 0; j < m; j++) {
     d[j] = r->Fx[j] + st->gamma * st->hxy[j];
@@ -104,7 +104,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
     r->iopt.sp.lr *= lr_decay;
     r->oopt.sp.lr *= lr_decay;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static void cleanup(bl_run *r, void *vst) {

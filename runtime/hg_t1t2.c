@@ -19,8 +19,8 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   *out = st;
   if (!(st->yp = bl_alloc(r, r->n)) || !(st->gx = bl_alloc(r, r->m)) || !(st->gy = bl_alloc(r, r->n)) ||
       !(st->hxy = bl_alloc(r, r->m)))
-    return X_ERR;
-  return X_OK;
+    return EV_ERR;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
@@ -30,12 +30,12 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   double xi = bl_inner_lr(r), F1;
   /* r->gy is grad_y f at y_T, left by the inner loop */
   for (size_t i = 0; i < n; i++) st->yp[i] = r->y[i] - xi * r->gy[i];
-  if (bl_put_y(r, st->yp)) return X_ERR;
+  if (bl_put_y(r, st->yp)) return EV_ERR;
   int rc = bl_grad_F(r, &F1, st->gx, st->gy);
-  if (bl_put_y(r, r->y) || rc) return X_ERR;
-  if (bl_hvp(r, st->gy, st->hxy, NULL)) return X_ERR;
+  if (bl_put_y(r, r->y) || rc) return EV_ERR;
+  if (bl_hvp(r, st->gy, st->hxy, NULL)) return EV_ERR;
   for (size_t j = 0; j < m; j++) d[j] = st->gx[j] - xi * st->hxy[j];
-  return X_OK;
+  return EV_OK;
 }
 
 static void cleanup(bl_run *r, void *vst) {

@@ -63,7 +63,7 @@ static int check_param(blo_state *S, const ast_node *at, const char *what, const
                         hp->min_open ? ">" : ">=", lim, num);
   }
   *out = d;
-  return X_OK;
+  return EV_OK;
 }
 
 int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spec *out) {
@@ -85,7 +85,7 @@ int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spe
   if (!m) return unknown_method(S, at, what, mname);
   out->m = m;
   for (int i = 0; i < HG_MAX_PARAMS; i++) out->p[i] = i < m->nparams ? m->params[i].dflt : NAN;
-  if (!r) return X_OK;
+  if (!r) return EV_OK;
   for (int k = 0; k < r->n; k++) {
     const char *key = r->keys[k];
     if (strcmp(key, "method") == 0) continue;
@@ -101,9 +101,9 @@ int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spe
       if (m->nparams == 0) return interp_error(S, at, "%s: %s() takes no options (got '%s')", what, m->name, key);
       return interp_error(S, at, "%s: %s() has no option '%s'", what, m->name, key);
     }
-    if (check_param(S, at, what, m, &m->params[idx], r->vals[k], &out->p[idx])) return X_ERR;
+    if (check_param(S, at, what, m, &m->params[idx], r->vals[k], &out->p[idx])) return EV_ERR;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 int hg_to_value(blo_state *S, const ast_node *at, const hg_spec *sp, value *out) {
@@ -118,7 +118,7 @@ int hg_to_value(blo_state *S, const ast_node *at, const hg_spec *sp, value *out)
     if (!isnan(sp->p[i])) bad = rec_set(S, r, sp->m->params[i].name, v_num(sp->p[i]));
   if (bad) { v_release(S, &rv); return interp_error(S, at, "out of memory"); }
   *out = rv;
-  return X_OK;
+  return EV_OK;
 }
 
 /* Used by the constructor builtins: positional and named arguments to a spec. */
@@ -136,7 +136,7 @@ int hg_from_args(blo_state *S, callargs *a, const hg_method *m, value *out) {
                         m->npositional == 1 ? "" : "s", m->sig);
   }
   for (int i = 0; i < a->npos; i++)
-    if (check_param(S, at, what, m, &m->params[i], a->pos[i], &sp.p[i])) return X_ERR;
+    if (check_param(S, at, what, m, &m->params[i], a->pos[i], &sp.p[i])) return EV_ERR;
   for (int k = 0; k < a->nnamed; k++) {
     int idx = -1;
     for (int i = 0; i < m->nparams; i++)
@@ -152,7 +152,7 @@ int hg_from_args(blo_state *S, callargs *a, const hg_method *m, value *out) {
       return interp_error(S, at, "%s() has no option '%s' (usage: %s)", m->name, a->names[k], m->sig);
     }
     if (idx < a->npos) return interp_error(S, at, "%s(): '%s' given twice", m->name, a->names[k]);
-    if (check_param(S, at, what, m, &m->params[idx], a->named[k], &sp.p[idx])) return X_ERR;
+    if (check_param(S, at, what, m, &m->params[idx], a->named[k], &sp.p[idx])) return EV_ERR;
   }
   return hg_to_value(S, at, &sp, out);
 }

@@ -52,7 +52,7 @@ static int check(bl_run *r, const hg_spec *sp) {
   if (r->set.inner_opt.kind == OPT_ADAM)
     return bl_error(r, "ufo() needs the exact unrolled gradient, which cannot go through the adam inner optimizer "
                        "yet: use inner_opt = sgd() or momentum()");
-  return X_OK;
+  return EV_OK;
 }
 
 static int setup(bl_run *r, const hg_spec *sp, void **out) {
@@ -62,9 +62,9 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   *out = st;
   st->usp.m = &hg_unroll;
   for (int i = 0; i < HG_MAX_PARAMS; i++) st->usp.p[i] = NAN;   /* K absent: every step */
-  if (!(st->gfo = bl_alloc(r, r->m))) return X_ERR;
-  if (hg_unroll.setup && hg_unroll.setup(r, &st->usp, &st->unroll)) return X_ERR;
-  return X_OK;
+  if (!(st->gfo = bl_alloc(r, r->m))) return EV_ERR;
+  if (hg_unroll.setup && hg_unroll.setup(r, &st->usp, &st->unroll)) return EV_ERR;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
@@ -78,17 +78,17 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   }
   /* first-order part, as fo() */
   memcpy(st->gfo, r->Fx, m * sizeof(double));
-  if (bl_init_path(r) && bl_init_vjp(r, r->Fy, st->gfo)) return X_ERR;
+  if (bl_init_path(r) && bl_init_vjp(r, r->Fy, st->gfo)) return EV_ERR;
   st->draws++;
   int xi = q >= 1 || tn_rng_uniform(&st->rng) < q;
   if (!xi) {
     memcpy(d, st->gfo, m * sizeof(double));
-    return X_OK;
+    return EV_OK;
   }
   st->exact_rounds++;
-  if (hg_unroll.compute(r, &st->usp, st->unroll, d)) return X_ERR;
+  if (hg_unroll.compute(r, &st->usp, st->unroll, d)) return EV_ERR;
   for (size_t j = 0; j < m; j++) d[j] = st->gfo[j] + (d[j] - st->gfo[j]) / q;
-  return X_OK;
+  return EV_OK;
 }
 
 static void cleanup(bl_run *r, void *vst) {

@@ -30,7 +30,7 @@ static int check(bl_run *r, const hg_spec *sp) {
   if (r->set.inner_opt.kind == OPT_ADAM)
     return bl_error(r, "unroll() cannot differentiate through the adam inner optimizer yet: use inner_opt = sgd() "
                        "or momentum(), or an implicit method such as cg()");
-  return X_OK;
+  return EV_OK;
 }
 
 static int setup(bl_run *r, const hg_spec *sp, void **out) {
@@ -40,8 +40,8 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   *out = st;
   if (!(st->ay = bl_alloc(r, r->n)) || !(st->av = bl_alloc(r, r->n)) || !(st->c = bl_alloc(r, r->n)) ||
       !(st->hyy = bl_alloc(r, r->n)) || !(st->hxy = bl_alloc(r, r->m)))
-    return X_ERR;
-  return X_OK;
+    return EV_ERR;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
@@ -56,16 +56,16 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   for (long t = r->T - 1; t >= first; t--) {
     double lr = bl_traj_lr(r, t);
     for (size_t i = 0; i < n; i++) st->c[i] = st->av[i] - lr * st->ay[i];
-    if (bl_traj_load(r, t) || bl_hvp(r, st->c, st->hxy, st->hyy)) return X_ERR;
+    if (bl_traj_load(r, t) || bl_hvp(r, st->c, st->hxy, st->hyy)) return EV_ERR;
     for (size_t i = 0; i < n; i++) {
       st->ay[i] += st->hyy[i];
       st->av[i] = beta * st->c[i];
     }
     for (size_t j = 0; j < m; j++) d[j] += st->hxy[j];
   }
-  if (bl_traj_restore(r)) return X_ERR;
-  if (first == 0 && bl_init_path(r) && bl_init_vjp(r, st->ay, d)) return X_ERR;
-  return X_OK;
+  if (bl_traj_restore(r)) return EV_ERR;
+  if (first == 0 && bl_init_path(r) && bl_init_vjp(r, st->ay, d)) return EV_ERR;
+  return EV_OK;
 }
 
 static void cleanup(bl_run *r, void *vst) {

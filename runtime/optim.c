@@ -122,7 +122,7 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
     return interp_error(S, at, "%s: unknown optimizer '%s' (known: sgd, momentum, adam)", what, kname);
   }
   opt_default(out, (bl_opt_kind)kind);
-  if (!r) return X_OK;
+  if (!r) return EV_OK;
   /* "sgd(): 'lr' ..." from the constructor, "solve option 'inner_opt': sgd's 'lr' ..." elsewhere */
   char who[64] = "";
   if (strncmp(what, kname, strlen(kname)) != 0 || what[strlen(kname)] != '(') snprintf(who, sizeof who, "%s's ", kname);
@@ -161,7 +161,7 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
       return interp_error(S, at, "%s: %s'%s' must be %s, got %s", what, who, key, range, num);
     }
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static int put_num(blo_state *S, orec *r, const char *k, double d) { return rec_set(S, r, k, v_num(d)); }
@@ -185,5 +185,5 @@ int opt_to_value(blo_state *S, const ast_node *at, const bl_optspec *sp, value *
   if (sp->decay != 0) bad = bad || put_num(S, r, "decay", sp->decay);
   if (bad) { v_release(S, &rv); return interp_error(S, at, "out of memory"); }
   *out = rv;
-  return X_OK;
+  return EV_OK;
 }

@@ -1,6 +1,6 @@
 /* args.c: argument helpers for builtins (declared in interp.h).  Each one
  * reports its own located error, naming the function as the script spelled
- * it, so a builtin can simply `if (arg_int(...)) return X_ERR;`. */
+ * it, so a builtin can simply `if (arg_int(...)) return EV_ERR;`. */
 #include "interp.h"
 
 #include <math.h>
@@ -21,7 +21,7 @@ static int type_error(blo_state *S, callargs *a, int i, const char *want) {
 }
 
 static int need(blo_state *S, callargs *a, int i) {
-  if (i >= 0 && i < a->npos) return X_OK;
+  if (i >= 0 && i < a->npos) return EV_OK;
   return interp_error(S, a->call, "%s: missing argument %d", fname(a), i + 1);
 }
 
@@ -45,12 +45,12 @@ int arg_check_named(blo_state *S, callargs *a, const char *const *allowed) {
       n += (size_t)snprintf(list + n, sizeof list - n, k ? ", %s" : "%s", allowed[k]);
     return interp_error(S, a->call, "%s(): unknown named argument '%s' (allowed: %s)", fname(a), a->names[i], list);
   }
-  return X_OK;
+  return EV_OK;
 }
 
 int arg_double(blo_state *S, callargs *a, int i, double *out) {
-  if (need(S, a, i)) return X_ERR;
-  if (v_to_double(a->pos[i], out) == 0) return X_OK;
+  if (need(S, a, i)) return EV_ERR;
+  if (v_to_double(a->pos[i], out) == 0) return EV_OK;
   return type_error(S, a, i, "a number");
 }
 
@@ -63,19 +63,19 @@ static int to_long(double d, long *out) {
 
 int arg_int(blo_state *S, callargs *a, int i, long *out) {
   double d;
-  if (arg_double(S, a, i, &d)) return X_ERR;
-  if (to_long(d, out) == 0) return X_OK;
+  if (arg_double(S, a, i, &d)) return EV_ERR;
+  if (to_long(d, out) == 0) return EV_OK;
   char num[40];
   fmt_double(num, sizeof num, d);
   return interp_error(S, a->call, "%s: argument %d must be an integer, got %s", fname(a), i + 1, num);
 }
 
 int arg_tensor(blo_state *S, callargs *a, int i, blo_tensor **out) {
-  if (need(S, a, i)) return X_ERR;
+  if (need(S, a, i)) return EV_ERR;
   value v = a->pos[i];
   if (v_is_numeric(v)) {
     *out = v_to_tensor(S, v);
-    return *out ? X_OK : interp_tn_error(S, a->call);
+    return *out ? EV_OK : interp_tn_error(S, a->call);
   }
   if (v.kind == V_LIST) {
     /* a list of numbers reads as a vector (e.g. an empty [] literal) */
@@ -87,16 +87,16 @@ int arg_tensor(blo_state *S, callargs *a, int i, blo_tensor **out) {
     if (!t) return interp_tn_error(S, a->call);
     for (int k = 0; k < l->n; k++) t->data[k] = l->items[k].u.num;
     *out = t;
-    return X_OK;
+    return EV_OK;
   }
   return type_error(S, a, i, "a number or tensor");
 }
 
 int arg_str(blo_state *S, callargs *a, int i, const char **out) {
-  if (need(S, a, i)) return X_ERR;
+  if (need(S, a, i)) return EV_ERR;
   if (a->pos[i].kind != V_STR) return type_error(S, a, i, "a string");
   *out = v_cstr(a->pos[i]);
-  return X_OK;
+  return EV_OK;
 }
 
 static int named_error(blo_state *S, callargs *a, const char *name, value v, const char *want) {
@@ -107,17 +107,17 @@ static int named_error(blo_state *S, callargs *a, const char *name, value v, con
 
 int named_double(blo_state *S, callargs *a, const char *name, double dflt, double *out) {
   value *v = arg_named(a, name);
-  if (!v) { *out = dflt; return X_OK; }
-  if (v_to_double(*v, out) == 0) return X_OK;
+  if (!v) { *out = dflt; return EV_OK; }
+  if (v_to_double(*v, out) == 0) return EV_OK;
   return named_error(S, a, name, *v, "a number");
 }
 
 int named_int(blo_state *S, callargs *a, const char *name, long dflt, long *out) {
   value *v = arg_named(a, name);
-  if (!v) { *out = dflt; return X_OK; }
+  if (!v) { *out = dflt; return EV_OK; }
   double d;
   if (v_to_double(*v, &d) != 0) return named_error(S, a, name, *v, "an integer");
-  if (to_long(d, out) == 0) return X_OK;
+  if (to_long(d, out) == 0) return EV_OK;
   char num[40];
   fmt_double(num, sizeof num, d);
   return interp_error(S, a->call, "%s: '%s' must be an integer, got %s", fname(a), name, num);
@@ -125,17 +125,17 @@ int named_int(blo_state *S, callargs *a, const char *name, long dflt, long *out)
 
 int named_bool(blo_state *S, callargs *a, const char *name, int dflt, int *out) {
   value *v = arg_named(a, name);
-  if (!v) { *out = dflt; return X_OK; }
+  if (!v) { *out = dflt; return EV_OK; }
   double d;
-  if (v_to_double(*v, &d) == 0) { *out = d != 0; return X_OK; }
+  if (v_to_double(*v, &d) == 0) { *out = d != 0; return EV_OK; }
   return named_error(S, a, name, *v, "true or false");
 }
 
 int arg_axis(blo_state *S, callargs *a, int rank, int *axis) {
   value *v = arg_named(a, "axis");
-  if (!v) { *axis = -1; return X_OK; }
+  if (!v) { *axis = -1; return EV_OK; }
   long k;
-  if (named_int(S, a, "axis", -1, &k)) return X_ERR;
+  if (named_int(S, a, "axis", -1, &k)) return EV_ERR;
   long norm = k < 0 ? k + rank : k;
   if (norm < 0 || norm >= rank) {
     if (rank == 0)
@@ -143,5 +143,5 @@ int arg_axis(blo_state *S, callargs *a, int rank, int *axis) {
     return interp_error(S, a->call, "%s: axis %ld out of range for a tensor of rank %d", fname(a), k, rank);
   }
   *axis = (int)norm;
-  return X_OK;
+  return EV_OK;
 }

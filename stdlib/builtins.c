@@ -5,8 +5,8 @@
  * (det, chol, eigh, pinv, lstsq) refuse arguments that are being
  * differentiated rather than silently returning a zero derivative.
  *
- * Conventions: a builtin returns X_OK with a new reference in *out, or the
- * X_ERR of interp_error/interp_tn_error; everything it created is released on
+ * Conventions: a builtin returns EV_OK with a new reference in *out, or the
+ * EV_ERR of interp_error/interp_tn_error; everything it created is released on
  * every path. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -36,7 +36,7 @@ static int type_err(blo_state *S, callargs *a, const char *name, int i, const ch
 }
 
 static int need_numeric(blo_state *S, callargs *a, const char *name, int i) {
-  if (v_is_numeric(a->pos[i])) return X_OK;
+  if (v_is_numeric(a->pos[i])) return EV_OK;
   return type_err(S, a, name, i, "a number or tensor");
 }
 
@@ -51,7 +51,7 @@ static int ret_tn(blo_state *S, callargs *a, blo_tensor *t, value *out) {
   } else {
     *out = v_tensor(t);
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static value v_obj(vkind k, obj *o) {
@@ -69,7 +69,7 @@ static int no_ad(blo_state *S, callargs *a, const char *name, value v) {
   if (v.kind == V_TENSOR && (v.tan || (S->tape && v.gen == S->tape_gen && v.node >= 0)))
     return interp_error(S, a->call, "%s: not differentiable (its argument depends on a variable being differentiated)",
                         name);
-  return X_OK;
+  return EV_OK;
 }
 
 static void adv_release(blo_state *S, ad_val *v, int n) {
@@ -81,7 +81,7 @@ static int ad_done(blo_state *S, callargs *a, int rc, ad_val *in, ad_val r, valu
   ad_val_release(&S->tn, in);
   if (rc) return interp_tn_error(S, a->call);
   *out = v_from_ad(S, r);
-  return X_OK;
+  return EV_OK;
 }
 
 static const char *shape_text(const blo_tensor *t, char *buf, size_t n) { return tn_shape_str(t, buf, n); }
@@ -91,14 +91,14 @@ static const char *shape_text(const blo_tensor *t, char *buf, size_t n) { return
  * allow_infer lets one dimension be -1 (reshape). */
 static int dim_value(blo_state *S, callargs *a, const char *name, double d, int allow_infer, size_t *dim,
                      int *infer) {
-  if (allow_infer && d == -1) { *infer = 1; *dim = 0; return X_OK; }
+  if (allow_infer && d == -1) { *infer = 1; *dim = 0; return EV_OK; }
   if (!(d >= 0 && d == floor(d) && d < 9e15)) {
     char num[40];
     fmt_double(num, sizeof num, d);
     return interp_error(S, a->call, "%s: dimension %s must be a non-negative integer", name, num);
   }
   *dim = (size_t)d;
-  return X_OK;
+  return EV_OK;
 }
 
 static int parse_shape(blo_state *S, callargs *a, const char *name, int first, int last, int allow_infer,
@@ -134,14 +134,14 @@ static int parse_shape(blo_state *S, callargs *a, const char *name, int first, i
   }
   for (int i = 0; i < n; i++) {
     int infer = 0;
-    if (dim_value(S, a, name, vals[i], allow_infer, &dims[i], &infer)) return X_ERR;
+    if (dim_value(S, a, name, vals[i], allow_infer, &dims[i], &infer)) return EV_ERR;
     if (infer) {
       if (*infer_at >= 0) return interp_error(S, a->call, "%s: only one dimension may be -1", name);
       *infer_at = i;
     }
   }
   *rank = n;
-  return X_OK;
+  return EV_OK;
 }
 
 /* Refuses shapes whose element count overflows. */
@@ -154,7 +154,7 @@ static int check_count(blo_state *S, callargs *a, const char *name, int rank, co
     }
     n *= dims[i];
   }
-  return X_OK;
+  return EV_OK;
 }
 
 /* Unbiased integer in [0, n), n >= 1. */
@@ -188,8 +188,8 @@ static blo_tensor *arange_tensor(tn_ctx *ctx, size_t n, double start, double ste
  * ====================================================================== */
 
 static int unary(blo_state *S, callargs *a, value *out, const char *name, tn_unary_op op) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, name, 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, name, 0)) return EV_ERR;
   return op_unary(S, a->call, op, a->pos[0], out);
 }
 
@@ -211,21 +211,21 @@ UNARY(isnan, TN_ISNAN)
 #undef UNARY
 
 static int binary_ad(blo_state *S, callargs *a, const char *name, tn_binary_op op, value *out) {
-  if (need_numeric(S, a, name, 0) || need_numeric(S, a, name, 1)) return X_ERR;
+  if (need_numeric(S, a, name, 0) || need_numeric(S, a, name, 1)) return EV_ERR;
   value p = a->pos[0], q = a->pos[1];
   if (p.kind == V_NUM && q.kind == V_NUM) {
     *out = v_num(tn_binary_scalar(op, p.u.num, q.u.num));
-    return X_OK;
+    return EV_OK;
   }
   ad_val x, y, r;
-  if (v_to_ad(S, a->call, p, &x)) return X_ERR;
-  if (v_to_ad(S, a->call, q, &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  if (v_to_ad(S, a->call, p, &x)) return EV_ERR;
+  if (v_to_ad(S, a->call, q, &y)) { ad_val_release(&S->tn, &x); return EV_ERR; }
   int rc = ad_binary(&S->tn, S->tape, op, x, y, &r);
   ad_val_release(&S->tn, &x);
   ad_val_release(&S->tn, &y);
   if (rc) return interp_tn_error(S, a->call);
   *out = v_from_ad(S, r);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ======================================================================
@@ -233,13 +233,13 @@ static int binary_ad(blo_state *S, callargs *a, const char *name, tn_binary_op o
  * ====================================================================== */
 
 static int reduce(blo_state *S, callargs *a, value *out, const char *name, tn_reduce_op op) {
-  if (arg_check_named(S, a, AXIS_ONLY)) return X_ERR;
-  if (need_numeric(S, a, name, 0)) return X_ERR;
+  if (arg_check_named(S, a, AXIS_ONLY)) return EV_ERR;
+  if (need_numeric(S, a, name, 0)) return EV_ERR;
   value v = a->pos[0];
   int axis;
-  if (arg_axis(S, a, v.kind == V_TENSOR ? v.u.t->rank : 0, &axis)) return X_ERR;
+  if (arg_axis(S, a, v.kind == V_TENSOR ? v.u.t->rank : 0, &axis)) return EV_ERR;
   ad_val x, r;
-  if (v_to_ad(S, a->call, v, &x)) return X_ERR;
+  if (v_to_ad(S, a->call, v, &x)) return EV_ERR;
   if (op == TN_ARGMAX || op == TN_ARGMIN) {
     /* positions are piecewise constant: no derivative to carry */
     blo_tensor *t = tn_reduce(&S->tn, op, x.v, axis);
@@ -264,7 +264,7 @@ REDUCE(logsumexp, TN_LOGSUMEXP)
 /* max(x, axis =) reduces; max(a, b) is the elementwise maximum. */
 static int bi_max(blo_state *S, callargs *a, value *out) {
   if (a->npos == 2) {
-    if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+    if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
     return binary_ad(S, a, "max", TN_MAX2, out);
   }
   return reduce(S, a, out, "max", TN_MAX);
@@ -272,28 +272,28 @@ static int bi_max(blo_state *S, callargs *a, value *out) {
 
 static int bi_min(blo_state *S, callargs *a, value *out) {
   if (a->npos == 2) {
-    if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+    if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
     return binary_ad(S, a, "min", TN_MIN2, out);
   }
   return reduce(S, a, out, "min", TN_MIN);
 }
 
 static int bi_softmax(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, AXIS_ONLY)) return X_ERR;
-  if (need_numeric(S, a, "softmax", 0)) return X_ERR;
+  if (arg_check_named(S, a, AXIS_ONLY)) return EV_ERR;
+  if (need_numeric(S, a, "softmax", 0)) return EV_ERR;
   value v = a->pos[0];
   int axis;
-  if (arg_axis(S, a, v.kind == V_TENSOR ? v.u.t->rank : 0, &axis)) return X_ERR;
+  if (arg_axis(S, a, v.kind == V_TENSOR ? v.u.t->rank : 0, &axis)) return EV_ERR;
   ad_val x, r;
-  if (v_to_ad(S, a->call, v, &x)) return X_ERR;
+  if (v_to_ad(S, a->call, v, &x)) return EV_ERR;
   int rc = ad_softmax(&S->tn, S->tape, x, axis, &r);
   return ad_done(S, a, rc, &x, r, out);
 }
 
 /* any/all over every element; a number counts as one element. */
 static int any_all(blo_state *S, callargs *a, value *out, const char *name, int want_all) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, name, 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, name, 0)) return EV_ERR;
   value v = a->pos[0];
   const double *d = v.kind == V_NUM ? &v.u.num : v.u.t->data;
   size_t n = v.kind == V_NUM ? 1 : v.u.t->size;
@@ -301,7 +301,7 @@ static int any_all(blo_state *S, callargs *a, value *out, const char *name, int 
   for (size_t i = 0; i < n; i++)
     if ((d[i] != 0) != want_all) { res = !want_all; break; }
   *out = v_num(res);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_any(blo_state *S, callargs *a, value *out) { return any_all(S, a, out, "any", 0); }
@@ -312,13 +312,13 @@ static int bi_all(blo_state *S, callargs *a, value *out) { return any_all(S, a, 
  * ====================================================================== */
 
 static int bi_reshape(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, "reshape", 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "reshape", 0)) return EV_ERR;
   size_t dims[TN_MAX_RANK];
   int rank, infer;
-  if (parse_shape(S, a, "reshape", 1, a->npos, 1, dims, &rank, &infer)) return X_ERR;
+  if (parse_shape(S, a, "reshape", 1, a->npos, 1, dims, &rank, &infer)) return EV_ERR;
   ad_val x, r;
-  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
   size_t known = 1;
   int overflow = 0;
   for (int i = 0; i < rank; i++)
@@ -352,21 +352,21 @@ static int bi_reshape(blo_state *S, callargs *a, value *out) {
 }
 
 static int bi_flatten(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, "flatten", 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "flatten", 0)) return EV_ERR;
   ad_val x, r;
-  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
   size_t n = x.v->size;
   int rc = ad_reshape(&S->tn, S->tape, x, 1, &n, &r);
   return ad_done(S, a, rc, &x, r, out);
 }
 
 static int bi_transpose(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, "transpose", 0)) return X_ERR;
-  if (a->pos[0].kind == V_NUM) { *out = a->pos[0]; return X_OK; }
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "transpose", 0)) return EV_ERR;
+  if (a->pos[0].kind == V_NUM) { *out = a->pos[0]; return EV_OK; }
   ad_val x, r;
-  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
   int rc = ad_transpose(&S->tn, S->tape, x, &r);
   return ad_done(S, a, rc, &x, r, out);
 }
@@ -386,7 +386,7 @@ static int gather_seq(blo_state *S, callargs *a, const char *name, ad_val **item
   }
   if (a->npos == 1 && a->pos[0].kind == V_TENSOR && a->pos[0].u.t->rank >= 1) {
     ad_val whole;
-    if (v_to_ad(S, a->call, a->pos[0], &whole)) return X_ERR;
+    if (v_to_ad(S, a->call, a->pos[0], &whole)) return EV_ERR;
     size_t k = whole.v->shape[0];
     if (k == 0 || k > 1000000) {
       ad_val_release(&S->tn, &whole);
@@ -406,7 +406,7 @@ static int gather_seq(blo_state *S, callargs *a, const char *name, ad_val **item
     ad_val_release(&S->tn, &whole);
     *items = v;
     *n = (int)k;
-    return X_OK;
+    return EV_OK;
   }
   if (count == 0) return interp_error(S, a->call, "%s: nothing to %s", name, name);
   ad_val *v = calloc((size_t)count, sizeof *v);
@@ -422,26 +422,26 @@ static int gather_seq(blo_state *S, callargs *a, const char *name, ad_val **item
     if (v_to_ad(S, a->call, src[i], &v[i])) {
       adv_release(S, v, i);
       free(v);
-      return X_ERR;
+      return EV_ERR;
     }
   }
   *items = v;
   *n = count;
-  return X_OK;
+  return EV_OK;
 }
 
 static int concat_stack(blo_state *S, callargs *a, value *out, int is_stack) {
   const char *name = is_stack ? "stack" : "concat";
-  if (arg_check_named(S, a, AXIS_ONLY)) return X_ERR;
+  if (arg_check_named(S, a, AXIS_ONLY)) return EV_ERR;
   long axis;
-  if (named_int(S, a, "axis", 0, &axis)) return X_ERR;
+  if (named_int(S, a, "axis", 0, &axis)) return EV_ERR;
   ad_val *items;
   int n;
-  if (gather_seq(S, a, name, &items, &n)) return X_ERR;
-  int rc = X_OK;
+  if (gather_seq(S, a, name, &items, &n)) return EV_ERR;
+  int rc = EV_OK;
   if (!is_stack) {
     /* numbers join as one-element vectors: concat(x, 0) appends */
-    for (int i = 0; i < n && rc == X_OK; i++)
+    for (int i = 0; i < n && rc == EV_OK; i++)
       if (items[i].v->rank == 0) {
         size_t one = 1;
         ad_val r;
@@ -449,7 +449,7 @@ static int concat_stack(blo_state *S, callargs *a, value *out, int is_stack) {
         else { ad_val_release(&S->tn, &items[i]); items[i] = r; }
       }
   }
-  if (rc == X_OK) {
+  if (rc == EV_OK) {
     int rank = items[0].v->rank + (is_stack ? 1 : 0);
     long ax = axis < 0 ? axis + rank : axis;
     if (ax < 0 || ax >= rank) {
@@ -478,75 +478,75 @@ static int bi_stack(blo_state *S, callargs *a, value *out) { return concat_stack
 static int filled(blo_state *S, callargs *a, value *out, const char *name, int first, int last, double fillv) {
   size_t dims[TN_MAX_RANK];
   int rank;
-  if (parse_shape(S, a, name, first, last, 0, dims, &rank, NULL)) return X_ERR;
-  if (rank == 0) { *out = v_num(fillv); return X_OK; }
-  if (check_count(S, a, name, rank, dims)) return X_ERR;
+  if (parse_shape(S, a, name, first, last, 0, dims, &rank, NULL)) return EV_ERR;
+  if (rank == 0) { *out = v_num(fillv); return EV_OK; }
+  if (check_count(S, a, name, rank, dims)) return EV_ERR;
   blo_tensor *t = tn_new(&S->tn, rank, dims);
   if (!t) return interp_tn_error(S, a->call);
   for (size_t i = 0; i < t->size; i++) t->data[i] = fillv;
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_zeros(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   return filled(S, a, out, "zeros", 0, a->npos, 0.0);
 }
 
 static int bi_ones(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   return filled(S, a, out, "ones", 0, a->npos, 1.0);
 }
 
 /* fill(d1, ..., value): the last argument is the value. */
 static int bi_fill(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   double v;
   if (v_to_double(a->pos[a->npos - 1], &v) != 0) return type_err(S, a, "fill", a->npos - 1, "a number (the fill value)");
   return filled(S, a, out, "fill", 0, a->npos - 1, v);
 }
 
 static int bi_eye(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   size_t dims[TN_MAX_RANK];
   int rank;
-  if (parse_shape(S, a, "eye", 0, a->npos, 0, dims, &rank, NULL)) return X_ERR;
+  if (parse_shape(S, a, "eye", 0, a->npos, 0, dims, &rank, NULL)) return EV_ERR;
   if (rank != 1 && rank != 2) return interp_error(S, a->call, "eye: expected eye(n) or eye(n, m), got %d dimensions", rank);
   if (rank == 1) dims[1] = dims[0];
-  if (check_count(S, a, "eye", 2, dims)) return X_ERR;
+  if (check_count(S, a, "eye", 2, dims)) return EV_ERR;
   blo_tensor *t = tn_zeros(&S->tn, 2, dims);
   if (!t) return interp_tn_error(S, a->call);
   for (size_t i = 0; i < dims[0] && i < dims[1]; i++) t->data[i * dims[1] + i] = 1;
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_linspace(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   double lo, hi;
   long n;
-  if (arg_double(S, a, 0, &lo) || arg_double(S, a, 1, &hi) || arg_int(S, a, 2, &n)) return X_ERR;
+  if (arg_double(S, a, 0, &lo) || arg_double(S, a, 1, &hi) || arg_int(S, a, 2, &n)) return EV_ERR;
   if (n < 0) return interp_error(S, a->call, "linspace: the number of points must be >= 0, got %ld", n);
   size_t len = (size_t)n;
-  if (check_count(S, a, "linspace", 1, &len)) return X_ERR;
+  if (check_count(S, a, "linspace", 1, &len)) return EV_ERR;
   blo_tensor *t = tn_new(&S->tn, 1, &len);
   if (!t) return interp_tn_error(S, a->call);
   double step = n > 1 ? (hi - lo) / (double)(n - 1) : 0;
   for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i * step;
   if (n > 1) t->data[len - 1] = hi;  /* the end point exactly, as NumPy */
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 /* arange(n), arange(a, b), arange(a, b, step): [a, b) by step. */
 static int bi_arange(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   double lo = 0, hi, step = 1;
   if (a->npos == 1) {
-    if (arg_double(S, a, 0, &hi)) return X_ERR;
+    if (arg_double(S, a, 0, &hi)) return EV_ERR;
   } else {
-    if (arg_double(S, a, 0, &lo) || arg_double(S, a, 1, &hi)) return X_ERR;
-    if (a->npos == 3 && arg_double(S, a, 2, &step)) return X_ERR;
+    if (arg_double(S, a, 0, &lo) || arg_double(S, a, 1, &hi)) return EV_ERR;
+    if (a->npos == 3 && arg_double(S, a, 2, &step)) return EV_ERR;
   }
   if (step == 0) return interp_error(S, a->call, "arange: step must not be zero");
   if (!isfinite(lo) || !isfinite(hi) || !isfinite(step))
@@ -557,7 +557,7 @@ static int bi_arange(blo_state *S, callargs *a, value *out) {
   blo_tensor *t = arange_tensor(&S->tn, (size_t)cnt, lo, step);
   if (!t) return interp_tn_error(S, a->call);
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ======================================================================
@@ -565,20 +565,20 @@ static int bi_arange(blo_state *S, callargs *a, value *out) {
  * ====================================================================== */
 
 static int bi_seed(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   long s;
-  if (arg_int(S, a, 0, &s)) return X_ERR;
+  if (arg_int(S, a, 0, &s)) return EV_ERR;
   tn_rng_seed(&S->rng, (uint64_t)s);
   *out = v_nil();
-  return X_OK;
+  return EV_OK;
 }
 
 static int random_fill(blo_state *S, callargs *a, value *out, const char *name, int first, int kind, double lo,
                        uint64_t range) {
   size_t dims[TN_MAX_RANK];
   int rank;
-  if (parse_shape(S, a, name, first, a->npos, 0, dims, &rank, NULL)) return X_ERR;
-  if (check_count(S, a, name, rank, dims)) return X_ERR;
+  if (parse_shape(S, a, name, first, a->npos, 0, dims, &rank, NULL)) return EV_ERR;
+  if (check_count(S, a, name, rank, dims)) return EV_ERR;
   blo_tensor *t = tn_new(&S->tn, rank, dims);
   if (!t) return interp_tn_error(S, a->call);
   for (size_t i = 0; i < t->size; i++) {
@@ -590,19 +590,19 @@ static int random_fill(blo_state *S, callargs *a, value *out, const char *name, 
 }
 
 static int bi_rand(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   return random_fill(S, a, out, "rand", 0, 0, 0, 0);
 }
 
 static int bi_randn(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   return random_fill(S, a, out, "randn", 0, 1, 0, 0);
 }
 
 static int bi_randint(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   long lo, hi;
-  if (arg_int(S, a, 0, &lo) || arg_int(S, a, 1, &hi)) return X_ERR;
+  if (arg_int(S, a, 0, &lo) || arg_int(S, a, 1, &hi)) return EV_ERR;
   if (hi <= lo) return interp_error(S, a->call, "randint: empty range [%ld, %ld)", lo, hi);
   if ((double)hi - (double)lo > 9e15)
     return interp_error(S, a->call, "randint: range [%ld, %ld) is too wide", lo, hi);
@@ -610,22 +610,22 @@ static int bi_randint(blo_state *S, callargs *a, value *out) {
 }
 
 static int bi_randperm(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   long n;
-  if (arg_int(S, a, 0, &n)) return X_ERR;
+  if (arg_int(S, a, 0, &n)) return EV_ERR;
   if (n < 0) return interp_error(S, a->call, "randperm: n must be >= 0, got %ld", n);
   size_t len = (size_t)n;
-  if (check_count(S, a, "randperm", 1, &len)) return X_ERR;
+  if (check_count(S, a, "randperm", 1, &len)) return EV_ERR;
   blo_tensor *t = tn_new(&S->tn, 1, &len);
   if (!t) return interp_tn_error(S, a->call);
   permutation(&S->rng, t->data, len);
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 /* Permutes the first axis (rows of a matrix, items of a list). */
 static int bi_shuffle(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   value v = a->pos[0];
   if (v.kind == V_LIST) {
     olist *l = (olist *)v.u.o;
@@ -637,7 +637,7 @@ static int bi_shuffle(blo_state *S, callargs *a, value *out) {
     for (size_t i = 0; i < n; i++) list_push(S, c, v_retain(l->items[(size_t)idx[i]]));
     free(idx);
     *out = v_obj(V_LIST, &c->h);
-    return X_OK;
+    return EV_OK;
   }
   if (v.kind != V_TENSOR || v.u.t->rank == 0) return type_err(S, a, "shuffle", 0, "a tensor with at least one axis, or a list");
   size_t n = v.u.t->shape[0];
@@ -645,7 +645,7 @@ static int bi_shuffle(blo_state *S, callargs *a, value *out) {
   if (!idx) return interp_tn_error(S, a->call);
   permutation(&S->rng, idx->data, n);
   ad_val x, r;
-  if (v_to_ad(S, a->call, v, &x)) { tn_release(&S->tn, idx); return X_ERR; }
+  if (v_to_ad(S, a->call, v, &x)) { tn_release(&S->tn, idx); return EV_ERR; }
   int rc = ad_take(&S->tn, S->tape, x, idx, 0, &r);
   tn_release(&S->tn, idx);
   return ad_done(S, a, rc, &x, r, out);
@@ -656,16 +656,16 @@ static int bi_shuffle(blo_state *S, callargs *a, value *out) {
  * ====================================================================== */
 
 static int bi_len(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   value v = a->pos[0];
   switch (v.kind) {
   case V_TENSOR:
     if (v.u.t->rank == 0) break;
     *out = v_num((double)v.u.t->shape[0]);
-    return X_OK;
-  case V_LIST: *out = v_num(((olist *)v.u.o)->n); return X_OK;
-  case V_STR: *out = v_num((double)((ostr *)v.u.o)->len); return X_OK;
-  case V_REC: *out = v_num(((orec *)v.u.o)->n); return X_OK;
+    return EV_OK;
+  case V_LIST: *out = v_num(((olist *)v.u.o)->n); return EV_OK;
+  case V_STR: *out = v_num((double)((ostr *)v.u.o)->len); return EV_OK;
+  case V_REC: *out = v_num(((orec *)v.u.o)->n); return EV_OK;
   default: break;
   }
   if (v.kind == V_NUM || v.kind == V_TENSOR)
@@ -675,31 +675,31 @@ static int bi_len(blo_state *S, callargs *a, value *out) {
 
 /* shape of a number (or rank-0 tensor) is the empty vector. */
 static int bi_shape(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, "shape", 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "shape", 0)) return EV_ERR;
   value v = a->pos[0];
   size_t r = v.kind == V_TENSOR ? (size_t)v.u.t->rank : 0;
   blo_tensor *t = tn_new(&S->tn, 1, &r);
   if (!t) return interp_tn_error(S, a->call);
   for (size_t i = 0; i < r; i++) t->data[i] = (double)v.u.t->shape[i];
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_size(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, "size", 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "size", 0)) return EV_ERR;
   value v = a->pos[0];
   *out = v_num(v.kind == V_TENSOR ? (double)v.u.t->size : 1);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_rank(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, "rank", 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "rank", 0)) return EV_ERR;
   value v = a->pos[0];
   *out = v_num(v.kind == V_TENSOR ? v.u.t->rank : 0);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ======================================================================
@@ -710,7 +710,7 @@ static int str_result(blo_state *S, callargs *a, strbuf *sb, value *out) {
   if (sb->oom) { sb_free(sb); return oom(S, a); }
   *out = v_str(S, sb->s ? sb->s : "", sb->n);
   sb_free(sb);
-  return out->kind == V_STR ? X_OK : oom(S, a);
+  return out->kind == V_STR ? EV_OK : oom(S, a);
 }
 
 /* Appends one printf conversion; spec is "%<flags><width>.<prec>" + conv. */
@@ -732,9 +732,9 @@ static void sb_conv(strbuf *sb, const char *spec, int is_str, const char *s, dou
 /* format(fmt, ...): %d %i (rounded), %f %e %g %E %G, %s (any value, printed
  * as print does), %%; flags "-+ 0#", width and precision. */
 static int bi_format(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   const char *fmt;
-  if (arg_str(S, a, 0, &fmt)) return X_ERR;
+  if (arg_str(S, a, 0, &fmt)) return EV_ERR;
   strbuf sb = {0};
   int argi = 1, nconv = 0;
   for (const char *p = fmt; *p; p++) {
@@ -819,17 +819,17 @@ static int bi_format(blo_state *S, callargs *a, value *out) {
 }
 
 static int bi_str(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (a->pos[0].kind == V_STR) { *out = v_retain(a->pos[0]); return X_OK; }
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (a->pos[0].kind == V_STR) { *out = v_retain(a->pos[0]); return EV_OK; }
   strbuf sb = {0};
   v_print(&sb, a->pos[0], 1);
   return str_result(S, a, &sb, out);
 }
 
 static int bi_num(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   value v = a->pos[0];
-  if (v.kind == V_NUM) { *out = v; return X_OK; }
+  if (v.kind == V_NUM) { *out = v; return EV_OK; }
   if (v.kind != V_STR) return type_err(S, a, "num", 0, "a string");
   const char *s = v_cstr(v);
   while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
@@ -839,7 +839,7 @@ static int bi_num(blo_state *S, callargs *a, value *out) {
   if (end == s || *end)
     return interp_error(S, a->call, "num: cannot read '%.60s' as a number", v_cstr(v));
   *out = v_num(d);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ======================================================================
@@ -853,15 +853,15 @@ static int need_matrix(blo_state *S, callargs *a, const char *name, int i, int s
     char s[96];
     return interp_error(S, a->call, "%s: matrix must be square, got %s", name, shape_text(v.u.t, s, sizeof s));
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_linsolve(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "linsolve", 0, 1) || need_numeric(S, a, "linsolve", 1)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "linsolve", 0, 1) || need_numeric(S, a, "linsolve", 1)) return EV_ERR;
   ad_val A, b, r;
-  if (v_to_ad(S, a->call, a->pos[0], &A)) return X_ERR;
-  if (v_to_ad(S, a->call, a->pos[1], &b)) { ad_val_release(&S->tn, &A); return X_ERR; }
+  if (v_to_ad(S, a->call, a->pos[0], &A)) return EV_ERR;
+  if (v_to_ad(S, a->call, a->pos[1], &b)) { ad_val_release(&S->tn, &A); return EV_ERR; }
   int rc = ad_linsolve(&S->tn, S->tape, A, b, &r);
   ad_val_release(&S->tn, &b);
   return ad_done(S, a, rc, &A, r, out);
@@ -869,10 +869,10 @@ static int bi_linsolve(blo_state *S, callargs *a, value *out) {
 
 /* inv(A) differentiates as linsolve(A, I); a constant uses LAPACK's inverse. */
 static int bi_inv(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "inv", 0, 1)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "inv", 0, 1)) return EV_ERR;
   ad_val A, r;
-  if (v_to_ad(S, a->call, a->pos[0], &A)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[0], &A)) return EV_ERR;
   if (!is_live(&A)) {
     blo_tensor *t = tn_inv(&S->tn, A.v);
     ad_val_release(&S->tn, &A);
@@ -895,30 +895,30 @@ static int bi_inv(blo_state *S, callargs *a, value *out) {
 }
 
 static int bi_det(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "det", 0, 1) || no_ad(S, a, "det", a->pos[0])) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "det", 0, 1) || no_ad(S, a, "det", a->pos[0])) return EV_ERR;
   double d;
   if (tn_det(&S->tn, a->pos[0].u.t, &d)) return interp_tn_error(S, a->call);
   *out = v_num(d);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_chol(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "chol", 0, 1) || no_ad(S, a, "chol", a->pos[0])) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "chol", 0, 1) || no_ad(S, a, "chol", a->pos[0])) return EV_ERR;
   return ret_tn(S, a, tn_chol(&S->tn, a->pos[0].u.t), out);
 }
 
 static int bi_pinv(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "pinv", 0, 0) || no_ad(S, a, "pinv", a->pos[0])) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "pinv", 0, 0) || no_ad(S, a, "pinv", a->pos[0])) return EV_ERR;
   return ret_tn(S, a, tn_pinv(&S->tn, a->pos[0].u.t), out);
 }
 
 static int bi_lstsq(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "lstsq", 0, 0) || need_numeric(S, a, "lstsq", 1)) return X_ERR;
-  if (no_ad(S, a, "lstsq", a->pos[0]) || no_ad(S, a, "lstsq", a->pos[1])) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "lstsq", 0, 0) || need_numeric(S, a, "lstsq", 1)) return EV_ERR;
+  if (no_ad(S, a, "lstsq", a->pos[0]) || no_ad(S, a, "lstsq", a->pos[1])) return EV_ERR;
   blo_tensor *b = v_to_tensor(S, a->pos[1]);
   if (!b) return interp_tn_error(S, a->call);
   blo_tensor *x = tn_lstsq(&S->tn, a->pos[0].u.t, b);
@@ -927,8 +927,8 @@ static int bi_lstsq(blo_state *S, callargs *a, value *out) {
 }
 
 static int bi_eigh(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "eigh", 0, 1) || no_ad(S, a, "eigh", a->pos[0])) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "eigh", 0, 1) || no_ad(S, a, "eigh", a->pos[0])) return EV_ERR;
   blo_tensor *vals = NULL, *vecs = NULL;
   if (tn_eigh(&S->tn, a->pos[0].u.t, &vals, &vecs)) return interp_tn_error(S, a->call);
   orec *r = rec_new(S);
@@ -938,22 +938,22 @@ static int bi_eigh(blo_state *S, callargs *a, value *out) {
   bad |= rec_set(S, r, "vectors", v_tensor(vecs));  /* rec_set releases the value on failure */
   if (bad) { v_release(S, &rv); return oom(S, a); }
   *out = rv;
-  return X_OK;
+  return EV_OK;
 }
 
 static int need_vector(blo_state *S, callargs *a, const char *name, int i) {
   value v = a->pos[i];
-  if (v.kind == V_TENSOR && v.u.t->rank == 1) return X_OK;
+  if (v.kind == V_TENSOR && v.u.t->rank == 1) return EV_OK;
   return type_err(S, a, name, i, "a vector");
 }
 
 /* outer(a, b) = reshape(a, [m, 1]) * reshape(b, [1, n]): differentiable. */
 static int bi_outer(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_vector(S, a, "outer", 0) || need_vector(S, a, "outer", 1)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_vector(S, a, "outer", 0) || need_vector(S, a, "outer", 1)) return EV_ERR;
   ad_val x, y, xc = {0}, yr = {0}, r;
-  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
-  if (v_to_ad(S, a->call, a->pos[1], &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
+  if (v_to_ad(S, a->call, a->pos[1], &y)) { ad_val_release(&S->tn, &x); return EV_ERR; }
   size_t s1[2] = {x.v->size, 1}, s2[2] = {1, y.v->size};
   int rc = ad_reshape(&S->tn, S->tape, x, 2, s1, &xc) || ad_reshape(&S->tn, S->tape, y, 2, s2, &yr) ||
            ad_binary(&S->tn, S->tape, TN_MUL, xc, yr, &r);
@@ -963,16 +963,16 @@ static int bi_outer(blo_state *S, callargs *a, value *out) {
   ad_val_release(&S->tn, &yr);
   if (rc) return interp_tn_error(S, a->call);
   *out = v_from_ad(S, r);
-  return X_OK;
+  return EV_OK;
 }
 
 /* dot(a, b) = sum(a * b) for two tensors of the same shape. */
 static int bi_dot(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_numeric(S, a, "dot", 0) || need_numeric(S, a, "dot", 1)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "dot", 0) || need_numeric(S, a, "dot", 1)) return EV_ERR;
   ad_val x, y, p = {0}, r;
-  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
-  if (v_to_ad(S, a->call, a->pos[1], &y)) { ad_val_release(&S->tn, &x); return X_ERR; }
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
+  if (v_to_ad(S, a->call, a->pos[1], &y)) { ad_val_release(&S->tn, &x); return EV_ERR; }
   int rc;
   if (!tn_same_shape(x.v, y.v)) {
     char s1[96], s2[96];
@@ -981,7 +981,7 @@ static int bi_dot(blo_state *S, callargs *a, value *out) {
   } else if (ad_binary(&S->tn, S->tape, TN_MUL, x, y, &p) || ad_reduce(&S->tn, S->tape, TN_SUM, p, -1, &r)) {
     rc = interp_tn_error(S, a->call);
   } else {
-    rc = X_OK;
+    rc = EV_OK;
     *out = v_from_ad(S, r);
   }
   ad_val_release(&S->tn, &x);
@@ -1004,12 +1004,12 @@ static int diag_of(blo_state *S, ad_val x, ad_val *out) {
 }
 
 static int bi_trace(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (need_matrix(S, a, "trace", 0, 0)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_matrix(S, a, "trace", 0, 0)) return EV_ERR;
   const blo_tensor *m = a->pos[0].u.t;
-  if (m->shape[0] == 0 || m->shape[1] == 0) { *out = v_num(0); return X_OK; }
+  if (m->shape[0] == 0 || m->shape[1] == 0) { *out = v_num(0); return EV_OK; }
   ad_val x, d = {0}, r;
-  if (v_to_ad(S, a->call, a->pos[0], &x)) return X_ERR;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
   int rc = diag_of(S, x, &d) || ad_reduce(&S->tn, S->tape, TN_SUM, d, -1, &r);
   ad_val_release(&S->tn, &d);
   return ad_done(S, a, rc, &x, r, out);
@@ -1019,11 +1019,11 @@ static int bi_trace(blo_state *S, callargs *a, value *out) {
  * The matrix is built from [v | zeros(n, n)] of shape [n, n + 1], whose first
  * n*n elements, read row-major as [n, n], place v[i] at (i, i). */
 static int bi_diag(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   value v = a->pos[0];
   if (v.kind != V_TENSOR || (v.u.t->rank != 1 && v.u.t->rank != 2)) return type_err(S, a, "diag", 0, "a vector or a matrix");
   ad_val x, r;
-  if (v_to_ad(S, a->call, v, &x)) return X_ERR;
+  if (v_to_ad(S, a->call, v, &x)) return EV_ERR;
   int rc;
   if (x.v->rank == 2) {
     rc = diag_of(S, x, &r);
@@ -1036,7 +1036,7 @@ static int bi_diag(blo_state *S, callargs *a, value *out) {
     ad_val_release(&S->tn, &x);
     if (!t) return interp_tn_error(S, a->call);
     *out = v_tensor(t);
-    return X_OK;
+    return EV_OK;
   }
   size_t col[2] = {n, 1}, nn = n * n, wide = n * (n + 1);
   ad_val parts[2] = {{0}, {0}}, cat = {0}, flat = {0}, first = {0};
@@ -1064,7 +1064,7 @@ static int bi_diag(blo_state *S, callargs *a, value *out) {
  * ====================================================================== */
 
 static int files_allowed(blo_state *S, callargs *a, const char *name) {
-  if (S->cfg.allow_files) return X_OK;
+  if (S->cfg.allow_files) return EV_OK;
   return interp_error(S, a->call, "%s: file access is disabled by the host", name);
 }
 
@@ -1072,11 +1072,11 @@ static int files_allowed(blo_state *S, callargs *a, const char *name) {
  * line (the column names); the result is the numeric tensor. */
 static int bi_load_csv(blo_state *S, callargs *a, value *out) {
   static const char *const allowed[] = {"header", "cols", NULL};
-  if (arg_check_named(S, a, allowed)) return X_ERR;
-  if (files_allowed(S, a, "load_csv")) return X_ERR;
+  if (arg_check_named(S, a, allowed)) return EV_ERR;
+  if (files_allowed(S, a, "load_csv")) return EV_ERR;
   const char *path;
   int header;
-  if (arg_str(S, a, 0, &path) || named_bool(S, a, "header", 0, &header)) return X_ERR;
+  if (arg_str(S, a, 0, &path) || named_bool(S, a, "header", 0, &header)) return EV_ERR;
   long cols[256];
   int ncols = 0;
   value *cv = arg_named(a, "cols");
@@ -1106,16 +1106,16 @@ static int bi_load_csv(blo_state *S, callargs *a, value *out) {
   blo_tensor *t = io_load_csv(&S->tn, path, header, cols, ncols, NULL, NULL, err, sizeof err);
   if (!t) return interp_error(S, a->call, "load_csv: %s", err);
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 /* save_csv(path, x, header = ["a", "b"]) */
 static int bi_save_csv(blo_state *S, callargs *a, value *out) {
   static const char *const allowed[] = {"header", NULL};
-  if (arg_check_named(S, a, allowed)) return X_ERR;
-  if (files_allowed(S, a, "save_csv")) return X_ERR;
+  if (arg_check_named(S, a, allowed)) return EV_ERR;
+  if (files_allowed(S, a, "save_csv")) return EV_ERR;
   const char *path;
-  if (arg_str(S, a, 0, &path) || need_numeric(S, a, "save_csv", 1)) return X_ERR;
+  if (arg_str(S, a, 0, &path) || need_numeric(S, a, "save_csv", 1)) return EV_ERR;
   const char *names[256];
   int nh = 0;
   value *hv = arg_named(a, "header");
@@ -1144,19 +1144,19 @@ static int bi_save_csv(blo_state *S, callargs *a, value *out) {
   tn_release(&S->tn, t);
   if (rc) return interp_error(S, a->call, "save_csv: %s", err);
   *out = v_nil();
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_load_idx(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
-  if (files_allowed(S, a, "load_idx")) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (files_allowed(S, a, "load_idx")) return EV_ERR;
   const char *path;
-  if (arg_str(S, a, 0, &path)) return X_ERR;
+  if (arg_str(S, a, 0, &path)) return EV_ERR;
   char err[600];
   blo_tensor *t = io_load_idx(&S->tn, path, err, sizeof err);
   if (!t) return interp_error(S, a->call, "load_idx: %s", err);
   *out = v_tensor(t);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ======================================================================
@@ -1166,7 +1166,7 @@ static int bi_load_idx(blo_state *S, callargs *a, value *out) {
 /* assert(cond, msg): every element of cond must be nonzero. */
 static int bi_assert(blo_state *S, callargs *a, value *out) {
   static const char *const allowed[] = {"msg", NULL};
-  if (arg_check_named(S, a, allowed)) return X_ERR;
+  if (arg_check_named(S, a, allowed)) return EV_ERR;
   value c = a->pos[0];
   if (!v_is_numeric(c)) return type_err(S, a, "assert", 0, "a number or tensor (the condition)");
   value *msg = a->npos > 1 ? &a->pos[1] : arg_named(a, "msg");
@@ -1184,12 +1184,12 @@ static int bi_assert(blo_state *S, callargs *a, value *out) {
       return rc;
     }
   *out = v_nil();
-  return X_OK;
+  return EV_OK;
 }
 
 /* push(list, v) returns a new list; the argument list is unchanged. */
 static int bi_push(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   if (a->pos[0].kind != V_LIST) return type_err(S, a, "push", 0, "a list");
   olist *l = (olist *)a->pos[0].u.o;
   olist *c = list_new(S, l->n + 1);
@@ -1197,11 +1197,11 @@ static int bi_push(blo_state *S, callargs *a, value *out) {
   for (int i = 0; i < l->n; i++) list_push(S, c, v_retain(l->items[i]));
   list_push(S, c, v_retain(a->pos[1]));
   *out = v_obj(V_LIST, &c->h);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_keys(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   if (a->pos[0].kind != V_REC) return type_err(S, a, "keys", 0, "a record");
   orec *r = (orec *)a->pos[0].u.o;
   olist *l = list_new(S, r->n);
@@ -1212,24 +1212,24 @@ static int bi_keys(blo_state *S, callargs *a, value *out) {
     if (s.kind != V_STR || list_push(S, l, s)) { v_release(S, &lv); return oom(S, a); }
   }
   *out = lv;
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_has(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   if (a->pos[0].kind != V_REC) return type_err(S, a, "has", 0, "a record");
   const char *key;
-  if (arg_str(S, a, 1, &key)) return X_ERR;
+  if (arg_str(S, a, 1, &key)) return EV_ERR;
   *out = v_num(rec_get((orec *)a->pos[0].u.o, key) != NULL);
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_time(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return X_ERR;
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   *out = v_num((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
-  return X_OK;
+  return EV_OK;
 }
 
 /* ======================================================================

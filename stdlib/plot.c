@@ -265,7 +265,7 @@ static int to_vec(value v, double **out, size_t *n) {
 static int get_vec(blo_state *S, callargs *a, value v, const char *what, double **out, size_t *n) {
   int rc = to_vec(v, out, n);
   if (rc == -2) return oom(S, a);
-  if (rc == 0) return X_OK;
+  if (rc == 0) return EV_OK;
   char d[96];
   describe(v, d, sizeof d);
   return perr(S, a, "%s must be a vector of numbers, got %s", what, d);
@@ -304,11 +304,11 @@ static int get_vecs(blo_state *S, callargs *a, value v, const char *what, double
     free(ln);
     return oom(S, a);
   }
-  int rc = X_OK;
+  int rc = EV_OK;
   if (rows) {
     const blo_tensor *t = v.u.t;
     size_t c = t->shape[1];
-    for (int i = 0; i < cnt && rc == X_OK; i++) {
+    for (int i = 0; i < cnt && rc == EV_OK; i++) {
       ln[i] = c;
       if (c == 0) continue;
       arr[i] = malloc(sizeof(double) * c);
@@ -317,7 +317,7 @@ static int get_vecs(blo_state *S, callargs *a, value v, const char *what, double
     }
   } else if (items) {
     olist *l = (olist *)v.u.o;
-    for (int i = 0; i < cnt && rc == X_OK; i++) {
+    for (int i = 0; i < cnt && rc == EV_OK; i++) {
       char what2[64];
       snprintf(what2, sizeof what2, "%s item %d", what, i + 1);
       rc = get_vec(S, a, l->items[i], what2, &arr[i], &ln[i]);
@@ -325,16 +325,16 @@ static int get_vecs(blo_state *S, callargs *a, value v, const char *what, double
   } else {
     rc = get_vec(S, a, v, what, &arr[0], &ln[0]);
   }
-  if (rc != X_OK) {
+  if (rc != EV_OK) {
     for (int i = 0; i < cnt; i++) free(arr[i]);
     free(arr);
     free(ln);
-    return X_ERR;
+    return EV_ERR;
   }
   *vs = arr;
   *lens = ln;
   *nv = cnt;
-  return X_OK;
+  return EV_OK;
 }
 
 static int hexval(int c) {
@@ -412,7 +412,7 @@ static int enum_arg(blo_state *S, callargs *a, value v, const char *what, const 
     int k = str_in(v_cstr(v), names);
     if (k >= 0) {
       *out = k;
-      return X_OK;
+      return EV_OK;
     }
     return perr(S, a, "%s must be one of %s, got \"%s\"", what, list, v_cstr(v));
   }
@@ -435,7 +435,7 @@ static int num_arg(blo_state *S, callargs *a, value v, const char *what, double 
   double d;
   if (v_to_double(v, &d) == 0 && d >= lo && d <= hi) {
     *out = d;
-    return X_OK;
+    return EV_OK;
   }
   char desc[96];
   describe(v, desc, sizeof desc);
@@ -480,7 +480,7 @@ static int set_point_colors(blo_state *S, callargs *a, series *s, double *c, siz
     if (v > s->cmax) s->cmax = v;
   }
   if (s->kind == K_LINE) s->kind = K_SCATTER;
-  return X_OK;
+  return EV_OK;
 }
 
 static int set_classes(blo_state *S, callargs *a, series *s, value v, const char *what) {
@@ -489,7 +489,7 @@ static int set_classes(blo_state *S, callargs *a, series *s, value v, const char
     if (!s->classes) return oom(S, a);
     s->classes[0] = v_cstr(v);
     s->nclasses = 1;
-    return X_OK;
+    return EV_OK;
   }
   if (v.kind == V_LIST) {
     olist *l = (olist *)v.u.o;
@@ -500,7 +500,7 @@ static int set_classes(blo_state *S, callargs *a, series *s, value v, const char
       s->classes[i] = v_cstr(l->items[i]);
     }
     s->nclasses = l->n;
-    return X_OK;
+    return EV_OK;
   }
   char d[96];
   describe(v, d, sizeof d);
@@ -511,10 +511,10 @@ static int set_classes(blo_state *S, callargs *a, series *s, value v, const char
 static int parse_xy(blo_state *S, callargs *a, fig *F, value *xv, value *yv) {
   double **ys = NULL, **xs = NULL;
   size_t *yl = NULL, *xl = NULL;
-  int ny = 0, nx = 0, rc = X_OK;
-  if (get_vecs(S, a, *yv, "y", &ys, &yl, &ny)) return X_ERR;
+  int ny = 0, nx = 0, rc = EV_OK;
+  if (get_vecs(S, a, *yv, "y", &ys, &yl, &ny)) return EV_ERR;
   if (xv && get_vecs(S, a, *xv, "x", &xs, &xl, &nx)) {
-    rc = X_ERR;
+    rc = EV_ERR;
     goto done;
   }
   if (xv && nx != 1 && nx != ny) {
@@ -524,7 +524,7 @@ static int parse_xy(blo_state *S, callargs *a, fig *F, value *xv, value *yv) {
   int first = F->ns;
   for (int i = 0; i < ny; i++) {
     series *s = new_series(S, a, F);
-    if (!s) { rc = X_ERR; goto done; }
+    if (!s) { rc = EV_ERR; goto done; }
     s->n = yl[i];
     s->y = ys[i];
     ys[i] = NULL;
@@ -560,7 +560,7 @@ static int parse_xy(blo_state *S, callargs *a, fig *F, value *xv, value *yv) {
     if (v->kind == V_LIST) {
       olist *l = (olist *)v->u.o;
       if (l->n != ny) { rc = perr(S, a, "kind lists %d kinds for %d series", l->n, ny); goto done; }
-      for (int i = 0; i < ny && rc == X_OK; i++) rc = parse_kind(S, a, l->items[i], "kind", &F->sv[first + i].kind);
+      for (int i = 0; i < ny && rc == EV_OK; i++) rc = parse_kind(S, a, l->items[i], "kind", &F->sv[first + i].kind);
     } else {
       int k = 0;
       rc = parse_kind(S, a, *v, "kind", &k);
@@ -588,10 +588,10 @@ static int parse_xy(blo_state *S, callargs *a, fig *F, value *xv, value *yv) {
   }
   int marker = -1, dash = -1;
   double alpha = -1, size = 1;
-  if ((v = arg_named(a, "marker")) && parse_marker(S, a, *v, "marker", &marker)) { rc = X_ERR; goto done; }
-  if ((v = arg_named(a, "dash")) && parse_dash(S, a, *v, "dash", &dash)) { rc = X_ERR; goto done; }
-  if ((v = arg_named(a, "alpha")) && num_arg(S, a, *v, "alpha", 0, 1, &alpha)) { rc = X_ERR; goto done; }
-  if ((v = arg_named(a, "size")) && num_arg(S, a, *v, "size", 0, 100, &size)) { rc = X_ERR; goto done; }
+  if ((v = arg_named(a, "marker")) && parse_marker(S, a, *v, "marker", &marker)) { rc = EV_ERR; goto done; }
+  if ((v = arg_named(a, "dash")) && parse_dash(S, a, *v, "dash", &dash)) { rc = EV_ERR; goto done; }
+  if ((v = arg_named(a, "alpha")) && num_arg(S, a, *v, "alpha", 0, 1, &alpha)) { rc = EV_ERR; goto done; }
+  if ((v = arg_named(a, "size")) && num_arg(S, a, *v, "size", 0, 100, &size)) { rc = EV_ERR; goto done; }
   for (int i = 0; i < ny; i++) {
     series *s = &F->sv[first + i];
     if (marker >= 0) s->marker = marker;
@@ -618,20 +618,20 @@ static int parse_xy(blo_state *S, callargs *a, fig *F, value *xv, value *yv) {
     } else {
       double *c;
       size_t n;
-      if (get_vec(S, a, *v, "color", &c, &n)) { rc = X_ERR; goto done; }
+      if (get_vec(S, a, *v, "color", &c, &n)) { rc = EV_ERR; goto done; }
       int per_point = 1;
       for (int i = 0; i < ny; i++)
         if (F->sv[first + i].n != n) per_point = 0;
       if (!per_point && (size_t)ny == n) {
         /* one palette index per series */
-        for (int i = 0; i < ny && rc == X_OK; i++) {
+        for (int i = 0; i < ny && rc == EV_OK; i++) {
           if (parse_color(v_num(c[i]), &F->sv[first + i].color)) rc = color_error(S, a, "color", v_num(c[i]));
           F->sv[first + i].has_color = 1;
         }
         free(c);
         if (rc) goto done;
       } else {
-        for (int i = 0; i < ny && rc == X_OK; i++) {
+        for (int i = 0; i < ny && rc == EV_OK; i++) {
           double *ci = c;
           if (i + 1 < ny) {
             ci = n ? malloc(sizeof(double) * n) : NULL;
@@ -647,7 +647,7 @@ static int parse_xy(blo_state *S, callargs *a, fig *F, value *xv, value *yv) {
     }
   }
   if ((v = arg_named(a, "classes"))) {
-    for (int i = 0; i < ny && rc == X_OK; i++) rc = set_classes(S, a, &F->sv[first + i], *v, "classes");
+    for (int i = 0; i < ny && rc == EV_OK; i++) rc = set_classes(S, a, &F->sv[first + i], *v, "classes");
     if (rc) goto done;
   }
 done:
@@ -679,14 +679,14 @@ static int parse_series_rec(blo_state *S, callargs *a, fig *F, value rv, int idx
   value *yv = rec_get(r, "y"), *xv = rec_get(r, "x"), *v;
   if (!yv) return perr(S, a, "%s has no field y", what);
   series *s = new_series(S, a, F);
-  if (!s) return X_ERR;
+  if (!s) return EV_ERR;
   char w2[80];
   snprintf(w2, sizeof w2, "%s: y", what);
-  if (get_vec(S, a, *yv, w2, &s->y, &s->n)) return X_ERR;
+  if (get_vec(S, a, *yv, w2, &s->y, &s->n)) return EV_ERR;
   if (xv) {
     size_t nx;
     snprintf(w2, sizeof w2, "%s: x", what);
-    if (get_vec(S, a, *xv, w2, &s->x, &nx)) return X_ERR;
+    if (get_vec(S, a, *xv, w2, &s->x, &nx)) return EV_ERR;
     if (nx != s->n) return perr(S, a, "%s: x has %zu values but y has %zu", what, nx, s->n);
   } else if (s->n) {
     s->x = malloc(sizeof(double) * s->n);
@@ -697,7 +697,7 @@ static int parse_series_rec(blo_state *S, callargs *a, fig *F, value rv, int idx
   size_t pl = strlen(w2);
   if ((v = rec_get(r, "kind"))) {
     snprintf(w2 + pl, sizeof w2 - pl, "kind");
-    if (parse_kind(S, a, *v, w2, &s->kind)) return X_ERR;
+    if (parse_kind(S, a, *v, w2, &s->kind)) return EV_ERR;
   }
   if ((v = rec_get(r, "label"))) {
     if (v->kind != V_STR) return perr(S, a, "%s: label must be a string", what);
@@ -705,24 +705,24 @@ static int parse_series_rec(blo_state *S, callargs *a, fig *F, value rv, int idx
   }
   if ((v = rec_get(r, "marker"))) {
     snprintf(w2 + pl, sizeof w2 - pl, "marker");
-    if (parse_marker(S, a, *v, w2, &s->marker)) return X_ERR;
+    if (parse_marker(S, a, *v, w2, &s->marker)) return EV_ERR;
   }
   if ((v = rec_get(r, "dash"))) {
     snprintf(w2 + pl, sizeof w2 - pl, "dash");
-    if (parse_dash(S, a, *v, w2, &s->dash)) return X_ERR;
+    if (parse_dash(S, a, *v, w2, &s->dash)) return EV_ERR;
   }
   if ((v = rec_get(r, "alpha"))) {
     snprintf(w2 + pl, sizeof w2 - pl, "alpha");
-    if (num_arg(S, a, *v, w2, 0, 1, &s->alpha)) return X_ERR;
+    if (num_arg(S, a, *v, w2, 0, 1, &s->alpha)) return EV_ERR;
   }
   if ((v = rec_get(r, "size"))) {
     snprintf(w2 + pl, sizeof w2 - pl, "size");
-    if (num_arg(S, a, *v, w2, 0, 100, &s->size)) return X_ERR;
+    if (num_arg(S, a, *v, w2, 0, 100, &s->size)) return EV_ERR;
   }
   if ((v = rec_get(r, "shade"))) {
     double t;
     snprintf(w2 + pl, sizeof w2 - pl, "shade");
-    if (num_arg(S, a, *v, w2, 0, 1, &t)) return X_ERR;
+    if (num_arg(S, a, *v, w2, 0, 1, &t)) return EV_ERR;
     s->color = viridis(t);
     s->has_color = 1;
   }
@@ -734,15 +734,15 @@ static int parse_series_rec(blo_state *S, callargs *a, fig *F, value rv, int idx
     } else {
       double *c;
       size_t n;
-      if (get_vec(S, a, *v, w2, &c, &n)) return X_ERR;
-      if (set_point_colors(S, a, s, c, n, w2)) return X_ERR;
+      if (get_vec(S, a, *v, w2, &c, &n)) return EV_ERR;
+      if (set_point_colors(S, a, s, c, n, w2)) return EV_ERR;
     }
   }
   if ((v = rec_get(r, "classes"))) {
     snprintf(w2 + pl, sizeof w2 - pl, "classes");
-    if (set_classes(S, a, s, *v, w2)) return X_ERR;
+    if (set_classes(S, a, s, *v, w2)) return EV_ERR;
   }
-  return X_OK;
+  return EV_OK;
 }
 
 static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
@@ -803,7 +803,7 @@ static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
     } else {
       double *d;
       size_t m;
-      if (get_vec(S, a, *lv, "labels", &d, &m)) return X_ERR;
+      if (get_vec(S, a, *lv, "labels", &d, &m)) return EV_ERR;
       if ((int)m != n) {
         free(d);
         return perr(S, a, "labels lists %zu labels for %d images", m, n);
@@ -816,13 +816,13 @@ static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
   if (cv) {
     static const char *const CMAPS[] = {"gray", "gray_r", "viridis", "diverging", NULL};
     if (enum_arg(S, a, *cv, "cmap", CMAPS, "\"gray\", \"gray_r\", \"viridis\", \"diverging\"", &F->cmap))
-      return X_ERR;
+      return EV_ERR;
   }
   value *rv = arg_named(a, "range");
   if (rv) {
     double *d;
     size_t m;
-    if (get_vec(S, a, *rv, "range", &d, &m)) return X_ERR;
+    if (get_vec(S, a, *rv, "range", &d, &m)) return EV_ERR;
     int ok = m == 2 && d[0] < d[1];
     if (ok) {
       F->range[0] = d[0];
@@ -833,18 +833,18 @@ static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
     if (!ok) return perr(S, a, "range must be [lo, hi] with lo < hi");
   }
   long nc = 0;
-  if (named_int(S, a, "ncols", 0, &nc)) return X_ERR;
+  if (named_int(S, a, "ncols", 0, &nc)) return EV_ERR;
   if (nc < 0 || nc > 400) return perr(S, a, "ncols must be between 1 and 400");
   F->ncols = (int)nc;
-  return X_OK;
+  return EV_OK;
 }
 
 static int parse_lim(blo_state *S, callargs *a, const char *name, axis *ax) {
   value *v = arg_named(a, name);
-  if (!v) return X_OK;
+  if (!v) return EV_OK;
   double *d;
   size_t m;
-  if (get_vec(S, a, *v, name, &d, &m)) return X_ERR;
+  if (get_vec(S, a, *v, name, &d, &m)) return EV_ERR;
   int ok = m == 2 && isfinite(d[0]) && isfinite(d[1]) && d[0] < d[1];
   if (ok && ax->log) ok = d[0] > 0;
   if (ok) {
@@ -854,7 +854,7 @@ static int parse_lim(blo_state *S, callargs *a, const char *name, axis *ax) {
   }
   free(d);
   if (!ok) return perr(S, a, "%s must be [lo, hi] with lo < hi%s", name, ax->log ? " and lo > 0 (log axis)" : "");
-  return X_OK;
+  return EV_OK;
 }
 
 /* ======================================================================
@@ -1916,7 +1916,7 @@ static int write_figure(blo_state *S, callargs *a, fig *F, const char *path, int
   }
   cairo_surface_destroy(surf);
   int cerr = fclose(k.fp);
-  if (st == CAIRO_STATUS_SUCCESS && cerr == 0) return X_OK;
+  if (st == CAIRO_STATUS_SUCCESS && cerr == 0) return EV_OK;
   remove(path);
   if (k.err) return perr(S, a, "cannot write '%s': %s", path, strerror(k.err));
   if (st != CAIRO_STATUS_SUCCESS) return perr(S, a, "cannot draw '%s': %s", path, cairo_status_to_string(st));
@@ -1930,7 +1930,7 @@ static int write_figure(blo_state *S, callargs *a, fig *F, const char *path, int
 static int opt_str(blo_state *S, callargs *a, const char *name, const char **out) {
   value *v = arg_named(a, name);
   *out = NULL;
-  if (!v) return X_OK;
+  if (!v) return EV_OK;
   if (v->kind != V_STR) {
     char d[96];
     describe(*v, d, sizeof d);
@@ -1938,7 +1938,7 @@ static int opt_str(blo_state *S, callargs *a, const char *name, const char **out
   }
   *out = v_cstr(*v);
   if (!(*out)[0]) *out = NULL;
-  return X_OK;
+  return EV_OK;
 }
 
 static int bi_plot(blo_state *S, callargs *a, value *out) {
@@ -1946,9 +1946,9 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
     "x", "y", "labels", "kind", "color", "classes", "marker", "dash", "alpha", "size", "series",
     "xlabel", "ylabel", "title", "logx", "logy", "xlim", "ylim", "equal", "grid", "legend",
     "width", "height", "images", "cmap", "range", "ncols", NULL};
-  if (arg_check_named(S, a, allowed)) return X_ERR;
+  if (arg_check_named(S, a, allowed)) return EV_ERR;
   const char *path;
-  if (arg_str(S, a, 0, &path)) return X_ERR;
+  if (arg_str(S, a, 0, &path)) return EV_ERR;
   int fmt;
   if (ext_format(path, &fmt))
     return perr(S, a, "cannot tell the format of '%s': the file name must end in .png, .svg or .pdf", path);
@@ -1956,14 +1956,14 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
 
   fig F;
   memset(&F, 0, sizeof F);
-  int rc = X_OK;
+  int rc = EV_OK;
   long w = 800, h = 500;
   int logx = 0, logy = 0;
   if (named_int(S, a, "width", 800, &w) || named_int(S, a, "height", 500, &h) ||
       named_bool(S, a, "logx", 0, &logx) || named_bool(S, a, "logy", 0, &logy) ||
       named_bool(S, a, "equal", 0, &F.equal) || named_bool(S, a, "grid", 1, &F.grid) ||
       opt_str(S, a, "title", &F.title) || opt_str(S, a, "xlabel", &F.xlabel) || opt_str(S, a, "ylabel", &F.ylabel))
-    return X_ERR;
+    return EV_ERR;
   if (w < 100 || w > 8000 || h < 100 || h > 8000)
     return perr(S, a, "width and height must be between 100 and 8000 pixels, got %ldx%ld", w, h);
   F.w = (int)w;
@@ -1983,10 +1983,10 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
       if (enum_arg(S, a, *lv, "legend", LEG,
                    "\"auto\", \"none\", \"outside\", \"upper right\", \"upper left\", \"lower right\", \"lower left\"",
                    &F.legend))
-        return X_ERR;
+        return EV_ERR;
     } else {
       int on;
-      if (named_bool(S, a, "legend", 1, &on)) return X_ERR;
+      if (named_bool(S, a, "legend", 1, &on)) return EV_ERR;
       F.legend = on ? L_AUTO : L_NONE;
     }
   }
@@ -1999,14 +1999,14 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
   }
   if (!yv && !sv) return perr(S, a, "nothing to draw: give y = (and optionally x =), series = or images =");
   if (xv && !yv) return perr(S, a, "x is given without y");
-  if (parse_lim(S, a, "xlim", &F.ax) || parse_lim(S, a, "ylim", &F.ay)) return X_ERR;
+  if (parse_lim(S, a, "xlim", &F.ax) || parse_lim(S, a, "ylim", &F.ay)) return EV_ERR;
   if (yv && (rc = parse_xy(S, a, &F, xv, yv))) goto done;
   if (sv) {
     if (sv->kind == V_REC) {
       rc = parse_series_rec(S, a, &F, *sv, 0);
     } else if (sv->kind == V_LIST) {
       olist *l = (olist *)sv->u.o;
-      for (int i = 0; i < l->n && rc == X_OK; i++) rc = parse_series_rec(S, a, &F, l->items[i], i);
+      for (int i = 0; i < l->n && rc == EV_OK; i++) rc = parse_series_rec(S, a, &F, l->items[i], i);
     } else {
       char d[96];
       describe(*sv, d, sizeof d);
@@ -2027,10 +2027,10 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
   data_range(&F, &F.ax, 1);
   data_range(&F, &F.ay, 0);
 draw:
-  if (rc == X_OK) rc = write_figure(S, a, &F, path, fmt);
+  if (rc == EV_OK) rc = write_figure(S, a, &F, path, fmt);
 done:
   fig_free(&F);
-  if (rc == X_OK) *out = v_nil();
+  if (rc == EV_OK) *out = v_nil();
   return rc;
 }
 
