@@ -44,8 +44,9 @@ typedef enum blo_status {
  * returns NULL).  Returning NULL for an allocation is reported as
  * BLO_ERROR_MEMORY.  Used for the state, tensors and script objects. */
 typedef void *(*blo_realloc_fn)(void *ud, void *ptr, size_t old_size, size_t new_size);
-/* Receives script output (print, the solve progress line); text is not
- * NUL-terminated. */
+/* Receives script output (print, printf, ...); text is not NUL-terminated.
+ * The library writes nothing else: a solve's progress goes to the progress
+ * callback (blo_set_progress), which the host may draw. */
 typedef void (*blo_write_fn)(void *ud, const char *text, size_t len);
 
 /* Where an error happened.  Strings are owned by the state and valid until
@@ -249,9 +250,15 @@ typedef struct blo_progress {
   double F, f;                 /* outer and inner objectives */
   double hypergrad_norm;       /* norm of the hypergradient of this step */
   double inner_grad_norm;      /* norm of grad_y f at the end of the inner loop */
+  double elapsed;              /* seconds since the solve started */
+  int quiet;                   /* the script asked for quiet = true: do not draw */
+  int done;                    /* 1 on the last report of a solve, after its loop
+                                  ended for any reason (finished, converged,
+                                  error, stop); time to erase a progress line */
 } blo_progress;
 /* Return 0 to continue, nonzero to stop the solve (it then fails with
- * BLO_INTERRUPTED; the variables keep their last values). */
+ * BLO_INTERRUPTED; the variables keep their last values).  The return value
+ * of the final report (done = 1) is ignored. */
 typedef int (*blo_progress_fn)(void *ud, const blo_progress *p);
 
 /* Installs a progress callback for every solve the state runs (NULL removes). */

@@ -153,5 +153,7 @@ void interp_write(blo_state *S, const char *s, size_t n);
  * the interrupt flag.  EV_ERR (error recorded, status BLO_INTERRUPTED) means
  * stop now, keeping the variables' last values. */
 int interp_solve_progress(blo_state *S, const ast_node *at, const blo_progress *p);
+/* The final report of a solve (p->done = 1); cannot fail or stop anything. */
+void interp_solve_done(blo_state *S, const blo_progress *p);
 
 #endif

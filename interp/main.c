@@ -28,13 +28,41 @@ static void on_sigint(int sig) {
   }
 }
 
+/* The solve progress line: drawn in place on stderr when it is a terminal,
+ * at most ten times a second, and erased before any other output. */
+static int progress_shown;
+static double progress_last;
+
+static void progress_erase(void) {
+  if (!progress_shown) return;
+  fputs("\r\033[K", stderr);
+  fflush(stderr);
+  progress_shown = 0;
+}
+
+static int on_progress(void *ud, const blo_progress *p) {
+  (void)ud;
+  if (p->done) { progress_erase(); progress_last = 0; return 0; }
+  if (p->quiet || !isatty(2)) return 0;
+  if (progress_shown && p->elapsed - progress_last < 0.1 && p->step != p->steps) return 0;
+  fprintf(stderr, "\rsolve %s  step %ld/%ld  F %.6g  f %.6g  |dF/dx| %.3g  |grad_y f| %.3g  %.1f steps/s\033[K",
+          p->problem, p->step, p->steps, p->F, p->f, p->hypergrad_norm, p->inner_grad_norm,
+          p->elapsed > 0 ? (double)p->step / p->elapsed : 0.0);
+  fflush(stderr);
+  progress_shown = 1;
+  progress_last = p->elapsed;
+  return 0;
+}
+
 static void write_stdout(void *ud, const char *s, size_t n) {
   (void)ud;
+  progress_erase();
   fwrite(s, 1, n, stdout);
 }
 
 static void write_stderr(void *ud, const char *s) {
   (void)ud;
+  progress_erase();
   fflush(stdout);
   fputs(s, stderr);
 }
@@ -53,6 +81,7 @@ static blo_state *cli_open(blo_state *old) {
   if (!S) return NULL;
   if (blo_set_args(S, script_argc, script_argv) != BLO_OK) { blo_close(S); return NULL; }
   blo_set_interrupt_flag(S, (volatile int *)&interrupted);
+  blo_set_progress(S, on_progress, NULL);
   return S;
 }
 

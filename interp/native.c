@@ -103,6 +103,11 @@ int interp_solve_progress(blo_state *S, const ast_node *at, const blo_progress *
   return EV_OK;
 }
 
+void interp_solve_done(blo_state *S, const blo_progress *p) {
+  host_ext *x = ext(S);
+  if (x->progress) (void)x->progress(x->progress_ud, p);
+}
+
 /* ---- calling a native ---- */
 
 static blo_array array_of(const blo_tensor *t) {

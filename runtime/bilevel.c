@@ -21,10 +21,6 @@
 #include <string.h>
 #include <time.h>
 
-/* From <unistd.h>, which cannot be included here: it defines EV_OK (the
- * access() mode) as a macro that would replace the interpreter's EV_OK. */
-int isatty(int fd);
-
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
 
@@ -1158,12 +1154,6 @@ static void trace_row(bl_run *r, FILE *f, long step, double gnorm, double hnorm,
   fputc('\n', f);
 }
 
-static void progress(bl_run *r, long step, long total, double gnorm, double hnorm, double elapsed) {
-  fprintf(stderr, "\rsolve %s  step %ld/%ld  F %.6g  f %.6g  |dF/dx| %.3g  |grad_y f| %.3g  %.1f steps/s\033[K",
-          r->p->name, step, total, r->F, r->f, hnorm, gnorm, elapsed > 0 ? (double)step / elapsed : 0.0);
-  fflush(stderr);
-}
-
 /* ---- solve ---- */
 
 static problem *find_problem(blo_state *S, const ast_node *at, const char *name) {
@@ -1190,8 +1180,7 @@ static int solve_run(bl_run *r, value *out) {
   blo_state *S = r->S;
   problem *p = r->p;
   bl_settings *set = &r->set;
-  double t0 = now_sec(), last_shown = 0;
-  int show = set->quiet == 0 ? isatty(2) : set->quiet < 0 ? isatty(2) : 0;
+  double t0 = now_sec();
   if (set->trace[0] && !S->cfg.allow_files)
     return bl_error(r, "solve %s: trace files are disabled in this state (allow_files = 0)", p->name);
   if (set->has_seed) tn_rng_seed(&S->rng, set->seed);
@@ -1212,10 +1201,6 @@ static int solve_run(bl_run *r, value *out) {
     hnorm = bl_norm(d, r->m);
     double el = now_sec() - t0;
     if (tf) trace_row(r, tf, k, gnorm, hnorm, el);
-    if (show && (el - last_shown > 0.1 || k == set->outer_steps)) {
-      progress(r, k, set->outer_steps, gnorm, hnorm, el);
-      last_shown = el;
-    }
     int converged = set->outer_tol > 0 && hnorm <= set->outer_tol;
     if (!converged) {
       memcpy(xnew, r->x, r->m * sizeof(double));
@@ -1228,14 +1213,17 @@ static int solve_run(bl_run *r, value *out) {
     steps = k;
     /* the host's progress callback (embedding API) may stop the solve; it
      * also polls the interrupt flag */
-    blo_progress pr = {p->name, k, set->outer_steps, r->F, r->f, hnorm, gnorm};
+    blo_progress pr = {p->name, k, set->outer_steps, r->F, r->f, hnorm, gnorm, now_sec() - t0, set->quiet > 0, 0};
     chunk *saved = S->cur_chunk;
     S->cur_chunk = r->at_chunk;
     rc = interp_solve_progress(S, r->at, &pr);
     S->cur_chunk = saved;
     if (rc || converged) break;
   }
-  if (show) { fputs("\r\033[K", stderr); fflush(stderr); }
+  if (steps > 0 || rc != EV_OK) {
+    blo_progress pr = {p->name, steps, set->outer_steps, r->F, r->f, hnorm, gnorm, now_sec() - t0, set->quiet > 0, 1};
+    interp_solve_done(S, &pr);
+  }
   /* final inner solve, so the inner variables answer the final x */
   r->outer_step = steps + 1;
   double F = NAN;

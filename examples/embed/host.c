@@ -53,6 +53,7 @@ static void on_error(void *ud, const char *formatted) {
 
 static int on_progress(void *ud, const blo_progress *p) {
   int *calls = ud;
+  if (p->done) return 0;   /* the final report, after the loop: nothing to draw */
   ++*calls;
   if (p->step == 1 || p->step % 20 == 0 || p->step == p->steps)
     printf("  step %3ld/%ld  F = %.6f  f = %.6f  |hypergrad| = %.3g\n", p->step, p->steps, p->F, p->f,

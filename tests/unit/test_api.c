@@ -1005,10 +1005,15 @@ static const char *ridge_src =
   "  outer minimize mean((X @ w - yv)^2)\n"
   "}\n";
 
-typedef struct { int calls; int stop_at; long last_step; double last_F; } prog;
+typedef struct { int calls; int stop_at; long last_step; double last_F; int done; int quiet; double elapsed; } prog;
 
 static int on_progress(void *ud, const blo_progress *p) {
   prog *g = ud;
+  ck_assert_int_eq(g->done, 0);            /* nothing after the final report */
+  ck_assert(p->elapsed >= g->elapsed);
+  g->elapsed = p->elapsed;
+  g->quiet = p->quiet;
+  if (p->done) { g->done = 1; return 0; }
   g->calls++;
   g->last_step = p->step;
   g->last_F = p->F;
@@ -1024,7 +1029,7 @@ START_TEST(solve_and_progress) {
     blo_close(S);
     return;
   }
-  prog g = {0, 0, 0, 0};
+  prog g = {0};
   int rc = blo_solve(S, "ridge", "outer_steps = 5, inner_steps = 20, quiet = true", "res", on_progress, &g);
   ck_assert_msg(rc == BLO_OK, "%s", blo_last_error(S)->message);
   double F = num(S, "res.F");
@@ -1035,16 +1040,21 @@ START_TEST(solve_and_progress) {
   ck_assert_int_eq(rank, 1);
   ck_assert_int_eq(g.calls, 5);
   ck_assert_int_eq(g.last_step, 5);
+  ck_assert_int_eq(g.done, 1);     /* one final report, after the loop */
+  ck_assert_int_eq(g.quiet, 1);    /* the script's quiet = true reaches the host */
   /* cancelling from the callback */
-  prog stop = {0, 2, 0, 0};
+  prog stop = {.stop_at = 2};
   ck_assert_int_eq(blo_solve(S, "ridge", "outer_steps = 50, quiet = true", "res2", on_progress, &stop),
                    BLO_INTERRUPTED);
   ck_assert_int_eq(stop.calls, 2);
+  ck_assert_int_eq(stop.done, 1);  /* also when the solve was stopped */
   /* the state-wide callback applies to solves run by scripts too */
-  prog all = {0, 0, 0, 0};
+  prog all = {0};
   blo_set_progress(S, on_progress, &all);
-  ck_assert_int_eq(run(S, "let r3 = solve ridge with {outer_steps = 3, quiet = true}"), BLO_OK);
+  ck_assert_int_eq(run(S, "let r3 = solve ridge with {outer_steps = 3}"), BLO_OK);
   ck_assert_int_eq(all.calls, 3);
+  ck_assert_int_eq(all.done, 1);
+  ck_assert_int_eq(all.quiet, 0);
   blo_set_progress(S, NULL, NULL);
   /* errors */
   ck_assert_int_eq(blo_solve(S, "X", NULL, NULL, NULL, NULL), BLO_ERROR_ARGUMENT);
