@@ -190,6 +190,10 @@ expr
 postfix
   : primary
   | postfix '(' args ')'         { $$ = NEW(N_CALL, @$); if ($$) { $$->a = $1; ast_set_kids($$, &$3); } }
+  /* `outer` is a keyword (problem items) and also the outer-product builtin */
+  | OUTER '(' args ')'           { $$ = NEW(N_CALL, @$); ast_node *f = NEW(N_NAME, @1);
+                                   if (f) f->name = "outer";
+                                   if ($$) { $$->a = f; ast_set_kids($$, &$3); } }
   | postfix '[' index_args ']'   { $$ = NEW(N_INDEX, @$); if ($$) { $$->a = $1; ast_set_kids($$, &$3); } }
   | postfix '.' NAME             { $$ = NEW(N_GETFIELD, @$); if ($$) { $$->a = $1; $$->name = $3; } }
   | postfix '\''                 { $$ = mk1(ps, N_TRANSPOSE, $1, @$); }
