@@ -129,12 +129,25 @@ int rec_set(blo_state *S, orec *r, const char *key, value v) {
     return 0;
   }
   if (r->n == r->cap) {
+    /* both arrays are replaced or neither, so r->cap stays the size of each
+     * (the host allocator is told the old size when they are freed) */
     int cap = r->cap ? r->cap * 2 : 4;
-    char **keys = obj_grow(S, r->keys, sizeof(char *) * (size_t)r->cap, sizeof(char *) * (size_t)cap);
-    if (!keys) { v_release(S, &v); return -1; }
+    char **keys = obj_alloc(S, sizeof(char *) * (size_t)cap);
+    value *vals = keys ? obj_alloc(S, sizeof(value) * (size_t)cap) : NULL;
+    if (!vals) {
+      if (keys) obj_free(S, keys, sizeof(char *) * (size_t)cap);
+      v_release(S, &v);
+      return -1;
+    }
+    if (r->n) {
+      memcpy(keys, r->keys, sizeof(char *) * (size_t)r->n);
+      memcpy(vals, r->vals, sizeof(value) * (size_t)r->n);
+    }
+    if (r->cap) {
+      obj_free(S, r->keys, sizeof(char *) * (size_t)r->cap);
+      obj_free(S, r->vals, sizeof(value) * (size_t)r->cap);
+    }
     r->keys = keys;
-    value *vals = obj_grow(S, r->vals, sizeof(value) * (size_t)r->cap, sizeof(value) * (size_t)cap);
-    if (!vals) { v_release(S, &v); return -1; }
     r->vals = vals;
     r->cap = cap;
   }
