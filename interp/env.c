@@ -124,6 +124,16 @@ static int edit_distance(const char *a, const char *b) {
   return d[la][lb];
 }
 
+const char *env_suggest_in(const char *name, const char *const *cands) {
+  const char *best = NULL;
+  int bestd = (int)strlen(name) <= 3 ? 2 : 3;
+  for (int i = 0; cands[i]; i++) {
+    int d = edit_distance(name, cands[i]);
+    if (d < bestd) { bestd = d; best = cands[i]; }
+  }
+  return best;
+}
+
 const char *env_suggest(blo_state *S, const char *name) {
   const char *best = NULL;
   int bestd = (int)strlen(name) <= 3 ? 2 : 3;

@@ -75,6 +75,8 @@ value *env_lookup(blo_state *S, const char *name);               /* borrowed slo
 int env_define(blo_state *S, const char *name, value v);          /* let: takes ownership */
 int env_set_global(blo_state *S, const char *name, value v);      /* takes ownership */
 const char *env_suggest(blo_state *S, const char *name);          /* "did you mean" or NULL */
+/* The closest of a NULL-terminated list of names (option keys, methods), or NULL. */
+const char *env_suggest_in(const char *name, const char *const *cands);
 void env_push(blo_state *S, scope *sc, int is_fn);
 void env_pop(blo_state *S, scope *sc);
 

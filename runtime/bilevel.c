@@ -44,32 +44,6 @@ static double now_sec(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int edit_distance(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  if (la > 40 || lb > 40) return 99;
-  int d[41][41];
-  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
-  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
-  for (size_t i = 1; i <= la; i++)
-    for (size_t j = 1; j <= lb; j++) {
-      int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-      if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-      if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-      d[i][j] = c;
-    }
-  return d[la][lb];
-}
-
-const char *bl_suggest(const char *name, const char *const *cands) {
-  const char *best = NULL;
-  int bestd = (int)strlen(name) <= 3 ? 2 : 3;
-  for (int i = 0; cands[i]; i++) {
-    int d = edit_distance(name, cands[i]);
-    if (d < bestd) { bestd = d; best = cands[i]; }
-  }
-  return best;
-}
-
 /* Hidden globals that carry the adjoint into the init's vector-Jacobian
  * product; the names cannot be written in a script. */
 static const char *const adj_names[BL_MAX_VARS] = {
@@ -792,7 +766,7 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
     for (int k = 0; keys[k]; k++)
       if (strcmp(keys[k], key) == 0) known = 1;
     if (!known) {
-      const char *sug = bl_suggest(key, keys);
+      const char *sug = env_suggest_in(key, keys);
       if (sug) return interp_error(S, loc, "unknown %s option '%s' (did you mean '%s'?)", ctx, key, sug);
       strbuf sb = {0};
       for (int k = 0; keys[k]; k++) { if (k) sb_puts(&sb, ", "); sb_puts(&sb, keys[k]); }
@@ -1170,7 +1144,7 @@ static problem *find_problem(blo_state *S, const ast_node *at, const char *name)
   int nc = 0;
   for (problem *q = S->problems; q && nc < 64; q = q->next) cands[nc++] = q->name;
   cands[nc] = NULL;
-  const char *sug = bl_suggest(name, cands);
+  const char *sug = env_suggest_in(name, cands);
   if (sug) interp_error(S, at, "unknown problem '%s' (did you mean '%s'?)", name, sug);
   else interp_error(S, at, "unknown problem '%s'", name);
   return NULL;

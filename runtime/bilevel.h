@@ -226,7 +226,5 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out);
 /* The builtins of bilevel_builtins.c, for stdlib/builtins.c to chain to. */
 const builtin_def *bilevel_builtin_find(const char *name);
 const builtin_def *bilevel_builtin_at(size_t i);   /* NULL past the end */
-/* Edit-distance suggestion among a NULL-terminated list (NULL if none close). */
-const char *bl_suggest(const char *name, const char *const *cands);
 
 #endif

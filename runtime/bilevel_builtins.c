@@ -47,7 +47,7 @@ static int make_opt(blo_state *S, callargs *a, bl_opt_kind kind, const char *con
     for (int i = 0; keys[i]; i++)
       if (strcmp(keys[i], key) == 0) idx = i;
     if (idx < 0) {
-      const char *sug = bl_suggest(key, keys);
+      const char *sug = env_suggest_in(key, keys);
       if (sug) rc = interp_error(S, at, "%s() has no option '%s' (did you mean '%s'?)", fn, key, sug);
       else rc = interp_error(S, at, "%s() has no option '%s'", fn, key);
     } else if (idx < a->npos) {

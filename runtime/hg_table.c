@@ -34,7 +34,7 @@ static int unknown_method(blo_state *S, const ast_node *at, const char *what, co
   const char *cands[NMETHODS + 1];
   for (size_t i = 0; i < NMETHODS; i++) cands[i] = methods[i]->name;
   cands[NMETHODS] = NULL;
-  const char *sug = bl_suggest(name, cands);
+  const char *sug = env_suggest_in(name, cands);
   if (sug) return interp_error(S, at, "%s: unknown hypergradient method '%s' (did you mean '%s'?)", what, name, sug);
   return interp_error(S, at, "%s: unknown hypergradient method '%s' (known: unroll, forward, cg, neumann, "
                       "fo, t1t2, exact, ufo, penalty)", what, name);
@@ -96,7 +96,7 @@ int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spe
       const char *cands[HG_MAX_PARAMS + 1];
       for (int i = 0; i < m->nparams; i++) cands[i] = m->params[i].name;
       cands[m->nparams] = NULL;
-      const char *sug = bl_suggest(key, cands);
+      const char *sug = env_suggest_in(key, cands);
       if (sug) return interp_error(S, at, "%s: %s() has no option '%s' (did you mean '%s'?)", what, m->name, key, sug);
       if (m->nparams == 0) return interp_error(S, at, "%s: %s() takes no options (got '%s')", what, m->name, key);
       return interp_error(S, at, "%s: %s() has no option '%s'", what, m->name, key);
@@ -145,7 +145,7 @@ int hg_from_args(blo_state *S, callargs *a, const hg_method *m, value *out) {
       const char *cands[HG_MAX_PARAMS + 1];
       for (int i = 0; i < m->nparams; i++) cands[i] = m->params[i].name;
       cands[m->nparams] = NULL;
-      const char *sug = bl_suggest(a->names[k], cands);
+      const char *sug = env_suggest_in(a->names[k], cands);
       if (sug)
         return interp_error(S, at, "%s() has no option '%s' (did you mean '%s'?)", m->name, a->names[k], sug);
       if (m->nparams == 0) return interp_error(S, at, "%s() takes no options (got '%s')", m->name, a->names[k]);

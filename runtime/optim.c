@@ -117,7 +117,7 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
   for (int i = 0; kinds[i]; i++)
     if (strcmp(kinds[i], kname) == 0) kind = i;
   if (kind < 0) {
-    const char *sug = bl_suggest(kname, kinds);
+    const char *sug = env_suggest_in(kname, kinds);
     if (sug) return interp_error(S, at, "%s: unknown optimizer '%s' (did you mean '%s'?)", what, kname, sug);
     return interp_error(S, at, "%s: unknown optimizer '%s' (known: sgd, momentum, adam)", what, kname);
   }
@@ -136,7 +136,7 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
     for (int k = 0; keys[k]; k++)
       if (strcmp(keys[k], key) == 0) ok = 1;
     if (!ok) {
-      const char *sug = bl_suggest(key, keys);
+      const char *sug = env_suggest_in(key, keys);
       if (sug) return interp_error(S, at, "%s: %s has no option '%s' (did you mean '%s'?)", what, kname, key, sug);
       return interp_error(S, at, "%s: %s has no option '%s'", what, kname, key);
     }
