@@ -21,6 +21,8 @@
  * exponent is differentiated.
  */
 #include <check.h>
+
+#include "check_run.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1476,10 +1478,5 @@ static Suite *ad_suite(void) {
 }
 
 int main(void) {
-  SRunner *sr = srunner_create(ad_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  printf("test_ad: %d passed, %d failed\n", run - failed, failed);
-  return failed == 0 ? 0 : 1;
+  return check_run(ad_suite(), "test_ad", CK_FORK);
 }

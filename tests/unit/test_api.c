@@ -5,6 +5,8 @@
  * the library takes through them comes back. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+
+#include "check_run.h"
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
@@ -1140,17 +1142,5 @@ int main(void) {
   tcase_add_test(tc, solve_and_progress);
   tcase_add_test(tc, two_states_two_threads);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_set_fork_status(sr, CK_NOFORK);
-  srunner_run_all(sr, CK_SILENT);
-  int run_n = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
-  if (failed) {
-    TestResult **res = srunner_failures(sr);
-    for (int i = 0; i < failed; i++)
-      fprintf(stderr, "%s:%d: %s\n", tr_lfile(res[i]), tr_lno(res[i]), tr_msg(res[i]));
-    free(res);
-  }
-  srunner_free(sr);
-  printf("test_api: %d passed, %d failed\n", run_n - failed, failed);
-  return failed == 0 ? 0 : 1;
+  return check_run(s, "test_api", CK_NOFORK);
 }

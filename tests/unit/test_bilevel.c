@@ -4,6 +4,8 @@
  * The numerical reference values are the closed forms of methods.md §5. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+
+#include "check_run.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,17 +369,5 @@ int main(void) {
   tcase_add_test(tc, builtin_registry);
   tcase_add_test(tc, optimizers_match_formulas);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_set_fork_status(sr, CK_NOFORK);
-  srunner_run_all(sr, CK_SILENT);
-  int nrun = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
-  if (failed) {
-    TestResult **res = srunner_failures(sr);
-    for (int i = 0; i < failed; i++)
-      fprintf(stderr, "%s:%d: %s\n", tr_lfile(res[i]), tr_lno(res[i]), tr_msg(res[i]));
-    free(res);
-  }
-  srunner_free(sr);
-  printf("test_bilevel: %d passed, %d failed\n", nrun - failed, failed);
-  return failed == 0 ? 0 : 1;
+  return check_run(s, "test_bilevel", CK_NOFORK);
 }

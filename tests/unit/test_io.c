@@ -2,6 +2,8 @@
  * Every file is created under a fresh mkdtemp directory. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
+
+#include "check_run.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -537,17 +539,5 @@ int main(void) {
   tcase_add_test(tc, idx_bad_header);
   tcase_add_test(tc, io_no_tensor_leak_on_errors);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_set_fork_status(sr, CK_NOFORK);
-  srunner_run_all(sr, CK_SILENT);
-  int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
-  if (failed) {
-    TestResult **res = srunner_failures(sr);
-    for (int i = 0; i < failed; i++)
-      fprintf(stderr, "%s:%d: %s\n", tr_lfile(res[i]), tr_lno(res[i]), tr_msg(res[i]));
-    free(res);
-  }
-  srunner_free(sr);
-  printf("test_io: %d passed, %d failed\n", run - failed, failed);
-  return failed == 0 ? 0 : 1;
+  return check_run(s, "test_io", CK_NOFORK);
 }

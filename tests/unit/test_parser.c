@@ -1,6 +1,8 @@
 /* test_parser.c: the scanner and parser, checked through the AST they build
  * and the errors they report. */
 #include <check.h>
+
+#include "check_run.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,10 +289,5 @@ int main(void) {
   tcase_add_test(tc, test_incomplete_input_flag);
   tcase_add_test(tc, test_assignment_targets);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  printf("test_parser: %d passed, %d failed\n", run - failed, failed);
-  return failed ? 1 : 0;
+  return check_run(s, "test_parser", CK_FORK);
 }

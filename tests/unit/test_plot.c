@@ -8,6 +8,8 @@
 #include "config.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -350,17 +352,5 @@ int main(void) {
   tcase_add_test(tc, without_cairo_reports);
 #endif
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_set_fork_status(sr, CK_NOFORK);
-  srunner_run_all(sr, CK_SILENT);
-  int run_n = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
-  if (failed) {
-    TestResult **res = srunner_failures(sr);
-    for (int i = 0; i < failed; i++)
-      fprintf(stderr, "%s:%d: %s\n", tr_lfile(res[i]), tr_lno(res[i]), tr_msg(res[i]));
-    free(res);
-  }
-  srunner_free(sr);
-  printf("test_plot: %d passed, %d failed\n", run_n - failed, failed);
-  return failed == 0 ? 0 : 1;
+  return check_run(s, "test_plot", CK_NOFORK);
 }
