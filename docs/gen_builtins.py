@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Writes docs/BUILTINS.md from the interpreter's builtin tables (the entries
+the REPL's :help reads), so the reference cannot drift from the code:
+    python3 docs/gen_builtins.py > docs/BUILTINS.md"""
+import os
+import re
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ENTRY = re.compile(r'^\s*\{"(\w+)",\s*\w+,\s*-?\d+,\s*-?\d+,\s*"((?:[^"\\]|\\.)*)",\s*"((?:[^"\\]|\\.)*)"', re.M)
+SECTIONS = [
+    ("Language builtins", "stdlib/builtins.c",
+     "Arithmetic, reductions, construction, linear algebra, randomness, data and strings. "
+     "Elementwise functions broadcast. See [LANGUAGE.md](LANGUAGE.md) for which are differentiable."),
+    ("Bilevel builtins", "runtime/bilevel_builtins.c",
+     "Optimizer and hypergradient-method specs and the tools around `solve`; see [BILEVEL.md](BILEVEL.md)."),
+    ("Figures", "stdlib/plot.c", "See [PLOT.md](PLOT.md) for every option of `plot`."),
+]
+
+
+def cell(text):
+    return text.replace('\\"', '"').replace("|", "\\|")
+
+
+def main():
+    out = ["# Builtin functions", "",
+           "Generated from the interpreter's own tables (the ones the REPL's `:help NAME` reads) by",
+           "`python3 docs/gen_builtins.py > docs/BUILTINS.md`; do not edit by hand.",
+           "`name = default` marks a named argument.", ""]
+    for title, path, intro in SECTIONS:
+        with open(os.path.join(ROOT, path)) as f:
+            rows = sorted(ENTRY.findall(f.read()))
+        out += ["## " + title, "", intro, "", "| function | what it does |", "| --- | --- |"]
+        out += ["| `%s` | %s |" % (cell(sig), cell(doc)) for _, sig, doc in rows]
+        out.append("")
+    print("\n".join(out).rstrip("\n"))
+
+
+main()
