@@ -93,12 +93,14 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
           char d[64];
           rc = interp_error(S, expr, "gradient needs a scalar expression, got tensor %s",
                             tn_shape_str(out.v, d, sizeof d));
-        } else if (ad_backward(&S->tn, tape, out, NULL)) {
+        } else if (ad_backward_ex(&S->tn, tape, out, NULL, r->grads != NULL)) {
+          /* no grads requested (only hvs): a tangent-only sweep, which skips
+           * the primal adjoints no second-order term needs */
           rc = interp_tn_error(S, expr);
         } else {
           for (int i = 0; i < r->n && rc == EV_OK; i++) {
-            blo_tensor **hv = r->hvs ? &r->hvs[i] : NULL;
-            if (ad_adjoint(&S->tn, tape, nodes[i], &r->grads[i], hv)) rc = interp_tn_error(S, expr);
+            blo_tensor **hv = r->hvs ? &r->hvs[i] : NULL, **gr = r->grads ? &r->grads[i] : NULL;
+            if (ad_adjoint(&S->tn, tape, nodes[i], gr, hv)) rc = interp_tn_error(S, expr);
           }
         }
       }
@@ -249,9 +251,10 @@ int bi_hvp(blo_state *S, callargs *a, value *out) {
   }
   blo_tensor *tg[2] = {0};
   int rc = tangent_args(S, call, 2, 1, 0, tg);
-  blo_tensor *grads[2] = {0}, *hvs[2] = {0};
+  blo_tensor *hvs[2] = {0};
   if (rc == EV_OK) {
-    diff_req r = {n, names, tg, 1, v_nil(), NULL, grads, hvs};
+    /* no gradients requested: a tangent-only sweep */
+    diff_req r = {n, names, tg, 1, v_nil(), NULL, NULL, hvs};
     rc = diff_run(S, call, call->kids[0], &r);
     if (rc == EV_OK) {
       int k = n - 1;   /* H_xx v, or the mixed H_ax v */

@@ -312,10 +312,13 @@ static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, 
         return EV_OK;
       }
       int bad = v_to_double(v, &d);
-      char desc[64];
-      v_describe(v, desc, sizeof desc);
+      if (bad) { /* describe only on error: snprintf per index showed up in profiles */
+        char desc[64];
+        v_describe(v, desc, sizeof desc);
+        v_release(S, &v);
+        return interp_error(S, k, "index must be a number, got %s", desc);
+      }
       v_release(S, &v);
-      if (bad) return interp_error(S, k, "index must be a number, got %s", desc);
       if (d != floor(d)) return interp_error(S, k, "index must be an integer, got %g", d);
       ix[i].kind = TN_IX_INDEX;
       ix[i].start = (long)d;
@@ -535,6 +538,62 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
 
 /* ---------- expressions ---------- */
 
+/* a' for the N_TRANSPOSE node n; takes ownership of a. */
+static int transpose_value(blo_state *S, const ast_node *n, value a, value *out) {
+  if (a.kind == V_NUM) { *out = a; return EV_OK; }
+  ad_val x, r;
+  int rc = v_to_ad(S, n, a, &x);
+  v_release(S, &a);
+  if (rc) return rc;
+  rc = ad_transpose(&S->tn, S->tape, x, &r);
+  ad_val_release(&S->tn, &x);
+  if (rc) return interp_tn_error(S, n);
+  *out = v_from_ad(S, r);
+  return EV_OK;
+}
+
+/* Operand of a product: for e = M' with M a matrix, M itself and *flag = 1. */
+static int eval_mm_operand(blo_state *S, const ast_node *e, value *v, int *flag) {
+  *flag = 0;
+  if (e->kind != N_TRANSPOSE) return eval_expr(S, e, v);
+  value a;
+  if (eval_expr(S, e->a, &a)) return EV_ERR;
+  if (a.kind == V_TENSOR && a.u.t->rank == 2) { *v = a; *flag = 1; return EV_OK; }
+  return transpose_value(S, e, a, v);
+}
+
+/* A' @ B, A @ B', A' @ B': the transpose of a matrix operand becomes a BLAS
+ * flag of the product (ad_matmul_t), so X' @ r is one dgemv with CblasTrans
+ * and its gradient another, with no n x d copy of X.  Anything else takes
+ * the general path of op_binary. */
+static int eval_matmul_t(blo_state *S, const ast_node *n, value *out) {
+  value a, b;
+  int fa, fb;
+  if (eval_mm_operand(S, n->a, &a, &fa)) return EV_ERR;
+  if (eval_mm_operand(S, n->b, &b, &fb)) { v_release(S, &a); return EV_ERR; }
+  int rc = EV_OK;
+  if (!v_is_numeric(a) || !v_is_numeric(b) || (!fa && !fb)) {
+    /* materialize a flagged transpose: op_binary reports errors on the values as written */
+    if (fa) { fa = 0; value t = a; a = v_nil(); rc = transpose_value(S, n->a, t, &a); }
+    if (fb && rc == EV_OK) { fb = 0; value t = b; b = v_nil(); rc = transpose_value(S, n->b, t, &b); }
+    if (rc == EV_OK) rc = op_binary(S, n, n->op, a, b, out);
+    v_release(S, &a);
+    v_release(S, &b);
+    return rc;
+  }
+  ad_val x, y, r;
+  if (v_to_ad(S, n, a, &x)) { v_release(S, &a); v_release(S, &b); return EV_ERR; }
+  if (v_to_ad(S, n, b, &y)) { ad_val_release(&S->tn, &x); v_release(S, &a); v_release(S, &b); return EV_ERR; }
+  rc = ad_matmul_t(&S->tn, S->tape, x, fa, y, fb, &r);
+  ad_val_release(&S->tn, &x);
+  ad_val_release(&S->tn, &y);
+  v_release(S, &a);
+  v_release(S, &b);
+  if (rc) return interp_tn_error(S, n);
+  *out = v_from_ad(S, r);
+  return EV_OK;
+}
+
 int solve_eval(blo_state *S, const ast_node *n, value *out);  /* runtime/bilevel.c */
 
 int eval_expr(blo_state *S, const ast_node *n, value *out) {
@@ -555,6 +614,8 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
   case N_LIST: return eval_list(S, n, out);
   case N_RECORD: return eval_record(S, n, out);
   case N_BINARY: {
+    if (n->op == OP_MATMUL && (n->a->kind == N_TRANSPOSE || n->b->kind == N_TRANSPOSE))
+      return eval_matmul_t(S, n, out);
     value a, b;
     if (eval_expr(S, n->a, &a)) return EV_ERR;
     if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
@@ -615,16 +676,7 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
   case N_TRANSPOSE: {
     value a;
     if (eval_expr(S, n->a, &a)) return EV_ERR;
-    if (a.kind == V_NUM) { *out = a; return EV_OK; }
-    ad_val x, r;
-    int rc = v_to_ad(S, n, a, &x);
-    v_release(S, &a);
-    if (rc) return rc;
-    rc = ad_transpose(&S->tn, S->tape, x, &r);
-    ad_val_release(&S->tn, &x);
-    if (rc) return interp_tn_error(S, n);
-    *out = v_from_ad(S, r);
-    return EV_OK;
+    return transpose_value(S, n, a, out);
   }
   case N_SOLVE: return solve_eval(S, n, out);
   case N_SLICE: return interp_error(S, n, "':' is only allowed inside an index");

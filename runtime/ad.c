@@ -68,6 +68,8 @@ typedef struct {
   ad_val out;                   /* retained dual output (not for leaves) */
   blo_tensor *aux;              /* K_TAKE: private copy of the index vector */
   const ad_custom *custom;      /* K_CUSTOM: callbacks (see the end of the file) */
+  int tan_only;                 /* set by ad_backward_ex: this node's adjoint holds only
+                                   its tangent part, stored in adj[].v (see there) */
 } ad_node;
 
 struct ad_tape {
@@ -476,12 +478,13 @@ fail:
   return mk(ctx, NULL, NULL, out);
 }
 
-/* z = a @ b; tangent a.t @ b + a @ b.t */
-static int d_matmul(tn_ctx *ctx, ad_val a, ad_val b, ad_val *out) {
-  blo_tensor *v = tn_matmul(ctx, a.v, b.v), *ta = NULL, *tb = NULL, *t = NULL;
+/* z = op(a) @ op(b), op transposing a rank-2 operand whose flag is set (a
+ * BLAS flag, no copy); tangent op(a.t) @ op(b) + op(a) @ op(b.t) */
+static int d_matmul_t(tn_ctx *ctx, ad_val a, int fa, ad_val b, int fb, ad_val *out) {
+  blo_tensor *v = tn_matmul_t(ctx, a.v, fa, b.v, fb), *ta = NULL, *tb = NULL, *t = NULL;
   if (!v) return mk(ctx, NULL, NULL, out);
-  if (a.t && !(ta = tn_matmul(ctx, a.t, b.v))) goto fail;
-  if (b.t && !(tb = tn_matmul(ctx, a.v, b.t))) goto fail;
+  if (a.t && !(ta = tn_matmul_t(ctx, a.t, fa, b.v, fb))) goto fail;
+  if (b.t && !(tb = tn_matmul_t(ctx, a.v, fa, b.t, fb))) goto fail;
   if (tadd(ctx, ta, tb, &t)) { ta = tb = NULL; goto fail; }
   return mk(ctx, v, t, out);
 fail:
@@ -490,6 +493,9 @@ fail:
   tn_release(ctx, v);
   return mk(ctx, NULL, NULL, out);
 }
+
+/* z = a @ b */
+static int d_matmul(tn_ctx *ctx, ad_val a, ad_val b, ad_val *out) { return d_matmul_t(ctx, a, 0, b, 0, out); }
 
 /* outer product of vectors u [m], w [n] -> [m,n], as reshape + matmul */
 static int d_outer(tn_ctx *ctx, ad_val u, ad_val w, ad_val *out) {
@@ -766,17 +772,31 @@ int ad_binary(tn_ctx *ctx, ad_tape *tape, tn_binary_op op, ad_val a, ad_val b, a
   ad_val in[2] = {a, b};
   int rec;
   *out = NOVAL;
+  /* a ^ 2 with a constant scalar 2 (the square loss) is square(a): one node
+   * and one kernel instead of pow and the partials of pow (b a^(b-1), and
+   * their tangents), with the same values */
+  if (op == TN_POW && a.v && b.v && !b.t && (!tape || b.node < 0) && b.v->size == 1 && b.v->rank <= a.v->rank &&
+      b.v->data[0] == 2.0)
+    return ad_unary(ctx, tape, TN_SQUARE, a, out);
   if (prep(ctx, tape, in, 2, &rec) || d_binary(ctx, op, a, b, out)) return -1;
   if (rec && binary_diff(op)) return record(ctx, tape, K_BINARY, op, 0, in, 2, NULL, out, NULL);
   return 0;
 }
 
 int ad_matmul(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val b, ad_val *out) {
+  return ad_matmul_t(ctx, tape, a, 0, b, 0, out);
+}
+
+/* The node keeps the flags in sub (bit 0: a transposed, bit 1: b). */
+int ad_matmul_t(tn_ctx *ctx, ad_tape *tape, ad_val a, int ta, ad_val b, int tb, ad_val *out) {
   ad_val in[2] = {a, b};
   int rec;
   *out = NOVAL;
-  if (prep(ctx, tape, in, 2, &rec) || d_matmul(ctx, a, b, out)) return -1;
-  if (rec) return record(ctx, tape, K_MATMUL, 0, 0, in, 2, NULL, out, NULL);
+  if (!a.v || !b.v) return tn_error(ctx, "autodiff: operand has no value");
+  ta = ta && a.v->rank == 2;
+  tb = tb && b.v->rank == 2;
+  if (prep(ctx, tape, in, 2, &rec) || d_matmul_t(ctx, a, ta, b, tb, out)) return -1;
+  if (rec) return record(ctx, tape, K_MATMUL, ta | tb << 1, 0, in, 2, NULL, out, NULL);
   return 0;
 }
 
@@ -881,10 +901,18 @@ int ad_detach(tn_ctx *ctx, ad_val a, ad_val *out) {
 /* reverse sweep                                                            */
 
 /* adj[node] += c (dual), taking ownership of c.  Accumulates in place when the
- * adjoint buffer is not shared. */
-static int acc(tn_ctx *ctx, ad_tape *tp, int node, ad_val *c) {
+ * adjoint buffer is not shared.  from_to: c comes from a tangent-only node
+ * (its tangent part is in c->v already); a full dual c going to a
+ * tangent-only node keeps only its tangent part. */
+static int acc(tn_ctx *ctx, ad_tape *tp, int from_to, int node, ad_val *c) {
   ad_val *d = &tp->adj[node];
   c->node = -1;
+  if (tp->nodes[node].tan_only && !from_to) {
+    tn_release(ctx, c->v);
+    c->v = c->t;
+    c->t = NULL;
+    if (!c->v) return 0; /* zero tangent: nothing to add */
+  }
   if (!d->v) {
     *d = *c;
     *c = NOVAL;
@@ -925,12 +953,12 @@ done:
 }
 
 /* acc after summing c down to the shape of the input (broadcast ops) */
-static int acc_to(tn_ctx *ctx, ad_tape *tp, int node, const blo_tensor *like, ad_val *c) {
+static int acc_to(tn_ctx *ctx, ad_tape *tp, int from_to, int node, const blo_tensor *like, ad_val *c) {
   ad_val s;
   int rc = d_sum_to(ctx, *c, like->rank, like->shape, &s);
   ad_val_release(ctx, c);
   if (rc) return -1;
-  return acc(ctx, tp, node, &s);
+  return acc(ctx, tp, from_to, node, &s);
 }
 
 /* full-slice spec for axes before `axis`; entry `axis` is set by the caller */
@@ -948,22 +976,27 @@ static int custom_vjp(tn_ctx *ctx, ad_tape *tp, const ad_node *nd, const ad_slot
 static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
   const ad_node *nd = &tp->nodes[i];
   const ad_slot *s = &tp->slots[nd->in0];
-  const ad_val g = tp->adj[i], z = nd->out;
+  /* A tangent-only node (TO) holds the tangent of its adjoint as g.v; its
+   * VJP is then the plain (first-order) VJP of that tangent, on tangent-free
+   * copies of the saved duals: the second-order term is known to vanish. */
+  const int TO = nd->tan_only;
+  const ad_val g = tp->adj[i], z = TO ? ad_const(nd->out.v) : nd->out;
   ad_val c = NOVAL, p = NOVAL, q = NOVAL, r = NOVAL;
   int rc = -1;
+#define IN(k) (TO ? ad_const(s[k].v.v) : s[k].v)
 
 #define NEED(k) (s[k].node >= 0)
 #define TRY(x) do { if (x) goto done; } while (0)
   switch (nd->kind) {
   case K_UNARY: { /* [a] -> [a]: g_a = g * f'(a), f' a dual of a */
-    const ad_val a = s[0].v;
+    const ad_val a = IN(0);
     if (nd->sub == TN_NEG) {
       TRY(d_unary(ctx, TN_NEG, g, &c));
     } else {
       TRY(unary_deriv(ctx, (tn_unary_op)nd->sub, a, z, &p));
       TRY(d_binary(ctx, TN_MUL, g, p, &c));
     }
-    TRY(acc(ctx, tp, s[0].node, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
     break;
   }
   case K_BINARY: { /* a, b broadcast to z: g_a = sum_to(g * dz/da, shape a), same for b */
@@ -975,50 +1008,50 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
       } else if (op == TN_SUB) {
         TRY(d_unary(ctx, TN_NEG, g, &c));
       } else {
-        TRY(bin_partial(ctx, op, k, s[0].v, s[1].v, z, &p));
+        TRY(bin_partial(ctx, op, k, IN(0), IN(1), z, &p));
         TRY(d_binary(ctx, TN_MUL, g, p, &c));
         ad_val_release(ctx, &p);
       }
-      TRY(acc_to(ctx, tp, s[k].node, s[k].v.v, &c));
+      TRY(acc_to(ctx, tp, TO, s[k].node, s[k].v.v, &c));
     }
     break;
   }
-  case K_MATMUL: { /* z = a @ b */
-    const ad_val a = s[0].v, b = s[1].v;
-    const int ra = a.v->rank, rb = b.v->rank;
+  case K_MATMUL: { /* z = A @ B with A = op(a), B = op(b) (flags in sub).  The
+                    * transposes below are BLAS flags (tn_matmul_t): no n x d copy. */
+    const ad_val a = IN(0), b = IN(1);
+    const int ra = a.v->rank, rb = b.v->rank, fa = nd->sub & 1, fb = (nd->sub >> 1) & 1;
     if (NEED(0)) {
-      if (ra == 2 && rb == 2) { /* [m,k]@[k,n]: g_a = g [m,n] @ b' [n,k] */
-        TRY(d_transpose(ctx, b, &p));
-        TRY(d_matmul(ctx, g, p, &c));
-      } else if (ra == 2) {     /* [m,k]@[k]: g_a = outer(g [m], b [k]) */
-        TRY(d_outer(ctx, g, b, &c));
-      } else if (rb == 2) {     /* [k]@[k,n]: g_a = b [k,n] @ g [n] */
-        TRY(d_matmul(ctx, b, g, &c));
+      if (ra == 2 && rb == 2) { /* [m,k]@[k,n]: g_A = g @ B'; g_a = g_A, or B @ g' when fa */
+        TRY(fa ? d_matmul_t(ctx, b, fb, g, 1, &c) : d_matmul_t(ctx, g, 0, b, !fb, &c));
+      } else if (ra == 2) {     /* [m,k]@[k]: g_A = outer(g [m], b [k]); g_a = outer(b, g) when fa */
+        TRY(fa ? d_outer(ctx, b, g, &c) : d_outer(ctx, g, b, &c));
+      } else if (rb == 2) {     /* [k]@[k,n]: g_a = B [k,n] @ g [n] */
+        TRY(d_matmul_t(ctx, b, fb, g, 0, &c));
       } else {                  /* [k]@[k]: g_a = g (scalar) * b */
         TRY(d_binary(ctx, TN_MUL, g, b, &c));
       }
-      ad_val_release(ctx, &p);
-      TRY(acc(ctx, tp, s[0].node, &c));
+      TRY(acc(ctx, tp, TO, s[0].node, &c));
     }
     if (NEED(1)) {
-      if (ra == 2) {            /* [m,k]@[k,n] or [m,k]@[k]: g_b = a' [k,m] @ g */
-        TRY(d_transpose(ctx, a, &p));
-        TRY(d_matmul(ctx, p, g, &c));
-      } else if (rb == 2) {     /* [k]@[k,n]: g_b = outer(a [k], g [n]) */
-        TRY(d_outer(ctx, a, g, &c));
+      if (ra == 2 && rb == 2) { /* g_B = A' @ g; g_b = g_B, or g' @ A when fb */
+        TRY(fb ? d_matmul_t(ctx, g, 1, a, fa, &c) : d_matmul_t(ctx, a, !fa, g, 0, &c));
+      } else if (ra == 2) {     /* [m,k]@[k]: g_b = A' [k,m] @ g (one dgemv, transposed when !fa) */
+        TRY(d_matmul_t(ctx, a, !fa, g, 0, &c));
+      } else if (rb == 2) {     /* [k]@[k,n]: g_B = outer(a [k], g [n]); g_b = outer(g, a) when fb */
+        TRY(fb ? d_outer(ctx, g, a, &c) : d_outer(ctx, a, g, &c));
       } else {                  /* [k]@[k]: g_b = g * a */
         TRY(d_binary(ctx, TN_MUL, g, a, &c));
       }
-      TRY(acc(ctx, tp, s[1].node, &c));
+      TRY(acc(ctx, tp, TO, s[1].node, &c));
     }
     break;
   }
   case K_TRANSPOSE: /* transpose is an involution on every rank: g_a = g' */
     TRY(d_transpose(ctx, g, &c));
-    TRY(acc(ctx, tp, s[0].node, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
     break;
   case K_REDUCE: { /* z = red(a, axis): g_a = w(a) * unsqueeze(g), w = dz/da */
-    const ad_val a = s[0].v;
+    const ad_val a = IN(0);
     const tn_reduce_op op = (tn_reduce_op)nd->sub;
     TRY(d_unsq(ctx, g, a.v, nd->axis, &p));
     if (op == TN_SUM || op == TN_MEAN) {
@@ -1034,16 +1067,16 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
       TRY(reduce_weight(ctx, op, a, z, nd->axis, &q));
       TRY(d_binary(ctx, TN_MUL, q, p, &c));
     }
-    TRY(acc(ctx, tp, s[0].node, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
     break;
   }
   case K_SOFTMAX: /* g_a = s * (g - sum(g * s, axis)), s the dual output */
     TRY(softmax_jac(ctx, z, g, nd->axis, &c));
-    TRY(acc(ctx, tp, s[0].node, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
     break;
   case K_RESHAPE: /* g_a = reshape(g, shape a) */
     TRY(d_reshape(ctx, g, s[0].v.v->rank, s[0].v.v->shape, &c));
-    TRY(acc(ctx, tp, s[0].node, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
     break;
   case K_CONCAT: { /* g_k = g[..., off_k : off_k + n_k, ...] along axis */
     tn_index_t ix[TN_MAX_RANK];
@@ -1056,7 +1089,7 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
         ix[nd->axis].start = off;
         ix[nd->axis].stop = off + nk;
         TRY(d_index(ctx, g, ix, nd->axis + 1, &c));
-        TRY(acc(ctx, tp, s[k].node, &c));
+        TRY(acc(ctx, tp, TO, s[k].node, &c));
       }
       off += nk;
     }
@@ -1071,20 +1104,20 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
       ix[nd->axis].start = k;
       ix[nd->axis].stop = k + 1;
       TRY(d_index(ctx, g, ix, nd->axis + 1, &c));
-      TRY(acc(ctx, tp, s[k].node, &c));
+      TRY(acc(ctx, tp, TO, s[k].node, &c));
     }
     break;
   }
   case K_INDEX: /* g_a = zeros(shape a); g_a[ix] += g */
     TRY(d_scatter(ctx, g, nd->ix, nd->nix, s[0].v.v->rank, s[0].v.v->shape, &c));
-    TRY(acc(ctx, tp, s[0].node, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
     break;
   case K_TAKE: /* g_a = zeros(shape a); g_a[idx] += g (repeats accumulate) */
     TRY(d_take_scatter(ctx, g, nd->aux, nd->axis, s[0].v.v->rank, s[0].v.v->shape, &c));
-    TRY(acc(ctx, tp, s[0].node, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
     break;
   case K_LINSOLVE: { /* x = A^{-1} b: g_b = A^{-T} g; g_A = -g_b x' (outer for b [n]) */
-    const ad_val A = s[0].v, x = z;
+    const ad_val A = IN(0), x = z;
     TRY(d_transpose(ctx, A, &p));
     TRY(d_linsolve(ctx, p, g, &q));       /* g_b, dual */
     ad_val_release(ctx, &p);
@@ -1096,9 +1129,9 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
         TRY(d_matmul(ctx, q, p, &r));
       }
       TRY(d_unary(ctx, TN_NEG, r, &c));
-      TRY(acc(ctx, tp, s[0].node, &c));
+      TRY(acc(ctx, tp, TO, s[0].node, &c));
     }
-    if (NEED(1)) TRY(acc(ctx, tp, s[1].node, &q));
+    if (NEED(1)) TRY(acc(ctx, tp, TO, s[1].node, &q));
     break;
   }
   case K_CUSTOM: /* host callbacks, see the end of the file */
@@ -1110,6 +1143,7 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
   }
 #undef NEED
 #undef TRY
+#undef IN
   rc = 0;
 done:
   ad_val_release(ctx, &c);
@@ -1119,7 +1153,36 @@ done:
   return rc;
 }
 
+/* Does the tangent of the adjoint that node nd sends to its input k depend on
+ * the primal adjoint g.v?  Only through second-order terms: a nonlinear op
+ * whose inputs carry tangents, or a bilinear one (mul, matmul) whose other
+ * operand does.  Linear ops (add, sub, neg, sum, mean, reshape, transpose,
+ * indexing, concat, stack) and custom ops never (their VJP of the tangent is
+ * J^T g.t).  Conservative: "yes" is always safe. */
+static int uses_primal_adjoint(const ad_node *nd, const ad_slot *s, int k) {
+  int any_t = nd->out.t != NULL;
+  for (int j = 0; j < nd->nin; j++) any_t |= s[j].v.t != NULL;
+  switch (nd->kind) {
+  case K_UNARY: return nd->sub != TN_NEG && any_t;
+  case K_BINARY:
+    switch ((tn_binary_op)nd->sub) {
+    case TN_ADD: case TN_SUB: case TN_MAX2: case TN_MIN2: return 0;
+    case TN_MUL: return s[1 - k].v.t != NULL;
+    default: return any_t;
+    }
+  case K_MATMUL: return s[1 - k].v.t != NULL;
+  case K_REDUCE: return nd->sub != TN_SUM && nd->sub != TN_MEAN && any_t;
+  case K_TRANSPOSE: case K_RESHAPE: case K_CONCAT: case K_STACK: case K_INDEX: case K_TAKE: case K_CUSTOM:
+    return 0;
+  default: return 1;
+  }
+}
+
 int ad_backward(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed) {
+  return ad_backward_ex(ctx, tp, out, seed, 1);
+}
+
+int ad_backward_ex(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed, int leaf_grads) {
   if (!tp) return tn_error(ctx, "autodiff: backward needs a tape");
   clear_adj(ctx, tp);
   if (tp->n > tp->adjcap) {
@@ -1140,13 +1203,36 @@ int ad_backward(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed) {
     return tn_error(ctx, "backward: output of shape %s is not a scalar (give a seed)",
                     tn_shape_str(out.v, b1, sizeof b1));
   }
+  for (int i = 0; i < tp->n; i++) tp->nodes[i].tan_only = 0;
   if (out.node < 0) return 0; /* a constant: every adjoint is zero */
   if (out.node >= tp->n)
     return tn_error(ctx, "autodiff: stale tape node %d (the tape holds %d)", out.node, tp->n);
+  /* Tangent-only nodes (leaf_grads == 0): a node whose primal adjoint no
+   * leaf needs and no second-order term reads keeps only the tangent of its
+   * adjoint and is swept by the first-order VJP alone.  For f = mean((X@w -
+   * y)^2) with a tangent on w this drops X' g (one of the two dgemv of the
+   * sweep) from every Hessian-vector product.  One forward pass over the
+   * tape: a node is tangent-only when every input on the tape is and no
+   * input's adjoint tangent reads this node's primal adjoint. */
+  for (int i = 0; i <= out.node; i++) {
+    ad_node *nd = &tp->nodes[i];
+    int need = 0;
+    if (nd->kind == K_LEAF) {
+      need = leaf_grads;
+    } else if (leaf_grads) {
+      need = 1;
+    } else {
+      const ad_slot *s = &tp->slots[nd->in0];
+      for (int k = 0; k < nd->nin && !need; k++)
+        if (s[k].node >= 0) need = !tp->nodes[s[k].node].tan_only || uses_primal_adjoint(nd, s, k);
+    }
+    nd->tan_only = !need;
+  }
+  tp->nadj = out.node + 1;
+  if (tp->nodes[out.node].tan_only) return 0; /* the seed has no tangent: every adjoint tangent is zero */
   blo_tensor *sd = seed ? tn_copy(ctx, seed) : tn_new(ctx, out.v->rank, out.v->shape);
   if (!sd) return -1;
   if (!seed) sd->data[0] = 1.0;
-  tp->nadj = out.node + 1;
   tp->adj[out.node].v = sd;
   for (int i = out.node; i >= 0; i--) {
     if (!tp->adj[i].v || tp->nodes[i].kind == K_LEAF) continue;
@@ -1166,12 +1252,15 @@ int ad_adjoint(tn_ctx *ctx, ad_tape *tp, int node, blo_tensor **grad, blo_tensor
   const ad_node *nd = &tp->nodes[node];
   const ad_val *a = node < tp->nadj ? &tp->adj[node] : NULL;
   blo_tensor *gv = NULL, *gt = NULL;
+  /* a tangent-only node (ad_backward_ex without leaf gradients) holds its
+   * tangent in ->v and has no gradient: zeros */
+  blo_tensor *av = a && !nd->tan_only ? a->v : NULL, *at = a ? (nd->tan_only ? a->v : a->t) : NULL;
   if (grad) {
-    gv = a && a->v ? tn_retain(a->v) : tn_zeros(ctx, nd->rank, nd->shape);
+    gv = av ? tn_retain(av) : tn_zeros(ctx, nd->rank, nd->shape);
     if (!gv) return -1;
   }
   if (tangent) {
-    gt = a && a->t ? tn_retain(a->t) : tn_zeros(ctx, nd->rank, nd->shape);
+    gt = at ? tn_retain(at) : tn_zeros(ctx, nd->rank, nd->shape);
     if (!gt) { tn_release(ctx, gv); return -1; }
   }
   if (grad) *grad = gv;
@@ -1229,7 +1318,7 @@ static int custom_vjp(tn_ctx *ctx, ad_tape *tp, const ad_node *nd, const ad_slot
     c.t = tn_zeros_like(ctx, x);
     if (!c.t || op->vjp(ctx, op->ud, x, y, g.t, c.t)) goto fail;
   }
-  return acc(ctx, tp, s[0].node, &c);
+  return acc(ctx, tp, nd->tan_only, s[0].node, &c);
 fail:
   ad_val_release(ctx, &c);
   return -1;

@@ -51,6 +51,10 @@ int ad_leaf(tn_ctx *ctx, ad_tape *tape, ad_val *a);
 int ad_unary(tn_ctx *ctx, ad_tape *tape, tn_unary_op op, ad_val a, ad_val *out);
 int ad_binary(tn_ctx *ctx, ad_tape *tape, tn_binary_op op, ad_val a, ad_val b, ad_val *out);
 int ad_matmul(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val b, ad_val *out);
+/* op(a) @ op(b), op = transpose of a rank-2 operand whose flag is set: the
+ * product and its derivatives read the operands transposed through BLAS
+ * flags, so a' @ b never materializes a'. */
+int ad_matmul_t(tn_ctx *ctx, ad_tape *tape, ad_val a, int ta, ad_val b, int tb, ad_val *out);
 int ad_transpose(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val *out);
 int ad_reduce(tn_ctx *ctx, ad_tape *tape, tn_reduce_op op, ad_val a, int axis, ad_val *out);
 int ad_softmax(tn_ctx *ctx, ad_tape *tape, ad_val a, int axis, ad_val *out);
@@ -69,6 +73,11 @@ int ad_detach(tn_ctx *ctx, ad_val a, ad_val *out);
  * the dual adjoint (gradient, its tangent); a node that out does not depend on
  * has a zero adjoint. */
 int ad_backward(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *seed);
+/* ad_backward, and with leaf_grads == 0 the leaves' gradients are not wanted,
+ * only the tangents of their adjoints (Hessian-vector products): then the
+ * primal adjoint is computed only where a second-order term needs it, and
+ * ad_adjoint returns zeros as the gradient. */
+int ad_backward_ex(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *seed, int leaf_grads);
 /* New references to the adjoint of node, shaped like that node's value.
  * grad gets the gradient (zeros if none); tangent (if not NULL) gets the
  * second-order part (zeros if none). */

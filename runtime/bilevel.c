@@ -536,8 +536,11 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
     if (!(tg[i - first] = tn_from(&S->tn, v->rank, v->shape, src + v->off))) rc = bl_error(r, "%s", S->tn.err);
     any_tan = 1;
   }
+  /* second-order products without gradients (bl_hvp, bl_dgrad): a tangent-only
+   * sweep, which skips the primal adjoints (e.g. X' g) no product needs */
+  int want_grads = reverse && (gx || gy || !any_tan);
   diff_req req = {cnt, p->names + first, any_tan ? tg : NULL, reverse, v_nil(), NULL,
-                  reverse ? grads : NULL, reverse && any_tan ? hvs : NULL};
+                  want_grads ? grads : NULL, reverse && any_tan ? hvs : NULL};
   int ran = 0;
   if (rc == EV_OK) {
     chunk *saved = S->cur_chunk;

@@ -347,7 +347,7 @@ double tn_binary_scalar(tn_binary_op op, double a, double b) {
   case TN_SUB: return a - b;
   case TN_MUL: return a * b;
   case TN_DIV: return a / b;
-  case TN_POW: return pow(a, b);
+  case TN_POW: return b == 2.0 ? a * a : b == 1.0 ? a : pow(a, b); /* as binary_loop */
   case TN_MAX2: return max2(a, b);
   case TN_MIN2: return min2(a, b);
   case TN_LT: return a < b;
@@ -415,6 +415,12 @@ static void binary_loop(tn_binary_op op, size_t n, const double *a, size_t sa, c
   case TN_DIV: BL(x / y);
   case TN_MAX2: BL(max2(x, y));
   case TN_MIN2: BL(min2(x, y));
+  case TN_POW:
+    /* x^2 (the usual square loss) is x*x: correctly rounded where pow() may
+     * be 1 ulp off, and ~20x cheaper; x^1 is x (pow(x, 1) is exact) */
+    if (!sb && b[0] == 2.0) { for (size_t i = 0; i < n; i++) o[i] = a[i * sa] * a[i * sa]; break; }
+    if (!sb && b[0] == 1.0) { for (size_t i = 0; i < n; i++) o[i] = a[i * sa]; break; }
+    BL(tn_binary_scalar(op, x, y));
   default: BL(tn_binary_scalar(op, x, y));
   }
 #undef BL
@@ -556,66 +562,113 @@ blo_tensor *tn_affine(tn_ctx *ctx, const blo_tensor *a, double s, double b) {
  * products
  * ====================================================================== */
 
-/* Validates operands and views both as matrices: a [m,k], b [k,n] (vectors are
- * [1,k] / [k,1], which is the same memory). */
-static blo_tensor *matmul_prep(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b, size_t *m,
-                               size_t *k, size_t *n) {
+/* Logical shape of an operand: op(a) is a' for a rank-2 a with its flag set
+ * (no copy is made; BLAS reads it transposed), else a.  Flags on rank 0/1
+ * operands are ignored (their transpose is the identity). */
+static void op_shape(const blo_tensor *a, int ta, size_t *shape) {
+  for (int i = 0; i < a->rank; i++) shape[i] = a->shape[i];
+  if (ta && a->rank == 2) { shape[0] = a->shape[1]; shape[1] = a->shape[0]; }
+}
+
+/* Validates op(a) @ op(b) and views both as matrices: A [m,k], B [k,n]
+ * (vectors are [1,k] / [k,1], which is the same memory). */
+static blo_tensor *matmul_prep(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb,
+                               size_t *m, size_t *k, size_t *n) {
   char s1[SB], s2[SB];
   if (a->rank < 1 || a->rank > 2 || b->rank < 1 || b->rank > 2) {
+    size_t sa[TN_MAX_RANK], sb[TN_MAX_RANK];
+    op_shape(a, ta, sa);
+    op_shape(b, tb, sb);
     tn_error(ctx, "matmul: operands must be vectors or matrices, got %s @ %s",
-             tn_shape_str(a, s1, SB), tn_shape_str(b, s2, SB));
+             tn_shape_str_raw(a->rank, sa, s1, SB), tn_shape_str_raw(b->rank, sb, s2, SB));
     return NULL;
   }
-  size_t ka = a->shape[a->rank - 1], kb = b->shape[0];
+  size_t sa[2], sb[2];
+  op_shape(a, ta, sa);
+  op_shape(b, tb, sb);
+  size_t ka = sa[a->rank - 1], kb = sb[0];
   if (ka != kb) {
-    tn_error(ctx, "matmul: shape mismatch: %s @ %s", tn_shape_str(a, s1, SB), tn_shape_str(b, s2, SB));
+    tn_error(ctx, "matmul: shape mismatch: %s @ %s", tn_shape_str_raw(a->rank, sa, s1, SB),
+             tn_shape_str_raw(b->rank, sb, s2, SB));
     return NULL;
   }
-  *m = a->rank == 2 ? a->shape[0] : 1;
+  *m = a->rank == 2 ? sa[0] : 1;
   *k = ka;
-  *n = b->rank == 2 ? b->shape[1] : 1;
+  *n = b->rank == 2 ? sb[1] : 1;
   size_t shape[2];
   int r = 0;
-  if (a->rank == 2) shape[r++] = a->shape[0];
-  if (b->rank == 2) shape[r++] = b->shape[1];
+  if (a->rank == 2) shape[r++] = sa[0];
+  if (b->rank == 2) shape[r++] = sb[1];
   return tn_new(ctx, r, shape);
 }
 
-/* [m,k] @ [k,n] -> [m,n] by plain loops */
-static void matmul_loops(size_t m, size_t k, size_t n, const double *A, const double *B, double *C) {
+/* [m,k] @ [k,n] -> [m,n] by plain loops; A(i,p) is at A[i*sai + p*sap], B(p,j) at B[p*sbp + j*sbj]
+ * (strides express the transposed reads). */
+static void matmul_loops(size_t m, size_t k, size_t n, const double *A, size_t sai, size_t sap,
+                         const double *B, size_t sbp, size_t sbj, double *C) {
   for (size_t i = 0; i < m; i++)
     for (size_t j = 0; j < n; j++) {
       double s = 0;
-      for (size_t p = 0; p < k; p++) s += A[i * k + p] * B[p * n + j];
+      for (size_t p = 0; p < k; p++) s += A[i * sai + p * sap] * B[p * sbp + j * sbj];
       C[i * n + j] = s;
     }
 }
 
+/* op(a) [m,k] @ op(b) [k,n] -> [m,n] by plain loops, any flags */
+static void matmul_loops_t(const blo_tensor *a, int ta, const blo_tensor *b, int tb, size_t m, size_t k,
+                           size_t n, double *C) {
+  /* stored a is [m,k] (row stride k) or, transposed, [k,m] (row stride m); vectors are contiguous */
+  int at = ta && a->rank == 2, bt = tb && b->rank == 2;
+  size_t sai = at ? 1 : k, sap = at ? m : 1;
+  size_t sbp = bt ? 1 : n, sbj = bt ? k : 1;
+  matmul_loops(m, k, n, a->data, sai, sap, b->data, sbp, sbj, C);
+}
+
 /* [m,k]@[k,n]->[m,n], [m,k]@[k]->[m], [k]@[k,n]->[n], [k]@[k]->[] (reference) */
 blo_tensor *tn_matmul_ref(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b) {
+  return tn_matmul_t_ref(ctx, a, 0, b, 0);
+}
+
+/* op(a) @ op(b), the same shapes after transposition (reference, plain loops) */
+blo_tensor *tn_matmul_t_ref(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb) {
   size_t m, k, n;
-  blo_tensor *o = matmul_prep(ctx, a, b, &m, &k, &n);
-  if (o) matmul_loops(m, k, n, a->data, b->data, o->data);
+  blo_tensor *o = matmul_prep(ctx, a, ta, b, tb, &m, &k, &n);
+  if (o) matmul_loops_t(a, ta, b, tb, m, k, n, o->data);
   return o;
 }
 
 /* [m,k]@[k,n]->[m,n] (dgemm), [m,k]@[k]->[m] (dgemv), [k]@[k,n]->[n] (dgemv'), [k]@[k]->[] (ddot) */
 blo_tensor *tn_matmul(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b) {
+  return tn_matmul_t(ctx, a, 0, b, 0);
+}
+
+/* op(a) @ op(b) with op = transpose when the flag is set (rank-2 operands
+ * only): the transposition is a BLAS flag, never a copy, so the gradient of
+ * X @ w is one dgemv with CblasTrans instead of an n x d transpose plus a dgemv.
+ *   op(a) [m,k] @ op(b) [k,n] -> [m,n]     dgemm(TA, TB)
+ *   op(a) [m,k] @ [k]         -> [m]       dgemv(TA)
+ *   [k] @ op(b) [k,n]         -> [n]       dgemv(!TB) on b
+ *   [k] @ [k]                 -> []        ddot */
+blo_tensor *tn_matmul_t(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb) {
   size_t m, k, n;
-  blo_tensor *o = matmul_prep(ctx, a, b, &m, &k, &n);
+  ta = ta && a->rank == 2;
+  tb = tb && b->rank == 2;
+  blo_tensor *o = matmul_prep(ctx, a, ta, b, tb, &m, &k, &n);
   if (!o || o->size == 0) return o;
   double *C = o->data;
   if (k == 0) { memset(C, 0, o->size * sizeof(double)); return o; }
   /* BLAS takes int dimensions; zero dimensions were handled above since BLAS
    * rejects leading dimensions < 1 (and would print) */
-  if (m > INT_MAX || k > INT_MAX || n > INT_MAX) { matmul_loops(m, k, n, a->data, b->data, C); return o; }
+  if (m > INT_MAX || k > INT_MAX || n > INT_MAX) { matmul_loops_t(a, ta, b, tb, m, k, n, C); return o; }
   int M = (int)m, K = (int)k, N = (int)n;
+  const enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
   if (a->rank == 2 && b->rank == 2)
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0, a->data, K, b->data, N, 0.0, C, N);
-  else if (a->rank == 2)
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, M, K, 1.0, a->data, K, b->data, 1, 0.0, C, 1);
-  else if (b->rank == 2)
-    cblas_dgemv(CblasRowMajor, CblasTrans, K, N, 1.0, b->data, N, a->data, 1, 0.0, C, 1);
+    cblas_dgemm(CblasRowMajor, TA, TB, M, N, K, 1.0, a->data, ta ? M : K, b->data, tb ? K : N, 0.0, C, N);
+  else if (a->rank == 2) /* stored a is [m,k], or [k,m] read transposed */
+    cblas_dgemv(CblasRowMajor, TA, ta ? K : M, ta ? M : K, 1.0, a->data, ta ? M : K, b->data, 1, 0.0, C, 1);
+  else if (b->rank == 2) /* a @ B = B' a: stored b is [k,n], or [n,k] read as is */
+    cblas_dgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? N : K, tb ? K : N, 1.0, b->data, tb ? K : N,
+                a->data, 1, 0.0, C, 1);
   else
     C[0] = cblas_ddot(K, a->data, 1, b->data, 1);
   return o;

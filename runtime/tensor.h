@@ -103,6 +103,11 @@ blo_tensor *tn_affine(tn_ctx *ctx, const blo_tensor *a, double s, double b);
  *   [k]@[k] -> [] (ddot). Other ranks: error naming both shapes. */
 blo_tensor *tn_matmul(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
 blo_tensor *tn_matmul_ref(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b); /* plain loops */
+/* op(a) @ op(b), op = transpose of a rank-2 operand whose flag is set (a BLAS
+ * flag, no copy; flags on vectors are ignored).  Shapes and errors as
+ * tn_matmul on the transposed operands.  _ref: plain loops. */
+blo_tensor *tn_matmul_t(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb);
+blo_tensor *tn_matmul_t_ref(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb);
 /* outer product of two vectors [m],[n] -> [m,n] */
 blo_tensor *tn_outer(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
 /* Transpose: rank 2 swaps axes, rank 0/1 returns a copy, rank 3/4 reverses axes. */

@@ -295,6 +295,33 @@ START_TEST(steady_state_no_allocation) {
 }
 END_TEST
 
+/* The same for cg (tangent-only Hessian-vector products) and a gradient
+ * written with a transposed product (X' @ r: a BLAS flag, no copy). */
+START_TEST(steady_state_no_allocation_cg_transposed) {
+  run_ok("seed(2)\n"
+         "let X = randn(30, 4)\n"
+         "let y = X @ [1, -1, 0.5, 2] + 0.1 * randn(30)\n"
+         "problem rt {\n"
+         "  outer lam = [0.1, 0.1, 0.1, 0.1]\n"
+         "  inner w = zeros(4)\n"
+         "  inner minimize 0.5 * sum(w * (X' @ (X @ w - 2 * y))) / 30 + 0.5 * sum(exp(lam) * w^2)\n"
+         "  outer minimize 0.5 * mean((X @ w - y)^2)\n"
+         "}\n");
+  const char *srcs[3] = {
+    "let r = solve rt with {inner_steps = 20, outer_steps = 5, hypergrad = cg(iters = 5)}",
+    "let r = solve rt with {inner_steps = 20, outer_steps = 5, hypergrad = cg(iters = 5)}",
+    "let r = solve rt with {inner_steps = 20, outer_steps = 40, hypergrad = cg(iters = 5)}",
+  };
+  size_t counts[3];
+  for (int k = 0; k < 3; k++) {
+    size_t before = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0);
+    run_ok(srcs[k]);
+    counts[k] = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0) - before;
+  }
+  ck_assert_msg(counts[2] == 0, "40 steps after warm-up: %zu allocations", counts[2]);
+}
+END_TEST
+
 START_TEST(builtin_registry) {
   const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "momentum",
                          "neumann", "penalty", "sgd", "t1t2", "ufo", "unroll"};
@@ -366,6 +393,7 @@ int main(void) {
   tcase_add_test(tc, scalar_broadcast_and_shapes);
   tcase_add_test(tc, several_problems_and_redeclaration);
   tcase_add_test(tc, steady_state_no_allocation);
+  tcase_add_test(tc, steady_state_no_allocation_cg_transposed);
   tcase_add_test(tc, builtin_registry);
   tcase_add_test(tc, optimizers_match_formulas);
   suite_add_tcase(s, tc);

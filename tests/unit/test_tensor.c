@@ -581,6 +581,53 @@ static void check_matmul(int ra, size_t a0, size_t a1, int rb, size_t b0, size_t
   R(a); R(b); R(f); R(r);
 }
 
+/* tn_matmul_t (BLAS with transpose flags) vs tn_matmul_t_ref (plain loops)
+ * and vs tn_matmul on materialized transposes; shapes are the stored ones */
+static void check_matmul_t(int ra, size_t a0, size_t a1, int ta, int rb, size_t b0, size_t b1, int tb) {
+  blo_tensor *a = rnd(ra, a0, a1, 1, 1), *b = rnd(rb, b0, b1, 1, 1);
+  blo_tensor *f = tn_matmul_t(&C, a, ta, b, tb), *r = tn_matmul_t_ref(&C, a, ta, b, tb);
+  blo_tensor *at = ta ? tn_transpose(&C, a) : tn_copy(&C, a), *bt = tb ? tn_transpose(&C, b) : tn_copy(&C, b);
+  blo_tensor *m = tn_matmul(&C, at, bt);
+  size_t k = ra == 2 ? (ta ? a0 : a1) : a0;
+  ck_assert_msg(f && r && m, "%s", C.err);
+  assert_close(f, r, 1e-12, 1e-14 * (double)(k + 1));
+  assert_close(f, m, 1e-12, 1e-14 * (double)(k + 1));
+  R(a); R(b); R(f); R(r); R(at); R(bt); R(m);
+}
+
+START_TEST(test_matmul_t_vs_ref) {
+  check_matmul_t(2, 5, 3, 1, 2, 5, 4, 0);    /* [5,3]' @ [5,4] */
+  check_matmul_t(2, 3, 5, 0, 2, 4, 5, 1);    /* [3,5] @ [4,5]' */
+  check_matmul_t(2, 53, 37, 1, 2, 29, 53, 1); /* both */
+  check_matmul_t(2, 70, 130, 1, 2, 70, 90, 0);
+  check_matmul_t(2, 64, 33, 1, 1, 64, 1, 0); /* [64,33]' @ [64]: dgemv with CblasTrans */
+  check_matmul_t(2, 2000, 50, 1, 1, 2000, 1, 0);
+  check_matmul_t(1, 33, 1, 0, 2, 70, 33, 1); /* [33] @ [70,33]' */
+  check_matmul_t(1, 5, 1, 1, 1, 5, 1, 1);    /* vectors: flags ignored */
+  check_matmul_t(2, 1, 1, 1, 2, 1, 1, 1);
+  /* flags off: the same as tn_matmul, bit for bit */
+  blo_tensor *a = rnd(2, 37, 53, 1, 1), *b = rnd(2, 53, 29, 1, 1), *v = rnd(1, 53, 1, 1, 1);
+  blo_tensor *p = tn_matmul_t(&C, a, 0, b, 0), *q = tn_matmul(&C, a, b);
+  assert_close(p, q, 0, 0);
+  R(p); R(q);
+  /* shapes and errors use the transposed (logical) shapes */
+  p = tn_matmul_t(&C, a, 1, a, 0);
+  assert_shape(p, 2, 53, 53);
+  R(p);
+  assert_err(tn_matmul_t(&C, a, 1, v, 0), "matmul: shape mismatch: [53, 37] @ [53]");
+  assert_err(tn_matmul_t_ref(&C, a, 1, v, 0), "matmul: shape mismatch: [53, 37] @ [53]");
+  R(a); R(b); R(v);
+  /* empty dimensions */
+  a = mk(2, 0, 2, 1, 1);
+  b = mk(2, 0, 3, 1, 1);
+  p = tn_matmul_t(&C, a, 1, b, 0);  /* [2,0] @ [0,3] -> zeros */
+  assert_shape(p, 2, 2, 3);
+  ck_assert(maxabs(p) == 0);
+  R(p); R(a); R(b);
+  LEAK_CHECK();
+}
+END_TEST
+
 START_TEST(test_matmul_vs_ref) {
   check_matmul(2, 3, 5, 2, 5, 4);   /* [m,k]@[k,n] */
   check_matmul(2, 37, 53, 2, 53, 29);
@@ -1341,6 +1388,7 @@ static Suite *tensor_suite(void) {
   tcase_add_test(t, test_sum_to_broadcast_to);
   t = tc(s, "products");
   tcase_add_test(t, test_matmul_vs_ref);
+  tcase_add_test(t, test_matmul_t_vs_ref);
   tcase_add_test(t, test_outer_transpose_dot);
   t = tc(s, "reductions");
   tcase_add_test(t, test_reduce_vs_ref);
