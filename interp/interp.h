@@ -140,7 +140,8 @@ typedef struct diff_req {
   int reverse;
   value result;                  /* out: value of expr (constant) */
   blo_tensor *dir;               /* out: tangent of expr (forward), NULL if zero */
-  blo_tensor **grads;            /* out (reverse): n gradients, shaped like the variables */
+  blo_tensor **grads;            /* out (reverse): n gradients shaped like the variables; NULL when only
+                                    hvs are wanted (a cheaper second-order sweep) */
   blo_tensor **hvs;              /* out (reverse + tangents): n second-order products, or NULL */
 } diff_req;
 int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r);

@@ -10,6 +10,8 @@
 #include "tensor.h"
 
 #include <check.h>
+
+#include "check_run.h"
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -1413,10 +1415,5 @@ static Suite *tensor_suite(void) {
 
 int main(void) {
   tn_rng_seed(&G, 20240601);
-  SRunner *sr = srunner_create(tensor_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  printf("test_tensor: %d passed, %d failed\n", run - failed, failed);
-  return failed == 0 ? 0 : 1;
+  return check_run(tensor_suite(), "test_tensor", CK_FORK);
 }
