@@ -947,6 +947,71 @@ static int need_vector(blo_state *S, callargs *a, const char *name, int i) {
   return type_err(S, a, name, i, "a vector");
 }
 
+/* Ascending order of a vector's elements, ties by position (a stable sort):
+ * idx[k] = position of the k-th smallest.  NaN is refused: it has no place. */
+typedef struct { double v; size_t i; } sort_item;
+static int sort_item_cmp(const void *pa, const void *pb) {
+  const sort_item *a = pa, *b = pb;
+  if (a->v < b->v) return -1;
+  if (a->v > b->v) return 1;
+  return a->i < b->i ? -1 : a->i > b->i;
+}
+static int sort_order(blo_state *S, callargs *a, const char *name, blo_tensor **idx) {
+  if (arg_check_named(S, a, NO_NAMED) || need_vector(S, a, name, 0)) return EV_ERR;
+  const blo_tensor *x = a->pos[0].u.t;
+  size_t n = x->size;
+  for (size_t i = 0; i < n; i++)
+    if (isnan(x->data[i])) return interp_error(S, a->call, "%s: element %zu is NaN", name, i);
+  sort_item *it = malloc((n ? n : 1) * sizeof *it);
+  *idx = it ? tn_new(&S->tn, 1, &n) : NULL;
+  if (!*idx) { free(it); return oom(S, a); }
+  for (size_t i = 0; i < n; i++) it[i] = (sort_item){x->data[i], i};
+  qsort(it, n, sizeof *it, sort_item_cmp);
+  for (size_t k = 0; k < n; k++) (*idx)->data[k] = (double)it[k].i;
+  free(it);
+  return EV_OK;
+}
+
+static int bi_argsort(blo_state *S, callargs *a, value *out) {
+  blo_tensor *idx;
+  if (sort_order(S, a, "argsort", &idx)) return EV_ERR;
+  *out = v_tensor(idx);
+  return EV_OK;
+}
+
+/* sort(x) = x[argsort(x)], a gather, so it is differentiable: the gradient
+ * flows back to the positions the elements came from. */
+static int bi_sort(blo_state *S, callargs *a, value *out) {
+  blo_tensor *idx;
+  if (sort_order(S, a, "sort", &idx)) return EV_ERR;
+  ad_val x, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) { tn_release(&S->tn, idx); return EV_ERR; }
+  int rc = ad_take(&S->tn, S->tape, x, idx, 0, &r);
+  tn_release(&S->tn, idx);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+/* clip(x, lo, hi) = min(max(x, lo), hi): derivative 1 inside, 0 where clipped. */
+static int bi_clip(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  for (int i = 0; i < 3; i++)
+    if (need_numeric(S, a, "clip", i)) return EV_ERR;
+  value lo = a->pos[1], hi = a->pos[2];
+  if (lo.kind == V_NUM && hi.kind == V_NUM && lo.u.num > hi.u.num)
+    return interp_error(S, a->call, "clip: lo = %g is above hi = %g", lo.u.num, hi.u.num);
+  value m, pv[2] = {a->pos[0], lo};   /* borrowed, as in a: binary_ad does not release */
+  callargs b = *a;
+  b.pos = pv;
+  b.npos = 2;
+  if (binary_ad(S, &b, "clip", TN_MAX2, &m)) return EV_ERR;
+  pv[0] = m;
+  pv[1] = hi;
+  int rc = binary_ad(S, &b, "clip", TN_MIN2, out);
+  v_release(S, &m);
+  return rc;
+}
+
+
 /* outer(a, b) = reshape(a, [m, 1]) * reshape(b, [1, n]): differentiable. */
 static int bi_outer(blo_state *S, callargs *a, value *out) {
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
@@ -1248,8 +1313,10 @@ static const builtin_def builtins[] = {
   {"arange", bi_arange, 1, 3, "arange(n) | arange(a, b) | arange(a, b, step)", "the vector a, a + step, ... below b (a = 0, step = 1 by default)", 0},
   {"argmax", bi_argmax, 1, 1, "argmax(x, axis = all)", "position of the largest element (in the flattened tensor, or along axis)", 0},
   {"argmin", bi_argmin, 1, 1, "argmin(x, axis = all)", "position of the smallest element (in the flattened tensor, or along axis)", 0},
+  {"argsort", bi_argsort, 1, 1, "argsort(v)", "positions that sort the vector v ascending (ties keep their order)", 0},
   {"assert", bi_assert, 1, 2, "assert(cond, msg = \"\")", "stop with \"assertion failed: msg\" unless every element of cond is nonzero", 0},
   {"chol", bi_chol, 1, 1, "chol(A)", "lower Cholesky factor L of a symmetric positive definite A = L L'", 0},
+  {"clip", bi_clip, 3, 3, "clip(x, lo, hi)", "x limited to [lo, hi] elementwise: min(max(x, lo), hi)", 0},
   {"concat", bi_concat, 1, -1, "concat(a, b, ..., axis = 0)", "join tensors along an existing axis (also concat(list))", 0},
   {"cos", bi_cos, 1, 1, "cos(x)", "cosine, elementwise", 0},
   {"det", bi_det, 1, 1, "det(A)", "determinant of a square matrix", 0},
@@ -1304,6 +1371,7 @@ static const builtin_def builtins[] = {
   {"size", bi_size, 1, 1, "size(x)", "number of elements (1 for a number)", 0},
   {"softmax", bi_softmax, 1, 1, "softmax(x, axis = all)", "exp(x) / sum(exp(x)) (along axis), computed stably", 0},
   {"softplus", bi_softplus, 1, 1, "softplus(x)", "log(1 + exp(x)), elementwise, computed stably", 0},
+  {"sort", bi_sort, 1, 1, "sort(v)", "the vector v sorted ascending (differentiable: a gather)", 0},
   {"sqrt", bi_sqrt, 1, 1, "sqrt(x)", "square root, elementwise", 0},
   {"stack", bi_stack, 1, -1, "stack(a, b, ..., axis = 0)", "join equal-shaped tensors along a new axis (also stack(list))", 0},
   {"str", bi_str, 1, 1, "str(x)", "x as text, as print shows it", 0},
