@@ -15,7 +15,7 @@
 #   BENCH_REPEATS        runs per measurement, the median is shown (default 5)
 #   BENCH_SLOW_REPEATS   runs of torch on W3, ~17 s each (default 1)
 #   BENCH_THREADS_LIST   thread counts (default "1 2")
-#   BENCH_ONLY           a subset of "W1 W2 W3 W4" (default all)
+#   BENCH_ONLY           a subset of "W1 W2 W3 W4 AD" (default all)
 #   BENCH_QUICK=1        small step counts, to check the runner itself
 #   BENCH_FMNIST         Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)
 #   BENCH_TOL            relative tolerance on F (default 1e-6)
@@ -28,7 +28,7 @@ CC=${CC:-cc}
 REPEATS=${BENCH_REPEATS:-5}
 SLOW_REPEATS=${BENCH_SLOW_REPEATS:-1}
 THREADS_LIST=${BENCH_THREADS_LIST:-"1 2"}
-ONLY=${BENCH_ONLY:-"W1 W2 W3 W4"}
+ONLY=${BENCH_ONLY:-"W1 W2 W3 W4 AD"}
 QUICK=${BENCH_QUICK:-0}
 FMNIST=${BENCH_FMNIST:-/usr/share/datasets/fashion-mnist}
 TOL=${BENCH_TOL:-1e-6}
@@ -240,6 +240,19 @@ if want W4; then
   fi
 fi
 
+# ---- AD: cost of a gradient and an HVP relative to one evaluation (1 thread) ----
+ad_g=n/a; ad_h=n/a
+if want AD; then
+  echo
+  OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 "$BLO" "$here/ad_cost.blo" >"$work/ad" 2>&1 || say "bench: ad_cost.blo failed"
+  grep '^ad_cost' "$work/ad"
+  read -r _ rg rh rm <<EOF_AD
+$(grep '^ad_ratios' "$work/ad")
+EOF_AD
+  ad_g=$(awk -v r="$rg" 'BEGIN { print (r != "" && r <= 4) ? "met" : "not met" }')
+  ad_h=$(awk -v r="$rh" 'BEGIN { print (r != "" && r <= 10) ? "met" : "not met" }')
+fi
+
 # ---- targets ----
 # ratio W COLUMN: the ratios of workload W (w1cg, w1un, w2, w3) at every thread count
 ratios() { awk -v w="$1" -v c="$2" '$1 == w { printf "%s%s", sep, ($c == "-" ? "-" : sprintf("%.3f", $c)); sep = "/" }' "$work/ratios"; }
@@ -267,6 +280,8 @@ printf '  %-52s %-8s %s\n' "blo >= 3x faster than torch on W2 (torch/blo >= 3)" 
 printf '  %-52s %-8s %s\n' "blo >= 20x faster than torch on W3 (torch/blo >= 20)" "$w3t" "$(ratios w3 4)"
 printf '  %-52s %-8s\n' "W4: unroll memory grows no faster than its iterates" "$w4_unroll"
 printf '  %-52s %-8s\n' "W4: cg memory does not grow with its iterations" "$w4_cg"
+printf '  %-52s %-8s %s\n' "AD: a gradient costs <= 4x an evaluation" "$ad_g" "${rg:-}"
+printf '  %-52s %-8s %s\n' "AD: a Hessian-vector product costs <= 10x" "$ad_h" "${rh:-}"
 [ "$QUICK" = 1 ] && echo "  (BENCH_QUICK=1: reduced step counts, the figures are not the benchmark's)"
 echo
 bdir=$(dirname "$BLO")
