@@ -2,6 +2,7 @@
  * locals in small per-call/per-block arrays searched linearly (they are few). */
 #include "interp.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ static binding *gt_find(gtable *g, const char *name, int create) {
     free(g->slots);
     g->slots = slots;
     g->cap = cap;
+    memset(g->cache, 0, sizeof g->cache); /* the bindings moved */
   }
   if (!g->cap) return NULL;
   size_t j = hash_str(name) & (g->cap - 1);
@@ -52,14 +54,28 @@ void env_free_globals(blo_state *S) {
   memset(g, 0, sizeof *g);
 }
 
+/* strcmp() == 0 inline: names are short, and the libc call cost more than
+ * the comparison on the cache-hit path of env_lookup */
+static inline int name_eq(const char *a, const char *b) {
+  while (*a && *a == *b) { a++; b++; }
+  return *a == *b;
+}
+
 value *env_lookup(blo_state *S, const char *name) {
   for (scope *sc = S->sc; sc; sc = sc->parent) {
     for (int i = sc->n - 1; i >= 0; i--)
       if (strcmp(sc->vars[i].name, name) == 0) return &sc->vars[i].val;
     if (sc->is_fn) break;
   }
-  binding *b = gt_find(&S->globals, name, 0);
-  return b ? &b->val : NULL;
+  gtable *g = &S->globals;
+  gcache *c = &g->cache[((uintptr_t)name >> 3) & (GT_CACHE - 1)];
+  if (c->key == name && name_eq(c->b->name, name)) return &c->b->val;
+  binding *b = gt_find(g, name, 0);
+  if (!b) return NULL;
+  /* bindings are never removed, only moved by growth (which clears the cache) */
+  c->key = name;
+  c->b = b;
+  return &b->val;
 }
 
 int env_set_global(blo_state *S, const char *name, value v) {

@@ -30,7 +30,13 @@ typedef struct scope {
   int is_fn;              /* lookups stop here and go to globals */
 } scope;
 
-typedef struct gtable { binding *slots; size_t cap, n; } gtable;
+/* cache: the slot last found for a name pointer (AST names are looked up on
+ * every evaluation; hashing and comparing the string each time showed in
+ * profiles of tiny problems).  Cleared when slots move (growth); a hit is
+ * confirmed by comparing the strings, so a reused pointer is harmless. */
+enum { GT_CACHE = 64 };
+typedef struct gcache { const char *key; binding *b; } gcache;
+typedef struct gtable { binding *slots; size_t cap, n; gcache cache[GT_CACHE]; } gtable;
 
 /* Status of executing a statement. */
 enum { EV_OK = 0, EV_ERR = 1, EV_BREAK, EV_CONTINUE, EV_RETURN };

@@ -32,8 +32,21 @@ typedef struct {
 } ad_val;
 
 static inline ad_val ad_const(blo_tensor *v) { ad_val r = {v, NULL, -1}; return r; }
-void ad_val_release(tn_ctx *ctx, ad_val *a);        /* releases v and t, zeroes the struct */
-ad_val ad_val_retain(ad_val a);                      /* retains v and t, returns a */
+/* Inline: called several times per operation and per tape node, and a call
+ * into ad.c cost more than the two count updates it does. */
+static inline void ad_val_release(tn_ctx *ctx, ad_val *a) {  /* releases v and t, zeroes the struct */
+  if (!a) return;
+  tn_release(ctx, a->v);
+  tn_release(ctx, a->t);
+  a->v = NULL;
+  a->t = NULL;
+  a->node = -1; /* "no node": 0 would name a real tape entry */
+}
+static inline ad_val ad_val_retain(ad_val a) {               /* retains v and t, returns a */
+  tn_retain(a.v);
+  tn_retain(a.t);
+  return a;
+}
 
 ad_tape *ad_tape_new(tn_ctx *ctx);                    /* NULL on allocation failure */
 void ad_tape_free(tn_ctx *ctx, ad_tape *tape);

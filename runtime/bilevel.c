@@ -527,7 +527,10 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   problem *p = r->p;
   int first = with_outer ? 0 : p->nouter;
   int cnt = p->nvars - first;
-  blo_tensor *tg[BL_MAX_VARS] = {0}, *grads[BL_MAX_VARS] = {0}, *hvs[BL_MAX_VARS] = {0};
+  /* only the cnt entries in use are cleared: "= {0}" on all three arrays
+   * (rep stos) was a visible part of every evaluation of a tiny problem */
+  blo_tensor *tg[BL_MAX_VARS], *grads[BL_MAX_VARS], *hvs[BL_MAX_VARS];
+  for (int i = 0; i < cnt; i++) tg[i] = grads[i] = hvs[i] = NULL;
   int any_tan = 0, rc = EV_OK;
   for (int i = first; i < p->nvars && rc == EV_OK; i++) {
     const bl_var *v = &p->vars[i];
