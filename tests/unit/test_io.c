@@ -4,6 +4,7 @@
 #include <check.h>
 
 #include "check_run.h"
+#include "scratch_dir.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,17 +15,9 @@
 
 #include "../../stdlib/io.h"
 
-static char dir[256];
 static tn_ctx ctx;
 static char err[512];
 
-static const char *path_of(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-  return buf[k];
-}
 
 static void write_text(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
@@ -34,16 +27,13 @@ static void write_text(const char *path, const char *text) {
 }
 
 static void setup(void) {
-  strcpy(dir, "/tmp/blo_test_io_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  scratch_make("test_io");
   tn_ctx_init(&ctx, NULL, NULL);
   err[0] = 0;
 }
 
 static void teardown(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  scratch_remove();
   tn_ctx_free(&ctx);
 }
 

@@ -10,6 +10,7 @@
 #include <check.h>
 
 #include "check_run.h"
+#include "scratch_dir.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,25 +24,14 @@
 #include <cairo.h>
 #endif
 
-static char dir[256];
 
-static const char *path_of(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
-  return buf[k];
-}
 
 static void setup(void) {
-  strcpy(dir, "/tmp/blo_test_plot_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  scratch_make("test_plot");
 }
 
 static void teardown(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  scratch_remove();
 }
 
 /* Runs src with "@" replaced by the test directory; returns the status. */
