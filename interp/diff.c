@@ -16,8 +16,76 @@ void diff_req_free(blo_state *S, diff_req *r) {
   }
 }
 
+enum { MAXV = 16 };
+
+/* Replaces the variables names[0..n) by autodiff leaves on tape (NULL:
+ * forward mode only) with the given tangents; their values go to saved[]
+ * (*nsaved of them, also on error) for unbind_vars. */
+static int bind_vars(blo_state *S, const ast_node *at, int n, const char *const *names,
+                     blo_tensor *const *tangents, ad_tape *tape, value *saved, int *nsaved, int *nodes) {
+  *nsaved = 0;
+  for (int i = 0; i < n; i++) {
+    value *slot = env_lookup(S, names[i]);
+    if (!slot) return interp_error(S, at, "unknown variable '%s'", names[i]);
+    if (!v_is_numeric(*slot)) {
+      char d[64];
+      v_describe(*slot, d, sizeof d);
+      return interp_error(S, at, "cannot differentiate with respect to '%s', a %s", names[i], d);
+    }
+    ad_val a;
+    if (v_to_ad(S, at, *slot, &a) != EV_OK) return EV_ERR;
+    tn_release(&S->tn, a.t);
+    a.t = NULL;
+    a.node = -1;
+    blo_tensor *tg = tangents ? tangents[i] : NULL;
+    if (tg) {
+      if (tg->size != a.v->size) {
+        char s1[64], s2[64];
+        int rc = interp_error(S, at, "tangent for '%s' has shape %s, the variable has shape %s", names[i],
+                              tn_shape_str(tg, s1, sizeof s1), tn_shape_str(a.v, s2, sizeof s2));
+        ad_val_release(&S->tn, &a);
+        return rc;
+      }
+      a.t = tn_reshape(&S->tn, tg, a.v->rank, a.v->shape);
+      if (!a.t) { ad_val_release(&S->tn, &a); return interp_tn_error(S, at); }
+    }
+    if (tape && ad_leaf(&S->tn, tape, &a)) { ad_val_release(&S->tn, &a); return interp_tn_error(S, at); }
+    nodes[i] = a.node;
+    saved[(*nsaved)++] = *slot;
+    value nv = v_tensor(a.v);
+    nv.tan = a.t;
+    nv.node = a.node;
+    nv.gen = S->tape_gen;
+    *slot = nv;
+  }
+  return EV_OK;
+}
+
+/* puts back what bind_vars saved, whatever happened */
+static void unbind_vars(blo_state *S, const char *const *names, value *saved, int nsaved) {
+  for (int i = 0; i < nsaved; i++) {
+    value *slot = env_lookup(S, names[i]);
+    if (slot) { v_release(S, slot); *slot = saved[i]; }
+    else v_release(S, &saved[i]);
+  }
+}
+
+/* the value of a differentiated expression as a dual; rc != EV_OK if it is not numeric */
+static int result_dual(blo_state *S, const ast_node *expr, value res, ad_val *out) {
+  if (!v_is_numeric(res)) {
+    char d[64];
+    v_describe(res, d, sizeof d);
+    return interp_error(S, expr, "the differentiated expression must be numeric, got %s", d);
+  }
+  return v_to_ad(S, expr, res, out);
+}
+
+static int not_scalar(blo_state *S, const ast_node *expr, const blo_tensor *t) {
+  char d[64];
+  return interp_error(S, expr, "gradient needs a scalar expression, got tensor %s", tn_shape_str(t, d, sizeof d));
+}
+
 int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r) {
-  enum { MAXV = 16 };
   if (r->n > MAXV) return interp_error(S, at, "at most %d variables can be differentiated at once", MAXV);
   if (S->ad_depth > 0) return interp_error(S, at, "nested grad/jvp/hvp is not supported");
   r->result = v_nil();
@@ -34,65 +102,19 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
   S->tape = tape;
   S->ad_depth++;
   int nodes[MAXV];
-  for (int i = 0; i < r->n; i++) {
-    value *slot = env_lookup(S, r->names[i]);
-    if (!slot) { rc = interp_error(S, at, "unknown variable '%s'", r->names[i]); break; }
-    if (!v_is_numeric(*slot)) {
-      char d[64];
-      v_describe(*slot, d, sizeof d);
-      rc = interp_error(S, at, "cannot differentiate with respect to '%s', a %s", r->names[i], d);
-      break;
-    }
-    ad_val a;
-    if ((rc = v_to_ad(S, at, *slot, &a)) != EV_OK) break;
-    tn_release(&S->tn, a.t);
-    a.t = NULL;
-    a.node = -1;
-    blo_tensor *tg = r->tangents ? r->tangents[i] : NULL;
-    if (tg) {
-      if (tg->size != a.v->size) {
-        char s1[64], s2[64];
-        rc = interp_error(S, at, "tangent for '%s' has shape %s, the variable has shape %s", r->names[i],
-                          tn_shape_str(tg, s1, sizeof s1), tn_shape_str(a.v, s2, sizeof s2));
-        ad_val_release(&S->tn, &a);
-        break;
-      }
-      a.t = tn_reshape(&S->tn, tg, a.v->rank, a.v->shape);
-      if (!a.t) { ad_val_release(&S->tn, &a); rc = interp_tn_error(S, at); break; }
-    }
-    if (tape && ad_leaf(&S->tn, tape, &a)) { ad_val_release(&S->tn, &a); rc = interp_tn_error(S, at); break; }
-    nodes[i] = a.node;
-    saved[nsaved++] = *slot;
-    value nv = v_tensor(a.v);
-    nv.tan = a.t;
-    nv.node = a.node;
-    nv.gen = S->tape_gen;
-    *slot = nv;
-  }
+  rc = bind_vars(S, at, r->n, r->names, r->tangents, tape, saved, &nsaved, nodes);
   value res = v_nil();
   if (rc == EV_OK) rc = eval_expr(S, expr, &res);
-  /* restore the variables whatever happened */
-  for (int i = 0; i < nsaved; i++) {
-    value *slot = env_lookup(S, r->names[i]);
-    if (slot) { v_release(S, slot); *slot = saved[i]; }
-    else v_release(S, &saved[i]);
-  }
-  if (rc == EV_OK && !v_is_numeric(res)) {
-    char d[64];
-    v_describe(res, d, sizeof d);
-    rc = interp_error(S, expr, "the differentiated expression must be numeric, got %s", d);
-  }
+  unbind_vars(S, r->names, saved, nsaved);
   if (rc == EV_OK) {
     ad_val out;
-    rc = v_to_ad(S, expr, res, &out);
+    rc = result_dual(S, expr, res, &out);
     if (rc == EV_OK) {
       if (out.t) r->dir = tn_retain(out.t);
       r->result = out.v->rank == 0 ? v_num(out.v->data[0]) : v_tensor(tn_retain(out.v));
       if (tape) {
         if (out.v->size != 1) {
-          char d[64];
-          rc = interp_error(S, expr, "gradient needs a scalar expression, got tensor %s",
-                            tn_shape_str(out.v, d, sizeof d));
+          rc = not_scalar(S, expr, out.v);
         } else if (ad_backward_ex(&S->tn, tape, out, NULL, r->grads != NULL)) {
           /* no grads requested (only hvs): a tangent-only sweep, which skips
            * the primal adjoints no second-order term needs */
@@ -114,6 +136,65 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
   S->tape = saved_tape;
   if (rc != EV_OK) diff_req_free(S, r);
   return rc;
+}
+
+/* ---- recorded objectives: evaluate once, replay many times ---- */
+
+int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec *rec) {
+  if (rec->n > MAXV) return interp_error(S, at, "at most %d variables can be differentiated at once", MAXV);
+  if (S->ad_depth > 0) return interp_error(S, at, "nested grad/jvp/hvp is not supported");
+  if (!rec->tape && !(rec->tape = ad_tape_new(&S->tn))) return interp_error(S, at, "out of memory");
+  diff_rec_drop(S, rec);
+  value saved[MAXV];
+  int nsaved = 0;
+  ad_tape *saved_tape = S->tape;
+  S->tape = rec->tape;
+  S->tape_gen++;
+  S->ad_depth++;
+  int rc = bind_vars(S, at, rec->n, rec->names, NULL, rec->tape, saved, &nsaved, rec->nodes);
+  value res = v_nil();
+  if (rc == EV_OK) rc = eval_expr(S, expr, &res);
+  unbind_vars(S, rec->names, saved, nsaved);
+  if (rc == EV_OK) rc = result_dual(S, expr, res, &rec->out);
+  if (rc == EV_OK && rec->out.v->size != 1) rc = not_scalar(S, expr, rec->out.v);
+  if (rc == EV_OK) rec->value = rec->out.v->data[0];
+  v_release(S, &res);
+  S->tape_gen++;
+  S->ad_depth--;
+  S->tape = saved_tape;
+  rec->expr = expr;
+  if (rc != EV_OK) diff_rec_drop(S, rec);
+  else rec->live = 1;
+  return rc;
+}
+
+int diff_replay_hvp(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **hvs) {
+  if (!rec->live) return interp_error(S, rec->expr, "internal error: no recorded objective to replay");
+  ad_tape *tp = rec->tape;
+  int rc = EV_OK;
+  for (int i = 0; i < rec->n; i++) hvs[i] = NULL;
+  if (ad_retangent(&S->tn, tp, rec->n, rec->nodes, tangents) ||
+      ad_backward_ex(&S->tn, tp, rec->out, NULL, 0))
+    rc = interp_tn_error(S, rec->expr);
+  for (int i = 0; i < rec->n && rc == EV_OK; i++) {
+    if (!(want >> i & 1u)) continue;
+    if (ad_adjoint(&S->tn, tp, rec->nodes[i], NULL, &hvs[i])) rc = interp_tn_error(S, rec->expr);
+  }
+  if (rc != EV_OK)
+    for (int i = 0; i < rec->n; i++) { tn_release(&S->tn, hvs[i]); hvs[i] = NULL; }
+  return rc;
+}
+
+void diff_rec_drop(blo_state *S, diff_rec *rec) {
+  ad_val_release(&S->tn, &rec->out);
+  if (rec->tape) ad_tape_reset(&S->tn, rec->tape);
+  rec->live = 0;
+}
+
+void diff_rec_free(blo_state *S, diff_rec *rec) {
+  diff_rec_drop(S, rec);
+  ad_tape_free(&S->tn, rec->tape);
+  rec->tape = NULL;
 }
 
 /* ---- grad / jvp / hvp builtins ---- */

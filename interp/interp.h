@@ -153,6 +153,29 @@ typedef struct diff_req {
 int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r);
 void diff_req_free(blo_state *S, diff_req *r);
 
+/* A recorded objective: expr evaluated once at the current values of names
+ * (all of them leaves, no tangents), its tape kept.  Hessian-vector products
+ * at that point then replay the tape with new tangents (ad_retangent)
+ * instead of evaluating expr again, which skips the primal work (X y) of
+ * every product.  The caller drops the recording when the point moves.
+ * Set n and names, zero the rest, before the first diff_record. */
+typedef struct diff_rec {
+  int n;
+  const char *const *names;
+  ad_tape *tape;                 /* owned, reused by the next recording */
+  int nodes[16];                 /* leaf node of each variable */
+  ad_val out;                    /* the recorded value (a scalar) */
+  double value;
+  const ast_node *expr;
+  int live;
+} diff_rec;
+int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec *rec);
+/* hvs[i] = H_{i,*} t (the adjoint tangent of variable i) for each i whose bit
+ * is set in want, else NULL; tangents: n entries, NULL = zero. */
+int diff_replay_hvp(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **hvs);
+void diff_rec_drop(blo_state *S, diff_rec *rec);   /* forget the recording, keep the tape's arrays */
+void diff_rec_free(blo_state *S, diff_rec *rec);
+
 /* Output through the configured callback. */
 void interp_write(blo_state *S, const char *s, size_t n);
 

@@ -1265,6 +1265,110 @@ int ad_adjoint(tn_ctx *ctx, ad_tape *tp, int node, blo_tensor **grad, blo_tensor
 }
 
 /* ------------------------------------------------------------------------ */
+/* replay: new tangents on a recorded tape                                  */
+
+/* The output tangent of node nd from its inputs in[] (saved primals, new
+ * tangents) into *t (NULL: zero).  A product computes only its tangent
+ * terms; the other operations reuse their dual form, which recomputes a
+ * primal as cheap as the tangent itself (elementwise, reductions, copies). */
+static int jvp_only(tn_ctx *ctx, const ad_node *nd, const ad_val *in, blo_tensor **t) {
+  ad_val o = NOVAL;
+  int rc = -1, any_t = 0;
+  *t = NULL;
+  for (int k = 0; k < nd->nin; k++) any_t |= in[k].t != NULL;
+  if (!any_t) return 0;
+  switch (nd->kind) {
+  case K_MATMUL: { /* op(a.t) op(b) + op(a) op(b.t), without op(a) op(b) */
+    int fa = nd->sub & 1, fb = nd->sub >> 1 & 1;
+    blo_tensor *ta = NULL, *tb = NULL;
+    if (in[0].t && !(ta = tn_matmul_t(ctx, in[0].t, fa, in[1].v, fb))) return -1;
+    if (in[1].t && !(tb = tn_matmul_t(ctx, in[0].v, fa, in[1].t, fb))) { tn_release(ctx, ta); return -1; }
+    return tadd(ctx, ta, tb, t);
+  }
+  case K_SOFTMAX: { /* J(s) a.t at the saved s */
+    ad_val j;
+    if (softmax_jac(ctx, ad_const(nd->out.v), ad_const(in[0].t), nd->axis, &j)) return -1;
+    *t = j.v;
+    return 0;
+  }
+  case K_CUSTOM: {
+    const ad_custom *op = nd->custom;
+    if (!op->jvp) return tn_error(ctx, "%s() has no forward-mode derivative (no jvp callback)", op->name);
+    blo_tensor *dy = tn_zeros_like(ctx, nd->out.v);
+    if (!dy || op->jvp(ctx, op->ud, in[0].v, nd->out.v, in[0].t, dy)) { tn_release(ctx, dy); return -1; }
+    *t = dy;
+    return 0;
+  }
+  case K_UNARY: rc = d_unary(ctx, (tn_unary_op)nd->sub, in[0], &o); break;
+  case K_BINARY: rc = d_binary(ctx, (tn_binary_op)nd->sub, in[0], in[1], &o); break;
+  case K_TRANSPOSE: rc = d_transpose(ctx, in[0], &o); break;
+  case K_REDUCE: rc = d_reduce(ctx, (tn_reduce_op)nd->sub, in[0], nd->axis, &o); break;
+  case K_RESHAPE: rc = d_reshape(ctx, in[0], nd->rank, nd->shape, &o); break;
+  case K_CONCAT: case K_STACK: rc = d_join(ctx, in, nd->nin, nd->axis, nd->kind == K_STACK, &o); break;
+  case K_INDEX: rc = d_index(ctx, in[0], nd->ix, nd->nix, &o); break;
+  case K_TAKE: rc = d_take(ctx, in[0], nd->aux, nd->axis, &o); break;
+  case K_LINSOLVE: rc = d_linsolve(ctx, in[0], in[1], &o); break;
+  default: return tn_error(ctx, "autodiff: cannot replay node kind %d", nd->kind);
+  }
+  if (rc) return -1;
+  *t = o.t;
+  o.t = NULL;
+  ad_val_release(ctx, &o);
+  return 0;
+}
+
+static void set_tangent(tn_ctx *ctx, blo_tensor **slot, blo_tensor *t) {
+  tn_retain(t);
+  tn_release(ctx, *slot);
+  *slot = t;
+}
+
+/* Leaves keep their replayed tangent in out.t (their out.v stays NULL). */
+int ad_retangent(tn_ctx *ctx, ad_tape *tp, int nleaf, const int *leaves, blo_tensor *const *tangents) {
+  if (!tp) return tn_error(ctx, "autodiff: replay needs a tape");
+  clear_adj(ctx, tp); /* adjoints of the last sweep may hold the old tangents */
+  for (int i = 0; i < tp->n; i++)
+    if (tp->nodes[i].kind == K_LEAF) set_tangent(ctx, &tp->nodes[i].out.t, NULL);
+  for (int k = 0; k < nleaf; k++) {
+    int id = leaves[k];
+    if (id < 0 || id >= tp->n || tp->nodes[id].kind != K_LEAF)
+      return tn_error(ctx, "autodiff: replay: node %d is not a leaf of the tape", id);
+    ad_node *nd = &tp->nodes[id];
+    const blo_tensor *tg = tangents ? tangents[k] : NULL;
+    if (tg && !shape_is(tg, nd->rank, nd->shape)) {
+      char b1[64], b2[64];
+      return tn_error(ctx, "autodiff: replay: tangent of shape %s for a leaf of shape %s",
+                      tn_shape_str(tg, b1, sizeof b1), tn_shape_str_raw(nd->rank, nd->shape, b2, sizeof b2));
+    }
+    set_tangent(ctx, &nd->out.t, (blo_tensor *)tg);
+  }
+  ad_val buf[TMP_N], *in = buf;
+  int incap = TMP_N, rc = 0;
+  for (int i = 0; i < tp->n && rc == 0; i++) {
+    ad_node *nd = &tp->nodes[i];
+    if (nd->kind == K_LEAF) continue;
+    if (nd->nin > incap) {
+      ad_val *p = mem(ctx, in == buf ? NULL : in, in == buf ? 0 : (size_t)incap * sizeof *in,
+                      (size_t)nd->nin * sizeof *in);
+      if (!p) { rc = tn_error(ctx, "out of memory (autodiff replay)"); break; }
+      in = p;
+      incap = nd->nin;
+    }
+    ad_slot *s = &tp->slots[nd->in0];
+    for (int k = 0; k < nd->nin; k++) {
+      if (s[k].node >= 0) set_tangent(ctx, &s[k].v.t, tp->nodes[s[k].node].out.t);
+      in[k] = s[k].v;
+    }
+    blo_tensor *t;
+    if (jvp_only(ctx, nd, in, &t)) { rc = -1; break; }
+    tn_release(ctx, nd->out.t);
+    nd->out.t = t;
+  }
+  if (in != buf) mem(ctx, in, (size_t)incap * sizeof *in, 0);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* custom operations: derivatives from host callbacks (see ad.h)            */
 
 int ad_custom_op(tn_ctx *ctx, ad_tape *tape, const ad_custom *op, ad_val x, blo_tensor *y, ad_val *out) {

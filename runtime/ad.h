@@ -96,6 +96,16 @@ int ad_backward_ex(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *see
  * second-order part (zeros if none). */
 int ad_adjoint(tn_ctx *ctx, ad_tape *tape, int node, blo_tensor **grad, blo_tensor **tangent);
 
+/* Replay: gives leaf node leaves[k] the tangent tangents[k] (NULL or a NULL
+ * entry: zero; unlisted leaves get zero) and recomputes every node's output
+ * tangent from its inputs' new tangents at the saved primals, without
+ * evaluating anything again.  A tape recorded once at a point (tangents
+ * or not) then yields Hessian-vector products there by ad_retangent +
+ * ad_backward_ex: a product's primal (X y) is not recomputed, only its
+ * tangent (X v).  Values on the tape keep their primals; a failed replay
+ * leaves the tape's tangents unspecified (replay again or reset). */
+int ad_retangent(tn_ctx *ctx, ad_tape *tape, int nleaf, const int *leaves, blo_tensor *const *tangents);
+
 /* ==== custom operations (native functions of the embedding API) ====
  * y = f(x) for one tensor x, with f computed by the caller and its
  * derivatives supplied as callbacks:

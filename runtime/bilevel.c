@@ -475,6 +475,7 @@ double *bl_alloc(bl_run *r, size_t n) {
 /* Writes y into the inner globals (not r->y). */
 static int scatter(bl_run *r, int outer, const double *src) {
   problem *p = r->p;
+  bl_release_point(r);
   int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
   for (int i = lo; i < hi; i++)
     if (put_var(r->S, &p->vars[i], src + p->vars[i].off)) return EV_ERR;
@@ -611,14 +612,66 @@ int bl_grad_F(bl_run *r, double *F, double *gx, double *gy) {
   return EV_OK;
 }
 
+static int held_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
+
 int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
-  if (run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0)) return EV_ERR;
+  if (r->held.live ? held_hvp(r, v, hxy, hyy)
+                   : run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0))
+    return EV_ERR;
   double s = r->p->f_max ? -1 : 1;
   scale(hxy, r->m, s);
   scale(hyy, r->n, s);
   if (r->set.prox > 0 && hyy)
     for (size_t i = 0; i < r->n; i++) hyy[i] += r->set.prox * v[i];
   return EV_OK;
+}
+
+int bl_hold_point(bl_run *r) {
+  problem *p = r->p;
+  blo_state *S = r->S;
+  r->held.n = p->nvars;
+  r->held.names = p->names;
+  chunk *saved = S->cur_chunk;
+  S->cur_chunk = p->chunk;
+  int rc = diff_record(S, p->f, p->f, &r->held);
+  S->cur_chunk = saved;
+  return rc;
+}
+
+void bl_release_point(bl_run *r) {
+  if (r->held.live) diff_rec_drop(r->S, &r->held);
+}
+
+/* bl_hvp at the held point: a replay of the recording, outer tangents zero */
+static int held_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
+  blo_state *S = r->S;
+  problem *p = r->p;
+  blo_tensor *tg[BL_MAX_VARS], *hvs[BL_MAX_VARS];
+  unsigned want = 0;
+  int rc = EV_OK;
+  for (int i = 0; i < p->nvars; i++) {
+    const bl_var *bv = &p->vars[i];
+    tg[i] = NULL;
+    if ((bv->outer && hxy) || (!bv->outer && hyy)) want |= 1u << i;
+    if (!bv->outer && rc == EV_OK && !(tg[i] = tn_from(&S->tn, bv->rank, bv->shape, v + bv->off)))
+      rc = bl_error(r, "%s", S->tn.err);
+  }
+  chunk *saved = S->cur_chunk;
+  S->cur_chunk = p->chunk;
+  if (rc == EV_OK) rc = diff_replay_hvp(S, &r->held, tg, want, hvs);
+  S->cur_chunk = saved;
+  for (int i = 0; i < p->nvars; i++) {
+    const bl_var *bv = &p->vars[i];
+    double *h = bv->outer ? hxy : hyy;
+    if (rc == EV_OK && h) {
+      const blo_tensor *ht = hvs[i];
+      if (ht && ht->size == bv->size) memcpy(h + bv->off, ht->data, bv->size * sizeof(double));
+      else memset(h + bv->off, 0, bv->size * sizeof(double));
+    }
+    if (rc == EV_OK) tn_release(&S->tn, hvs[i]);
+    tn_release(&S->tn, tg[i]);
+  }
+  return rc;
 }
 
 int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out) {
@@ -842,6 +895,7 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
 /* the run                                                              */
 
 static void run_free(bl_run *r) {
+  if (r->S) diff_rec_free(r->S, &r->held);
   if (r->hg_state && r->set.hg.m->cleanup) r->set.hg.m->cleanup(r, r->hg_state);
   r->hg_state = NULL;
   if (r->traj_mb) {
@@ -1039,7 +1093,9 @@ static int hypergradient(bl_run *r, double *d, double *gnorm) {
     if (b == 0) b = first_bad(r->Fy, r->n);
     return nonfinite(r, "outer gradient", b, r->T);
   }
-  if (r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d)) return EV_ERR;
+  int rc = r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d);
+  bl_release_point(r);
+  if (rc) return EV_ERR;
   if (!bl_finite(d, r->m)) return nonfinite(r, "hypergradient", first_bad(d, r->m), r->T);
   return EV_OK;
 }

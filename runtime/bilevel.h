@@ -179,6 +179,7 @@ typedef struct bl_run {
   double *scratch;            /* n + m doubles for the services */
   double *scratch2;
   void *hg_state;
+  diff_rec held;              /* f recorded at the held point (bl_hold_point) */
 } bl_run;
 
 /* ---- services for the methods (bilevel.c) ----
@@ -192,6 +193,14 @@ int bl_grad_F(bl_run *r, double *F, double *gx, double *gy);
 /* One pass over f with tangent v on y: hyy = H_yy v (+ eps v), hxy = H_xy v
  * (hxy NULL: only the inner variables are differentiated, which is cheaper). */
 int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
+/* Holds the current point for a series of bl_hvp calls: f is recorded once
+ * and every bl_hvp until the point moves replays that recording with its
+ * tangent (no primal is recomputed).  Anything that writes x or y, and the
+ * end of the method's compute(), release it.  Use it where many products
+ * are taken at one point (cg, neumann, exact), not where y changes between
+ * products (unroll). */
+int bl_hold_point(bl_run *r);
+void bl_release_point(bl_run *r);
 /* Directional derivative of grad_y f along (tx on x, ty on y):
  * out = H_yx tx + H_yy ty (+ eps ty). */
 int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out);

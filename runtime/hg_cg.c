@@ -38,6 +38,8 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
     memset(st->q, 0, n * sizeof(double));
     return EV_OK;
   }
+  /* every product below is at this point: record f once, replay it */
+  if (bl_hold_point(r)) return EV_ERR;
   /* residual of the warm start */
   if (bl_norm(st->q, n) > 0) {
     if (bl_hvp(r, st->q, NULL, st->Ap)) return EV_ERR;

@@ -39,6 +39,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   blo_tensor *H = tn_new(ctx, 2, shape), *b = tn_from(ctx, 1, shape, r->Fy), *q = NULL;
   int rc = EV_OK;
   if (!H || !b) rc = bl_error(r, "%s", ctx->err);
+  if (rc == EV_OK) rc = bl_hold_point(r);   /* n + 1 products at one point: replayed */
   for (size_t i = 0; i < n && rc == EV_OK; i++) {
     st->e[i] = 1;
     rc = bl_hvp(r, st->e, NULL, st->col);

@@ -33,6 +33,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   double alpha = isnan(sp->p[1]) ? bl_inner_lr(r) : sp->p[1];
   memcpy(st->v, r->Fy, n * sizeof(double));
   memcpy(st->p, r->Fy, n * sizeof(double));
+  if (bl_hold_point(r)) return EV_ERR;   /* K + 1 products at one point: replayed */
   for (long k = 0; k < K; k++) {
     if (bl_hvp(r, st->v, NULL, st->hv)) return EV_ERR;
     for (size_t i = 0; i < n; i++) {
