@@ -664,6 +664,7 @@ blo_tensor *tn_matmul_t(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tens
   if (!o || o->size == 0) return o;
   double *C = o->data;
   if (k == 0) { memset(C, 0, o->size * sizeof(double)); return o; }
+  if (a->rank == 2 || b->rank == 2) ctx->n_products++;
   /* BLAS takes int dimensions; zero dimensions were handled above since BLAS
    * rejects leading dimensions < 1 (and would print) */
   if (m > INT_MAX || k > INT_MAX || n > INT_MAX) { matmul_loops_t(a, ta, b, tb, m, k, n, C); return o; }

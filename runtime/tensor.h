@@ -30,6 +30,8 @@ typedef struct tn_ctx {
   size_t mem_used;          /* bytes of tensor data live (including pooled) */
   size_t n_sys_alloc;       /* calls that reached realloc_fn for tensor data: tests use it
                                to prove that a steady-state loop allocates nothing */
+  size_t n_products;        /* matrix products computed (dgemm/dgemv): tests count what a
+                               Hessian-vector product costs */
   tn_pool *pool;            /* free lists of data buffers by size class */
   char err[TN_ERR_LEN];     /* last error message (no location; the caller adds it) */
 } tn_ctx;

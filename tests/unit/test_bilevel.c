@@ -322,6 +322,40 @@ START_TEST(steady_state_no_allocation_cg_transposed) {
 }
 END_TEST
 
+/* cg, neumann: every product is taken at one point, so f is recorded once
+ * and each Hessian-vector product replays it: for this ridge objective it
+ * costs exactly 2 matrix products (X v, then X' times its adjoint), not the
+ * 3 of a fresh evaluation (which also recomputes X w).  Counted as the
+ * difference between 10 and 5 products of each method. */
+START_TEST(held_point_hvp_costs_two_products) {
+  run_ok("seed(3)\n"
+         "let X = randn(60, 40)\n"
+         "let t = randn(60)\n"
+         "problem hr {\n"
+         "  outer lam = zeros(40)\n"
+         "  inner w = zeros(40)\n"
+         "  inner minimize 0.5 * mean((X @ w - t)^2) + 0.5 * sum(exp(lam) * w^2)\n"
+         "  outer minimize 0.5 * mean((X @ w - t)^2)\n"
+         "}\n");
+  const char *srcs[2][2] = {
+    {"let h = hypergrad(hr, cg(iters = 5, tol = 0), inner_steps = 30)",
+     "let h = hypergrad(hr, cg(iters = 10, tol = 0), inner_steps = 30)"},
+    {"let h = hypergrad(hr, neumann(K = 5, alpha = 0.1), inner_steps = 30)",
+     "let h = hypergrad(hr, neumann(K = 10, alpha = 0.1), inner_steps = 30)"},
+  };
+  for (int m = 0; m < 2; m++) {
+    size_t c[2];
+    for (int k = 0; k < 2; k++) {
+      size_t before = S->tn.n_products;
+      run_ok(srcs[m][k]);
+      c[k] = S->tn.n_products - before;
+    }
+    ck_assert_msg(c[1] - c[0] == 10, "%s: 5 more products cost %zu matrix products, expected 10",
+                  m ? "neumann" : "cg", c[1] - c[0]);
+  }
+}
+END_TEST
+
 START_TEST(builtin_registry) {
   const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "momentum",
                          "neumann", "penalty", "sgd", "t1t2", "ufo", "unroll"};
@@ -394,6 +428,7 @@ int main(void) {
   tcase_add_test(tc, several_problems_and_redeclaration);
   tcase_add_test(tc, steady_state_no_allocation);
   tcase_add_test(tc, steady_state_no_allocation_cg_transposed);
+  tcase_add_test(tc, held_point_hvp_costs_two_products);
   tcase_add_test(tc, builtin_registry);
   tcase_add_test(tc, optimizers_match_formulas);
   suite_add_tcase(s, tc);
