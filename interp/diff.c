@@ -172,9 +172,13 @@ int diff_replay_hvp(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, un
   if (!rec->live) return interp_error(S, rec->expr, "internal error: no recorded objective to replay");
   ad_tape *tp = rec->tape;
   int rc = EV_OK;
-  for (int i = 0; i < rec->n; i++) hvs[i] = NULL;
+  int wanted[MAXV], nw = 0;
+  for (int i = 0; i < rec->n; i++) {
+    hvs[i] = NULL;
+    if (want >> i & 1u) wanted[nw++] = rec->nodes[i];
+  }
   if (ad_retangent(&S->tn, tp, rec->n, rec->nodes, tangents) ||
-      ad_backward_ex(&S->tn, tp, rec->out, NULL, 0))
+      ad_backward_sel(&S->tn, tp, rec->out, NULL, 0, wanted, nw))
     rc = interp_tn_error(S, rec->expr);
   for (int i = 0; i < rec->n && rc == EV_OK; i++) {
     if (!(want >> i & 1u)) continue;

@@ -77,6 +77,7 @@ typedef struct {
   const ad_custom *custom;      /* K_CUSTOM: callbacks (see the end of the file) */
   int tan_only;                 /* set by ad_backward_ex: this node's adjoint holds only
                                    its tangent part, stored in adj[].v (see there) */
+  int reach;                    /* set by ad_backward_sel: a wanted leaf depends on it */
 } ad_node;
 
 struct ad_tape {
@@ -1179,6 +1180,11 @@ int ad_backward(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed) {
 }
 
 int ad_backward_ex(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed, int leaf_grads) {
+  return ad_backward_sel(ctx, tp, out, seed, leaf_grads, NULL, 0);
+}
+
+int ad_backward_sel(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed, int leaf_grads,
+                    const int *want, int nwant) {
   if (!tp) return tn_error(ctx, "autodiff: backward needs a tape");
   clear_adj(ctx, tp);
   if (tp->n > tp->adjcap) {
@@ -1199,10 +1205,27 @@ int ad_backward_ex(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed,
     return tn_error(ctx, "backward: output of shape %s is not a scalar (give a seed)",
                     tn_shape_str(out.v, b1, sizeof b1));
   }
-  for (int i = 0; i < tp->n; i++) tp->nodes[i].tan_only = 0;
+  for (int i = 0; i < tp->n; i++) {
+    tp->nodes[i].tan_only = 0;
+    tp->nodes[i].reach = !want;
+  }
+  for (int k = 0; k < nwant && want; k++) {
+    if (want[k] < 0 || want[k] >= tp->n || tp->nodes[want[k]].kind != K_LEAF)
+      return tn_error(ctx, "autodiff: backward: node %d is not a leaf of the tape", want[k]);
+    tp->nodes[want[k]].reach = 1;
+  }
   if (out.node < 0) return 0; /* a constant: every adjoint is zero */
   if (out.node >= tp->n)
     return tn_error(ctx, "autodiff: stale tape node %d (the tape holds %d)", out.node, tp->n);
+  /* with a choice of leaves, a node no wanted leaf depends on is not swept
+   * (the mixed product H_xy v skips X' u, which only reaches y) */
+  if (want)
+    for (int i = 0; i <= out.node; i++) {
+      ad_node *nd = &tp->nodes[i];
+      const ad_slot *s = &tp->slots[nd->in0];
+      for (int k = 0; k < nd->nin && !nd->reach && nd->kind != K_LEAF; k++)
+        nd->reach = s[k].node >= 0 && tp->nodes[s[k].node].reach;
+    }
   /* Tangent-only nodes (leaf_grads == 0): a node whose primal adjoint no
    * leaf needs and no second-order term reads keeps only the tangent of its
    * adjoint and is swept by the first-order VJP alone.  For f = mean((X@w -
@@ -1231,7 +1254,7 @@ int ad_backward_ex(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed,
   if (!seed) sd->data[0] = 1.0;
   tp->adj[out.node].v = sd;
   for (int i = out.node; i >= 0; i--) {
-    if (!tp->adj[i].v || tp->nodes[i].kind == K_LEAF) continue;
+    if (!tp->adj[i].v || tp->nodes[i].kind == K_LEAF || !tp->nodes[i].reach) continue;
     if (vjp(ctx, tp, i)) {
       clear_adj(ctx, tp);
       return -1;

@@ -91,6 +91,11 @@ int ad_backward(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *seed);
  * primal adjoint is computed only where a second-order term needs it, and
  * ad_adjoint returns zeros as the gradient. */
 int ad_backward_ex(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *seed, int leaf_grads);
+/* ad_backward_ex for the leaves want[0..nwant) only (NULL: all): nodes none
+ * of them depends on are not swept, and the other leaves' adjoints are
+ * unspecified (ask ad_adjoint only for the wanted ones). */
+int ad_backward_sel(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *seed, int leaf_grads,
+                    const int *want, int nwant);
 /* New references to the adjoint of node, shaped like that node's value.
  * grad gets the gradient (zeros if none); tangent (if not NULL) gets the
  * second-order part (zeros if none). */

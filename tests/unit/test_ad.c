@@ -712,6 +712,17 @@ static void check_replay(tn_ctx *ctx, const opcase *c, blo_tensor *const *x, blo
       tn_release(ctx, t0);
     }
   }
+  /* a sweep for one leaf only gives that leaf the same adjoint tangent */
+  ck_assert_int_eq(ad_retangent(ctx, tp, c->nin, leaves, t), 0);
+  for (int i = 0; i < c->nin; i++) {
+    blo_tensor *t0;
+    ck_assert_msg(ad_backward_sel(ctx, tp, E, NULL, 0, &leaves[i], 1) == 0, "%s: %s", c->name, ctx->err);
+    ck_assert_int_eq(ad_adjoint(ctx, tp, leaves[i], NULL, &t0), 0);
+    for (size_t j = 0; j < t0->size; j++)
+      ck_assert_msg(fabs(t0->data[j] - gt[i]->data[j]) <= 1e-14 * (1 + fabs(gt[i]->data[j])),
+                    "%s: sweep for input %d only [%zu]: %.17g vs %.17g", c->name, i, j, t0->data[j], gt[i]->data[j]);
+    tn_release(ctx, t0);
+  }
   release_all(ctx, t2, c->nin);
   ad_val_release(ctx, &E);
   ad_tape_free(ctx, tp);
@@ -1135,6 +1146,69 @@ START_TEST(test_detach) {
 }
 END_TEST
 
+/* What a replayed Hessian-vector product costs in matrix products, for
+ * E = ||X w - t||^2 + sum(exp(lam) * w^2), tangent v on w:
+ *   recording: X w (1); replay: X v (1);
+ *   sweep for w (H_ww v): X' u (1) more;  sweep for lam only (H_lam,w v): none,
+ *   since X' u only reaches w.
+ * and the replayed products equal the closed forms 2 X'X v + 2 exp(lam) v and
+ * 2 exp(lam) w v. */
+START_TEST(test_replay_product_count) {
+  alloc_state st;
+  tn_ctx ctx;
+  ctx_open(&ctx, &st);
+  const double xv[6] = {1, 2, -1, 0.5, 3, -2}, wv[2] = {0.3, -0.7}, tv[3] = {1, -1, 2}, lv[2] = {0.1, -0.2},
+               vv[2] = {1.5, -0.5};
+  size_t sx[2] = {3, 2};
+  blo_tensor *X = tn_from(&ctx, 2, sx, xv), *W = vec(&ctx, 2, wv), *T = vec(&ctx, 3, tv), *L = vec(&ctx, 2, lv),
+             *V = vec(&ctx, 2, vv), *h;
+  ad_tape *tp = ad_tape_new(&ctx);
+  const ad_val none = {NULL, NULL, -1};
+  ad_val w = ad_const(W), lam = ad_const(L), p = none, r = none, q = none, e1 = none, el = none, ww = none, m = none,
+         e2 = none, E = none;
+  ck_assert_int_eq(ad_leaf(&ctx, tp, &w), 0);
+  ck_assert_int_eq(ad_leaf(&ctx, tp, &lam), 0);
+  size_t before = ctx.n_products;
+  ck_assert_int_eq(ad_matmul(&ctx, tp, ad_const(X), w, &p), 0);
+  ck_assert_int_eq(ad_binary(&ctx, tp, TN_SUB, p, ad_const(T), &r), 0);
+  ck_assert_int_eq(ad_unary(&ctx, tp, TN_SQUARE, r, &q), 0);
+  ck_assert_int_eq(ad_reduce(&ctx, tp, TN_SUM, q, -1, &e1), 0);
+  ck_assert_int_eq(ad_unary(&ctx, tp, TN_EXP, lam, &el), 0);
+  ck_assert_int_eq(ad_unary(&ctx, tp, TN_SQUARE, w, &ww), 0);
+  ck_assert_int_eq(ad_binary(&ctx, tp, TN_MUL, el, ww, &m), 0);
+  ck_assert_int_eq(ad_reduce(&ctx, tp, TN_SUM, m, -1, &e2), 0);
+  ck_assert_int_eq(ad_binary(&ctx, tp, TN_ADD, e1, e2, &E), 0);
+  ck_assert_uint_eq(ctx.n_products - before, 1);
+  int leaves[2] = {w.node, lam.node};
+  blo_tensor *tg[2] = {V, NULL};
+  for (int pass = 0; pass < 2; pass++) {
+    before = ctx.n_products;
+    ck_assert_int_eq(ad_retangent(&ctx, tp, 2, leaves, tg), 0);
+    ck_assert_uint_eq(ctx.n_products - before, 1);                 /* X v only */
+    before = ctx.n_products;
+    ck_assert_int_eq(ad_backward_sel(&ctx, tp, E, NULL, 0, &leaves[pass], 1), 0);
+    ck_assert_uint_eq(ctx.n_products - before, (pass == 0 ? 1 : 0)); /* X' u only for w */
+    ck_assert_int_eq(ad_adjoint(&ctx, tp, leaves[pass], NULL, &h), 0);
+    for (int i = 0; i < 2; i++) {
+      double want;
+      if (pass == 0) { /* 2 X'X v + 2 exp(lam) v */
+        want = 2 * exp(lv[i]) * vv[i];
+        for (int k = 0; k < 3; k++) want += 2 * xv[2 * k + i] * (xv[2 * k] * vv[0] + xv[2 * k + 1] * vv[1]);
+      } else {         /* d/dlam_i of 2 exp(lam_i) w_i v_i */
+        want = 2 * exp(lv[i]) * wv[i] * vv[i];
+      }
+      ck_assert_double_eq_tol(h->data[i], want, 1e-14 * (1 + fabs(want)));
+    }
+    tn_release(&ctx, h);
+  }
+  ad_val *all[] = {&p, &r, &q, &e1, &el, &ww, &m, &e2, &E};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) ad_val_release(&ctx, all[i]);
+  tn_release(&ctx, X); tn_release(&ctx, W); tn_release(&ctx, T); tn_release(&ctx, L); tn_release(&ctx, V);
+  ad_tape_free(&ctx, tp);
+  ctx_close(&ctx, &st);
+}
+END_TEST
+
 /* seeded backward of a vector output: grad = A' s; a node out does not depend
  * on has zero adjoint; a constant output gives all-zero adjoints */
 START_TEST(test_seed_and_unreached) {
@@ -1552,6 +1626,7 @@ static Suite *ad_suite(void) {
   tcase_add_test(tc, test_pow_constant_exponent_negative_base);
   tcase_add_test(tc, test_detach);
   tcase_add_test(tc, test_seed_and_unreached);
+  tcase_add_test(tc, test_replay_product_count);
   tcase_add_test(tc, test_accumulation);
   tcase_add_loop_test(tc, test_many_inputs, 0, 2); /* 0: concat of [1]s, 1: stack of []s */
   suite_add_tcase(s, tc);
