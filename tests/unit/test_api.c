@@ -883,6 +883,50 @@ START_TEST(native_derivatives) {
 }
 END_TEST
 
+/* A native op with derivative callbacks inside an inner objective: cg and
+ * exact take their products at a held point, replaying the recording,
+ * which calls the op's jvp again with each new tangent.  f = 0.5 |A y|^2 +
+ * 0.5 |y|^2 - x.y, F = 0.5 |y - t|^2: y* = H^-1 x and dF/dx = H^-1 (y* - t),
+ * H = A'A + I. */
+START_TEST(native_in_implicit_hypergradient) {
+  blo_state *S = open_capturing();
+  static double A[4] = {1, 2, 3, 4};
+  blo_native lin = {"lin", nat_lin, lin_jvp, lin_vjp, A, 1, 1, NULL, NULL};
+  ck_assert_int_eq(blo_register(S, &lin), BLO_OK);
+  ck_assert_int_eq(run(S, "let t = [0.5, 0.2]\n"
+                          "problem nq {\n"
+                          "  outer x = [1, -1]\n"
+                          "  inner y = [0, 0]\n"
+                          "  inner minimize 0.5 * sum(lin(y)^2) + 0.5 * sum(y^2) - sum(x * y)\n"
+                          "  outer minimize 0.5 * sum((y - t)^2)\n"
+                          "}\n"
+                          "let hc = hypergrad(nq, cg(), inner_steps = 800, inner_opt = sgd(lr = 0.05))\n"
+                          "let he = hypergrad(nq, exact(), inner_steps = 800, inner_opt = sgd(lr = 0.05))\n"),
+                   BLO_OK);
+  /* H = [[11, 14], [14, 21]], det 35 */
+  const double Hi[4] = {21.0 / 35, -14.0 / 35, -14.0 / 35, 11.0 / 35}, x[2] = {1, -1}, t[2] = {0.5, 0.2};
+  double ys[2], r[2], d[2];
+  for (int i = 0; i < 2; i++) ys[i] = Hi[2 * i] * x[0] + Hi[2 * i + 1] * x[1];
+  for (int i = 0; i < 2; i++) r[i] = ys[i] - t[i];
+  for (int i = 0; i < 2; i++) d[i] = Hi[2 * i] * r[0] + Hi[2 * i + 1] * r[1];
+  expect_vec(S, "hc", d, 2, 1e-12);
+  expect_vec(S, "he", d, 2, 1e-12);
+  /* without a jvp the products cannot be taken: a clear error, no crash */
+  blo_native rev = {"rev_only", nat_lin, NULL, lin_vjp, A, 1, 1, NULL, NULL};
+  ck_assert_int_eq(blo_register(S, &rev), BLO_OK);
+  ck_assert_int_eq(run(S, "problem nr {\n"
+                          "  outer x = [1, -1]\n"
+                          "  inner y = [0, 0]\n"
+                          "  inner minimize 0.5 * sum(rev_only(y)^2) + 0.5 * sum(y^2) - sum(x * y)\n"
+                          "  outer minimize 0.5 * sum((y - t)^2)\n"
+                          "}\n"
+                          "let hr = hypergrad(nr, cg(), inner_steps = 50, inner_opt = sgd(lr = 0.05))\n"),
+                   BLO_ERROR_RUNTIME);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "forward-mode"));
+  blo_close(S);
+}
+END_TEST
+
 /* The autodiff layer's custom op directly: y = 2x with x on a tape. */
 static int ad_twice(tn_ctx *ctx, void *ud, const blo_tensor *x, const blo_tensor *y, const blo_tensor *in,
                     blo_tensor *out) {
@@ -1137,6 +1181,7 @@ int main(void) {
   tcase_add_test(tc, native_registration_errors);
   tcase_add_test(tc, native_shadows_builtin);
   tcase_add_test(tc, native_derivatives);
+  tcase_add_test(tc, native_in_implicit_hypergradient);
   tcase_add_test(tc, ad_custom_op_direct);
   tcase_add_test(tc, call_script_functions);
   tcase_add_test(tc, solve_and_progress);
