@@ -85,6 +85,23 @@ static int not_scalar(blo_state *S, const ast_node *expr, const blo_tensor *t) {
   return interp_error(S, expr, "gradient needs a scalar expression, got tensor %s", tn_shape_str(t, d, sizeof d));
 }
 
+/* The reverse sweep of diff_run from the scalar out, and the results of
+ * the variables r asks for.  Without grads it is a tangent-only sweep,
+ * which skips the primal adjoints no second-order term needs. */
+static int sweep(blo_state *S, ad_tape *tape, const ast_node *expr, ad_val out, diff_req *r, const int *nodes) {
+  int wanted[MAXV], nw = 0;
+  for (int i = 0; i < r->n; i++)
+    if (r->want >> i & 1u) wanted[nw++] = nodes[i];
+  if (ad_backward_sel(&S->tn, tape, out, NULL, r->grads != NULL, r->want ? wanted : NULL, nw))
+    return interp_tn_error(S, expr);
+  for (int i = 0; i < r->n; i++) {
+    if (r->want && !(r->want >> i & 1u)) continue;
+    blo_tensor **hv = r->hvs ? &r->hvs[i] : NULL, **gr = r->grads ? &r->grads[i] : NULL;
+    if (ad_adjoint(&S->tn, tape, nodes[i], gr, hv)) return interp_tn_error(S, expr);
+  }
+  return EV_OK;
+}
+
 int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r) {
   if (r->n > MAXV) return interp_error(S, at, "at most %d variables can be differentiated at once", MAXV);
   if (S->ad_depth > 0) return interp_error(S, at, "nested grad/jvp/hvp is not supported");
@@ -112,20 +129,7 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
     if (rc == EV_OK) {
       if (out.t) r->dir = tn_retain(out.t);
       r->result = out.v->rank == 0 ? v_num(out.v->data[0]) : v_tensor(tn_retain(out.v));
-      if (tape) {
-        if (out.v->size != 1) {
-          rc = not_scalar(S, expr, out.v);
-        } else if (ad_backward_ex(&S->tn, tape, out, NULL, r->grads != NULL)) {
-          /* no grads requested (only hvs): a tangent-only sweep, which skips
-           * the primal adjoints no second-order term needs */
-          rc = interp_tn_error(S, expr);
-        } else {
-          for (int i = 0; i < r->n && rc == EV_OK; i++) {
-            blo_tensor **hv = r->hvs ? &r->hvs[i] : NULL, **gr = r->grads ? &r->grads[i] : NULL;
-            if (ad_adjoint(&S->tn, tape, nodes[i], gr, hv)) rc = interp_tn_error(S, expr);
-          }
-        }
-      }
+      if (tape) rc = out.v->size != 1 ? not_scalar(S, expr, out.v) : sweep(S, tape, expr, out, r, nodes);
       ad_val_release(&S->tn, &out);
     }
   }
@@ -272,7 +276,7 @@ int bi_grad(blo_state *S, callargs *a, value *out) {
   int n, is_list;
   if (var_names(S, call, 1, names, &n, &is_list)) return EV_ERR;
   blo_tensor *grads[16] = {0};
-  diff_req r = {n, names, NULL, 1, v_nil(), NULL, grads, NULL};
+  diff_req r = {n, names, NULL, 1, v_nil(), NULL, grads, NULL, 0};
   if (diff_run(S, call, call->kids[0], &r)) return EV_ERR;
   int rc = EV_OK;
   if (!is_list) {
@@ -302,7 +306,7 @@ int bi_jvp(blo_state *S, callargs *a, value *out) {
   blo_tensor *tg[16] = {0};
   int rc = tangent_args(S, call, 2, n, is_list, tg);
   if (rc == EV_OK) {
-    diff_req r = {n, names, tg, 0, v_nil(), NULL, NULL, NULL};
+    diff_req r = {n, names, tg, 0, v_nil(), NULL, NULL, NULL, 0};
     rc = diff_run(S, call, call->kids[0], &r);
     if (rc == EV_OK) {
       if (r.dir) {
@@ -338,8 +342,8 @@ int bi_hvp(blo_state *S, callargs *a, value *out) {
   int rc = tangent_args(S, call, 2, 1, 0, tg);
   blo_tensor *hvs[2] = {0};
   if (rc == EV_OK) {
-    /* no gradients requested: a tangent-only sweep */
-    diff_req r = {n, names, tg, 1, v_nil(), NULL, NULL, hvs};
+    /* no gradients requested: a tangent-only sweep, for the last variable only */
+    diff_req r = {n, names, tg, 1, v_nil(), NULL, NULL, hvs, 1u << (n - 1)};
     rc = diff_run(S, call, call->kids[0], &r);
     if (rc == EV_OK) {
       int k = n - 1;   /* H_xx v, or the mixed H_ax v */

@@ -149,6 +149,9 @@ typedef struct diff_req {
   blo_tensor **grads;            /* out (reverse): n gradients shaped like the variables; NULL when only
                                     hvs are wanted (a cheaper second-order sweep) */
   blo_tensor **hvs;              /* out (reverse + tangents): n second-order products, or NULL */
+  unsigned want;                 /* in (reverse): 0 = every variable's results; else only those
+                                    of variable i with bit i set are computed (the others stay
+                                    NULL), and the sweep skips what only the others depend on */
 } diff_req;
 int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r);
 void diff_req_free(blo_state *S, diff_req *r);

@@ -543,8 +543,13 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   /* second-order products without gradients (bl_hvp, bl_dgrad): a tangent-only
    * sweep, which skips the primal adjoints (e.g. X' g) no product needs */
   int want_grads = reverse && (gx || gy || !any_tan);
+  /* results only for the side asked for: the mixed product alone (hx) skips
+   * the sweep into y (X' u) */
+  unsigned want = 0;
+  for (int i = first; i < p->nvars; i++)
+    if (p->vars[i].outer ? (gx || hx) : (gy || hy)) want |= 1u << (i - first);
   diff_req req = {cnt, p->names + first, any_tan ? tg : NULL, reverse, v_nil(), NULL,
-                  want_grads ? grads : NULL, reverse && any_tan ? hvs : NULL};
+                  want_grads ? grads : NULL, reverse && any_tan ? hvs : NULL, want};
   int ran = 0;
   if (rc == EV_OK) {
     chunk *saved = S->cur_chunk;

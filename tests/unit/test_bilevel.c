@@ -356,6 +356,28 @@ START_TEST(held_point_hvp_costs_two_products) {
 }
 END_TEST
 
+/* hvp(E, w, v) of E = |X w - t|^2 + sum(exp(a) w^2) costs 3 matrix products
+ * (X w, X v, X' u); the mixed hvp(E, w, v, a) only 2, its sweep skipping X' u,
+ * which reaches w alone.  Values against the closed forms. */
+START_TEST(mixed_hvp_skips_the_other_sweep) {
+  run_ok("let X = [[1, 2], [-1, 0.5], [3, -2]]\n"
+         "let t = [1, -1, 2]\n"
+         "let w = [0.3, -0.7]\n"
+         "let a = [0.1, -0.2]\n"
+         "let v = [1.5, -0.5]\n");
+  size_t before = S->tn.n_products;
+  run_ok("let h = hvp(sum((X @ w - t)^2) + sum(exp(a) * w^2), w, v)");
+  ck_assert_uint_eq(S->tn.n_products - before, 3);
+  before = S->tn.n_products;
+  run_ok("let hm = hvp(sum((X @ w - t)^2) + sum(exp(a) * w^2), w, v, a)");
+  ck_assert_uint_eq(S->tn.n_products - before, 2);
+  run_ok("let eh = norm(h - (2 * X' @ (X @ v) + 2 * exp(a) * v))\n"
+         "let em = norm(hm - 2 * exp(a) * w * v)\n");
+  ck_assert_double_le(num("eh"), 1e-14);
+  ck_assert_double_le(num("em"), 1e-15);
+}
+END_TEST
+
 START_TEST(builtin_registry) {
   const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "momentum",
                          "neumann", "penalty", "sgd", "t1t2", "ufo", "unroll"};
@@ -429,6 +451,7 @@ int main(void) {
   tcase_add_test(tc, steady_state_no_allocation);
   tcase_add_test(tc, steady_state_no_allocation_cg_transposed);
   tcase_add_test(tc, held_point_hvp_costs_two_products);
+  tcase_add_test(tc, mixed_hvp_skips_the_other_sweep);
   tcase_add_test(tc, builtin_registry);
   tcase_add_test(tc, optimizers_match_formulas);
   suite_add_tcase(s, tc);
