@@ -617,10 +617,10 @@ int bl_grad_F(bl_run *r, double *F, double *gx, double *gy) {
   return EV_OK;
 }
 
-static int held_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
+static int held_products(bl_run *r, const double *tx, const double *ty, double *hxy, double *hyy);
 
 int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
-  if (r->held.live ? held_hvp(r, v, hxy, hyy)
+  if (r->held.live ? held_products(r, NULL, v, hxy, hyy)
                    : run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0))
     return EV_ERR;
   double s = r->p->f_max ? -1 : 1;
@@ -647,8 +647,10 @@ void bl_release_point(bl_run *r) {
   if (r->held.live) diff_rec_drop(r->S, &r->held);
 }
 
-/* bl_hvp at the held point: a replay of the recording, outer tangents zero */
-static int held_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
+/* Second-order products at the held point, by a replay of the recording:
+ * tangents tx on x and ty on y (NULL: zero); hxy, hyy (NULL: not wanted)
+ * get the x and y parts of H (tx, ty), unscaled. */
+static int held_products(bl_run *r, const double *tx, const double *ty, double *hxy, double *hyy) {
   blo_state *S = r->S;
   problem *p = r->p;
   blo_tensor *tg[BL_MAX_VARS], *hvs[BL_MAX_VARS];
@@ -656,9 +658,10 @@ static int held_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
   int rc = EV_OK;
   for (int i = 0; i < p->nvars; i++) {
     const bl_var *bv = &p->vars[i];
+    const double *src = bv->outer ? tx : ty;
     tg[i] = NULL;
     if ((bv->outer && hxy) || (!bv->outer && hyy)) want |= 1u << i;
-    if (!bv->outer && rc == EV_OK && !(tg[i] = tn_from(&S->tn, bv->rank, bv->shape, v + bv->off)))
+    if (src && rc == EV_OK && !(tg[i] = tn_from(&S->tn, bv->rank, bv->shape, src + bv->off)))
       rc = bl_error(r, "%s", S->tn.err);
   }
   chunk *saved = S->cur_chunk;
@@ -680,7 +683,9 @@ static int held_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
 }
 
 int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out) {
-  if (run_diff(r, r->p->f, 1, tx, ty, 1, NULL, NULL, NULL, NULL, out, NULL, 0)) return EV_ERR;
+  if (r->held.live ? held_products(r, tx, ty, NULL, out)
+                   : run_diff(r, r->p->f, 1, tx, ty, 1, NULL, NULL, NULL, NULL, out, NULL, 0))
+    return EV_ERR;
   scale(out, r->n, r->p->f_max ? -1 : 1);
   if (r->set.prox > 0 && ty)
     for (size_t i = 0; i < r->n; i++) out[i] += r->set.prox * ty[i];
@@ -998,6 +1003,7 @@ static int draw(bl_run *r, int level) {
   problem *p = r->p;
   blo_state *S = r->S;
   int k = 0;
+  if (p->nevery) bl_release_point(r);   /* the values drawn are part of the point */
   for (int i = 0; i < p->nevery; i++) {
     bl_every *e = &p->every[i];
     if (e->level != level) continue;

@@ -195,10 +195,10 @@ int bl_grad_F(bl_run *r, double *F, double *gx, double *gy);
 int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
 /* Holds the current point for a series of bl_hvp calls: f is recorded once
  * and every bl_hvp until the point moves replays that recording with its
- * tangent (no primal is recomputed).  Anything that writes x or y, and the
- * end of the method's compute(), release it.  Use it where many products
- * are taken at one point (cg, neumann, exact), not where y changes between
- * products (unroll). */
+ * tangent (no primal is recomputed).  Anything that writes x or y, a
+ * minibatch draw, and the end of the method's compute(), release it.  Use it
+ * where many products are taken at one point (cg, neumann, exact; forward's
+ * columns at one inner step), not where y changes between products (unroll). */
 int bl_hold_point(bl_run *r);
 void bl_release_point(bl_run *r);
 /* Directional derivative of grad_y f along (tx on x, ty on y):

@@ -51,12 +51,15 @@ static int inner_step(bl_run *r, const hg_spec *sp, void *vst, long t) {
   fwd_st *st = vst;
   size_t n = r->n, m = r->m;
   double lr = r->lr_now, beta = r->set.inner_opt.beta;
-  for (size_t j = 0; j < m; j++) {
+  /* the m passes below are all at y_t: record f once, replay it per column */
+  if (m > 1 && bl_hold_point(r)) return EV_ERR;
+  int rc = EV_OK;
+  for (size_t j = 0; j < m && rc == EV_OK; j++) {
     for (size_t i = 0; i < n; i++) st->z[i] = st->Z[i * m + j];
     st->e[j] = 1;
-    int rc = bl_dgrad(r, st->e, st->z, st->out);
+    rc = bl_dgrad(r, st->e, st->z, st->out);
     st->e[j] = 0;
-    if (rc) return rc;
+    if (rc) break;
     if (st->V) {
       for (size_t i = 0; i < n; i++) {
         double *v = &st->V[i * m + j];
@@ -67,7 +70,8 @@ static int inner_step(bl_run *r, const hg_spec *sp, void *vst, long t) {
       for (size_t i = 0; i < n; i++) st->Z[i * m + j] -= lr * st->out[i];
     }
   }
-  return EV_OK;
+  bl_release_point(r);
+  return rc;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
