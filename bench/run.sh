@@ -111,10 +111,11 @@ median() {
 # a ratio with 2 decimals
 r2() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f\n", v }'; }
 
-# measure KEY LABEL REPS_TORCH BLO_CMD -- TORCH_CMD -- C_CMD
-# (each command is a string; the run order is interleaved per repeat)
+# measure KEY LABEL REPS_TORCH BLO_CMD -- TORCH_CMD -- C_CMD [-- C2_CMD]
+# (each command is a string; the run order is interleaved per repeat; C2 is
+# a second C variant, shown on a line of its own under the workload's row)
 measure() {
-  key=$1 label=$2 treps=$3 bcmd=$4 tcmd=$5 ccmd=$6
+  key=$1 label=$2 treps=$3 bcmd=$4 tcmd=$5 ccmd=$6 c2cmd=${7:-}
   rm -f "$work/$key".*
   i=1
   while [ "$i" -le "$REPEATS" ]; do
@@ -124,9 +125,12 @@ measure() {
     # shellcheck disable=SC2086
     [ $have_c = 1 ] && run "$key" c $ccmd
     # shellcheck disable=SC2086
+    [ $have_c = 1 ] && [ -n "$c2cmd" ] && run "$key" c2 $c2cmd
+    # shellcheck disable=SC2086
     [ $have_torch = 1 ] && [ "$i" -le "$treps" ] && run "$key" torch $tcmd
     i=$((i + 1))
   done
+  [ -n "$c2cmd" ] && echo "$c2cmd" >"$work/c2cmd.$key"
   echo "$key|$label" >>"$work/rows"
 }
 
@@ -141,9 +145,12 @@ for th in $THREADS_LIST; do
       "$work/ref_w1 unroll 100 100 $W1_OUTER"
   fi
   if want W2 && [ $have_w2 = 1 ]; then
+    # the C reference fuses its two large products over row blocks at 1
+    # thread (faster there); the other layout is measured too, for the gap
+    alt=0; [ "$th" = 1 ] || alt=1
     measure "w2.$th" "W2 distill unroll(10) $th" "$REPEATS" \
       "$BLO $here/w2.blo 10 $W2_OUTER 10000 $FMNIST" "$PYTHON $here/w2.py 10 $W2_OUTER 10000 $FMNIST" \
-      "$work/ref_w2 10 $W2_OUTER 10000 $FMNIST"
+      "$work/ref_w2 10 $W2_OUTER 10000 $FMNIST" "env REF_FUSED=$alt $work/ref_w2 10 $W2_OUTER 10000 $FMNIST"
   fi
   if want W3; then
     measure "w3.$th" "W3 P6 unroll(10)     $th" "$SLOW_REPEATS" \
@@ -183,6 +190,13 @@ if [ -s "$work/rows" ]; then
     printf '%-24s %-21s %-9s %-5s %-11s %-11s %-11s %-7s %-9s\n' "$label" "$fb" "$rel" "$ok" \
       "$tb ($nb)" "$tt ($nt)" "$tc ($nc)" "$(r2 "$rbc")" "$(r2 "$rtb")"
     echo "${key%%.*} ${key##*.} $rbc $rtb" >>"$work/ratios"
+    if [ -s "$work/$key.c2" ]; then
+      tc2=$(median "$work/$key.c2")
+      nc2=$(wc -l <"$work/$key.c2" | tr -d ' ')
+      rbc2=$(awk -v a="$tb" -v b="$tc2" 'BEGIN { if (b == "-" || b + 0 == 0) print "-"; else printf "%.6g\n", a / b }')
+      lay="fused blocks"; grep -q 'REF_FUSED=0' "$work/c2cmd.$key" 2>/dev/null && lay="whole-matrix"
+      printf '%-24s %-21s %-9s %-5s %-11s %-11s %-11s %-7s\n' "  C, $lay" "" "" "" "" "" "$tc2 ($nc2)" "$(r2 "$rbc2")"
+    fi
   done <"$work/rows"
 fi
 echo
