@@ -172,24 +172,30 @@ int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec
   return rc;
 }
 
-int diff_replay_hvp(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **hvs) {
+int diff_replay(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **grads,
+                blo_tensor **hvs) {
   if (!rec->live) return interp_error(S, rec->expr, "internal error: no recorded objective to replay");
   ad_tape *tp = rec->tape;
   int rc = EV_OK;
   int wanted[MAXV], nw = 0;
   for (int i = 0; i < rec->n; i++) {
-    hvs[i] = NULL;
+    if (grads) grads[i] = NULL;
+    if (hvs) hvs[i] = NULL;
     if (want >> i & 1u) wanted[nw++] = rec->nodes[i];
   }
-  if (ad_retangent(&S->tn, tp, rec->n, rec->nodes, tangents) ||
-      ad_backward_sel(&S->tn, tp, rec->out, NULL, 0, wanted, nw))
+  if (ad_retangent(&S->tn, tp, tangents ? rec->n : 0, rec->nodes, tangents) ||
+      ad_backward_sel(&S->tn, tp, rec->out, NULL, grads != NULL, wanted, nw))
     rc = interp_tn_error(S, rec->expr);
   for (int i = 0; i < rec->n && rc == EV_OK; i++) {
     if (!(want >> i & 1u)) continue;
-    if (ad_adjoint(&S->tn, tp, rec->nodes[i], NULL, &hvs[i])) rc = interp_tn_error(S, rec->expr);
+    if (ad_adjoint(&S->tn, tp, rec->nodes[i], grads ? &grads[i] : NULL, hvs ? &hvs[i] : NULL))
+      rc = interp_tn_error(S, rec->expr);
   }
   if (rc != EV_OK)
-    for (int i = 0; i < rec->n; i++) { tn_release(&S->tn, hvs[i]); hvs[i] = NULL; }
+    for (int i = 0; i < rec->n; i++) {
+      if (grads) { tn_release(&S->tn, grads[i]); grads[i] = NULL; }
+      if (hvs) { tn_release(&S->tn, hvs[i]); hvs[i] = NULL; }
+    }
   return rc;
 }
 

@@ -173,9 +173,13 @@ typedef struct diff_rec {
   int live;
 } diff_rec;
 int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec *rec);
-/* hvs[i] = H_{i,*} t (the adjoint tangent of variable i) for each i whose bit
- * is set in want, else NULL; tangents: n entries, NULL = zero. */
-int diff_replay_hvp(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **hvs);
+/* A sweep of the recording for each variable i whose bit is set in want
+ * (the others' entries are NULL): grads[i] (NULL array: none wanted) gets
+ * its gradient, hvs[i] (NULL array: none) the tangent of its adjoint,
+ * H_{i,*} t for the tangents t (n entries, an entry or the array NULL =
+ * zero).  Without grads the sweep is tangent-only. */
+int diff_replay(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **grads,
+                blo_tensor **hvs);
 void diff_rec_drop(blo_state *S, diff_rec *rec);   /* forget the recording, keep the tape's arrays */
 void diff_rec_free(blo_state *S, diff_rec *rec);
 

@@ -599,8 +599,11 @@ static void scale(double *a, size_t n, double s) {
   for (size_t i = 0; i < n; i++) a[i] *= s;
 }
 
+static int held_grad(bl_run *r, double *f, double *gx, double *gy);
+
 int bl_grad_f(bl_run *r, double *f, double *gx, double *gy) {
-  if (run_diff(r, r->p->f, gx != NULL, NULL, NULL, 1, f, gx, gy, NULL, NULL, NULL, 0)) return EV_ERR;
+  if (r->held.live ? held_grad(r, f, gx, gy) : run_diff(r, r->p->f, gx != NULL, NULL, NULL, 1, f, gx, gy, NULL, NULL, NULL, 0))
+    return EV_ERR;
   double s = r->p->f_max ? -1 : 1;
   scale(gx, r->m, s);
   scale(gy, r->n, s);
@@ -634,6 +637,7 @@ int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
 int bl_hold_point(bl_run *r) {
   problem *p = r->p;
   blo_state *S = r->S;
+  if (r->held.live) return EV_OK;   /* still this point: anything that moves it releases it */
   r->held.n = p->nvars;
   r->held.names = p->names;
   chunk *saved = S->cur_chunk;
@@ -666,7 +670,7 @@ static int held_products(bl_run *r, const double *tx, const double *ty, double *
   }
   chunk *saved = S->cur_chunk;
   S->cur_chunk = p->chunk;
-  if (rc == EV_OK) rc = diff_replay_hvp(S, &r->held, tg, want, hvs);
+  if (rc == EV_OK) rc = diff_replay(S, &r->held, tg, want, NULL, hvs);
   S->cur_chunk = saved;
   for (int i = 0; i < p->nvars; i++) {
     const bl_var *bv = &p->vars[i];
@@ -680,6 +684,32 @@ static int held_products(bl_run *r, const double *tx, const double *ty, double *
     tn_release(&S->tn, tg[i]);
   }
   return rc;
+}
+
+/* f and its gradients at the held point: a first-order sweep of the recording */
+static int held_grad(bl_run *r, double *f, double *gx, double *gy) {
+  blo_state *S = r->S;
+  problem *p = r->p;
+  blo_tensor *gs[BL_MAX_VARS];
+  unsigned want = 0;
+  for (int i = 0; i < p->nvars; i++)
+    if (p->vars[i].outer ? gx != NULL : gy != NULL) want |= 1u << i;
+  chunk *saved = S->cur_chunk;
+  S->cur_chunk = p->chunk;
+  int rc = diff_replay(S, &r->held, NULL, want, gs, NULL);
+  S->cur_chunk = saved;
+  if (rc) return rc;
+  if (f) *f = r->held.value;
+  for (int i = 0; i < p->nvars; i++) {
+    const bl_var *bv = &p->vars[i];
+    double *g = bv->outer ? gx : gy;
+    if (g) {
+      if (gs[i] && gs[i]->size == bv->size) memcpy(g + bv->off, gs[i]->data, bv->size * sizeof(double));
+      else memset(g + bv->off, 0, bv->size * sizeof(double));
+    }
+    tn_release(&S->tn, gs[i]);
+  }
+  return EV_OK;
 }
 
 int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out) {
@@ -1066,6 +1096,9 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
     r->inner_step = t;
     if (t < T && draw(r, 1)) return EV_ERR;
     r->lr_now = opt_lr(&r->iopt);
+    /* a method that takes products at every inner step (forward, penalty)
+     * replays the recording this step's gradient comes from */
+    if (hooks && m->inner_step && bl_hold_point(r)) return EV_ERR;
     if (bl_grad_f(r, &r->f, NULL, r->gy)) return EV_ERR;
     if (!isfinite(r->f)) return nonfinite(r, "inner objective", r->f, t);
     if (!bl_finite(r->gy, r->n)) return nonfinite(r, "inner gradient", first_bad(r->gy, r->n), t);

@@ -198,7 +198,9 @@ int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
  * tangent (no primal is recomputed).  Anything that writes x or y, a
  * minibatch draw, and the end of the method's compute(), release it.  Use it
  * where many products are taken at one point (cg, neumann, exact; forward's
- * columns at one inner step), not where y changes between products (unroll). */
+ * columns at one inner step), not where y changes between products (unroll).
+ * While a point is held, bl_grad_f is a first-order sweep of its recording:
+ * the inner loop holds each y_t for methods with an inner_step hook. */
 int bl_hold_point(bl_run *r);
 void bl_release_point(bl_run *r);
 /* Directional derivative of grad_y f along (tx on x, ty on y):
