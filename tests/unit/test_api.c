@@ -888,19 +888,28 @@ END_TEST
  * which calls the op's jvp again with each new tangent.  f = 0.5 |A y|^2 +
  * 0.5 |y|^2 - x.y, F = 0.5 |y - t|^2: y* = H^-1 x and dF/dx = H^-1 (y* - t),
  * H = A'A + I. */
+/* the source of problem NAME: f = 0.5 |OP(y)|^2 + 0.5 |y|^2 - x.y, F = 0.5 |y - t|^2 */
+static const char *native_problem(char *buf, size_t n, const char *name, const char *op) {
+  snprintf(buf, n,
+           "problem %s {\n"
+           "  outer x = [1, -1]\n"
+           "  inner y = [0, 0]\n"
+           "  inner minimize 0.5 * sum(%s(y)^2) + 0.5 * sum(y^2) - sum(x * y)\n"
+           "  outer minimize 0.5 * sum((y - t)^2)\n"
+           "}\n",
+           name, op);
+  return buf;
+}
+
 START_TEST(native_in_implicit_hypergradient) {
   blo_state *S = open_capturing();
   static double A[4] = {1, 2, 3, 4};
+  char src[512];
   blo_native lin = {"lin", nat_lin, lin_jvp, lin_vjp, A, 1, 1, NULL, NULL};
   ck_assert_int_eq(blo_register(S, &lin), BLO_OK);
-  ck_assert_int_eq(run(S, "let t = [0.5, 0.2]\n"
-                          "problem nq {\n"
-                          "  outer x = [1, -1]\n"
-                          "  inner y = [0, 0]\n"
-                          "  inner minimize 0.5 * sum(lin(y)^2) + 0.5 * sum(y^2) - sum(x * y)\n"
-                          "  outer minimize 0.5 * sum((y - t)^2)\n"
-                          "}\n"
-                          "let hc = hypergrad(nq, cg(), inner_steps = 800, inner_opt = sgd(lr = 0.05))\n"
+  ck_assert_int_eq(run(S, "let t = [0.5, 0.2]"), BLO_OK);
+  ck_assert_int_eq(run(S, native_problem(src, sizeof src, "nq", "lin")), BLO_OK);
+  ck_assert_int_eq(run(S, "let hc = hypergrad(nq, cg(), inner_steps = 800, inner_opt = sgd(lr = 0.05))\n"
                           "let he = hypergrad(nq, exact(), inner_steps = 800, inner_opt = sgd(lr = 0.05))\n"),
                    BLO_OK);
   /* H = [[11, 14], [14, 21]], det 35 */
@@ -914,13 +923,8 @@ START_TEST(native_in_implicit_hypergradient) {
   /* without a jvp the products cannot be taken: a clear error, no crash */
   blo_native rev = {"rev_only", nat_lin, NULL, lin_vjp, A, 1, 1, NULL, NULL};
   ck_assert_int_eq(blo_register(S, &rev), BLO_OK);
-  ck_assert_int_eq(run(S, "problem nr {\n"
-                          "  outer x = [1, -1]\n"
-                          "  inner y = [0, 0]\n"
-                          "  inner minimize 0.5 * sum(rev_only(y)^2) + 0.5 * sum(y^2) - sum(x * y)\n"
-                          "  outer minimize 0.5 * sum((y - t)^2)\n"
-                          "}\n"
-                          "let hr = hypergrad(nr, cg(), inner_steps = 50, inner_opt = sgd(lr = 0.05))\n"),
+  ck_assert_int_eq(run(S, native_problem(src, sizeof src, "nr", "rev_only")), BLO_OK);
+  ck_assert_int_eq(run(S, "let hr = hypergrad(nr, cg(), inner_steps = 50, inner_opt = sgd(lr = 0.05))"),
                    BLO_ERROR_RUNTIME);
   ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "forward-mode"));
   blo_close(S);
