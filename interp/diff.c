@@ -92,7 +92,8 @@ static int sweep(blo_state *S, ad_tape *tape, const ast_node *expr, ad_val out, 
   int wanted[MAXV], nw = 0;
   for (int i = 0; i < r->n; i++)
     if (r->want >> i & 1u) wanted[nw++] = nodes[i];
-  if (ad_backward_sel(&S->tn, tape, out, NULL, r->grads != NULL, r->want ? wanted : NULL, nw))
+  /* every variable wanted: no selection pass */
+  if (ad_backward_sel(&S->tn, tape, out, NULL, r->grads != NULL, r->want && nw < r->n ? wanted : NULL, nw))
     return interp_tn_error(S, expr);
   for (int i = 0; i < r->n; i++) {
     if (r->want && !(r->want >> i & 1u)) continue;
@@ -184,7 +185,7 @@ int diff_replay(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsign
     if (want >> i & 1u) wanted[nw++] = rec->nodes[i];
   }
   if (ad_retangent(&S->tn, tp, tangents ? rec->n : 0, rec->nodes, tangents) ||
-      ad_backward_sel(&S->tn, tp, rec->out, NULL, grads != NULL, wanted, nw))
+      ad_backward_sel(&S->tn, tp, rec->out, NULL, grads != NULL, nw < rec->n ? wanted : NULL, nw))
     rc = interp_tn_error(S, rec->expr);
   for (int i = 0; i < rec->n && rc == EV_OK; i++) {
     if (!(want >> i & 1u)) continue;
