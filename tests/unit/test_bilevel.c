@@ -295,6 +295,29 @@ START_TEST(steady_state_no_allocation) {
 }
 END_TEST
 
+/* forward() and penalty() record f at every inner step (its gradient and
+ * the method's products are sweeps of that recording, minibatch draws
+ * included): still no system allocation per outer step once warm. */
+START_TEST(steady_state_no_allocation_held_steps) {
+  run_ok(MB);
+  const char *methods[2] = {"forward()", "penalty()"};
+  for (int m = 0; m < 2; m++) {
+    char srcs[3][200];
+    for (int k = 0; k < 3; k++)
+      snprintf(srcs[k], sizeof srcs[k],
+               "let r = solve mb with {inner_steps = 10, outer_steps = %d, hypergrad = %s, seed = 1}",
+               k < 2 ? 5 : 40, methods[m]);
+    size_t counts[3];
+    for (int k = 0; k < 3; k++) {
+      size_t before = S->tn.n_sys_alloc;
+      run_ok(srcs[k]);
+      counts[k] = S->tn.n_sys_alloc - before;
+    }
+    ck_assert_msg(counts[2] == 0, "%s: 40 steps after warm-up: %zu allocations", methods[m], counts[2]);
+  }
+}
+END_TEST
+
 /* The same for cg (tangent-only Hessian-vector products) and a gradient
  * written with a transposed product (X' @ r: a BLAS flag, no copy). */
 START_TEST(steady_state_no_allocation_cg_transposed) {
@@ -451,6 +474,7 @@ int main(void) {
   tcase_add_test(tc, steady_state_no_allocation);
   tcase_add_test(tc, steady_state_no_allocation_cg_transposed);
   tcase_add_test(tc, held_point_hvp_costs_two_products);
+  tcase_add_test(tc, steady_state_no_allocation_held_steps);
   tcase_add_test(tc, mixed_hvp_skips_the_other_sweep);
   tcase_add_test(tc, builtin_registry);
   tcase_add_test(tc, optimizers_match_formulas);
