@@ -189,7 +189,8 @@ if [ -s "$work/rows" ]; then
     rtb=$(awk -v a="$tt" -v b="$tb" 'BEGIN { if (a == "-" || b + 0 == 0) print "-"; else printf "%.6g\n", a / b }')
     printf '%-24s %-21s %-9s %-5s %-11s %-11s %-11s %-7s %-9s\n' "$label" "$fb" "$rel" "$ok" \
       "$tb ($nb)" "$tt ($nt)" "$tc ($nc)" "$(r2 "$rbc")" "$(r2 "$rtb")"
-    echo "${key%%.*} ${key##*.} $rbc $rtb" >>"$work/ratios"
+    rtc=$(awk -v a="$tt" -v b="$tc" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.6g\n", a / b }')
+    echo "${key%%.*} ${key##*.} $rbc $rtb $rtc" >>"$work/ratios"
     if [ -s "$work/$key.c2" ]; then
       tc2=$(median "$work/$key.c2")
       nc2=$(wc -l <"$work/$key.c2" | tr -d ' ')
@@ -291,6 +292,8 @@ printf '  %-52s %-8s %s\n' "blo within 1.3x of C on W1 (blo/C <= 1.3)" "$w1c" "c
 printf '  %-52s %-8s %s\n' "blo within 1.3x of C on W2 (blo/C <= 1.3)" "$w2c" "$(ratios w2 3)"
 printf '  %-52s %-8s %s\n' "blo >= 3x faster than torch on W1 (torch/blo >= 3)" "$w1t" "cg $(ratios w1cg 4), unroll $(ratios w1un 4)"
 printf '  %-52s %-8s %s\n' "blo >= 3x faster than torch on W2 (torch/blo >= 3)" "$w2t" "$(ratios w2 4)"
+printf '  %-52s %-8s %s\n' "  (torch/C = torch/blo if blo matched C)" "" \
+  "W1 cg $(ratios w1cg 5), unroll $(ratios w1un 5); W2 $(ratios w2 5)"
 printf '  %-52s %-8s %s\n' "blo >= 20x faster than torch on W3 (torch/blo >= 20)" "$w3t" "$(ratios w3 4)"
 printf '  %-52s %-8s\n' "W4: unroll memory grows no faster than its iterates" "$w4_unroll"
 printf '  %-52s %-8s\n' "W4: cg memory does not grow with its iterations" "$w4_cg"
