@@ -85,20 +85,23 @@ static int not_scalar(blo_state *S, const ast_node *expr, const blo_tensor *t) {
   return interp_error(S, expr, "gradient needs a scalar expression, got tensor %s", tn_shape_str(t, d, sizeof d));
 }
 
-/* The reverse sweep of diff_run from the scalar out, and the results of
- * the variables r asks for.  Without grads it is a tangent-only sweep,
- * which skips the primal adjoints no second-order term needs. */
-static int sweep(blo_state *S, ad_tape *tape, const ast_node *expr, ad_val out, diff_req *r, const int *nodes) {
+/* The reverse sweep from the scalar out, and the results of the variables
+ * (leaf nodes[0..n)) whose bit is set in want (0: all of them): grads[i]
+ * and/or hvs[i] (either array may be NULL).  Without grads it is a
+ * tangent-only sweep, which skips the primal adjoints no second-order term
+ * needs. */
+static int sweep(blo_state *S, ad_tape *tape, const ast_node *expr, ad_val out, int n, const int *nodes,
+                 unsigned want, blo_tensor **grads, blo_tensor **hvs) {
   int wanted[MAXV], nw = 0;
-  for (int i = 0; i < r->n; i++)
-    if (r->want >> i & 1u) wanted[nw++] = nodes[i];
+  for (int i = 0; i < n; i++)
+    if (!want || (want >> i & 1u)) wanted[nw++] = nodes[i];
   /* every variable wanted: no selection pass */
-  if (ad_backward_sel(&S->tn, tape, out, NULL, r->grads != NULL, r->want && nw < r->n ? wanted : NULL, nw))
+  if (ad_backward_sel(&S->tn, tape, out, NULL, grads != NULL, nw < n ? wanted : NULL, nw))
     return interp_tn_error(S, expr);
-  for (int i = 0; i < r->n; i++) {
-    if (r->want && !(r->want >> i & 1u)) continue;
-    blo_tensor **hv = r->hvs ? &r->hvs[i] : NULL, **gr = r->grads ? &r->grads[i] : NULL;
-    if (ad_adjoint(&S->tn, tape, nodes[i], gr, hv)) return interp_tn_error(S, expr);
+  for (int i = 0; i < n; i++) {
+    if (want && !(want >> i & 1u)) continue;
+    if (ad_adjoint(&S->tn, tape, nodes[i], grads ? &grads[i] : NULL, hvs ? &hvs[i] : NULL))
+      return interp_tn_error(S, expr);
   }
   return EV_OK;
 }
@@ -130,7 +133,9 @@ int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r
     if (rc == EV_OK) {
       if (out.t) r->dir = tn_retain(out.t);
       r->result = out.v->rank == 0 ? v_num(out.v->data[0]) : v_tensor(tn_retain(out.v));
-      if (tape) rc = out.v->size != 1 ? not_scalar(S, expr, out.v) : sweep(S, tape, expr, out, r, nodes);
+      if (tape)
+        rc = out.v->size != 1 ? not_scalar(S, expr, out.v)
+                              : sweep(S, tape, expr, out, r->n, nodes, r->want, r->grads, r->hvs);
       ad_val_release(&S->tn, &out);
     }
   }
@@ -176,22 +181,16 @@ int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec
 int diff_replay(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **grads,
                 blo_tensor **hvs) {
   if (!rec->live) return interp_error(S, rec->expr, "internal error: no recorded objective to replay");
-  ad_tape *tp = rec->tape;
-  int rc = EV_OK;
-  int wanted[MAXV], nw = 0;
   for (int i = 0; i < rec->n; i++) {
     if (grads) grads[i] = NULL;
     if (hvs) hvs[i] = NULL;
-    if (want >> i & 1u) wanted[nw++] = rec->nodes[i];
   }
-  if (ad_retangent(&S->tn, tp, tangents ? rec->n : 0, rec->nodes, tangents) ||
-      ad_backward_sel(&S->tn, tp, rec->out, NULL, grads != NULL, nw < rec->n ? wanted : NULL, nw))
+  if (!want) return EV_OK;
+  int rc = EV_OK;
+  if (ad_retangent(&S->tn, rec->tape, tangents ? rec->n : 0, rec->nodes, tangents))
     rc = interp_tn_error(S, rec->expr);
-  for (int i = 0; i < rec->n && rc == EV_OK; i++) {
-    if (!(want >> i & 1u)) continue;
-    if (ad_adjoint(&S->tn, tp, rec->nodes[i], grads ? &grads[i] : NULL, hvs ? &hvs[i] : NULL))
-      rc = interp_tn_error(S, rec->expr);
-  }
+  else
+    rc = sweep(S, rec->tape, rec->expr, rec->out, rec->n, rec->nodes, want, grads, hvs);
   if (rc != EV_OK)
     for (int i = 0; i < rec->n; i++) {
       if (grads) { tn_release(&S->tn, grads[i]); grads[i] = NULL; }

@@ -517,6 +517,21 @@ int bl_set_y(bl_run *r, const double *y) {
   return scatter(r, 0, r->y);
 }
 
+/* dst (the flat x or y) at v's offset = t, or zeros when t is missing */
+static void put_flat(const bl_var *v, const blo_tensor *t, double *dst) {
+  if (!dst) return;
+  if (t && t->size == v->size) memcpy(dst + v->off, t->data, v->size * sizeof(double));
+  else memset(dst + v->off, 0, v->size * sizeof(double));
+}
+
+/* Bit i - first set for each variable i >= first whose side is wanted. */
+static unsigned side_mask(const problem *p, int first, int outer, int inner) {
+  unsigned m = 0;
+  for (int i = first; i < p->nvars; i++)
+    if (p->vars[i].outer ? outer : inner) m |= 1u << (i - first);
+  return m;
+}
+
 /* One diff_run over expr (in the problem's chunk, so errors point into it).
  * with_outer: differentiate the outer variables too.  tx/ty: tangents (NULL =
  * zero).  Outputs (each may be NULL): value, gradients, second-order
@@ -545,9 +560,7 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   int want_grads = reverse && (gx || gy || !any_tan);
   /* results only for the side asked for: the mixed product alone (hx) skips
    * the sweep into y (X' u) */
-  unsigned want = 0;
-  for (int i = first; i < p->nvars; i++)
-    if (p->vars[i].outer ? (gx || hx) : (gy || hy)) want |= 1u << (i - first);
+  unsigned want = side_mask(p, first, gx || hx, gy || hy);
   diff_req req = {cnt, p->names + first, any_tan ? tg : NULL, reverse, v_nil(), NULL,
                   want_grads ? grads : NULL, reverse && any_tan ? hvs : NULL, want};
   int ran = 0;
@@ -571,16 +584,8 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   if (rc == EV_OK && reverse) {
     for (int i = first; i < p->nvars; i++) {
       const bl_var *v = &p->vars[i];
-      double *g = v->outer ? gx : gy, *h = v->outer ? hx : hy;
-      blo_tensor *gt = grads[i - first], *ht = hvs[i - first];
-      if (g) {
-        if (gt && gt->size == v->size) memcpy(g + v->off, gt->data, v->size * sizeof(double));
-        else memset(g + v->off, 0, v->size * sizeof(double));
-      }
-      if (h) {
-        if (ht && ht->size == v->size) memcpy(h + v->off, ht->data, v->size * sizeof(double));
-        else memset(h + v->off, 0, v->size * sizeof(double));
-      }
+      put_flat(v, grads[i - first], v->outer ? gx : gy);
+      put_flat(v, hvs[i - first], v->outer ? hx : hy);
     }
   }
   if (rc == EV_OK && dir) {
@@ -658,13 +663,12 @@ static int held_products(bl_run *r, const double *tx, const double *ty, double *
   blo_state *S = r->S;
   problem *p = r->p;
   blo_tensor *tg[BL_MAX_VARS], *hvs[BL_MAX_VARS];
-  unsigned want = 0;
+  unsigned want = side_mask(p, 0, hxy != NULL, hyy != NULL);
   int rc = EV_OK;
   for (int i = 0; i < p->nvars; i++) {
     const bl_var *bv = &p->vars[i];
     const double *src = bv->outer ? tx : ty;
     tg[i] = NULL;
-    if ((bv->outer && hxy) || (!bv->outer && hyy)) want |= 1u << i;
     if (src && rc == EV_OK && !(tg[i] = tn_from(&S->tn, bv->rank, bv->shape, src + bv->off)))
       rc = bl_error(r, "%s", S->tn.err);
   }
@@ -673,14 +677,10 @@ static int held_products(bl_run *r, const double *tx, const double *ty, double *
   if (rc == EV_OK) rc = diff_replay(S, &r->held, tg, want, NULL, hvs);
   S->cur_chunk = saved;
   for (int i = 0; i < p->nvars; i++) {
-    const bl_var *bv = &p->vars[i];
-    double *h = bv->outer ? hxy : hyy;
-    if (rc == EV_OK && h) {
-      const blo_tensor *ht = hvs[i];
-      if (ht && ht->size == bv->size) memcpy(h + bv->off, ht->data, bv->size * sizeof(double));
-      else memset(h + bv->off, 0, bv->size * sizeof(double));
+    if (rc == EV_OK) {
+      put_flat(&p->vars[i], hvs[i], p->vars[i].outer ? hxy : hyy);
+      tn_release(&S->tn, hvs[i]);
     }
-    if (rc == EV_OK) tn_release(&S->tn, hvs[i]);
     tn_release(&S->tn, tg[i]);
   }
   return rc;
@@ -691,9 +691,7 @@ static int held_grad(bl_run *r, double *f, double *gx, double *gy) {
   blo_state *S = r->S;
   problem *p = r->p;
   blo_tensor *gs[BL_MAX_VARS];
-  unsigned want = 0;
-  for (int i = 0; i < p->nvars; i++)
-    if (p->vars[i].outer ? gx != NULL : gy != NULL) want |= 1u << i;
+  unsigned want = side_mask(p, 0, gx != NULL, gy != NULL);
   chunk *saved = S->cur_chunk;
   S->cur_chunk = p->chunk;
   int rc = diff_replay(S, &r->held, NULL, want, gs, NULL);
@@ -701,12 +699,7 @@ static int held_grad(bl_run *r, double *f, double *gx, double *gy) {
   if (rc) return rc;
   if (f) *f = r->held.value;
   for (int i = 0; i < p->nvars; i++) {
-    const bl_var *bv = &p->vars[i];
-    double *g = bv->outer ? gx : gy;
-    if (g) {
-      if (gs[i] && gs[i]->size == bv->size) memcpy(g + bv->off, gs[i]->data, bv->size * sizeof(double));
-      else memset(g + bv->off, 0, bv->size * sizeof(double));
-    }
+    put_flat(&p->vars[i], gs[i], p->vars[i].outer ? gx : gy);
     tn_release(&S->tn, gs[i]);
   }
   return EV_OK;

@@ -51,15 +51,14 @@ static int inner_step(bl_run *r, const hg_spec *sp, void *vst, long t) {
   fwd_st *st = vst;
   size_t n = r->n, m = r->m;
   double lr = r->lr_now, beta = r->set.inner_opt.beta;
-  /* the m passes below are all at y_t: record f once, replay it per column */
-  if (m > 1 && bl_hold_point(r)) return EV_ERR;
-  int rc = EV_OK;
-  for (size_t j = 0; j < m && rc == EV_OK; j++) {
+  /* the m passes below are all at y_t, which the inner loop holds for a
+   * method with this hook: each replays the step's recording of f */
+  for (size_t j = 0; j < m; j++) {
     for (size_t i = 0; i < n; i++) st->z[i] = st->Z[i * m + j];
     st->e[j] = 1;
-    rc = bl_dgrad(r, st->e, st->z, st->out);
+    int rc = bl_dgrad(r, st->e, st->z, st->out);
     st->e[j] = 0;
-    if (rc) break;
+    if (rc) return rc;
     if (st->V) {
       for (size_t i = 0; i < n; i++) {
         double *v = &st->V[i * m + j];
@@ -70,8 +69,7 @@ static int inner_step(bl_run *r, const hg_spec *sp, void *vst, long t) {
       for (size_t i = 0; i < n; i++) st->Z[i * m + j] -= lr * st->out[i];
     }
   }
-  bl_release_point(r);
-  return rc;
+  return EV_OK;
 }
 
 static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
