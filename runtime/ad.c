@@ -160,16 +160,20 @@ static void *grow(tn_ctx *ctx, ad_tape *tp, void *p, int *cap, int need, size_t 
   return q;
 }
 
-/* Temporary pointer arrays (concat/stack): a stack buffer, beyond it the data
- * of a pooled tensor (so steady-state loops still make no host allocation). */
+/* Temporary arrays (concat/stack inputs, a replayed node's inputs): a stack
+ * buffer of TMP_N items, beyond it the data of a pooled tensor (so
+ * steady-state loops still make no host allocation). */
 #define TMP_N 16
-_Static_assert(sizeof(blo_tensor *) <= sizeof(double), "a pointer must fit in a double slot");
-static blo_tensor **tmp_get(tn_ctx *ctx, blo_tensor **buf, int n, blo_tensor **hold) {
+static void *tmp_items(tn_ctx *ctx, void *buf, int n, size_t item, blo_tensor **hold) {
   *hold = NULL;
   if (n <= TMP_N) return buf;
-  size_t len = (size_t)n;
+  size_t len = ((size_t)n * item + sizeof(double) - 1) / sizeof(double);
   if (!(*hold = tn_new(ctx, 1, &len))) return NULL;
-  return (blo_tensor **)(void *)(*hold)->data;
+  return (*hold)->data;
+}
+
+static blo_tensor **tmp_get(tn_ctx *ctx, blo_tensor **buf, int n, blo_tensor **hold) {
+  return tmp_items(ctx, buf, n, sizeof *buf, hold);
 }
 
 /* [outer, n, inner] view of a for an axis (-1: the whole tensor as one lane) */
@@ -724,6 +728,7 @@ static int record(tn_ctx *ctx, ad_tape *tp, int kind, int sub, int axis, const a
   nd->nix = 0;
   nd->custom = NULL;
   nd->tan_only = 0;
+  nd->reach = 1;
   nd->kind = kind;
   nd->sub = sub;
   nd->axis = axis;
@@ -1290,6 +1295,19 @@ int ad_adjoint(tn_ctx *ctx, ad_tape *tp, int node, blo_tensor **grad, blo_tensor
 /* ------------------------------------------------------------------------ */
 /* replay: new tangents on a recorded tape                                  */
 
+/* *dy = J(x.v) x.t through the host's jvp callback (y = f(x.v)) */
+static int custom_jvp(tn_ctx *ctx, const ad_custom *op, ad_val x, const blo_tensor *y, blo_tensor **dy) {
+  *dy = NULL;
+  if (!op->jvp) return tn_error(ctx, "%s() has no forward-mode derivative (no jvp callback)", op->name);
+  blo_tensor *d = tn_zeros_like(ctx, y);
+  if (!d || op->jvp(ctx, op->ud, x.v, y, x.t, d)) {
+    tn_release(ctx, d);
+    return -1;
+  }
+  *dy = d;
+  return 0;
+}
+
 /* The output tangent of node nd from its inputs in[] (saved primals, new
  * tangents) into *t (NULL: zero).  A product computes only its tangent
  * terms; the other operations reuse their dual form, which recomputes a
@@ -1314,14 +1332,7 @@ static int jvp_only(tn_ctx *ctx, const ad_node *nd, const ad_val *in, blo_tensor
     *t = j.v;
     return 0;
   }
-  case K_CUSTOM: {
-    const ad_custom *op = nd->custom;
-    if (!op->jvp) return tn_error(ctx, "%s() has no forward-mode derivative (no jvp callback)", op->name);
-    blo_tensor *dy = tn_zeros_like(ctx, nd->out.v);
-    if (!dy || op->jvp(ctx, op->ud, in[0].v, nd->out.v, in[0].t, dy)) { tn_release(ctx, dy); return -1; }
-    *t = dy;
-    return 0;
-  }
+  case K_CUSTOM: return custom_jvp(ctx, nd->custom, in[0], nd->out.v, t);
   case K_UNARY: rc = d_unary(ctx, (tn_unary_op)nd->sub, in[0], &o); break;
   case K_BINARY: rc = d_binary(ctx, (tn_binary_op)nd->sub, in[0], in[1], &o); break;
   case K_TRANSPOSE: rc = d_transpose(ctx, in[0], &o); break;
@@ -1365,29 +1376,26 @@ int ad_retangent(tn_ctx *ctx, ad_tape *tp, int nleaf, const int *leaves, blo_ten
     }
     set_tangent(ctx, &nd->out.t, (blo_tensor *)tg);
   }
-  ad_val buf[TMP_N], *in = buf;
-  int incap = TMP_N, rc = 0;
+  ad_val buf[TMP_N];
+  int rc = 0;
   for (int i = 0; i < tp->n && rc == 0; i++) {
     ad_node *nd = &tp->nodes[i];
     if (nd->kind == K_LEAF) continue;
-    if (nd->nin > incap) {
-      ad_val *p = mem(ctx, in == buf ? NULL : in, in == buf ? 0 : (size_t)incap * sizeof *in,
-                      (size_t)nd->nin * sizeof *in);
-      if (!p) { rc = tn_error(ctx, "out of memory (autodiff replay)"); break; }
-      in = p;
-      incap = nd->nin;
-    }
+    blo_tensor *hold;
+    ad_val *in = tmp_items(ctx, buf, nd->nin, sizeof *buf, &hold);
+    if (!in) { rc = -1; break; }
     ad_slot *s = &tp->slots[nd->in0];
     for (int k = 0; k < nd->nin; k++) {
       if (s[k].node >= 0) set_tangent(ctx, &s[k].v.t, tp->nodes[s[k].node].out.t);
       in[k] = s[k].v;
     }
     blo_tensor *t;
-    if (jvp_only(ctx, nd, in, &t)) { rc = -1; break; }
+    rc = jvp_only(ctx, nd, in, &t);
+    tn_release(ctx, hold);
+    if (rc) break;
     tn_release(ctx, nd->out.t);
     nd->out.t = t;
   }
-  if (in != buf) mem(ctx, in, (size_t)incap * sizeof *in, 0);
   return rc;
 }
 
@@ -1403,17 +1411,9 @@ int ad_custom_op(tn_ctx *ctx, ad_tape *tape, const ad_custom *op, ad_val x, blo_
     return -1;
   }
   blo_tensor *dy = NULL;
-  if (x.t) {
-    if (!op->jvp) {
-      tn_release(ctx, y);
-      return tn_error(ctx, "%s() has no forward-mode derivative (no jvp callback)", op->name);
-    }
-    dy = tn_zeros_like(ctx, y);
-    if (!dy || op->jvp(ctx, op->ud, x.v, y, x.t, dy)) {
-      tn_release(ctx, dy);
-      tn_release(ctx, y);
-      return -1;
-    }
+  if (x.t && custom_jvp(ctx, op, x, y, &dy)) {
+    tn_release(ctx, y);
+    return -1;
   }
   out->v = y;
   out->t = dy;
