@@ -154,9 +154,16 @@ int op_unary(blo_state *S, const ast_node *at, tn_unary_op op, value a, value *o
 
 /* ---------- helpers ---------- */
 
+/* A number read from v as data, which binds a recording in progress to its
+ * point (diff_note_read). */
+static int read_num(blo_state *S, value v, double *d) {
+  diff_note_read(S, v);
+  return v_to_double(v, d);
+}
+
 static int truthy(blo_state *S, const ast_node *at, value v, int *out) {
   double d;
-  if (v_to_double(v, &d) == 0) { *out = d != 0; return EV_OK; }
+  if (read_num(S, v, &d) == 0) { *out = d != 0; return EV_OK; }
   char desc[64];
   v_describe(v, desc, sizeof desc);
   return interp_error(S, at, "condition must be a number, got %s", desc);
@@ -303,14 +310,14 @@ static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, 
       value v;
       if (k->a) {
         if (eval_expr(S, k->a, &v)) return EV_ERR;
-        int bad = v_to_double(v, &d);
+        int bad = read_num(S, v, &d);
         v_release(S, &v);
         if (bad) return interp_error(S, k->a, "slice bound must be a number");
         ix[i].start = (long)floor(d);
       }
       if (k->b) {
         if (eval_expr(S, k->b, &v)) return EV_ERR;
-        int bad = v_to_double(v, &d);
+        int bad = read_num(S, v, &d);
         v_release(S, &v);
         if (bad) return interp_error(S, k->b, "slice bound must be a number");
         ix[i].stop = (long)floor(d);
@@ -321,11 +328,12 @@ static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, 
       if (eval_expr(S, k, &v)) return EV_ERR;
       double d;
       if (v.kind == V_TENSOR && v.u.t->rank == 1 && n->nkids == 1) {
+        diff_note_read(S, v);
         *take = tn_retain(v.u.t);
         v_release(S, &v);
         return EV_OK;
       }
-      int bad = v_to_double(v, &d);
+      int bad = read_num(S, v, &d);
       if (bad) { /* describe only on error: snprintf per index showed up in profiles */
         char desc[64];
         v_describe(v, desc, sizeof desc);
@@ -353,7 +361,7 @@ static int eval_index(blo_state *S, const ast_node *n, value *out) {
     if (n->nkids != 1 || n->kids[0]->kind == N_SLICE) {
       rc = interp_error(S, n, "a %s takes one integer index", v_kind_name(base));
     } else if ((rc = eval_expr(S, n->kids[0], &iv)) == EV_OK) {
-      int bad = v_to_double(iv, &d);
+      int bad = read_num(S, iv, &d);
       v_release(S, &iv);
       long len = base.kind == V_LIST ? ((olist *)base.u.o)->n : (long)((ostr *)base.u.o)->len;
       long i = (long)d;
@@ -474,6 +482,7 @@ int call_value(blo_state *S, const ast_node *at, value fn, value *args, int narg
     const builtin_def *b = fn.u.fn;
     if (nargs < b->min_args || (b->max_args >= 0 && nargs > b->max_args))
       return interp_error(S, at, "%s() takes %d to %d arguments, got %d", b->name, b->min_args, b->max_args, nargs);
+    if (S->ad_depth > 0) diff_note_call(S, b, args, nargs, NULL, 0);
     return b->fn(S, &ca, out);
   }
   return interp_error(S, at, "a %s is not callable", v_kind_name(fn));
@@ -494,7 +503,7 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
   } else if (eval_expr(S, n->a, &fn)) {
     return EV_ERR;
   }
-  if (fn.kind == V_BUILTIN && fn.u.fn->special) {
+  if (fn.kind == V_BUILTIN && (fn.u.fn->special & BI_SPECIAL)) {
     callargs ca = {NULL, 0, NULL, NULL, 0, n};
     return fn.u.fn->fn(S, &ca, out);
   }
@@ -537,6 +546,7 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
           rc = interp_error(S, n, "%s() got %d positional arguments (usage: %s)", b->name, npos, b->sig);
       } else {
         callargs ca = {pos, npos, names, named, nnamed, n};
+        if (S->ad_depth > 0) diff_note_call(S, b, pos, npos, named, nnamed);
         rc = b->fn(S, &ca, out);
       }
     }
@@ -673,7 +683,7 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
     double lo, hi;
     if (eval_expr(S, n->a, &a)) return EV_ERR;
     if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
-    int bad = v_to_double(a, &lo) || v_to_double(b, &hi);
+    int bad = read_num(S, a, &lo) || read_num(S, b, &hi);
     v_release(S, &a);
     v_release(S, &b);
     if (bad) return interp_error(S, n, "range bounds must be numbers");
@@ -754,7 +764,7 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
         rc = interp_error(S, target, "a list takes one integer index");
         v_release(S, &v);
       } else if ((rc = eval_expr(S, target->kids[0], &iv)) == EV_OK) {
-        int bad = v_to_double(iv, &d);
+        int bad = read_num(S, iv, &d);
         v_release(S, &iv);
         long i = (long)d;
         if (!bad && i < 0) i += l->n;
@@ -783,6 +793,7 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
       if (slot->tan || (S->tape && slot->gen == S->tape_gen && slot->node >= 0)) {
         rc = interp_error(S, target, "cannot assign into an element of a variable that is being differentiated");
       } else if ((rc = build_index(S, target, slot->u.t, ix, &take)) == EV_OK) {
+        diff_note_read(S, v);
         blo_tensor *src = v_to_tensor(S, v);
         if (take) {
           rc = interp_error(S, target, "assignment through an index vector is not supported");
@@ -836,7 +847,7 @@ static int exec_for(blo_state *S, const ast_node *n) {
     double lo, hi;
     if ((rc = eval_expr(S, n->a->a, &a)) == EV_OK) {
       if ((rc = eval_expr(S, n->a->b, &b)) == EV_OK) {
-        int bad = v_to_double(a, &lo) || v_to_double(b, &hi);
+        int bad = read_num(S, a, &lo) || read_num(S, b, &hi);
         v_release(S, &b);
         if (bad) rc = interp_error(S, n->a, "range bounds must be numbers");
         for (double i = lo; rc == EV_OK && !stop && i < hi; i += 1) {
@@ -856,6 +867,7 @@ static int exec_for(blo_state *S, const ast_node *n) {
           rc = exec_loop_body(S, n->b, &stop);
         }
       } else if (it.kind == V_TENSOR && it.u.t->rank >= 1) {
+        diff_note_read(S, it);
         size_t len = it.u.t->shape[0];
         for (size_t i = 0; rc == EV_OK && !stop && i < len; i++) {
           value e;

@@ -116,8 +116,15 @@ typedef struct builtin_def {
   int min_args, max_args;      /* positional; max -1 = any */
   const char *sig;             /* "norm(x, axis = all)" */
   const char *doc;             /* one line */
-  int special;                 /* 1: receives unevaluated arguments (grad, jvp, hvp) */
+  int special;                 /* BI_* flags */
 } builtin_def;
+enum {
+  BI_SPECIAL = 1,    /* receives unevaluated arguments (grad, jvp, hvp) */
+  /* reads the differentiated values among its positional arguments only
+   * through recorded operations, never as data (see diff_note_call) */
+  BI_OPS_ALL = 2,    /* all of them */
+  BI_OPS_FIRST = 4   /* the first one (the others are sizes) */
+};
 
 const builtin_def *builtin_find(const char *name);
 const builtin_def *builtin_at(size_t i);   /* iteration for :help and completion, NULL at end */
@@ -171,6 +178,7 @@ typedef struct diff_rec {
   double value;
   const ast_node *expr;
   int live;
+  int moved;                     /* moved since recorded: value is stale */
 } diff_rec;
 int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec *rec);
 /* A sweep of the recording for each variable i whose bit is set in want
@@ -180,7 +188,19 @@ int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec
  * zero).  Without grads the sweep is tangent-only. */
 int diff_replay(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **grads,
                 blo_tensor **hvs);
+/* Moves variable i of the recording to value v (its shape) without
+ * evaluating expr again (ad_set_leaf): only a movable recording, see below. */
+int diff_rec_move(blo_state *S, diff_rec *rec, int i, blo_tensor *v);
+int diff_rec_movable(const diff_rec *rec);
+double diff_rec_value(blo_state *S, diff_rec *rec, int *err);  /* expr at the current point */
 void diff_rec_drop(blo_state *S, diff_rec *rec);   /* forget the recording, keep the tape's arrays */
+/* A recording in progress holds only at its point once the script reads a
+ * differentiated value as data: a branch, an index, a loop over it, a
+ * builtin that does not differentiate it; or draws random numbers (a
+ * replay would reuse them).  These calls note such reads. */
+void diff_note_read(blo_state *S, value v);
+void diff_note_random(blo_state *S);
+void diff_note_call(blo_state *S, const builtin_def *b, const value *pos, int npos, const value *named, int nnamed);
 void diff_rec_free(blo_state *S, diff_rec *rec);
 
 /* Output through the configured callback. */

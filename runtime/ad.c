@@ -78,6 +78,10 @@ typedef struct {
   int tan_only;                 /* set by ad_backward_ex: this node's adjoint holds only
                                    its tangent part, stored in adj[].v (see there) */
   int reach;                    /* set by ad_backward_sel: a wanted leaf depends on it */
+  /* lazy recomputation (ad_set_leaf, ad_retangent): out.v is stale (a shape
+   * carrier only) while pstale, out.t while tstale; has_t: the tangent is not
+   * known to be zero */
+  unsigned char pstale, tstale, has_t;
 } ad_node;
 
 struct ad_tape {
@@ -88,9 +92,17 @@ struct ad_tape {
   ad_val *adj;                  /* adj[0..adjcap) always valid (empty or owning) */
   int nadj, adjcap;             /* entries [0, nadj) may be non-empty */
   size_t n_alloc;               /* array (re)allocations so far */
+  int bound;                    /* ad_tape_bind: the nodes do not capture the point */
+  int lazy;                     /* values and tangents are recomputed on demand */
+  int *stk, stkcap;             /* ensure()'s work stack */
 };
 
 static const ad_val NOVAL = {NULL, NULL, -1};
+
+/* input slot s may carry a nonzero tangent */
+static int slot_has_t(const ad_tape *tp, const ad_slot *s) {
+  return s->node >= 0 ? tp->nodes[s->node].has_t : s->v.t != NULL;
+}
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                            */
@@ -678,6 +690,8 @@ void ad_tape_reset(tn_ctx *ctx, ad_tape *tp) {
   for (int i = 0; i < tp->ns; i++) ad_val_release(ctx, &tp->slots[i].v);
   tp->n = 0;
   tp->ns = 0;
+  tp->bound = 0;
+  tp->lazy = 0;
 }
 
 void ad_tape_free(tn_ctx *ctx, ad_tape *tp) {
@@ -686,6 +700,7 @@ void ad_tape_free(tn_ctx *ctx, ad_tape *tp) {
   if (tp->nodes) mem(ctx, tp->nodes, (size_t)tp->cap * sizeof *tp->nodes, 0);
   if (tp->slots) mem(ctx, tp->slots, (size_t)tp->scap * sizeof *tp->slots, 0);
   if (tp->adj) mem(ctx, tp->adj, (size_t)tp->adjcap * sizeof *tp->adj, 0);
+  if (tp->stk) mem(ctx, tp->stk, (size_t)tp->stkcap * sizeof *tp->stk, 0);
   mem(ctx, tp, sizeof *tp, 0);
 }
 
@@ -729,6 +744,8 @@ static int record(tn_ctx *ctx, ad_tape *tp, int kind, int sub, int axis, const a
   nd->custom = NULL;
   nd->tan_only = 0;
   nd->reach = 1;
+  nd->pstale = nd->tstale = 0;
+  nd->has_t = out->t != NULL;
   nd->kind = kind;
   nd->sub = sub;
   nd->axis = axis;
@@ -767,6 +784,7 @@ int ad_unary(tn_ctx *ctx, ad_tape *tape, tn_unary_op op, ad_val a, ad_val *out) 
   *out = NOVAL;
   if (prep(ctx, tape, &a, 1, &rec) || d_unary(ctx, op, a, out)) return -1;
   if (rec && unary_diff(op)) return record(ctx, tape, K_UNARY, op, 0, &a, 1, NULL, out, NULL);
+  if (rec) tape->bound = 1; /* a constant (sign, step, ..) computed from the point */
   return 0;
 }
 
@@ -782,6 +800,7 @@ int ad_binary(tn_ctx *ctx, ad_tape *tape, tn_binary_op op, ad_val a, ad_val b, a
     return ad_unary(ctx, tape, TN_SQUARE, a, out);
   if (prep(ctx, tape, in, 2, &rec) || d_binary(ctx, op, a, b, out)) return -1;
   if (rec && binary_diff(op)) return record(ctx, tape, K_BINARY, op, 0, in, 2, NULL, out, NULL);
+  if (rec) tape->bound = 1; /* a comparison of the point: a constant mask */
   return 0;
 }
 
@@ -815,6 +834,7 @@ int ad_reduce(tn_ctx *ctx, ad_tape *tape, tn_reduce_op op, ad_val a, int axis, a
   *out = NOVAL;
   if (prep(ctx, tape, &a, 1, &rec) || d_reduce(ctx, op, a, axis, out)) return -1;
   if (rec && reduce_diff(op)) return record(ctx, tape, K_REDUCE, op, axis, &a, 1, NULL, out, NULL);
+  if (rec) tape->bound = 1; /* argmax/argmin of the point */
   return 0;
 }
 
@@ -896,6 +916,326 @@ int ad_detach(tn_ctx *ctx, ad_val a, ad_val *out) {
   *out = NOVAL;
   if (!a.v) return tn_error(ctx, "autodiff: operand has no value");
   out->v = tn_retain(a.v);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* recomputation on demand: new tangents (ad_retangent), moved leaves      */
+/* (ad_set_leaf)                                                            */
+
+/* *dy = J(x.v) x.t through the host's jvp callback (y = f(x.v)) */
+static int custom_jvp(tn_ctx *ctx, const ad_custom *op, ad_val x, const blo_tensor *y, blo_tensor **dy) {
+  *dy = NULL;
+  if (!op->jvp) return tn_error(ctx, "%s() has no forward-mode derivative (no jvp callback)", op->name);
+  blo_tensor *d = tn_zeros_like(ctx, y);
+  if (!d || op->jvp(ctx, op->ud, x.v, y, x.t, d)) {
+    tn_release(ctx, d);
+    return -1;
+  }
+  *dy = d;
+  return 0;
+}
+
+/* The node's operation on the duals in[]: its value, and its tangent where
+ * an input has one. */
+static int node_dual(tn_ctx *ctx, const ad_node *nd, const ad_val *in, ad_val *o) {
+  switch (nd->kind) {
+  case K_UNARY: return d_unary(ctx, (tn_unary_op)nd->sub, in[0], o);
+  case K_BINARY: return d_binary(ctx, (tn_binary_op)nd->sub, in[0], in[1], o);
+  case K_MATMUL: return d_matmul_t(ctx, in[0], nd->sub & 1, in[1], nd->sub >> 1 & 1, o);
+  case K_TRANSPOSE: return d_transpose(ctx, in[0], o);
+  case K_REDUCE: return d_reduce(ctx, (tn_reduce_op)nd->sub, in[0], nd->axis, o);
+  case K_SOFTMAX: return d_softmax(ctx, in[0], nd->axis, o);
+  case K_RESHAPE: return d_reshape(ctx, in[0], nd->rank, nd->shape, o);
+  case K_CONCAT: case K_STACK: return d_join(ctx, in, nd->nin, nd->axis, nd->kind == K_STACK, o);
+  case K_INDEX: return d_index(ctx, in[0], nd->ix, nd->nix, o);
+  case K_TAKE: return d_take(ctx, in[0], nd->aux, nd->axis, o);
+  case K_LINSOLVE: return d_linsolve(ctx, in[0], in[1], o);
+  default:
+    *o = NOVAL;
+    return tn_error(ctx, "autodiff: cannot recompute node kind %d", nd->kind);
+  }
+}
+
+/* Operations whose tangent and VJP read no value of their inputs, only
+ * shapes: the tangent is the operation applied to the tangents. */
+static int is_linear(const ad_node *nd) {
+  switch (nd->kind) {
+  case K_UNARY: return nd->sub == TN_NEG;
+  case K_BINARY: return nd->sub == TN_ADD || nd->sub == TN_SUB;
+  case K_REDUCE: return nd->sub == TN_SUM || nd->sub == TN_MEAN;
+  case K_TRANSPOSE: case K_RESHAPE: case K_INDEX: case K_TAKE: case K_CONCAT: case K_STACK: return 1;
+  default: return 0;
+  }
+}
+
+/* The output tangent of node nd from its inputs in[] into *t (NULL: zero).
+ * A product computes only its tangent terms; the other operations use their
+ * dual form, whose primal part costs no more than the tangent (for the
+ * linear ones it may come from stale values, and is dropped). */
+static int jvp_only(tn_ctx *ctx, const ad_node *nd, const ad_val *in, blo_tensor **t) {
+  ad_val o = NOVAL;
+  int any_t = 0;
+  *t = NULL;
+  for (int k = 0; k < nd->nin; k++) any_t |= in[k].t != NULL;
+  if (!any_t) return 0;
+  switch (nd->kind) {
+  case K_MATMUL: { /* op(a.t) op(b) + op(a) op(b.t), without op(a) op(b) */
+    int fa = nd->sub & 1, fb = nd->sub >> 1 & 1;
+    blo_tensor *ta = NULL, *tb = NULL;
+    if (in[0].t && !(ta = tn_matmul_t(ctx, in[0].t, fa, in[1].v, fb))) return -1;
+    if (in[1].t && !(tb = tn_matmul_t(ctx, in[0].v, fa, in[1].t, fb))) { tn_release(ctx, ta); return -1; }
+    return tadd(ctx, ta, tb, t);
+  }
+  case K_SOFTMAX: { /* J(s) a.t at the current s */
+    ad_val j;
+    if (softmax_jac(ctx, ad_const(nd->out.v), ad_const(in[0].t), nd->axis, &j)) return -1;
+    *t = j.v;
+    return 0;
+  }
+  case K_CUSTOM: return custom_jvp(ctx, nd->custom, in[0], nd->out.v, t);
+  default:
+    if (node_dual(ctx, nd, in, &o)) return -1;
+    *t = o.t;
+    o.t = NULL;
+    ad_val_release(ctx, &o);
+    return 0;
+  }
+}
+
+static void set_tensor(tn_ctx *ctx, blo_tensor **slot, blo_tensor *t) {
+  tn_retain(t);
+  tn_release(ctx, *slot);
+  *slot = t;
+}
+
+/* The input slots of nd take their producers' current value and tangent (a
+ * leaf that never moved keeps the value it was recorded with). */
+static void sync_slots(tn_ctx *ctx, ad_tape *tp, const ad_node *nd) {
+  ad_slot *s = &tp->slots[nd->in0];
+  for (int k = 0; k < nd->nin; k++) {
+    if (s[k].node < 0) continue;
+    const ad_node *p = &tp->nodes[s[k].node];
+    if (p->out.v && p->out.v != s[k].v.v) set_tensor(ctx, &s[k].v.v, p->out.v);
+    if (p->out.t != s[k].v.t) set_tensor(ctx, &s[k].v.t, p->out.t);
+  }
+}
+
+enum { W_P = 1, W_T = 2 };   /* a node's value, its tangent */
+
+static int stale_bits(const ad_node *nd, int w) {
+  return ((w & W_P) && nd->pstale ? W_P : 0) | ((w & W_T) && nd->tstale ? W_T : 0);
+}
+
+/* What computing w (W_P, W_T) of node nd needs from its input k. */
+static int input_need(const ad_tape *tp, const ad_node *nd, const ad_slot *s, int k, int w) {
+  int u = w & W_P ? W_P : 0, ht = slot_has_t(tp, &s[k]);
+  if (!(w & W_T)) return u;
+  if (is_linear(nd)) return u | (ht ? W_T : 0);
+  if (nd->kind == K_MATMUL) return u | (ht ? W_T : 0) | (slot_has_t(tp, &s[1 - k]) ? W_P : 0);
+  return u | W_P | (ht ? W_T : 0);
+}
+
+/* Computes w of node j from its (current) inputs. */
+static int recompute(tn_ctx *ctx, ad_tape *tp, int j, int w) {
+  ad_node *nd = &tp->nodes[j];
+  const ad_slot *s = &tp->slots[nd->in0];
+  blo_tensor *hold;
+  ad_val buf[TMP_N], o;
+  sync_slots(ctx, tp, nd);
+  ad_val *in = tmp_items(ctx, buf, nd->nin, sizeof *buf, &hold);
+  if (!in) return -1;
+  for (int k = 0; k < nd->nin; k++) in[k] = w & W_T ? s[k].v : ad_const(s[k].v.v);
+  int rc;
+  if (w & W_P) { /* the dual form gives the tangent too when it is wanted */
+    rc = node_dual(ctx, nd, in, &o);
+    if (rc == 0) {
+      tn_release(ctx, nd->out.v);
+      nd->out.v = o.v;
+      nd->pstale = 0;
+      if (w & W_T) {
+        tn_release(ctx, nd->out.t);
+        nd->out.t = o.t;
+        nd->tstale = 0;
+      } else {
+        tn_release(ctx, o.t);
+      }
+    }
+  } else {
+    blo_tensor *t;
+    rc = jvp_only(ctx, nd, in, &t);
+    if (rc == 0) {
+      tn_release(ctx, nd->out.t);
+      nd->out.t = t;
+      nd->tstale = 0;
+    }
+  }
+  tn_release(ctx, hold);
+  return rc;
+}
+
+/* Makes w of node root current, computing first what it needs (a
+ * depth-first walk on an explicit stack: a long tape must not overflow the
+ * C stack).  Every entry's inputs have smaller ids, so the depth is at most
+ * the tape's length. */
+static int ensure(tn_ctx *ctx, ad_tape *tp, int root, int what) {
+  if (!stale_bits(&tp->nodes[root], what)) return 0;
+  if (tp->n > INT_MAX / 4 - 1) return tn_error(ctx, "autodiff tape too large");
+  if (tp->stkcap < tp->n + 1) {
+    int *p = grow(ctx, tp, tp->stk, &tp->stkcap, tp->n + 1, sizeof *p);
+    if (!p) return -1;
+    tp->stk = p;
+  }
+  int sp = 0;
+  tp->stk[sp++] = root * 4 + what;
+  while (sp > 0) {
+    int j = tp->stk[sp - 1] / 4;
+    ad_node *nd = &tp->nodes[j];
+    int w = stale_bits(nd, tp->stk[sp - 1] % 4);
+    /* a nonlinear tangent is computed with the value, by the dual form */
+    if ((w & W_T) && nd->pstale && !is_linear(nd) && nd->kind != K_MATMUL) w |= W_P;
+    if (!w) {
+      sp--;
+      continue;
+    }
+    const ad_slot *s = &tp->slots[nd->in0];
+    int pushed = 0;
+    for (int k = 0; k < nd->nin && !pushed; k++) {
+      int u = s[k].node >= 0 ? input_need(tp, nd, s, k, w) : 0;
+      if (u && stale_bits(&tp->nodes[s[k].node], u)) {
+        tp->stk[sp++] = s[k].node * 4 + u;
+        pushed = 1;
+      }
+    }
+    if (pushed) continue;
+    sp--;
+    if (recompute(ctx, tp, j, w)) return -1;
+  }
+  return 0;
+}
+
+/* Before node i's VJP on a lazy tape: what its rule reads is made current,
+ * and its input slots are synced.  Linear rules read only shapes; a product
+ * reads the other operand's value (and, for a full dual adjoint, its
+ * tangent); the square's rule into a tangent-only input reads only that
+ * input's tangent (see vjp); the others read their inputs and output. */
+static int prepare_vjp(tn_ctx *ctx, ad_tape *tp, int i) {
+  ad_node *nd = &tp->nodes[i];
+  const ad_slot *s = &tp->slots[nd->in0];
+  const int TO = nd->tan_only, full = TO ? W_P : W_P | W_T;
+  if (!is_linear(nd)) {
+    if (nd->kind == K_MATMUL) {
+      for (int k = 0; k < 2; k++)
+        if (s[k].node >= 0 && s[1 - k].node >= 0 && ensure(ctx, tp, s[k].node, full)) return -1;
+    } else if (nd->kind == K_UNARY && nd->sub == TN_SQUARE && !TO && !tp->adj[i].t && s[0].node >= 0 &&
+               tp->nodes[s[0].node].tan_only) {
+      if (ensure(ctx, tp, s[0].node, W_T)) return -1;
+    } else {
+      for (int k = 0; k < nd->nin; k++)
+        if (s[k].node >= 0 && ensure(ctx, tp, s[k].node, full)) return -1;
+      if (ensure(ctx, tp, i, full)) return -1;
+    }
+  }
+  sync_slots(ctx, tp, nd);
+  return 0;
+}
+
+/* Leaves keep their tangent in out.t, and once moved their value in out.v. */
+int ad_retangent(tn_ctx *ctx, ad_tape *tp, int nleaf, const int *leaves, blo_tensor *const *tangents) {
+  if (!tp) return tn_error(ctx, "autodiff: replay needs a tape");
+  for (int k = 0; k < nleaf; k++) {
+    int id = leaves[k];
+    if (id < 0 || id >= tp->n || tp->nodes[id].kind != K_LEAF)
+      return tn_error(ctx, "autodiff: replay: node %d is not a leaf of the tape", id);
+    const ad_node *nd = &tp->nodes[id];
+    const blo_tensor *tg = tangents ? tangents[k] : NULL;
+    if (tg && !shape_is(tg, nd->rank, nd->shape)) {
+      char b1[64], b2[64];
+      return tn_error(ctx, "autodiff: replay: tangent of shape %s for a leaf of shape %s",
+                      tn_shape_str(tg, b1, sizeof b1), tn_shape_str_raw(nd->rank, nd->shape, b2, sizeof b2));
+    }
+  }
+  clear_adj(ctx, tp); /* adjoints of the last sweep may hold the old tangents */
+  for (int i = 0; i < tp->n; i++)
+    if (tp->nodes[i].kind == K_LEAF) {
+      set_tensor(ctx, &tp->nodes[i].out.t, NULL);
+      tp->nodes[i].has_t = 0;
+    }
+  for (int k = 0; k < nleaf; k++) {
+    ad_node *nd = &tp->nodes[leaves[k]];
+    blo_tensor *tg = tangents ? tangents[k] : NULL;
+    set_tensor(ctx, &nd->out.t, tg);
+    nd->has_t = tg != NULL;
+  }
+  for (int i = 0; i < tp->n; i++) {
+    ad_node *nd = &tp->nodes[i];
+    if (nd->kind == K_LEAF) continue;
+    const ad_slot *s = &tp->slots[nd->in0];
+    int ht = 0;
+    for (int k = 0; k < nd->nin && !ht; k++) ht = slot_has_t(tp, &s[k]);
+    nd->has_t = (unsigned char)ht;
+    nd->tstale = (unsigned char)ht;
+    if (!ht) set_tensor(ctx, &nd->out.t, NULL);
+  }
+  tp->lazy = 1;
+  return 0;
+}
+
+void ad_tape_bind(ad_tape *tp) {
+  if (tp) tp->bound = 1;
+}
+
+int ad_tape_movable(const ad_tape *tp) { return tp && !tp->bound; }
+
+int ad_set_leaf(tn_ctx *ctx, ad_tape *tp, int leaf, blo_tensor *v) {
+  if (!tp) return tn_error(ctx, "autodiff: no tape");
+  if (tp->bound)
+    return tn_error(ctx, "autodiff: this recording depends on its point beyond its operations (a comparison, "
+                         "argmax, a value read by the script, a host function) and cannot be moved");
+  if (leaf < 0 || leaf >= tp->n || tp->nodes[leaf].kind != K_LEAF)
+    return tn_error(ctx, "autodiff: node %d is not a leaf of the tape", leaf);
+  ad_node *lf = &tp->nodes[leaf];
+  if (!v || !shape_is(v, lf->rank, lf->shape)) {
+    char b1[64] = "nothing", b2[64];
+    if (v) tn_shape_str(v, b1, sizeof b1);
+    return tn_error(ctx, "autodiff: a leaf of shape %s cannot move to %s",
+                    tn_shape_str_raw(lf->rank, lf->shape, b2, sizeof b2), b1);
+  }
+  clear_adj(ctx, tp);
+  if (!tp->lazy) { /* the recording's own tangents go: ad_retangent gives new ones */
+    for (int i = 0; i < tp->n; i++) {
+      set_tensor(ctx, &tp->nodes[i].out.t, NULL);
+      tp->nodes[i].has_t = tp->nodes[i].tstale = 0;
+    }
+    tp->lazy = 1;
+  }
+  set_tensor(ctx, &lf->out.v, v);
+  for (int i = leaf + 1; i < tp->n; i++) {
+    ad_node *nd = &tp->nodes[i];
+    if (nd->kind == K_LEAF) continue;
+    const ad_slot *s = &tp->slots[nd->in0];
+    int dirty = 0;
+    for (int k = 0; k < nd->nin && !dirty; k++)
+      dirty = s[k].node == leaf || (s[k].node >= 0 && tp->nodes[s[k].node].pstale);
+    if (dirty) {
+      nd->pstale = 1;
+      nd->tstale = nd->has_t;
+    }
+  }
+  return 0;
+}
+
+int ad_value(tn_ctx *ctx, ad_tape *tp, int node, blo_tensor **out) {
+  *out = NULL;
+  if (!tp || node < 0 || node >= tp->n) return tn_error(ctx, "autodiff: no tape node %d", node);
+  ad_node *nd = &tp->nodes[node];
+  if (nd->kind == K_LEAF && !nd->out.v) { /* never moved: the value it was recorded with */
+    for (int i = 0; i < tp->ns; i++)
+      if (tp->slots[i].node == node) return (*out = tn_retain(tp->slots[i].v.v)) ? 0 : -1;
+    return tn_error(ctx, "autodiff: leaf %d is used by no operation", node);
+  }
+  if (ensure(ctx, tp, node, W_P)) return -1;
+  *out = tn_retain(nd->out.v);
   return 0;
 }
 
@@ -994,6 +1334,14 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
     const ad_val a = IN(0);
     if (nd->sub == TN_NEG) {
       TRY(d_unary(ctx, TN_NEG, g, &c));
+    } else if (nd->sub == TN_SQUARE && !TO && !g.t && s[0].node >= 0 && tp->nodes[s[0].node].tan_only) {
+      /* a tangent-only input keeps 2 g a.t alone: the square loss's Hessian
+       * product reads neither a (X y) nor the primal adjoint 2 g a */
+      if (!a.t) break;
+      TRY(mk(ctx, tn_affine(ctx, g.v, 2.0, 0.0), NULL, &p));
+      TRY(mk(ctx, tn_binary(ctx, TN_MUL, p.v, a.t), NULL, &c));
+      TRY(acc(ctx, tp, 1, s[0].node, &c));
+      break;
     } else {
       TRY(unary_deriv(ctx, (tn_unary_op)nd->sub, a, z, &p));
       TRY(d_binary(ctx, TN_MUL, g, p, &c));
@@ -1161,18 +1509,18 @@ done:
  * operand does.  Linear ops (add, sub, neg, sum, mean, reshape, transpose,
  * indexing, concat, stack) and custom ops never (their VJP of the tangent is
  * J^T g.t).  Conservative: "yes" is always safe. */
-static int uses_primal_adjoint(const ad_node *nd, const ad_slot *s, int k) {
-  int any_t = nd->out.t != NULL;
-  for (int j = 0; j < nd->nin; j++) any_t |= s[j].v.t != NULL;
+static int uses_primal_adjoint(const ad_tape *tp, const ad_node *nd, const ad_slot *s, int k) {
+  int any_t = nd->has_t;
+  for (int j = 0; j < nd->nin; j++) any_t |= slot_has_t(tp, &s[j]);
   switch (nd->kind) {
   case K_UNARY: return nd->sub != TN_NEG && any_t;
   case K_BINARY:
     switch ((tn_binary_op)nd->sub) {
     case TN_ADD: case TN_SUB: case TN_MAX2: case TN_MIN2: return 0;
-    case TN_MUL: return s[1 - k].v.t != NULL;
+    case TN_MUL: return slot_has_t(tp, &s[1 - k]);
     default: return any_t;
     }
-  case K_MATMUL: return s[1 - k].v.t != NULL;
+  case K_MATMUL: return slot_has_t(tp, &s[1 - k]);
   case K_REDUCE: return nd->sub != TN_SUM && nd->sub != TN_MEAN && any_t;
   case K_TRANSPOSE: case K_RESHAPE: case K_CONCAT: case K_STACK: case K_INDEX: case K_TAKE: case K_CUSTOM:
     return 0;
@@ -1248,7 +1596,7 @@ int ad_backward_sel(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed
     } else {
       const ad_slot *s = &tp->slots[nd->in0];
       for (int k = 0; k < nd->nin && !need; k++)
-        if (s[k].node >= 0) need = !tp->nodes[s[k].node].tan_only || uses_primal_adjoint(nd, s, k);
+        if (s[k].node >= 0) need = !tp->nodes[s[k].node].tan_only || uses_primal_adjoint(tp, nd, s, k);
     }
     nd->tan_only = !need;
   }
@@ -1260,7 +1608,7 @@ int ad_backward_sel(tn_ctx *ctx, ad_tape *tp, ad_val out, const blo_tensor *seed
   tp->adj[out.node].v = sd;
   for (int i = out.node; i >= 0; i--) {
     if (!tp->adj[i].v || tp->nodes[i].kind == K_LEAF || !tp->nodes[i].reach) continue;
-    if (vjp(ctx, tp, i)) {
+    if ((tp->lazy && prepare_vjp(ctx, tp, i)) || vjp(ctx, tp, i)) {
       clear_adj(ctx, tp);
       return -1;
     }
@@ -1293,113 +1641,6 @@ int ad_adjoint(tn_ctx *ctx, ad_tape *tp, int node, blo_tensor **grad, blo_tensor
 }
 
 /* ------------------------------------------------------------------------ */
-/* replay: new tangents on a recorded tape                                  */
-
-/* *dy = J(x.v) x.t through the host's jvp callback (y = f(x.v)) */
-static int custom_jvp(tn_ctx *ctx, const ad_custom *op, ad_val x, const blo_tensor *y, blo_tensor **dy) {
-  *dy = NULL;
-  if (!op->jvp) return tn_error(ctx, "%s() has no forward-mode derivative (no jvp callback)", op->name);
-  blo_tensor *d = tn_zeros_like(ctx, y);
-  if (!d || op->jvp(ctx, op->ud, x.v, y, x.t, d)) {
-    tn_release(ctx, d);
-    return -1;
-  }
-  *dy = d;
-  return 0;
-}
-
-/* The output tangent of node nd from its inputs in[] (saved primals, new
- * tangents) into *t (NULL: zero).  A product computes only its tangent
- * terms; the other operations reuse their dual form, which recomputes a
- * primal as cheap as the tangent itself (elementwise, reductions, copies). */
-static int jvp_only(tn_ctx *ctx, const ad_node *nd, const ad_val *in, blo_tensor **t) {
-  ad_val o = NOVAL;
-  int rc = -1, any_t = 0;
-  *t = NULL;
-  for (int k = 0; k < nd->nin; k++) any_t |= in[k].t != NULL;
-  if (!any_t) return 0;
-  switch (nd->kind) {
-  case K_MATMUL: { /* op(a.t) op(b) + op(a) op(b.t), without op(a) op(b) */
-    int fa = nd->sub & 1, fb = nd->sub >> 1 & 1;
-    blo_tensor *ta = NULL, *tb = NULL;
-    if (in[0].t && !(ta = tn_matmul_t(ctx, in[0].t, fa, in[1].v, fb))) return -1;
-    if (in[1].t && !(tb = tn_matmul_t(ctx, in[0].v, fa, in[1].t, fb))) { tn_release(ctx, ta); return -1; }
-    return tadd(ctx, ta, tb, t);
-  }
-  case K_SOFTMAX: { /* J(s) a.t at the saved s */
-    ad_val j;
-    if (softmax_jac(ctx, ad_const(nd->out.v), ad_const(in[0].t), nd->axis, &j)) return -1;
-    *t = j.v;
-    return 0;
-  }
-  case K_CUSTOM: return custom_jvp(ctx, nd->custom, in[0], nd->out.v, t);
-  case K_UNARY: rc = d_unary(ctx, (tn_unary_op)nd->sub, in[0], &o); break;
-  case K_BINARY: rc = d_binary(ctx, (tn_binary_op)nd->sub, in[0], in[1], &o); break;
-  case K_TRANSPOSE: rc = d_transpose(ctx, in[0], &o); break;
-  case K_REDUCE: rc = d_reduce(ctx, (tn_reduce_op)nd->sub, in[0], nd->axis, &o); break;
-  case K_RESHAPE: rc = d_reshape(ctx, in[0], nd->rank, nd->shape, &o); break;
-  case K_CONCAT: case K_STACK: rc = d_join(ctx, in, nd->nin, nd->axis, nd->kind == K_STACK, &o); break;
-  case K_INDEX: rc = d_index(ctx, in[0], nd->ix, nd->nix, &o); break;
-  case K_TAKE: rc = d_take(ctx, in[0], nd->aux, nd->axis, &o); break;
-  case K_LINSOLVE: rc = d_linsolve(ctx, in[0], in[1], &o); break;
-  default: return tn_error(ctx, "autodiff: cannot replay node kind %d", nd->kind);
-  }
-  if (rc) return -1;
-  *t = o.t;
-  o.t = NULL;
-  ad_val_release(ctx, &o);
-  return 0;
-}
-
-static void set_tangent(tn_ctx *ctx, blo_tensor **slot, blo_tensor *t) {
-  tn_retain(t);
-  tn_release(ctx, *slot);
-  *slot = t;
-}
-
-/* Leaves keep their replayed tangent in out.t (their out.v stays NULL). */
-int ad_retangent(tn_ctx *ctx, ad_tape *tp, int nleaf, const int *leaves, blo_tensor *const *tangents) {
-  if (!tp) return tn_error(ctx, "autodiff: replay needs a tape");
-  clear_adj(ctx, tp); /* adjoints of the last sweep may hold the old tangents */
-  for (int i = 0; i < tp->n; i++)
-    if (tp->nodes[i].kind == K_LEAF) set_tangent(ctx, &tp->nodes[i].out.t, NULL);
-  for (int k = 0; k < nleaf; k++) {
-    int id = leaves[k];
-    if (id < 0 || id >= tp->n || tp->nodes[id].kind != K_LEAF)
-      return tn_error(ctx, "autodiff: replay: node %d is not a leaf of the tape", id);
-    ad_node *nd = &tp->nodes[id];
-    const blo_tensor *tg = tangents ? tangents[k] : NULL;
-    if (tg && !shape_is(tg, nd->rank, nd->shape)) {
-      char b1[64], b2[64];
-      return tn_error(ctx, "autodiff: replay: tangent of shape %s for a leaf of shape %s",
-                      tn_shape_str(tg, b1, sizeof b1), tn_shape_str_raw(nd->rank, nd->shape, b2, sizeof b2));
-    }
-    set_tangent(ctx, &nd->out.t, (blo_tensor *)tg);
-  }
-  ad_val buf[TMP_N];
-  int rc = 0;
-  for (int i = 0; i < tp->n && rc == 0; i++) {
-    ad_node *nd = &tp->nodes[i];
-    if (nd->kind == K_LEAF) continue;
-    blo_tensor *hold;
-    ad_val *in = tmp_items(ctx, buf, nd->nin, sizeof *buf, &hold);
-    if (!in) { rc = -1; break; }
-    ad_slot *s = &tp->slots[nd->in0];
-    for (int k = 0; k < nd->nin; k++) {
-      if (s[k].node >= 0) set_tangent(ctx, &s[k].v.t, tp->nodes[s[k].node].out.t);
-      in[k] = s[k].v;
-    }
-    blo_tensor *t;
-    rc = jvp_only(ctx, nd, in, &t);
-    tn_release(ctx, hold);
-    if (rc) break;
-    tn_release(ctx, nd->out.t);
-    nd->out.t = t;
-  }
-  return rc;
-}
-
-/* ------------------------------------------------------------------------ */
 /* custom operations: derivatives from host callbacks (see ad.h)            */
 
 int ad_custom_op(tn_ctx *ctx, ad_tape *tape, const ad_custom *op, ad_val x, blo_tensor *y, ad_val *out) {
@@ -1425,6 +1666,7 @@ int ad_custom_op(tn_ctx *ctx, ad_tape *tape, const ad_custom *op, ad_val x, blo_
   ad_node *nd;
   if (record(ctx, tape, K_CUSTOM, 0, 0, &x, 1, NULL, out, &nd)) return -1;
   nd->custom = op;
+  tape->bound = 1; /* the host computed y: the tape cannot recompute it elsewhere */
   return 0;
 }
 

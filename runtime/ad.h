@@ -102,14 +102,31 @@ int ad_backward_sel(tn_ctx *ctx, ad_tape *tape, ad_val out, const blo_tensor *se
 int ad_adjoint(tn_ctx *ctx, ad_tape *tape, int node, blo_tensor **grad, blo_tensor **tangent);
 
 /* Replay: gives leaf node leaves[k] the tangent tangents[k] (NULL or a NULL
- * entry: zero; unlisted leaves get zero) and recomputes every node's output
- * tangent from its inputs' new tangents at the saved primals, without
- * evaluating anything again.  A tape recorded once at a point (tangents
- * or not) then yields Hessian-vector products there by ad_retangent +
- * ad_backward_ex: a product's primal (X y) is not recomputed, only its
- * tangent (X v).  Values on the tape keep their primals; a failed replay
- * leaves the tape's tangents unspecified (replay again or reset). */
+ * entry: zero; unlisted leaves get zero).  Node tangents are then computed
+ * on demand, from the saved values, by the next sweep (ad_backward_*) and
+ * only where its rules read them, without evaluating anything again.  A tape
+ * recorded once at a point (tangents or not) thus yields Hessian-vector
+ * products there by ad_retangent + ad_backward_ex: a product's value (X y)
+ * is not recomputed, only its tangent (X v). */
 int ad_retangent(tn_ctx *ctx, ad_tape *tape, int nleaf, const int *leaves, blo_tensor *const *tangents);
+
+/* Moving a recording to another point.  A tape whose operations capture the
+ * whole computation can be swept at new leaf values: ad_set_leaf gives leaf
+ * node leaf the value v (same shape, retained); the nodes that depend on it
+ * become stale and are recomputed on demand, only as far as later sweeps
+ * and ad_value read them.  For mean((X@w - y)^2) with a tangent on w, a
+ * Hessian-vector product after a move computes X v and X' u, never X w.
+ * The first move drops the recording's tangents (ad_retangent gives new
+ * ones); later moves keep the last ones.
+ * A tape is bound to its point, and ad_set_leaf refuses it, once something
+ * outside its nodes depended on the point: a zero-derivative operation of a
+ * taped value (comparison, sign, argmax: a constant mask), a host operation,
+ * or the caller's ad_tape_bind (a branch or an index read from a value). */
+void ad_tape_bind(ad_tape *tape);
+int ad_tape_movable(const ad_tape *tape);
+int ad_set_leaf(tn_ctx *ctx, ad_tape *tape, int leaf, blo_tensor *v);
+/* A new reference to node's value at the current leaf values. */
+int ad_value(tn_ctx *ctx, ad_tape *tape, int node, blo_tensor **out);
 
 /* ==== custom operations (native functions of the embedding API) ====
  * y = f(x) for one tensor x, with f computed by the caller and its

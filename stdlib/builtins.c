@@ -565,6 +565,7 @@ static int bi_arange(blo_state *S, callargs *a, value *out) {
  * ====================================================================== */
 
 static int bi_seed(blo_state *S, callargs *a, value *out) {
+  diff_note_random(S);
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   long s;
   if (arg_int(S, a, 0, &s)) return EV_ERR;
@@ -575,6 +576,7 @@ static int bi_seed(blo_state *S, callargs *a, value *out) {
 
 static int random_fill(blo_state *S, callargs *a, value *out, const char *name, int first, int kind, double lo,
                        uint64_t range) {
+  diff_note_random(S);
   size_t dims[TN_MAX_RANK];
   int rank;
   if (parse_shape(S, a, name, first, a->npos, 0, dims, &rank, NULL)) return EV_ERR;
@@ -610,6 +612,7 @@ static int bi_randint(blo_state *S, callargs *a, value *out) {
 }
 
 static int bi_randperm(blo_state *S, callargs *a, value *out) {
+  diff_note_random(S);
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   long n;
   if (arg_int(S, a, 0, &n)) return EV_ERR;
@@ -625,6 +628,7 @@ static int bi_randperm(blo_state *S, callargs *a, value *out) {
 
 /* Permutes the first axis (rows of a matrix, items of a list). */
 static int bi_shuffle(blo_state *S, callargs *a, value *out) {
+  diff_note_random(S);
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   value v = a->pos[0];
   if (v.kind == V_LIST) {
@@ -957,6 +961,7 @@ static int sort_item_cmp(const void *pa, const void *pb) {
   return a->i < b->i ? -1 : a->i > b->i;
 }
 static int sort_order(blo_state *S, callargs *a, const char *name, blo_tensor **idx) {
+  diff_note_read(S, a->pos[0]); /* the order is data: sort binds a recording to its point */
   if (arg_check_named(S, a, NO_NAMED) || need_vector(S, a, name, 0)) return EV_ERR;
   const blo_tensor *x = a->pos[0].u.t;
   size_t n = x->size;
@@ -1307,7 +1312,7 @@ int bi_jvp(blo_state *S, callargs *a, value *out);
 int bi_hvp(blo_state *S, callargs *a, value *out);
 
 static const builtin_def builtins[] = {
-  {"abs", bi_abs, 1, 1, "abs(x)", "absolute value, elementwise", 0},
+  {"abs", bi_abs, 1, 1, "abs(x)", "absolute value, elementwise", BI_OPS_ALL},
   {"all", bi_all, 1, 1, "all(x)", "1 if every element of x is nonzero, else 0", 0},
   {"any", bi_any, 1, 1, "any(x)", "1 if some element of x is nonzero, else 0", 0},
   {"arange", bi_arange, 1, 3, "arange(n) | arange(a, b) | arange(a, b, step)", "the vector a, a + step, ... below b (a = 0, step = 1 by default)", 0},
@@ -1316,70 +1321,70 @@ static const builtin_def builtins[] = {
   {"argsort", bi_argsort, 1, 1, "argsort(v)", "positions that sort the vector v ascending (ties keep their order)", 0},
   {"assert", bi_assert, 1, 2, "assert(cond, msg = \"\")", "stop with \"assertion failed: msg\" unless every element of cond is nonzero", 0},
   {"chol", bi_chol, 1, 1, "chol(A)", "lower Cholesky factor L of a symmetric positive definite A = L L'", 0},
-  {"clip", bi_clip, 3, 3, "clip(x, lo, hi)", "x limited to [lo, hi] elementwise: min(max(x, lo), hi)", 0},
-  {"concat", bi_concat, 1, -1, "concat(a, b, ..., axis = 0)", "join tensors along an existing axis (also concat(list))", 0},
-  {"cos", bi_cos, 1, 1, "cos(x)", "cosine, elementwise", 0},
+  {"clip", bi_clip, 3, 3, "clip(x, lo, hi)", "x limited to [lo, hi] elementwise: min(max(x, lo), hi)", BI_OPS_ALL},
+  {"concat", bi_concat, 1, -1, "concat(a, b, ..., axis = 0)", "join tensors along an existing axis (also concat(list))", BI_OPS_ALL},
+  {"cos", bi_cos, 1, 1, "cos(x)", "cosine, elementwise", BI_OPS_ALL},
   {"det", bi_det, 1, 1, "det(A)", "determinant of a square matrix", 0},
-  {"diag", bi_diag, 1, 1, "diag(v) | diag(A)", "square matrix with diagonal v, or the diagonal of matrix A", 0},
-  {"dot", bi_dot, 2, 2, "dot(a, b)", "sum(a * b) for two tensors of the same shape", 0},
+  {"diag", bi_diag, 1, 1, "diag(v) | diag(A)", "square matrix with diagonal v, or the diagonal of matrix A", BI_OPS_ALL},
+  {"dot", bi_dot, 2, 2, "dot(a, b)", "sum(a * b) for two tensors of the same shape", BI_OPS_ALL},
   {"eigh", bi_eigh, 1, 1, "eigh(A)", "eigen-decomposition of a symmetric matrix: {values (ascending), vectors (columns)}", 0},
-  {"exp", bi_exp, 1, 1, "exp(x)", "exponential, elementwise", 0},
+  {"exp", bi_exp, 1, 1, "exp(x)", "exponential, elementwise", BI_OPS_ALL},
   {"eye", bi_eye, 1, 2, "eye(n) | eye(n, m)", "identity matrix n x n (or n x m)", 0},
   {"fill", bi_fill, 1, -1, "fill(d1, d2, ..., value)", "tensor of the given dimensions with every element equal to value", 0},
-  {"flatten", bi_flatten, 1, 1, "flatten(x)", "the elements of x as a vector, in row-major order", 0},
+  {"flatten", bi_flatten, 1, 1, "flatten(x)", "the elements of x as a vector, in row-major order", BI_OPS_ALL},
   {"floor", bi_floor, 1, 1, "floor(x)", "largest integer not above x, elementwise", 0},
   {"format", bi_format, 1, -1, "format(fmt, values...)", "printf-style string: %d %i %f %e %g %s %% with flags, width and precision", 0},
   {"grad", bi_grad, 2, 2, "grad(expr, x) | grad(expr, [x, y])", "gradient of the scalar expr with respect to variable x (or a list of gradients)", 1},
   {"has", bi_has, 2, 2, "has(record, \"name\")", "1 if the record has the field, else 0", 0},
   {"hvp", bi_hvp, 3, 4, "hvp(expr, x, v) | hvp(expr, x, v, y)", "Hessian-vector product H_xx v of the scalar expr (mixed H_yx v with y)", 1},
-  {"inv", bi_inv, 1, 1, "inv(A)", "inverse of a square matrix (prefer linsolve for solving systems)", 0},
+  {"inv", bi_inv, 1, 1, "inv(A)", "inverse of a square matrix (prefer linsolve for solving systems)", BI_OPS_ALL},
   {"isnan", bi_isnan, 1, 1, "isnan(x)", "1 where x is NaN, else 0, elementwise", 0},
   {"jvp", bi_jvp, 3, 3, "jvp(expr, x, v)", "directional derivative of expr along v at the current x (forward mode)", 1},
   {"keys", bi_keys, 1, 1, "keys(record)", "list of the record's field names", 0},
-  {"len", bi_len, 1, 1, "len(x)", "length of the first axis of a tensor, or of a list, string or record", 0},
-  {"linsolve", bi_linsolve, 2, 2, "linsolve(A, b)", "solution x of A x = b (b a vector or a matrix of right-hand sides)", 0},
+  {"len", bi_len, 1, 1, "len(x)", "length of the first axis of a tensor, or of a list, string or record", BI_OPS_ALL},
+  {"linsolve", bi_linsolve, 2, 2, "linsolve(A, b)", "solution x of A x = b (b a vector or a matrix of right-hand sides)", BI_OPS_ALL},
   {"linspace", bi_linspace, 3, 3, "linspace(a, b, n)", "n evenly spaced points from a to b inclusive", 0},
   {"load_csv", bi_load_csv, 1, 1, "load_csv(path, header = false, cols = all)", "numeric CSV file as a [rows, cols] tensor ([rows] for one column)", 0},
   {"load_idx", bi_load_idx, 1, 1, "load_idx(path)", "IDX file (MNIST format, plain or .gz) as a tensor with the file's dimensions", 0},
-  {"log", bi_log, 1, 1, "log(x)", "natural logarithm, elementwise", 0},
-  {"logsumexp", bi_logsumexp, 1, 1, "logsumexp(x, axis = all)", "log(sum(exp(x))) computed without overflow", 0},
+  {"log", bi_log, 1, 1, "log(x)", "natural logarithm, elementwise", BI_OPS_ALL},
+  {"logsumexp", bi_logsumexp, 1, 1, "logsumexp(x, axis = all)", "log(sum(exp(x))) computed without overflow", BI_OPS_ALL},
   {"lstsq", bi_lstsq, 2, 2, "lstsq(A, b)", "least-squares solution x minimising norm(A @ x - b)", 0},
-  {"max", bi_max, 1, 2, "max(x, axis = all) | max(a, b)", "largest element (along axis), or the elementwise maximum of a and b", 0},
-  {"mean", bi_mean, 1, 1, "mean(x, axis = all)", "arithmetic mean of the elements (along axis)", 0},
-  {"min", bi_min, 1, 2, "min(x, axis = all) | min(a, b)", "smallest element (along axis), or the elementwise minimum of a and b", 0},
-  {"norm", bi_norm, 1, 1, "norm(x, axis = all)", "Euclidean norm of the elements (along axis)", 0},
+  {"max", bi_max, 1, 2, "max(x, axis = all) | max(a, b)", "largest element (along axis), or the elementwise maximum of a and b", BI_OPS_ALL},
+  {"mean", bi_mean, 1, 1, "mean(x, axis = all)", "arithmetic mean of the elements (along axis)", BI_OPS_ALL},
+  {"min", bi_min, 1, 2, "min(x, axis = all) | min(a, b)", "smallest element (along axis), or the elementwise minimum of a and b", BI_OPS_ALL},
+  {"norm", bi_norm, 1, 1, "norm(x, axis = all)", "Euclidean norm of the elements (along axis)", BI_OPS_ALL},
   {"num", bi_num, 1, 1, "num(s)", "the number written in string s", 0},
   {"ones", bi_ones, 0, -1, "ones(d1, d2, ...) | ones(shape)", "tensor of ones", 0},
-  {"outer", bi_outer, 2, 2, "outer(a, b)", "outer product of two vectors: the matrix a[i] * b[j]", 0},
+  {"outer", bi_outer, 2, 2, "outer(a, b)", "outer product of two vectors: the matrix a[i] * b[j]", BI_OPS_ALL},
   {"pinv", bi_pinv, 1, 1, "pinv(A)", "Moore-Penrose pseudo-inverse", 0},
-  {"prod", bi_prod, 1, 1, "prod(x, axis = all)", "product of the elements (along axis)", 0},
+  {"prod", bi_prod, 1, 1, "prod(x, axis = all)", "product of the elements (along axis)", BI_OPS_ALL},
   {"push", bi_push, 2, 2, "push(list, v)", "a new list: list with v appended (the argument is unchanged)", 0},
   {"rand", bi_rand, 0, -1, "rand(d1, d2, ...)", "uniform random numbers in [0, 1); a number when no dimensions are given", 0},
   {"randint", bi_randint, 2, -1, "randint(lo, hi, d1, d2, ...)", "random integers in [lo, hi); a number when no dimensions are given", 0},
   {"randn", bi_randn, 0, -1, "randn(d1, d2, ...)", "standard normal random numbers; a number when no dimensions are given", 0},
   {"randperm", bi_randperm, 1, 1, "randperm(n)", "a random permutation of 0, 1, ..., n - 1", 0},
-  {"rank", bi_rank, 1, 1, "rank(x)", "number of axes (0 for a number)", 0},
-  {"relu", bi_relu, 1, 1, "relu(x)", "max(x, 0), elementwise", 0},
-  {"reshape", bi_reshape, 2, -1, "reshape(x, d1, d2, ...) | reshape(x, shape)", "same elements in a new shape; one dimension may be -1", 0},
+  {"rank", bi_rank, 1, 1, "rank(x)", "number of axes (0 for a number)", BI_OPS_ALL},
+  {"relu", bi_relu, 1, 1, "relu(x)", "max(x, 0), elementwise", BI_OPS_ALL},
+  {"reshape", bi_reshape, 2, -1, "reshape(x, d1, d2, ...) | reshape(x, shape)", "same elements in a new shape; one dimension may be -1", BI_OPS_FIRST},
   {"save_csv", bi_save_csv, 2, 2, "save_csv(path, x, header = [names])", "write a number, vector (one column) or matrix as CSV", 0},
   {"seed", bi_seed, 1, 1, "seed(n)", "reseed the random generator (same seed, same numbers on every machine)", 0},
-  {"shape", bi_shape, 1, 1, "shape(x)", "vector of dimensions (empty for a number)", 0},
+  {"shape", bi_shape, 1, 1, "shape(x)", "vector of dimensions (empty for a number)", BI_OPS_ALL},
   {"shuffle", bi_shuffle, 1, 1, "shuffle(x)", "random permutation of the first axis of a tensor, or of a list", 0},
-  {"sigmoid", bi_sigmoid, 1, 1, "sigmoid(x)", "1 / (1 + exp(-x)), elementwise", 0},
+  {"sigmoid", bi_sigmoid, 1, 1, "sigmoid(x)", "1 / (1 + exp(-x)), elementwise", BI_OPS_ALL},
   {"sign", bi_sign, 1, 1, "sign(x)", "-1, 0 or 1 by the sign of x, elementwise", 0},
-  {"sin", bi_sin, 1, 1, "sin(x)", "sine, elementwise", 0},
-  {"size", bi_size, 1, 1, "size(x)", "number of elements (1 for a number)", 0},
-  {"softmax", bi_softmax, 1, 1, "softmax(x, axis = all)", "exp(x) / sum(exp(x)) (along axis), computed stably", 0},
-  {"softplus", bi_softplus, 1, 1, "softplus(x)", "log(1 + exp(x)), elementwise, computed stably", 0},
+  {"sin", bi_sin, 1, 1, "sin(x)", "sine, elementwise", BI_OPS_ALL},
+  {"size", bi_size, 1, 1, "size(x)", "number of elements (1 for a number)", BI_OPS_ALL},
+  {"softmax", bi_softmax, 1, 1, "softmax(x, axis = all)", "exp(x) / sum(exp(x)) (along axis), computed stably", BI_OPS_ALL},
+  {"softplus", bi_softplus, 1, 1, "softplus(x)", "log(1 + exp(x)), elementwise, computed stably", BI_OPS_ALL},
   {"sort", bi_sort, 1, 1, "sort(v)", "the vector v sorted ascending (differentiable: a gather)", 0},
-  {"sqrt", bi_sqrt, 1, 1, "sqrt(x)", "square root, elementwise", 0},
-  {"stack", bi_stack, 1, -1, "stack(a, b, ..., axis = 0)", "join equal-shaped tensors along a new axis (also stack(list))", 0},
+  {"sqrt", bi_sqrt, 1, 1, "sqrt(x)", "square root, elementwise", BI_OPS_ALL},
+  {"stack", bi_stack, 1, -1, "stack(a, b, ..., axis = 0)", "join equal-shaped tensors along a new axis (also stack(list))", BI_OPS_ALL},
   {"str", bi_str, 1, 1, "str(x)", "x as text, as print shows it", 0},
-  {"sum", bi_sum, 1, 1, "sum(x, axis = all)", "sum of the elements (along axis)", 0},
-  {"tanh", bi_tanh, 1, 1, "tanh(x)", "hyperbolic tangent, elementwise", 0},
+  {"sum", bi_sum, 1, 1, "sum(x, axis = all)", "sum of the elements (along axis)", BI_OPS_ALL},
+  {"tanh", bi_tanh, 1, 1, "tanh(x)", "hyperbolic tangent, elementwise", BI_OPS_ALL},
   {"time", bi_time, 0, 0, "time()", "seconds on a monotonic clock, for timing", 0},
-  {"trace", bi_trace, 1, 1, "trace(A)", "sum of the diagonal of a matrix", 0},
-  {"transpose", bi_transpose, 1, 1, "transpose(x)", "x' : swap the axes of a matrix (reverse them for rank 3, 4)", 0},
+  {"trace", bi_trace, 1, 1, "trace(A)", "sum of the diagonal of a matrix", BI_OPS_ALL},
+  {"transpose", bi_transpose, 1, 1, "transpose(x)", "x' : swap the axes of a matrix (reverse them for rank 3, 4)", BI_OPS_ALL},
   {"zeros", bi_zeros, 0, -1, "zeros(d1, d2, ...) | zeros(shape)", "tensor of zeros", 0},
 };
 
