@@ -957,6 +957,12 @@ static int node_dual(tn_ctx *ctx, const ad_node *nd, const ad_val *in, ad_val *o
   }
 }
 
+/* Products (matmul, elementwise mul): the tangent and the VJP into one
+ * operand read only the other operand. */
+static int is_bilinear(const ad_node *nd) {
+  return nd->kind == K_MATMUL || (nd->kind == K_BINARY && nd->sub == TN_MUL);
+}
+
 /* Operations whose tangent and VJP read no value of their inputs, only
  * shapes: the tangent is the operation applied to the tangents. */
 static int is_linear(const ad_node *nd) {
@@ -1032,7 +1038,7 @@ static int input_need(const ad_tape *tp, const ad_node *nd, const ad_slot *s, in
   int u = w & W_P ? W_P : 0, ht = slot_has_t(tp, &s[k]);
   if (!(w & W_T)) return u;
   if (is_linear(nd)) return u | (ht ? W_T : 0);
-  if (nd->kind == K_MATMUL) return u | (ht ? W_T : 0) | (slot_has_t(tp, &s[1 - k]) ? W_P : 0);
+  if (is_bilinear(nd)) return u | (ht ? W_T : 0) | (slot_has_t(tp, &s[1 - k]) ? W_P : 0);
   return u | W_P | (ht ? W_T : 0);
 }
 
@@ -1093,7 +1099,7 @@ static int ensure(tn_ctx *ctx, ad_tape *tp, int root, int what) {
     ad_node *nd = &tp->nodes[j];
     int w = stale_bits(nd, tp->stk[sp - 1] % 4);
     /* a nonlinear tangent is computed with the value, by the dual form */
-    if ((w & W_T) && nd->pstale && !is_linear(nd) && nd->kind != K_MATMUL) w |= W_P;
+    if ((w & W_T) && nd->pstale && !is_linear(nd) && !is_bilinear(nd)) w |= W_P;
     if (!w) {
       sp--;
       continue;
@@ -1116,15 +1122,15 @@ static int ensure(tn_ctx *ctx, ad_tape *tp, int root, int what) {
 
 /* Before node i's VJP on a lazy tape: what its rule reads is made current,
  * and its input slots are synced.  Linear rules read only shapes; a product
- * reads the other operand's value (and, for a full dual adjoint, its
- * tangent); the square's rule into a tangent-only input reads only that
+ * (matmul, mul) reads the other operand's value (and, for a full dual
+ * adjoint, its tangent); the square's rule into a tangent-only input reads only that
  * input's tangent (see vjp); the others read their inputs and output. */
 static int prepare_vjp(tn_ctx *ctx, ad_tape *tp, int i) {
   ad_node *nd = &tp->nodes[i];
   const ad_slot *s = &tp->slots[nd->in0];
   const int TO = nd->tan_only, full = TO ? W_P : W_P | W_T;
   if (!is_linear(nd)) {
-    if (nd->kind == K_MATMUL) {
+    if (is_bilinear(nd)) {
       for (int k = 0; k < 2; k++)
         if (s[k].node >= 0 && s[1 - k].node >= 0 && ensure(ctx, tp, s[k].node, full)) return -1;
     } else if (nd->kind == K_UNARY && nd->sub == TN_SQUARE && !TO && !tp->adj[i].t && s[0].node >= 0 &&

@@ -472,10 +472,36 @@ double *bl_alloc(bl_run *r, size_t n) {
   return d;
 }
 
-/* Writes y into the inner globals (not r->y). */
+/* The held recording follows y to src: each inner variable's leaf moves
+ * (diff_rec_move), and later gradients and products recompute on demand
+ * what they read, without evaluating f's expression again. */
+static int move_point(bl_run *r, const double *src) {
+  problem *p = r->p;
+  blo_state *S = r->S;
+  for (int i = p->nouter; i < p->nvars; i++) {
+    const bl_var *v = &p->vars[i];
+    blo_tensor *t = tn_from(&S->tn, v->rank, v->shape, src + v->off);
+    if (!t) return bl_error(r, "%s", S->tn.err);
+    chunk *saved = S->cur_chunk;
+    S->cur_chunk = p->chunk;
+    int rc = diff_rec_move(S, &r->held, i, t);
+    S->cur_chunk = saved;
+    tn_release(&S->tn, t);
+    if (rc) return EV_ERR;
+  }
+  return EV_OK;
+}
+
+/* Writes y into the inner globals (not r->y).  A held recording moves with
+ * y when it can (it captured all of f's dependence on y); otherwise, and
+ * whenever x moves, it is dropped. */
 static int scatter(bl_run *r, int outer, const double *src) {
   problem *p = r->p;
-  bl_release_point(r);
+  if (!outer && diff_rec_movable(&r->held)) {
+    if (move_point(r, src)) return EV_ERR;
+  } else {
+    bl_release_point(r);
+  }
   int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
   for (int i = lo; i < hi; i++)
     if (put_var(r->S, &p->vars[i], src + p->vars[i].off)) return EV_ERR;
@@ -697,7 +723,13 @@ static int held_grad(bl_run *r, double *f, double *gx, double *gy) {
   int rc = diff_replay(S, &r->held, NULL, want, gs, NULL);
   S->cur_chunk = saved;
   if (rc) return rc;
-  if (f) *f = r->held.value;
+  if (f) {
+    int err;
+    S->cur_chunk = p->chunk;
+    *f = diff_rec_value(S, &r->held, &err);
+    S->cur_chunk = saved;
+    if (err) return EV_ERR;
+  }
   for (int i = 0; i < p->nvars; i++) {
     put_flat(&p->vars[i], gs[i], p->vars[i].outer ? gx : gy);
     tn_release(&S->tn, gs[i]);
@@ -736,6 +768,7 @@ static int set_every_inner(bl_run *r, const value *vals) {
 int bl_traj_load(bl_run *r, long t) {
   if (t < bl_traj_first(r) || t >= r->T) return bl_error(r, "internal error: inner step %ld is not stored", t);
   long slot = t % r->traj_cap;
+  if (r->p->nevery_inner) bl_release_point(r); /* the values drawn at step t are part of its point */
   if (scatter(r, 0, r->traj_y + (size_t)slot * r->n)) return EV_ERR;
   if (r->p->nevery_inner && set_every_inner(r, r->traj_mb + (size_t)slot * (size_t)r->p->nevery_inner)) return EV_ERR;
   return EV_OK;
@@ -746,6 +779,7 @@ int bl_traj_load(bl_run *r, long t) {
 static value *mb_cur(bl_run *r) { return r->traj_mb ? r->traj_mb + (size_t)r->traj_cap * (size_t)r->p->nevery_inner : NULL; }
 
 int bl_traj_restore(bl_run *r) {
+  if (r->p->nevery_inner) bl_release_point(r);
   if (scatter(r, 0, r->y)) return EV_ERR;
   if (r->p->nevery_inner && mb_cur(r) && set_every_inner(r, mb_cur(r))) return EV_ERR;
   return EV_OK;
@@ -1089,9 +1123,11 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
     r->inner_step = t;
     if (t < T && draw(r, 1)) return EV_ERR;
     r->lr_now = opt_lr(&r->iopt);
-    /* a method that takes products at every inner step (forward, penalty)
-     * replays the recording this step's gradient comes from */
-    if (hooks && m->inner_step && bl_hold_point(r)) return EV_ERR;
+    /* the step's gradient is a sweep of the held recording: made once per
+     * outer step when it can follow y (scatter), else at every step; a
+     * method that takes products at every inner step (forward, penalty)
+     * replays it */
+    if (bl_hold_point(r)) return EV_ERR;
     if (bl_grad_f(r, &r->f, NULL, r->gy)) return EV_ERR;
     if (!isfinite(r->f)) return nonfinite(r, "inner objective", r->f, t);
     if (!bl_finite(r->gy, r->n)) return nonfinite(r, "inner gradient", first_bad(r->gy, r->n), t);

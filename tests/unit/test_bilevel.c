@@ -401,6 +401,93 @@ START_TEST(mixed_hvp_skips_the_other_sweep) {
 }
 END_TEST
 
+/* unroll: the recording made at the first inner step follows y (its leaves
+ * move) instead of f being evaluated again.  Each forward step then costs 2
+ * matrix products (X w, X' u) and each backward step 2 (X c, X' u'), where
+ * a fresh evaluation also recomputed X w_t: 10 more unrolled steps cost
+ * exactly 40 products, not 50. */
+START_TEST(unroll_step_costs_four_products) {
+  run_ok("seed(3)\n"
+         "let X = randn(60, 40)\n"
+         "let t = randn(60)\n"
+         "problem hr {\n"
+         "  outer lam = zeros(40)\n"
+         "  inner w = zeros(40)\n"
+         "  inner minimize 0.5 * mean((X @ w - t)^2) + 0.5 * sum(exp(lam) * w^2)\n"
+         "  outer minimize 0.5 * mean((X @ w - t)^2)\n"
+         "}\n");
+  size_t c[2];
+  for (int k = 0; k < 2; k++) {
+    size_t before = S->tn.n_products;
+    run_ok(k ? "let h = hypergrad(hr, unroll(), inner_steps = 20)" : "let h = hypergrad(hr, unroll(), inner_steps = 10)");
+    c[k] = S->tn.n_products - before;
+  }
+  ck_assert_msg(c[1] - c[0] == 40, "10 more unrolled steps cost %zu matrix products, expected 40", c[1] - c[0]);
+}
+END_TEST
+
+/* The moved recording gives what evaluating f afresh gives.  The same
+ * logistic problem is written twice; in the second, 0 * sum(sign(w)) adds a
+ * constant computed from w, which binds each recording to its point, so
+ * every gradient and product there comes from a fresh evaluation.  Every
+ * method's hypergradient must agree to rounding. */
+START_TEST(moved_recording_matches_fresh_evaluation) {
+  run_ok("seed(5)\n"
+         "let X = randn(50, 6)\n"
+         "let s = sign(randn(50))\n"
+         "let Xv = randn(30, 6)\n"
+         "let sv = sign(randn(30))\n"
+         "problem lm {\n"
+         "  outer lam = fill(6, -1.0)\n"
+         "  inner w = zeros(6)\n"
+         "  inner minimize mean(softplus(-s * (X @ w))) + 0.5 * sum(exp(lam) * w^2)\n"
+         "  outer minimize mean(softplus(-sv * (Xv @ w)))\n"
+         "}\n"
+         "problem lb {\n"
+         "  outer lam = fill(6, -1.0)\n"
+         "  inner w = zeros(6)\n"
+         "  inner minimize mean(softplus(-s * (X @ w))) + 0.5 * sum(exp(lam) * w^2) + 0 * sum(sign(w))\n"
+         "  outer minimize mean(softplus(-sv * (Xv @ w)))\n"
+         "}\n");
+  const char *methods[] = {"unroll()", "unroll(K = 5)", "forward()", "cg(iters = 8, tol = 0)",
+                           "neumann(K = 8, alpha = 0.5)", "exact()", "penalty()"};
+  for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+    char src[400];
+    snprintf(src, sizeof src,
+             "let hm = hypergrad(lm, %s, inner_steps = 25)\n"
+             "let hb = hypergrad(lb, %s, inner_steps = 25)\n"
+             "let e = norm(hm - hb) / norm(hb)\n",
+             methods[m], methods[m]);
+    run_ok(src);
+    ck_assert_msg(num("e") <= 1e-13, "%s: moved vs fresh: relative difference %.3g", methods[m], num("e"));
+  }
+}
+END_TEST
+
+/* A branch on the inner variable binds the recording to its point: the
+ * inner loop must take the branch of each y_t.  With lr = 0.5, from w = 0
+ * the steep branch (gradient 20 (w - 2)) jumps to w = 20, and the gentle
+ * one (gradient 2 (w - 2)) lands on 2 exactly; replaying the first
+ * recording's branch would diverge (20, -160, ...). */
+START_TEST(branch_on_the_inner_variable_binds) {
+  /* the condition is a differentiable value (no comparison, which would
+   * bind the tape by itself): the read of its value as data must bind it */
+  run_ok("fn g(w) {\n"
+         "  if max(w - 1, 0) { return (w - 2)^2 }\n"
+         "  return 10 * (w - 2)^2\n"
+         "}\n"
+         "problem br {\n"
+         "  outer a = 0.0\n"
+         "  inner w = 0.0\n"
+         "  inner minimize g(w) + a * w\n"
+         "  outer minimize (w - 1)^2\n"
+         "}\n"
+         "let r = solve br with {start = \"cold\", inner_steps = 10, inner_opt = sgd(lr = 0.5), outer_steps = 1,\n"
+         "                       outer_opt = sgd(lr = 1e-12), hypergrad = unroll(), quiet = true}\n");
+  ck_assert_double_eq_tol(num("w"), 2.0, 1e-9);
+}
+END_TEST
+
 START_TEST(builtin_registry) {
   const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "momentum",
                          "neumann", "penalty", "sgd", "t1t2", "ufo", "unroll"};
@@ -476,6 +563,9 @@ int main(void) {
   tcase_add_test(tc, held_point_hvp_costs_two_products);
   tcase_add_test(tc, steady_state_no_allocation_held_steps);
   tcase_add_test(tc, mixed_hvp_skips_the_other_sweep);
+  tcase_add_test(tc, unroll_step_costs_four_products);
+  tcase_add_test(tc, moved_recording_matches_fresh_evaluation);
+  tcase_add_test(tc, branch_on_the_inner_variable_binds);
   tcase_add_test(tc, builtin_registry);
   tcase_add_test(tc, optimizers_match_formulas);
   suite_add_tcase(s, tc);
