@@ -345,21 +345,25 @@ START_TEST(steady_state_no_allocation_cg_transposed) {
 }
 END_TEST
 
+/* A ridge problem whose products are counted below. */
+static const char *HR =
+  "seed(3)\n"
+  "let X = randn(60, 40)\n"
+  "let t = randn(60)\n"
+  "problem hr {\n"
+  "  outer lam = zeros(40)\n"
+  "  inner w = zeros(40)\n"
+  "  inner minimize 0.5 * mean((X @ w - t)^2) + 0.5 * sum(exp(lam) * w^2)\n"
+  "  outer minimize 0.5 * mean((X @ w - t)^2)\n"
+  "}\n";
+
 /* cg, neumann: every product is taken at one point, so f is recorded once
  * and each Hessian-vector product replays it: for this ridge objective it
  * costs exactly 2 matrix products (X v, then X' times its adjoint), not the
  * 3 of a fresh evaluation (which also recomputes X w).  Counted as the
  * difference between 10 and 5 products of each method. */
 START_TEST(held_point_hvp_costs_two_products) {
-  run_ok("seed(3)\n"
-         "let X = randn(60, 40)\n"
-         "let t = randn(60)\n"
-         "problem hr {\n"
-         "  outer lam = zeros(40)\n"
-         "  inner w = zeros(40)\n"
-         "  inner minimize 0.5 * mean((X @ w - t)^2) + 0.5 * sum(exp(lam) * w^2)\n"
-         "  outer minimize 0.5 * mean((X @ w - t)^2)\n"
-         "}\n");
+  run_ok(HR);
   const char *srcs[2][2] = {
     {"let h = hypergrad(hr, cg(iters = 5, tol = 0), inner_steps = 30)",
      "let h = hypergrad(hr, cg(iters = 10, tol = 0), inner_steps = 30)"},
@@ -407,15 +411,7 @@ END_TEST
  * a fresh evaluation also recomputed X w_t: 10 more unrolled steps cost
  * exactly 40 products, not 50. */
 START_TEST(unroll_step_costs_four_products) {
-  run_ok("seed(3)\n"
-         "let X = randn(60, 40)\n"
-         "let t = randn(60)\n"
-         "problem hr {\n"
-         "  outer lam = zeros(40)\n"
-         "  inner w = zeros(40)\n"
-         "  inner minimize 0.5 * mean((X @ w - t)^2) + 0.5 * sum(exp(lam) * w^2)\n"
-         "  outer minimize 0.5 * mean((X @ w - t)^2)\n"
-         "}\n");
+  run_ok(HR);
   size_t c[2];
   for (int k = 0; k < 2; k++) {
     size_t before = S->tn.n_products;
