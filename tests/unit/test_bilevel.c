@@ -484,6 +484,27 @@ START_TEST(branch_on_the_inner_variable_binds) {
 }
 END_TEST
 
+/* Random draws inside f bind the recording: each inner step must draw anew.
+ * With lr = 1 the step lands on the step's draw, so 1 and 5 inner steps end
+ * apart; a replayed recording would reuse its first draw, and both solves
+ * (same seed) would end on the same w. */
+START_TEST(random_draw_in_f_binds) {
+  run_ok("problem rn {\n"
+         "  outer a = 0.0\n"
+         "  inner w = zeros(3)\n"
+         "  inner minimize 0.5 * sum((w - randn(3))^2) + a * sum(w)\n"
+         "  outer minimize sum(w^2)\n"
+         "}\n"
+         "let r1 = solve rn with {start = \"cold\", inner_steps = 1, inner_opt = sgd(lr = 1), outer_steps = 1,\n"
+         "                        outer_opt = sgd(lr = 1e-12), hypergrad = fo(), seed = 1, quiet = true}\n"
+         "let w1 = w\n"
+         "let r5 = solve rn with {start = \"cold\", inner_steps = 5, inner_opt = sgd(lr = 1), outer_steps = 1,\n"
+         "                        outer_opt = sgd(lr = 1e-12), hypergrad = fo(), seed = 1, quiet = true}\n"
+         "let d = norm(w - w1)\n");
+  ck_assert_double_gt(num("d"), 0.1);
+}
+END_TEST
+
 START_TEST(builtin_registry) {
   const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "momentum",
                          "neumann", "penalty", "sgd", "t1t2", "ufo", "unroll"};
@@ -562,6 +583,7 @@ int main(void) {
   tcase_add_test(tc, unroll_step_costs_four_products);
   tcase_add_test(tc, moved_recording_matches_fresh_evaluation);
   tcase_add_test(tc, branch_on_the_inner_variable_binds);
+  tcase_add_test(tc, random_draw_in_f_binds);
   tcase_add_test(tc, builtin_registry);
   tcase_add_test(tc, optimizers_match_formulas);
   suite_add_tcase(s, tc);
