@@ -206,14 +206,13 @@ int diff_rec_move(blo_state *S, diff_rec *rec, int i, blo_tensor *v) {
   if (!rec->live || i < 0 || i >= rec->n)
     return interp_error(S, rec->expr, "internal error: no recorded variable %d to move", i);
   if (ad_set_leaf(&S->tn, rec->tape, rec->nodes[i], v)) return interp_tn_error(S, rec->expr);
-  rec->moved = 1;
   return EV_OK;
 }
 
 double diff_rec_value(blo_state *S, diff_rec *rec, int *err) {
   blo_tensor *t;
   *err = 0;
-  if (!rec->moved || rec->out.node < 0) return rec->value;
+  if (rec->out.node < 0) return rec->value;   /* a constant objective */
   if (ad_value(&S->tn, rec->tape, rec->out.node, &t)) {
     *err = 1;
     interp_tn_error(S, rec->expr);
@@ -230,28 +229,25 @@ static int is_taped(const blo_state *S, value v) {
   return v.kind == V_TENSOR && v.node >= 0 && v.gen == S->tape_gen;
 }
 
-void diff_note_read(blo_state *S, value v) {
-  if (S->ad_depth > 0 && S->tape && is_taped(S, v)) ad_tape_bind(S->tape);
-}
-
+/* binds the recording in progress, if any */
 void diff_note_random(blo_state *S) {
   if (S->ad_depth > 0 && S->tape) ad_tape_bind(S->tape);
 }
 
+void diff_note_read(blo_state *S, value v) {
+  if (is_taped(S, v)) diff_note_random(S);
+}
+
 void diff_note_call(blo_state *S, const builtin_def *b, const value *pos, int npos, const value *named, int nnamed) {
-  if (S->ad_depth == 0 || !S->tape) return;
   int first = b->special & BI_OPS_ALL ? npos : b->special & BI_OPS_FIRST ? 1 : 0;
-  for (int i = first; i < npos; i++)
-    if (is_taped(S, pos[i])) { ad_tape_bind(S->tape); return; }
-  for (int i = 0; i < nnamed; i++)
-    if (is_taped(S, named[i])) { ad_tape_bind(S->tape); return; }
+  for (int i = first; i < npos; i++) diff_note_read(S, pos[i]);
+  for (int i = 0; i < nnamed; i++) diff_note_read(S, named[i]);
 }
 
 void diff_rec_drop(blo_state *S, diff_rec *rec) {
   ad_val_release(&S->tn, &rec->out);
   if (rec->tape) ad_tape_reset(&S->tn, rec->tape);
   rec->live = 0;
-  rec->moved = 0;
 }
 
 void diff_rec_free(blo_state *S, diff_rec *rec) {

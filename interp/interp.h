@@ -178,7 +178,6 @@ typedef struct diff_rec {
   double value;
   const ast_node *expr;
   int live;
-  int moved;                     /* moved since recorded: value is stale */
 } diff_rec;
 int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec *rec);
 /* A sweep of the recording for each variable i whose bit is set in want

@@ -1516,20 +1516,13 @@ done:
  * indexing, concat, stack) and custom ops never (their VJP of the tangent is
  * J^T g.t).  Conservative: "yes" is always safe. */
 static int uses_primal_adjoint(const ad_tape *tp, const ad_node *nd, const ad_slot *s, int k) {
+  if (is_linear(nd) || nd->kind == K_CUSTOM) return 0;
+  if (is_bilinear(nd)) return slot_has_t(tp, &s[1 - k]);
   int any_t = nd->has_t;
   for (int j = 0; j < nd->nin; j++) any_t |= slot_has_t(tp, &s[j]);
   switch (nd->kind) {
-  case K_UNARY: return nd->sub != TN_NEG && any_t;
-  case K_BINARY:
-    switch ((tn_binary_op)nd->sub) {
-    case TN_ADD: case TN_SUB: case TN_MAX2: case TN_MIN2: return 0;
-    case TN_MUL: return slot_has_t(tp, &s[1 - k]);
-    default: return any_t;
-    }
-  case K_MATMUL: return slot_has_t(tp, &s[1 - k]);
-  case K_REDUCE: return nd->sub != TN_SUM && nd->sub != TN_MEAN && any_t;
-  case K_TRANSPOSE: case K_RESHAPE: case K_CONCAT: case K_STACK: case K_INDEX: case K_TAKE: case K_CUSTOM:
-    return 0;
+  case K_BINARY: return nd->sub != TN_MAX2 && nd->sub != TN_MIN2 && any_t; /* their partials are masks */
+  case K_UNARY: case K_REDUCE: return any_t;
   default: return 1;
   }
 }

@@ -478,18 +478,17 @@ double *bl_alloc(bl_run *r, size_t n) {
 static int move_point(bl_run *r, const double *src) {
   problem *p = r->p;
   blo_state *S = r->S;
-  for (int i = p->nouter; i < p->nvars; i++) {
+  chunk *saved = S->cur_chunk;
+  S->cur_chunk = p->chunk;
+  int rc = EV_OK;
+  for (int i = p->nouter; i < p->nvars && rc == EV_OK; i++) {
     const bl_var *v = &p->vars[i];
     blo_tensor *t = tn_from(&S->tn, v->rank, v->shape, src + v->off);
-    if (!t) return bl_error(r, "%s", S->tn.err);
-    chunk *saved = S->cur_chunk;
-    S->cur_chunk = p->chunk;
-    int rc = diff_rec_move(S, &r->held, i, t);
-    S->cur_chunk = saved;
+    rc = t ? diff_rec_move(S, &r->held, i, t) : bl_error(r, "%s", S->tn.err);
     tn_release(&S->tn, t);
-    if (rc) return EV_ERR;
   }
-  return EV_OK;
+  S->cur_chunk = saved;
+  return rc;
 }
 
 /* Writes y into the inner globals (not r->y).  A held recording moves with
@@ -720,21 +719,17 @@ static int held_grad(bl_run *r, double *f, double *gx, double *gy) {
   unsigned want = side_mask(p, 0, gx != NULL, gy != NULL);
   chunk *saved = S->cur_chunk;
   S->cur_chunk = p->chunk;
-  int rc = diff_replay(S, &r->held, NULL, want, gs, NULL);
-  S->cur_chunk = saved;
-  if (rc) return rc;
-  if (f) {
-    int err;
-    S->cur_chunk = p->chunk;
+  int rc = diff_replay(S, &r->held, NULL, want, gs, NULL), err = 0;  /* gs all NULL on failure */
+  if (rc == EV_OK && f) {
     *f = diff_rec_value(S, &r->held, &err);
-    S->cur_chunk = saved;
-    if (err) return EV_ERR;
+    if (err) rc = EV_ERR;
   }
+  S->cur_chunk = saved;
   for (int i = 0; i < p->nvars; i++) {
-    put_flat(&p->vars[i], gs[i], p->vars[i].outer ? gx : gy);
+    if (rc == EV_OK) put_flat(&p->vars[i], gs[i], p->vars[i].outer ? gx : gy);
     tn_release(&S->tn, gs[i]);
   }
-  return EV_OK;
+  return rc;
 }
 
 int bl_dgrad(bl_run *r, const double *tx, const double *ty, double *out) {
