@@ -676,24 +676,32 @@ static void release_all(tn_ctx *ctx, blo_tensor **t, int n) {
   for (int i = 0; i < n; i++) { tn_release(ctx, t[i]); t[i] = NULL; }
 }
 
+/* A new tape of E recorded at x, input i the leaf leaves[i]. */
+static ad_tape *record_case(tn_ctx *ctx, const opcase *c, blo_tensor *const *x, blo_tensor *w, int *leaves,
+                            ad_val *E) {
+  ad_tape *tp = ad_tape_new(ctx);
+  ad_val in[MAXIN];
+  ck_assert_ptr_nonnull(tp);
+  for (int i = 0; i < c->nin; i++) {
+    in[i] = ad_const(x[i]);
+    ck_assert_int_eq(ad_leaf(ctx, tp, &in[i]), 0);
+    leaves[i] = in[i].node;
+  }
+  ck_assert_msg(eval_E(ctx, tp, c, in, w, E) == 0, "%s: %s", c->name, ctx->err);
+  return tp;
+}
+
 /* Replay: a tape recorded without tangents, given the tangents t afterwards
  * (ad_retangent), must give the adjoint tangents gt of a sweep that carried
  * them from the start; a second replay with 2t must give exactly 2 gt (the
  * old tangents leave no trace), and the primal gradient g is unchanged. */
 static void check_replay(tn_ctx *ctx, const opcase *c, blo_tensor *const *x, blo_tensor *const *t,
                          blo_tensor *w, blo_tensor *const *g, blo_tensor *const *gt) {
-  ad_tape *tp = ad_tape_new(ctx);
-  ad_val in[MAXIN], E;
+  ad_val E;
   int leaves[MAXIN];
   blo_tensor *t2[MAXIN];
-  ck_assert_ptr_nonnull(tp);
-  for (int i = 0; i < c->nin; i++) {
-    in[i] = ad_const(x[i]);
-    ck_assert_int_eq(ad_leaf(ctx, tp, &in[i]), 0);
-    leaves[i] = in[i].node;
-    t2[i] = t[i] ? axpy(ctx, t[i], 1.0, t[i]) : NULL;
-  }
-  ck_assert_msg(eval_E(ctx, tp, c, in, w, &E) == 0, "%s: %s", c->name, ctx->err);
+  ad_tape *tp = record_case(ctx, c, x, w, leaves, &E);
+  for (int i = 0; i < c->nin; i++) t2[i] = t[i] ? axpy(ctx, t[i], 1.0, t[i]) : NULL;
   for (int pass = 0; pass < 3; pass++) {
     blo_tensor *const *tk = pass == 1 ? t2 : t;
     double s = pass == 1 ? 2.0 : 1.0;
@@ -734,18 +742,11 @@ static void check_replay(tn_ctx *ctx, const opcase *c, blo_tensor *const *x, blo
  * zero-derivative operation of a taped value) must refuse to move. */
 static void check_move(tn_ctx *ctx, const opcase *c, blo_tensor *const *x, blo_tensor *const *v,
                        blo_tensor *const *t, blo_tensor *w, double E0, blo_tensor *const *g, blo_tensor *const *gt) {
-  ad_tape *tp = ad_tape_new(ctx);
-  ad_val in[MAXIN], E;
+  ad_val E;
   int leaves[MAXIN];
   blo_tensor *x0[MAXIN];
-  ck_assert_ptr_nonnull(tp);
-  for (int i = 0; i < c->nin; i++) {
-    x0[i] = axpy(ctx, x[i], 1e-3, v[i]);
-    in[i] = ad_const(x0[i]);
-    ck_assert_int_eq(ad_leaf(ctx, tp, &in[i]), 0);
-    leaves[i] = in[i].node;
-  }
-  ck_assert_msg(eval_E(ctx, tp, c, in, w, &E) == 0, "%s: %s", c->name, ctx->err);
+  for (int i = 0; i < c->nin; i++) x0[i] = axpy(ctx, x[i], 1e-3, v[i]);
+  ad_tape *tp = record_case(ctx, c, x0, w, leaves, &E);
   if (!ad_tape_movable(tp)) {
     ck_assert_int_eq(ad_set_leaf(ctx, tp, leaves[0], x[0]), -1);
     ck_assert_msg(strstr(ctx->err, "cannot be moved") != NULL, "%s: %s", c->name, ctx->err);
