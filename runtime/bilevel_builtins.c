@@ -94,8 +94,8 @@ METHOD_BUILTIN(neumann)
 METHOD_BUILTIN(fo)
 METHOD_BUILTIN(t1t2)
 METHOD_BUILTIN(exact)
-METHOD_BUILTIN(ufo)      /* hg_ufo.c (issue 5) */
-METHOD_BUILTIN(penalty)  /* hg_penalty.c (issue 5) */
+METHOD_BUILTIN(ufo)      /* hg_ufo.c */
+METHOD_BUILTIN(penalty)  /* hg_penalty.c */
 
 /* Sorted by name.  Arity is checked by hg_from_args / make_opt (max -1) so
  * their messages can name the parameters. */

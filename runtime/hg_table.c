@@ -8,7 +8,7 @@
 #include <string.h>
 
 extern const hg_method hg_unroll, hg_forward, hg_cg, hg_neumann, hg_fo, hg_t1t2, hg_exact;
-extern const hg_method hg_ufo, hg_penalty;  /* hg_ufo.c, hg_penalty.c (issue 5) */
+extern const hg_method hg_ufo, hg_penalty;  /* defined in hg_ufo.c, hg_penalty.c */
 
 static const hg_method *const methods[] = {
   &hg_unroll, &hg_forward, &hg_cg, &hg_neumann, &hg_fo, &hg_t1t2, &hg_exact,
