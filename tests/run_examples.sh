@@ -1,5 +1,5 @@
 #!/bin/sh
-# Example tests: each example of issue 5 runs in its fast mode (fewer steps,
+# Example tests: each example runs in its fast mode (fewer steps,
 # argument "fast") in a scratch directory; its own assertions check the
 # qualitative finding it reproduces (e.g. warm start beats cold start), so a
 # nonzero exit code is a failure.  Its figures and CSV file must be written.
