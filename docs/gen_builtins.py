@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Writes docs/BUILTINS.md from the interpreter's builtin tables (the entries
 the REPL's :help reads), so the reference cannot drift from the code:
-    python3 docs/gen_builtins.py > docs/BUILTINS.md"""
+    python3 docs/gen_builtins.py > docs/BUILTINS.md
+    python3 docs/gen_builtins.py --check    # exit 1 if docs/BUILTINS.md is stale"""
 import os
 import re
+import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 ENTRY = re.compile(r'^\s*\{"(\w+)",\s*\w+,\s*-?\d+,\s*-?\d+,\s*"((?:[^"\\]|\\.)*)",\s*"((?:[^"\\]|\\.)*)"', re.M)
@@ -32,7 +34,13 @@ def main():
         out += ["## " + title, "", intro, "", "| function | what it does |", "| --- | --- |"]
         out += ["| `%s` | %s |" % (cell(sig), cell(doc)) for _, sig, doc in rows]
         out.append("")
-    print("\n".join(out).rstrip("\n"))
+    text = "\n".join(out).rstrip("\n") + "\n"
+    if sys.argv[1:] == ["--check"]:
+        with open(os.path.join(ROOT, "docs", "BUILTINS.md")) as f:
+            if f.read() != text:
+                sys.exit("docs/BUILTINS.md is stale: run python3 docs/gen_builtins.py > docs/BUILTINS.md")
+        return
+    sys.stdout.write(text)
 
 
 main()

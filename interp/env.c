@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 
 static size_t hash_str(const char *s) {
@@ -123,7 +124,10 @@ void env_pop(blo_state *S, scope *sc) {
   S->sc = sc->parent;
 }
 
-/* Levenshtein distance, capped: small names only. */
+/* Edit distance counting an insertion, a deletion, a substitution or a swap
+ * of two adjacent characters as one edit (the optimal string alignment
+ * distance: "sigmiod" is one edit from "sigmoid"); 99 for names over 40
+ * characters. */
 static int edit_distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   if (la > 40 || lb > 40) return 99;
@@ -135,40 +139,81 @@ static int edit_distance(const char *a, const char *b) {
       int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
       if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
       if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < c)
+        c = d[i - 2][j - 2] + 1;
       d[i][j] = c;
     }
   return d[la][lb];
 }
 
+/* lng is shrt with one character added that repeats its neighbour
+ * ("cgg" from "cg") */
+static int doubles_a_letter(const char *lng, const char *shrt) {
+  size_t i = 0;
+  while (shrt[i] && lng[i] == shrt[i]) i++;
+  if (strcmp(lng + i + 1, shrt + i) != 0) return 0;
+  return (i > 0 && lng[i - 1] == lng[i]) || lng[i + 1] == lng[i];
+}
+
+/* a and b, of one length, differ by a swap of two adjacent characters
+ * ("tna", "tan"), or in one character by its case ("k", "K") or one digit
+ * for another ("p2", "p1") */
+static int slip_of_same_length(const char *a, const char *b) {
+  size_t n = strlen(a), i = 0;
+  while (i < n && a[i] == b[i]) i++;
+  if (i == n) return 0;
+  if (strcmp(a + i + 1, b + i + 1) == 0)
+    return tolower((unsigned char)a[i]) == tolower((unsigned char)b[i]) ||
+           (isdigit((unsigned char)a[i]) && isdigit((unsigned char)b[i]));
+  return i + 1 < n && a[i] == b[i + 1] && a[i + 1] == b[i] && strcmp(a + i + 2, b + i + 2) == 0;
+}
+
+/* The rule for "did you mean": cand, d edits away from the unknown name, is
+ * suggested only when it looks like a misspelling of that name rather than
+ * another word.
+ *  - At most max(1, n / 3) edits, n the length of the name typed: one edit up
+ *    to 5 characters (lamda -> lambda, iter -> iters), two up to 8 (lenght ->
+ *    length counts one), three up to 11.
+ *  - When either name has fewer than 4 characters, one letter changed, added
+ *    or dropped usually makes another word (tan and tanh, erf and erfc, int
+ *    and inv, cot and cos): then only a slip is suggested, a swap of two
+ *    adjacent characters (tna -> tan), a change of case (k -> K), a digit for
+ *    a digit (p2 -> p1) or a doubled character (cgg -> cg).
+ *  An exact match is never suggested. */
+static int suggestible(const char *name, const char *cand, int d) {
+  size_t n = strlen(name), m = strlen(cand);
+  if (d <= 0 || d > (n / 3 > 1 ? (int)(n / 3) : 1)) return 0;
+  if (n >= 4 && m >= 4) return 1;
+  if (d != 1) return 0;
+  if (n == m) return slip_of_same_length(name, cand);
+  return n > m ? doubles_a_letter(name, cand) : doubles_a_letter(cand, name);
+}
+
+/* Keeps cand in *best when it is suggestible and closer than *bestd. */
+static void consider(const char *name, const char *cand, int *bestd, const char **best) {
+  int d = edit_distance(name, cand);
+  if (d < *bestd && suggestible(name, cand, d)) {
+    *bestd = d;
+    *best = cand;
+  }
+}
+
 const char *env_suggest_in(const char *name, const char *const *cands) {
   const char *best = NULL;
-  int bestd = (int)strlen(name) <= 3 ? 2 : 3;
-  for (int i = 0; cands[i]; i++) {
-    int d = edit_distance(name, cands[i]);
-    if (d < bestd) { bestd = d; best = cands[i]; }
-  }
+  int bestd = 99;
+  for (int i = 0; cands[i]; i++) consider(name, cands[i], &bestd, &best);
   return best;
 }
 
 const char *env_suggest(blo_state *S, const char *name) {
   const char *best = NULL;
-  int bestd = (int)strlen(name) <= 3 ? 2 : 3;
+  int bestd = 99;
   for (scope *sc = S->sc; sc; sc = sc->parent) {
-    for (int i = 0; i < sc->n; i++) {
-      int d = edit_distance(name, sc->vars[i].name);
-      if (d < bestd) { bestd = d; best = sc->vars[i].name; }
-    }
+    for (int i = 0; i < sc->n; i++) consider(name, sc->vars[i].name, &bestd, &best);
     if (sc->is_fn) break;
   }
-  for (size_t i = 0; i < S->globals.cap; i++) {
-    const char *g = S->globals.slots[i].name;
-    if (!g) continue;
-    int d = edit_distance(name, g);
-    if (d < bestd) { bestd = d; best = g; }
-  }
-  for (size_t i = 0; builtin_at(i); i++) {
-    int d = edit_distance(name, builtin_at(i)->name);
-    if (d < bestd) { bestd = d; best = builtin_at(i)->name; }
-  }
+  for (size_t i = 0; i < S->globals.cap; i++)
+    if (S->globals.slots[i].name) consider(name, S->globals.slots[i].name, &bestd, &best);
+  for (size_t i = 0; builtin_at(i); i++) consider(name, builtin_at(i)->name, &bestd, &best);
   return best;
 }

@@ -494,8 +494,11 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
   if (n->a->kind == N_NAME) {
     value *slot = env_lookup(S, n->a->name);
     if (slot) fn = v_retain(*slot);
-    else if ((b = builtin_find(n->a->name)) != NULL) { fn.kind = V_BUILTIN; fn.u.fn = b; }
-    else {
+    else if ((b = builtin_find(n->a->name)) != NULL) {
+      if (b->special & BI_CONST) return interp_error(S, n->a, "'%s' is a constant, not a function", b->name);
+      fn.kind = V_BUILTIN;
+      fn.u.fn = b;
+    } else {
       const char *sug = env_suggest(S, n->a->name);
       if (sug) return interp_error(S, n->a, "unknown function '%s' (did you mean '%s'?)", n->a->name, sug);
       return interp_error(S, n->a, "unknown function '%s'", n->a->name);
@@ -630,6 +633,7 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
     value *slot = env_lookup(S, n->name);
     if (slot) { *out = v_retain(*slot); return EV_OK; }
     const builtin_def *b = builtin_find(n->name);
+    if (b && (b->special & BI_CONST)) { callargs ca = {NULL, 0, NULL, NULL, 0, n}; return b->fn(S, &ca, out); }
     if (b) { *out = v_nil(); out->kind = V_BUILTIN; out->u.fn = b; return EV_OK; }
     const char *sug = env_suggest(S, n->name);
     if (sug) return interp_error(S, n, "unknown name '%s' (did you mean '%s'?)", n->name, sug);
@@ -718,6 +722,10 @@ static int assign_into(blo_state *S, const ast_node *target, value v) {
     value *slot = env_lookup(S, target->name);
     if (!slot) {
       v_release(S, &v);
+      const builtin_def *b = builtin_find(target->name);
+      if (b && (b->special & BI_CONST))
+        return interp_error(S, target, "cannot assign to the constant '%s' ('let %s = ...' declares a variable that hides it)",
+                            b->name, b->name);
       const char *sug = env_suggest(S, target->name);
       if (sug) return interp_error(S, target, "assignment to undeclared '%s' (use 'let', or did you mean '%s'?)", target->name, sug);
       return interp_error(S, target, "assignment to undeclared '%s' (declare it with 'let')", target->name);

@@ -123,7 +123,8 @@ enum {
   /* reads the differentiated values among its positional arguments only
    * through recorded operations, never as data (see diff_note_call) */
   BI_OPS_ALL = 2,    /* all of them */
-  BI_OPS_FIRST = 4   /* the first one (the others are sizes) */
+  BI_OPS_FIRST = 4,  /* the first one (the others are sizes) */
+  BI_CONST = 8       /* a constant (pi): its name evaluates to fn's result; a script cannot call it */
 };
 
 const builtin_def *builtin_find(const char *name);

@@ -27,6 +27,9 @@
  *    differentiated (b has a node for the VJP, or a tangent for the JVP), so a
  *    constant exponent on a negative base is fine; a differentiated exponent
  *    on a non-positive base gives NaN/inf derivatives, which is honest.
+ *  - atan2(a, b): at the origin both partials are 0/0 = NaN; on the cut
+ *    (a = 0, b < 0) they are those of the branch the value is on.
+ *    asin/acos at +-1 have infinite derivatives, log1p at -1 too (honest).
  *  - concat/stack accept negative axes (normalised like Python).
  *  - backward without a seed accepts any single-element output (rank 0, [1], ..).
  *  - Adjoints are shared, refcounted tensors (a + b hands both inputs the same
@@ -210,7 +213,7 @@ static int unary_diff(tn_unary_op op) {
 
 static int binary_diff(tn_binary_op op) {
   return op == TN_ADD || op == TN_SUB || op == TN_MUL || op == TN_DIV || op == TN_POW ||
-         op == TN_MAX2 || op == TN_MIN2;
+         op == TN_MAX2 || op == TN_MIN2 || op == TN_ATAN2;
 }
 
 static int reduce_diff(tn_reduce_op op) { return op != TN_ARGMAX && op != TN_ARGMIN; }
@@ -357,8 +360,8 @@ static int d_binary(tn_ctx *ctx, tn_binary_op op, ad_val a, ad_val b, ad_val *ou
  * tangent-free duals for the JVP and with the saved duals for the VJP, where
  * its tangent f''(a) a.t supplies the second-order term. */
 static int unary_deriv(tn_ctx *ctx, tn_unary_op op, ad_val a, ad_val z, ad_val *out) {
-  ad_val s = NOVAL;
-  int rc;
+  ad_val s = NOVAL, u = NOVAL;
+  int rc = -1;
   switch (op) {
   case TN_EXP: *out = dup(z); return 0;                          /* exp */
   case TN_LOG: return d_unary(ctx, TN_RECIP, a, out);            /* 1/a */
@@ -387,11 +390,45 @@ static int unary_deriv(tn_ctx *ctx, tn_unary_op op, ad_val a, ad_val z, ad_val *
     if (d_unary(ctx, TN_SQUARE, z, &s)) return mk(ctx, NULL, NULL, out);
     rc = d_affine(ctx, s, -1.0, 0.0, out);
     break;
+  case TN_TAN:                                                   /* 1 + tan^2 */
+    if (d_unary(ctx, TN_SQUARE, z, &s)) return mk(ctx, NULL, NULL, out);
+    rc = d_affine(ctx, s, 1.0, 1.0, out);
+    break;
+  case TN_ATAN:                                                  /* 1/(1 + a^2) */
+    if (d_unary(ctx, TN_SQUARE, a, &s) || d_affine(ctx, s, 1.0, 1.0, &u)) break;
+    rc = d_unary(ctx, TN_RECIP, u, out);
+    break;
+  case TN_ASIN: case TN_ACOS:                                    /* +-1/sqrt(1 - a^2) */
+    if (d_unary(ctx, TN_SQUARE, a, &s) || d_affine(ctx, s, -1.0, 1.0, &u)) break;
+    ad_val_release(ctx, &s);
+    if (d_unary(ctx, TN_SQRT, u, &s)) break;
+    ad_val_release(ctx, &u);
+    if (op == TN_ASIN) {
+      rc = d_unary(ctx, TN_RECIP, s, out);
+    } else if (d_unary(ctx, TN_RECIP, s, &u) == 0) {
+      rc = d_unary(ctx, TN_NEG, u, out);
+    }
+    break;
+  case TN_SINH: return d_unary(ctx, TN_COSH, a, out);            /* cosh */
+  case TN_COSH: return d_unary(ctx, TN_SINH, a, out);            /* sinh */
+  case TN_ERF:                                                   /* 2/sqrt(pi) exp(-a^2) */
+    if (d_unary(ctx, TN_SQUARE, a, &s) || d_affine(ctx, s, -1.0, 0.0, &u)) break;
+    ad_val_release(ctx, &s);
+    if (d_unary(ctx, TN_EXP, u, &s)) break;
+    rc = d_affine(ctx, s, 1.1283791670955126, 0.0, out);        /* 2/sqrt(pi) */
+    break;
+  case TN_LOG1P:                                                 /* 1/(1 + a) */
+    if (d_affine(ctx, a, 1.0, 1.0, &s)) return mk(ctx, NULL, NULL, out);
+    rc = d_unary(ctx, TN_RECIP, s, out);
+    break;
+  case TN_EXPM1: return d_affine(ctx, z, 1.0, 1.0, out);         /* exp = expm1 + 1 */
   default:
     tn_error(ctx, "autodiff: no derivative for '%s'", tn_unary_name(op));
     return mk(ctx, NULL, NULL, out);
   }
   ad_val_release(ctx, &s);
+  ad_val_release(ctx, &u);
+  if (rc) *out = NOVAL;
   return rc;
 }
 
@@ -415,7 +452,7 @@ static int d_unary(tn_ctx *ctx, tn_unary_op op, ad_val a, ad_val *out) {
 }
 
 /* dz/d(input k) of z = a op b as a dual (broadcast-compatible with z), for
- * MUL, DIV, POW, MAX2, MIN2.  ADD/SUB are handled by their callers. */
+ * MUL, DIV, POW, MAX2, MIN2, ATAN2.  ADD/SUB are handled by their callers. */
 static int bin_partial(tn_ctx *ctx, tn_binary_op op, int k, ad_val a, ad_val b, ad_val z, ad_val *out) {
   ad_val s = NOVAL, u = NOVAL;
   int rc = -1;
@@ -439,6 +476,20 @@ static int bin_partial(tn_ctx *ctx, tn_binary_op op, int k, ad_val a, ad_val b, 
     return mk(ctx, tn_binary(ctx, k == 0 ? TN_GE : TN_LT, a.v, b.v), NULL, out);
   case TN_MIN2:
     return mk(ctx, tn_binary(ctx, k == 0 ? TN_LE : TN_GT, a.v, b.v), NULL, out);
+  case TN_ATAN2: { /* z = atan2(a, b): b/(a^2 + b^2) ; -a/(a^2 + b^2) */
+    ad_val r = NOVAL;
+    if (d_unary(ctx, TN_SQUARE, a, &s) == 0 && d_unary(ctx, TN_SQUARE, b, &u) == 0 &&
+        d_binary(ctx, TN_ADD, s, u, &r) == 0) {
+      ad_val_release(ctx, &s);
+      if (k == 0) {
+        rc = d_binary(ctx, TN_DIV, b, r, out);
+      } else if (d_binary(ctx, TN_DIV, a, r, &s) == 0) {
+        rc = d_unary(ctx, TN_NEG, s, out);
+      }
+    }
+    ad_val_release(ctx, &r);
+    break;
+  }
   default:
     tn_error(ctx, "autodiff: no derivative for '%s'", tn_binary_name(op));
     break;

@@ -338,6 +338,15 @@ double tn_unary_scalar(tn_unary_op op, double x) {
   case TN_NOT: return x == 0 ? 1.0 : 0.0;
   case TN_FLOOR: return floor(x);
   case TN_ISNAN: return isnan(x) ? 1.0 : 0.0;
+  case TN_TAN: return tan(x);
+  case TN_ATAN: return atan(x);
+  case TN_ASIN: return asin(x);
+  case TN_ACOS: return acos(x);
+  case TN_SINH: return sinh(x);
+  case TN_COSH: return cosh(x);
+  case TN_ERF: return erf(x);
+  case TN_LOG1P: return log1p(x);
+  case TN_EXPM1: return expm1(x);
   default: return NAN;
   }
 }
@@ -362,20 +371,22 @@ double tn_binary_scalar(tn_binary_op op, double a, double b) {
   case TN_NE: return a != b;
   case TN_AND: return a != 0 && b != 0;
   case TN_OR: return a != 0 || b != 0;
+  case TN_ATAN2: return atan2(a, b);
   default: return NAN;
   }
 }
 
 const char *tn_binary_name(tn_binary_op op) {
   static const char *names[TN_BINARY_COUNT] = {
-    "+", "-", "*", "/", "pow", "max", "min", "<", "<=", ">", ">=", "==", "!=", "&&", "||"};
+    "+", "-", "*", "/", "pow", "max", "min", "<", "<=", ">", ">=", "==", "!=", "&&", "||", "atan2"};
   return (unsigned)op < TN_BINARY_COUNT ? names[op] : "?";
 }
 
 const char *tn_unary_name(tn_unary_op op) {
   static const char *names[TN_UNARY_COUNT] = {
     "-", "exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "softplus", "relu",
-    "sign", "step", "square", "recip", "!", "floor", "isnan"};
+    "sign", "step", "square", "recip", "!", "floor", "isnan", "tan", "atan", "asin", "acos", "sinh", "cosh",
+    "erf", "log1p", "expm1"};
   return (unsigned)op < TN_UNARY_COUNT ? names[op] : "?";
 }
 

@@ -83,12 +83,16 @@ typedef enum {
   TN_NEG, TN_EXP, TN_LOG, TN_SQRT, TN_ABS, TN_SIN, TN_COS, TN_TANH, TN_SIGMOID,
   TN_SOFTPLUS, TN_RELU, TN_SIGN, TN_STEP, /* STEP: 1 where x > 0 else 0 */
   TN_SQUARE, TN_RECIP, TN_NOT, TN_FLOOR, TN_ISNAN,
+  /* C library functions; outside the domain the result is NaN (asin(2)) or
+   * +-inf (log1p(-1)), as in C and NumPy */
+  TN_TAN, TN_ATAN, TN_ASIN, TN_ACOS, TN_SINH, TN_COSH, TN_ERF, TN_LOG1P, TN_EXPM1,
   TN_UNARY_COUNT
 } tn_unary_op;
 
 typedef enum {
   TN_ADD, TN_SUB, TN_MUL, TN_DIV, TN_POW, TN_MAX2, TN_MIN2,
   TN_LT, TN_LE, TN_GT, TN_GE, TN_EQ, TN_NE, TN_AND, TN_OR,
+  TN_ATAN2, /* atan2(a, b): the angle of the point (b, a), in [-pi, pi] */
   TN_BINARY_COUNT
 } tn_binary_op;
 

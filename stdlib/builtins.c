@@ -208,6 +208,15 @@ UNARY(relu, TN_RELU)
 UNARY(sign, TN_SIGN)
 UNARY(floor, TN_FLOOR)
 UNARY(isnan, TN_ISNAN)
+UNARY(tan, TN_TAN)
+UNARY(atan, TN_ATAN)
+UNARY(asin, TN_ASIN)
+UNARY(acos, TN_ACOS)
+UNARY(sinh, TN_SINH)
+UNARY(cosh, TN_COSH)
+UNARY(erf, TN_ERF)
+UNARY(log1p, TN_LOG1P)
+UNARY(expm1, TN_EXPM1)
 #undef UNARY
 
 static int binary_ad(blo_state *S, callargs *a, const char *name, tn_binary_op op, value *out) {
@@ -225,6 +234,19 @@ static int binary_ad(blo_state *S, callargs *a, const char *name, tn_binary_op o
   ad_val_release(&S->tn, &y);
   if (rc) return interp_tn_error(S, a->call);
   *out = v_from_ad(S, r);
+  return EV_OK;
+}
+
+static int bi_atan2(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  return binary_ad(S, a, "atan2", TN_ATAN2, out);
+}
+
+/* A constant (BI_CONST): its name evaluates to this value, it is not called. */
+static int bi_pi(blo_state *S, callargs *a, value *out) {
+  (void)S;
+  (void)a;
+  *out = v_num(3.14159265358979323846);
   return EV_OK;
 }
 
@@ -1313,22 +1335,29 @@ int bi_hvp(blo_state *S, callargs *a, value *out);
 
 static const builtin_def builtins[] = {
   {"abs", bi_abs, 1, 1, "abs(x)", "absolute value, elementwise", BI_OPS_ALL},
+  {"acos", bi_acos, 1, 1, "acos(x)", "arccosine in [0, pi], elementwise; NaN outside [-1, 1] (as in C and NumPy)", BI_OPS_ALL},
   {"all", bi_all, 1, 1, "all(x)", "1 if every element of x is nonzero, else 0", 0},
   {"any", bi_any, 1, 1, "any(x)", "1 if some element of x is nonzero, else 0", 0},
   {"arange", bi_arange, 1, 3, "arange(n) | arange(a, b) | arange(a, b, step)", "the vector a, a + step, ... below b (a = 0, step = 1 by default)", 0},
   {"argmax", bi_argmax, 1, 1, "argmax(x, axis = all)", "position of the largest element (in the flattened tensor, or along axis)", 0},
   {"argmin", bi_argmin, 1, 1, "argmin(x, axis = all)", "position of the smallest element (in the flattened tensor, or along axis)", 0},
   {"argsort", bi_argsort, 1, 1, "argsort(v)", "positions that sort the vector v ascending (ties keep their order)", 0},
+  {"asin", bi_asin, 1, 1, "asin(x)", "arcsine in [-pi/2, pi/2], elementwise; NaN outside [-1, 1] (asin(2) is NaN, as in C and NumPy)", BI_OPS_ALL},
   {"assert", bi_assert, 1, 2, "assert(cond, msg = \"\")", "stop with \"assertion failed: msg\" unless every element of cond is nonzero", 0},
+  {"atan", bi_atan, 1, 1, "atan(x)", "arctangent in (-pi/2, pi/2), elementwise", BI_OPS_ALL},
+  {"atan2", bi_atan2, 2, 2, "atan2(y, x)", "angle of the point (x, y) in [-pi, pi], elementwise with broadcasting; atan2(0, 0) = 0, derivative NaN there", BI_OPS_ALL},
   {"chol", bi_chol, 1, 1, "chol(A)", "lower Cholesky factor L of a symmetric positive definite A = L L'", 0},
   {"clip", bi_clip, 3, 3, "clip(x, lo, hi)", "x limited to [lo, hi] elementwise: min(max(x, lo), hi)", BI_OPS_ALL},
   {"concat", bi_concat, 1, -1, "concat(a, b, ..., axis = 0)", "join tensors along an existing axis (also concat(list))", BI_OPS_ALL},
   {"cos", bi_cos, 1, 1, "cos(x)", "cosine, elementwise", BI_OPS_ALL},
+  {"cosh", bi_cosh, 1, 1, "cosh(x)", "hyperbolic cosine, elementwise (inf beyond |x| ~ 710)", BI_OPS_ALL},
   {"det", bi_det, 1, 1, "det(A)", "determinant of a square matrix", 0},
   {"diag", bi_diag, 1, 1, "diag(v) | diag(A)", "square matrix with diagonal v, or the diagonal of matrix A", BI_OPS_ALL},
   {"dot", bi_dot, 2, 2, "dot(a, b)", "sum(a * b) for two tensors of the same shape", BI_OPS_ALL},
   {"eigh", bi_eigh, 1, 1, "eigh(A)", "eigen-decomposition of a symmetric matrix: {values (ascending), vectors (columns)}", 0},
+  {"erf", bi_erf, 1, 1, "erf(x)", "error function 2/sqrt(pi) * integral of exp(-t^2) over [0, x], in (-1, 1), elementwise", BI_OPS_ALL},
   {"exp", bi_exp, 1, 1, "exp(x)", "exponential, elementwise", BI_OPS_ALL},
+  {"expm1", bi_expm1, 1, 1, "expm1(x)", "exp(x) - 1, elementwise, accurate for small x", BI_OPS_ALL},
   {"eye", bi_eye, 1, 2, "eye(n) | eye(n, m)", "identity matrix n x n (or n x m)", 0},
   {"fill", bi_fill, 1, -1, "fill(d1, d2, ..., value)", "tensor of the given dimensions with every element equal to value", 0},
   {"flatten", bi_flatten, 1, 1, "flatten(x)", "the elements of x as a vector, in row-major order", BI_OPS_ALL},
@@ -1346,7 +1375,8 @@ static const builtin_def builtins[] = {
   {"linspace", bi_linspace, 3, 3, "linspace(a, b, n)", "n evenly spaced points from a to b inclusive", 0},
   {"load_csv", bi_load_csv, 1, 1, "load_csv(path, header = false, cols = all)", "numeric CSV file as a [rows, cols] tensor ([rows] for one column)", 0},
   {"load_idx", bi_load_idx, 1, 1, "load_idx(path)", "IDX file (MNIST format, plain or .gz) as a tensor with the file's dimensions", 0},
-  {"log", bi_log, 1, 1, "log(x)", "natural logarithm, elementwise", BI_OPS_ALL},
+  {"log", bi_log, 1, 1, "log(x)", "natural logarithm, elementwise; -inf at 0, NaN below", BI_OPS_ALL},
+  {"log1p", bi_log1p, 1, 1, "log1p(x)", "log(1 + x), elementwise, accurate for small x; -inf at -1, NaN below", BI_OPS_ALL},
   {"logsumexp", bi_logsumexp, 1, 1, "logsumexp(x, axis = all)", "log(sum(exp(x))) computed without overflow", BI_OPS_ALL},
   {"lstsq", bi_lstsq, 2, 2, "lstsq(A, b)", "least-squares solution x minimising norm(A @ x - b)", 0},
   {"max", bi_max, 1, 2, "max(x, axis = all) | max(a, b)", "largest element (along axis), or the elementwise maximum of a and b", BI_OPS_ALL},
@@ -1356,6 +1386,7 @@ static const builtin_def builtins[] = {
   {"num", bi_num, 1, 1, "num(s)", "the number written in string s", 0},
   {"ones", bi_ones, 0, -1, "ones(d1, d2, ...) | ones(shape)", "tensor of ones", 0},
   {"outer", bi_outer, 2, 2, "outer(a, b)", "outer product of two vectors: the matrix a[i] * b[j]", BI_OPS_ALL},
+  {"pi", bi_pi, 0, 0, "pi", "the constant 3.141592653589793: a name, not a call (a 'let pi' hides it)", BI_CONST},
   {"pinv", bi_pinv, 1, 1, "pinv(A)", "Moore-Penrose pseudo-inverse", 0},
   {"prod", bi_prod, 1, 1, "prod(x, axis = all)", "product of the elements (along axis)", BI_OPS_ALL},
   {"push", bi_push, 2, 2, "push(list, v)", "a new list: list with v appended (the argument is unchanged)", 0},
@@ -1373,14 +1404,16 @@ static const builtin_def builtins[] = {
   {"sigmoid", bi_sigmoid, 1, 1, "sigmoid(x)", "1 / (1 + exp(-x)), elementwise", BI_OPS_ALL},
   {"sign", bi_sign, 1, 1, "sign(x)", "-1, 0 or 1 by the sign of x, elementwise", 0},
   {"sin", bi_sin, 1, 1, "sin(x)", "sine, elementwise", BI_OPS_ALL},
+  {"sinh", bi_sinh, 1, 1, "sinh(x)", "hyperbolic sine, elementwise (+-inf beyond |x| ~ 710)", BI_OPS_ALL},
   {"size", bi_size, 1, 1, "size(x)", "number of elements (1 for a number)", BI_OPS_ALL},
   {"softmax", bi_softmax, 1, 1, "softmax(x, axis = all)", "exp(x) / sum(exp(x)) (along axis), computed stably", BI_OPS_ALL},
   {"softplus", bi_softplus, 1, 1, "softplus(x)", "log(1 + exp(x)), elementwise, computed stably", BI_OPS_ALL},
   {"sort", bi_sort, 1, 1, "sort(v)", "the vector v sorted ascending (differentiable: a gather)", 0},
-  {"sqrt", bi_sqrt, 1, 1, "sqrt(x)", "square root, elementwise", BI_OPS_ALL},
+  {"sqrt", bi_sqrt, 1, 1, "sqrt(x)", "square root, elementwise; NaN below 0", BI_OPS_ALL},
   {"stack", bi_stack, 1, -1, "stack(a, b, ..., axis = 0)", "join equal-shaped tensors along a new axis (also stack(list))", BI_OPS_ALL},
   {"str", bi_str, 1, 1, "str(x)", "x as text, as print shows it", 0},
   {"sum", bi_sum, 1, 1, "sum(x, axis = all)", "sum of the elements (along axis)", BI_OPS_ALL},
+  {"tan", bi_tan, 1, 1, "tan(x)", "tangent, elementwise (x in radians)", BI_OPS_ALL},
   {"tanh", bi_tanh, 1, 1, "tanh(x)", "hyperbolic tangent, elementwise", BI_OPS_ALL},
   {"time", bi_time, 0, 0, "time()", "seconds on a monotonic clock, for timing", 0},
   {"trace", bi_trace, 1, 1, "trace(A)", "sum of the diagonal of a matrix", BI_OPS_ALL},

@@ -100,8 +100,9 @@ typedef int (*op_fn)(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const
 
 /* input domains: keep every op smooth within +-h of the sample.  D_ZERO1/2:
  * D_ANY with exactly one / two exact zeros (flat positions 0 and 1: the same
- * lane along the last axis, different lanes along the others) for prod. */
-enum { D_ANY, D_POS, D_AWAY, D_EVEN, D_ODD, D_FRAC, D_DISTINCT, D_ZERO1, D_ZERO2, D_WELL };
+ * lane along the last axis, different lanes along the others) for prod.
+ * D_UNIT: inside (-1, 1) (asin, acos, log1p). */
+enum { D_ANY, D_POS, D_AWAY, D_EVEN, D_ODD, D_FRAC, D_DISTINCT, D_ZERO1, D_ZERO2, D_WELL, D_UNIT };
 
 typedef struct {
   int rank;
@@ -336,6 +337,43 @@ fail:
   return rc;
 }
 
+/* a [3,4], b [4]: y = atan2(sinh(a), cosh(b)) + erf(a) * log1p(cosh(b)) -> [3,4] */
+static int f_trig(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const prm *p) {
+  ad_val sa = NOV, cb = NOV, at = NOV, ea = NOV, lc = NOV, m = NOV;
+  int rc = -1;
+  STEP(ad_unary(ctx, tp, TN_SINH, x[0], &sa));
+  STEP(ad_unary(ctx, tp, TN_COSH, x[1], &cb));
+  STEP(ad_binary(ctx, tp, TN_ATAN2, sa, cb, &at));
+  STEP(ad_unary(ctx, tp, TN_ERF, x[0], &ea));
+  STEP(ad_unary(ctx, tp, TN_LOG1P, cb, &lc));
+  STEP(ad_binary(ctx, tp, TN_MUL, ea, lc, &m));
+  STEP(ad_binary(ctx, tp, TN_ADD, at, m, y));
+  rc = 0;
+fail:
+  ad_val_release(ctx, &sa); ad_val_release(ctx, &cb); ad_val_release(ctx, &at);
+  ad_val_release(ctx, &ea); ad_val_release(ctx, &lc); ad_val_release(ctx, &m);
+  return rc;
+}
+
+/* a [5] in (-1, 1): y = tan(a) + atan(expm1(a)) * asin(a) - acos(a) -> [5] */
+static int f_trig2(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const prm *p) {
+  ad_val ta = NOV, em = NOV, at = NOV, as = NOV, m = NOV, ac = NOV, s = NOV;
+  int rc = -1;
+  STEP(ad_unary(ctx, tp, TN_TAN, x[0], &ta));
+  STEP(ad_unary(ctx, tp, TN_EXPM1, x[0], &em));
+  STEP(ad_unary(ctx, tp, TN_ATAN, em, &at));
+  STEP(ad_unary(ctx, tp, TN_ASIN, x[0], &as));
+  STEP(ad_binary(ctx, tp, TN_MUL, at, as, &m));
+  STEP(ad_unary(ctx, tp, TN_ACOS, x[0], &ac));
+  STEP(ad_binary(ctx, tp, TN_ADD, ta, m, &s));
+  STEP(ad_binary(ctx, tp, TN_SUB, s, ac, y));
+  rc = 0;
+fail:
+  ad_val_release(ctx, &ta); ad_val_release(ctx, &em); ad_val_release(ctx, &at); ad_val_release(ctx, &as);
+  ad_val_release(ctx, &m); ad_val_release(ctx, &ac); ad_val_release(ctx, &s);
+  return rc;
+}
+
 #define UN(op_, dom, sh) {"unary " #op_ " " #sh, f_unary, {.op = op_}, 1, {sh}}
 #define UZ(op_, dom) {"zero-derivative " #op_, f_unary_mulx, {.op = op_}, 1, {T2(3, 4, dom)}}
 #define BI(op_, a, b) {"binary " #op_ " " #a " " #b, f_binary, {.op = op_}, 2, {a, b}}
@@ -379,6 +417,24 @@ static const opcase cases[] = {
   UN(TN_LOG, D_POS, T3(2, 3, 2, D_POS)),
   UN(TN_RECIP, D_AWAY, T3(2, 1, 3, D_AWAY)),
   UN(TN_SOFTPLUS, D_ANY, T1(6, D_ANY)),
+  UN(TN_TAN, D_ANY, T2(3, 4, D_ANY)),
+  UN(TN_ATAN, D_ANY, T2(3, 4, D_ANY)),
+  UN(TN_ASIN, D_UNIT, T2(3, 4, D_UNIT)),
+  UN(TN_ACOS, D_UNIT, T2(3, 4, D_UNIT)),
+  UN(TN_SINH, D_ANY, T2(3, 4, D_ANY)),
+  UN(TN_COSH, D_ANY, T2(3, 4, D_ANY)),
+  UN(TN_ERF, D_ANY, T2(3, 4, D_ANY)),
+  UN(TN_LOG1P, D_UNIT, T2(3, 4, D_UNIT)),
+  UN(TN_EXPM1, D_ANY, T2(3, 4, D_ANY)),
+  UN(TN_TAN, D_UNIT, T0(D_UNIT)),
+  UN(TN_ATAN, D_ANY, T1(5, D_ANY)),
+  UN(TN_ASIN, D_UNIT, T1(6, D_UNIT)),
+  UN(TN_ACOS, D_UNIT, T0(D_UNIT)),
+  UN(TN_SINH, D_ANY, T0(D_ANY)),
+  UN(TN_COSH, D_ANY, T3(2, 1, 3, D_ANY)),
+  UN(TN_ERF, D_ANY, T1(5, D_ANY)),
+  UN(TN_LOG1P, D_POS, T3(2, 3, 2, D_POS)),
+  UN(TN_EXPM1, D_ANY, T0(D_ANY)),
   UZ(TN_SIGN, D_AWAY),
   UZ(TN_STEP, D_AWAY),
   UZ(TN_FLOOR, D_FRAC),
@@ -395,6 +451,10 @@ static const opcase cases[] = {
   BINARY_SET(TN_MIN2, D_EVEN, D_ODD),
   BINARY_SET(TN_MAX2, D_ODD, D_EVEN),
   BINARY_SET(TN_MIN2, D_ODD, D_EVEN),
+  /* atan2(a, b) is smooth away from the ray a = 0, b <= 0: a away from 0,
+   * or b positive */
+  BINARY_SET(TN_ATAN2, D_AWAY, D_ANY),
+  BINARY_SET(TN_ATAN2, D_ANY, D_POS),
   CMP(TN_LT, T2(3, 1, D_EVEN), T1(4, D_ODD)),
   CMP(TN_LE, T2(3, 1, D_EVEN), T1(4, D_ODD)),
   CMP(TN_GT, T2(3, 1, D_EVEN), T1(4, D_ODD)),
@@ -487,6 +547,8 @@ static const opcase cases[] = {
   {"cross-entropy", f_xent, {0}, 2, {T2(4, 3, D_ANY), T2(3, 2, D_ANY)}},
   {"norm*prod+max chain", f_chain, {0}, 1, {T2(3, 4, D_DISTINCT)}},
   {"stack/concat/index/softmax chain", f_join, {0}, 2, {T2(2, 3, D_ANY), T2(3, 3, D_ANY)}},
+  {"atan2/sinh/cosh/erf/log1p chain", f_trig, {0}, 2, {T2(3, 4, D_ANY), T1(4, D_ANY)}},
+  {"tan/expm1/atan/asin/acos chain", f_trig2, {0}, 1, {T1(5, D_UNIT)}},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -510,6 +572,7 @@ static blo_tensor *gen_input(tn_ctx *ctx, const inspec *s, tn_rng *r) {
     case D_FRAC: t->data[i] = k + u; break;           /* >= 0.2 from integers (floor) */
     case D_ZERO1: case D_ZERO2: t->data[i] = unif(r, -1.5, 1.5); break;
     case D_WELL: t->data[i] = 0.3 * tn_rng_normal(r); break;
+    case D_UNIT: t->data[i] = unif(r, -0.9, 0.9); break;
     default: t->data[i] = 0; break;
     }
   }
@@ -1619,6 +1682,83 @@ START_TEST(test_fault_injection) {
 }
 END_TEST
 
+/* Allocation failure inside the derivative rules of the C library functions
+ * (the two chains of the case table): record with tangents, sweep, move the
+ * recording and sweep it tangent-only.  Every failure reports a message and
+ * leaks nothing; the first run that succeeds gives the reference results. */
+START_TEST(test_fault_injection_elementwise) {
+  const opcase *c = NULL;
+  for (int i = 0; i < NCASES; i++)
+    if (cases[i].f == (_i ? f_trig2 : f_trig)) c = &cases[i];
+  ck_assert_ptr_nonnull(c);
+  double ref[2] = {0, 0};
+  int failures = 0, done = 0;
+  for (long k = -1; k < 100000 && !done; k++) { /* k = -1: no failure, the reference */
+    alloc_state st;
+    tn_ctx ctx;
+    tn_rng rng;
+    blo_tensor *x[MAXIN] = {0}, *v[MAXIN] = {0}, *x2[MAXIN] = {0};
+    ad_val in[MAXIN], y = NOV, E = NOV;
+    ctx_open(&ctx, &st);
+    tn_rng_seed(&rng, 77);
+    for (int i = 0; i < c->nin; i++) {
+      x[i] = gen_input(&ctx, &c->in[i], &rng);
+      v[i] = randn_like(&ctx, x[i], &rng);
+      x2[i] = axpy(&ctx, x[i], 1e-2, v[i]);
+    }
+    ad_tape *tp = ad_tape_new(&ctx);
+    ck_assert_ptr_nonnull(tp);
+    if (k >= 0) st.fail_at = st.calls + k;
+    int rc = 0;
+    for (int i = 0; i < c->nin && !rc; i++) {
+      in[i] = ad_const(x[i]);
+      in[i].t = v[i];
+      rc = ad_leaf(&ctx, tp, &in[i]);
+    }
+    if (!rc) rc = c->f(&ctx, tp, in, &y, &c->p);
+    if (!rc) rc = ad_reduce(&ctx, tp, TN_SUM, y, -1, &E);
+    if (!rc) rc = ad_backward(&ctx, tp, E, NULL);
+    blo_tensor *g = NULL, *t = NULL;
+    double got[2] = {0, 0};
+    if (!rc && !(rc = ad_adjoint(&ctx, tp, in[0].node, &g, &t))) got[0] = tn_dot(g, t);
+    tn_release(&ctx, g);
+    tn_release(&ctx, t);
+    g = t = NULL;
+    for (int i = 0; i < c->nin && !rc; i++) rc = ad_set_leaf(&ctx, tp, in[i].node, x2[i]);
+    int leaves[MAXIN];
+    for (int i = 0; i < c->nin; i++) leaves[i] = in[i].node;
+    if (!rc) rc = ad_retangent(&ctx, tp, c->nin, leaves, v);
+    if (!rc) rc = ad_backward_ex(&ctx, tp, E, NULL, 0);
+    if (!rc && !(rc = ad_adjoint(&ctx, tp, in[0].node, NULL, &t))) got[1] = tn_dot(t, v[0]);
+    tn_release(&ctx, t);
+    st.fail_at = -1;
+    if (rc) {
+      ck_assert_msg(k >= 0, "%s: %s", c->name, ctx.err);
+      ck_assert_msg(ctx.err[0] != '\0', "failure at allocation %ld without a message", k);
+      failures++;
+    } else if (k < 0) {
+      ref[0] = got[0];
+      ref[1] = got[1];
+      ck_assert(isfinite(ref[0]) && isfinite(ref[1]) && ref[1] != 0);
+    } else {
+      done = 1;
+      ck_assert_double_eq(got[0], ref[0]);
+      ck_assert_double_eq(got[1], ref[1]);
+    }
+    ad_val_release(&ctx, &y);
+    ad_val_release(&ctx, &E);
+    ad_tape_free(&ctx, tp);
+    release_all(&ctx, x, c->nin);
+    release_all(&ctx, v, c->nin);
+    release_all(&ctx, x2, c->nin);
+    ctx_close(&ctx, &st);
+  }
+  ck_assert(done);
+  ck_assert_int_gt(failures, 20);
+  if (getenv("TEST_AD_VERBOSE")) printf("fault injection %s: %d failure points\n", c->name, failures);
+}
+END_TEST
+
 /* Steady state: after warm-up, record/backward/adjoint/reset makes no system
  * allocation (tensor data/headers) and the tape's arrays do not grow. */
 START_TEST(test_no_alloc_steady_state) {
@@ -1709,6 +1849,7 @@ static Suite *ad_suite(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, test_errors);
   tcase_add_loop_test(tc, test_fault_injection, 0, 2);
+  tcase_add_loop_test(tc, test_fault_injection_elementwise, 0, 2);
   tcase_add_test(tc, test_no_alloc_steady_state);
   tcase_add_test(tc, test_tape_growth);
   suite_add_tcase(s, tc);

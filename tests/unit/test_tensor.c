@@ -383,6 +383,86 @@ START_TEST(test_unary_values) {
 }
 END_TEST
 
+/* The C library functions: each kernel gives exactly the C library's value
+ * (every element, on the vector path and the scalar path), closed forms hold,
+ * and outside the domain the result is NaN or an infinity as in C and NumPy. */
+START_TEST(test_unary_libm) {
+  static const struct { tn_unary_op op; double (*f)(double); } fns[] = {
+    {TN_TAN, tan}, {TN_ATAN, atan}, {TN_ASIN, asin}, {TN_ACOS, acos}, {TN_SINH, sinh},
+    {TN_COSH, cosh}, {TN_ERF, erf}, {TN_LOG1P, log1p}, {TN_EXPM1, expm1}};
+  static const char *const names[] = {"tan", "atan", "asin", "acos", "sinh", "cosh", "erf", "log1p", "expm1"};
+  double xs[] = {-1000, -3, -1.5, -1, -0.999, -0.5, -1e-12, -0.0, 0, 1e-300, 0.25, 0.5, 0.999, 1, 1.5, 3, 700, 1000,
+                 INFINITY, -INFINITY, NAN};
+  enum { NX = sizeof xs / sizeof xs[0] };
+  blo_tensor *x = mkv(1, NX, 1, xs);
+  for (size_t k = 0; k < sizeof fns / sizeof fns[0]; k++) {
+    ck_assert_str_eq(tn_unary_name(fns[k].op), names[k]);
+    blo_tensor *y = tn_unary(&C, fns[k].op, x);
+    for (int i = 0; i < NX; i++) {
+      double e = fns[k].f(xs[i]), g = y->data[i], s = tn_unary_scalar(fns[k].op, xs[i]);
+      ck_assert_msg((isnan(e) && isnan(g) && isnan(s)) || (memcmp(&e, &g, sizeof e) == 0 && memcmp(&e, &s, sizeof e) == 0),
+                    "%s(%g): %.17g, scalar %.17g, C library %.17g", names[k], xs[i], g, s, e);
+    }
+    R(y);
+  }
+  R(x);
+  const double pi = 3.14159265358979323846;
+  /* closed forms (to rounding) */
+  ck_assert(fabs(tn_unary_scalar(TN_TAN, pi / 4) - 1) <= 2 * DBL_EPSILON);
+  ck_assert(fabs(tn_unary_scalar(TN_TAN, pi / 3) - sqrt(3)) <= 4 * DBL_EPSILON);
+  ck_assert(tn_unary_scalar(TN_ATAN, 1) == pi / 4 && tn_unary_scalar(TN_ATAN, INFINITY) == pi / 2);
+  ck_assert(tn_unary_scalar(TN_ASIN, 1) == pi / 2 && tn_unary_scalar(TN_ASIN, -1) == -pi / 2);
+  ck_assert(fabs(tn_unary_scalar(TN_ASIN, 0.5) - pi / 6) <= DBL_EPSILON);
+  ck_assert(tn_unary_scalar(TN_ACOS, -1) == pi && tn_unary_scalar(TN_ACOS, 1) == 0);
+  ck_assert(fabs(tn_unary_scalar(TN_ACOS, 0.5) - pi / 3) <= 2 * DBL_EPSILON);
+  ck_assert(fabs(tn_unary_scalar(TN_SINH, log(2)) - 0.75) <= DBL_EPSILON);
+  ck_assert(fabs(tn_unary_scalar(TN_COSH, log(2)) - 1.25) <= 2 * DBL_EPSILON);
+  ck_assert(tn_unary_scalar(TN_ERF, 0) == 0 && tn_unary_scalar(TN_ERF, INFINITY) == 1 &&
+            tn_unary_scalar(TN_ERF, -INFINITY) == -1);
+  ck_assert(tn_unary_scalar(TN_ERF, -0.5) == -tn_unary_scalar(TN_ERF, 0.5)); /* odd */
+  ck_assert(fabs(tn_unary_scalar(TN_LOG1P, exp(1) - 1) - 1) <= 2 * DBL_EPSILON);
+  ck_assert(fabs(tn_unary_scalar(TN_EXPM1, log(2)) - 1) <= 2 * DBL_EPSILON);
+  /* small arguments keep their digits (log(1 + x) and exp(x) - 1 would give 0) */
+  ck_assert(tn_unary_scalar(TN_LOG1P, 1e-20) == 1e-20 && tn_unary_scalar(TN_EXPM1, 1e-20) == 1e-20);
+  /* domain edges */
+  ck_assert(isnan(tn_unary_scalar(TN_ASIN, 2)) && isnan(tn_unary_scalar(TN_ASIN, -1.0000001)));
+  ck_assert(isnan(tn_unary_scalar(TN_ACOS, 2)) && isnan(tn_unary_scalar(TN_ACOS, -INFINITY)));
+  ck_assert(tn_unary_scalar(TN_LOG1P, -1) == -INFINITY && isnan(tn_unary_scalar(TN_LOG1P, -2)));
+  ck_assert(tn_unary_scalar(TN_EXPM1, -INFINITY) == -1 && tn_unary_scalar(TN_EXPM1, 1000) == INFINITY);
+  ck_assert(tn_unary_scalar(TN_SINH, -1000) == -INFINITY && tn_unary_scalar(TN_COSH, -1000) == INFINITY);
+  ck_assert(isnan(tn_unary_scalar(TN_TAN, INFINITY)));
+  LEAK_CHECK();
+}
+END_TEST
+
+START_TEST(test_atan2) {
+  const double pi = 3.14159265358979323846;
+  ck_assert_str_eq(tn_binary_name(TN_ATAN2), "atan2");
+  ck_assert(tn_binary_scalar(TN_ATAN2, 1, -1) == 3 * pi / 4);
+  ck_assert(tn_binary_scalar(TN_ATAN2, 1, 0) == pi / 2 && tn_binary_scalar(TN_ATAN2, -1, 0) == -pi / 2);
+  ck_assert(tn_binary_scalar(TN_ATAN2, 0, -1) == pi && tn_binary_scalar(TN_ATAN2, -0.0, -1) == -pi);
+  ck_assert(tn_binary_scalar(TN_ATAN2, 0, 0) == 0 && tn_binary_scalar(TN_ATAN2, 1, 1) == pi / 4);
+  ck_assert(isnan(tn_binary_scalar(TN_ATAN2, NAN, 1)));
+  /* broadcasting [3,1] with [4]: element (i, j) is atan2(a[i], b[j]), the C library's value */
+  double av[] = {-2, 0.5, 3}, bv[] = {-1, 0, 0.25, 4};
+  blo_tensor *a = tn_from(&C, 2, (size_t[]){3, 1}, av), *b = tn_from(&C, 1, (size_t[]){4}, bv);
+  blo_tensor *o = tn_binary(&C, TN_ATAN2, a, b);
+  ck_assert_ptr_nonnull(o);
+  ck_assert_int_eq(o->rank, 2);
+  ck_assert(o->shape[0] == 3 && o->shape[1] == 4);
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 4; j++) ck_assert(o->data[i * 4 + j] == atan2(av[i], bv[j]));
+  R(o);
+  blo_tensor *c = tn_from(&C, 1, (size_t[]){3}, av);
+  ck_assert_ptr_null(tn_binary(&C, TN_ATAN2, b, c));
+  ck_assert_str_eq(C.err, "shape mismatch in 'atan2': [4] and [3]");
+  R(c);
+  R(a);
+  R(b);
+  LEAK_CHECK();
+}
+END_TEST
+
 START_TEST(test_binary_scalar_semantics) {
   ck_assert(tn_binary_scalar(TN_LT, 1, 2) == 1 && tn_binary_scalar(TN_LT, 2, 2) == 0);
   ck_assert(tn_binary_scalar(TN_LE, 2, 2) == 1 && tn_binary_scalar(TN_GT, 3, 2) == 1);
@@ -1384,6 +1464,8 @@ static Suite *tensor_suite(void) {
   tcase_add_test(t, test_alloc_failure_paths);
   t = tc(s, "elementwise");
   tcase_add_test(t, test_unary_values);
+  tcase_add_test(t, test_unary_libm);
+  tcase_add_test(t, test_atan2);
   tcase_add_test(t, test_binary_scalar_semantics);
   tcase_add_test(t, test_broadcast_cases);
   tcase_add_test(t, test_broadcast_random_vs_naive);
