@@ -14,6 +14,9 @@
  *   tests/fuzz/fuzz_eval crash-<sha1>     (one input)
  * and with FUZZ_EVAL_VERBOSE=1 in the environment prints how each ended,
  * and docs/TESTING.md says how to turn a finding into a script test. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L   /* sigaction, setitimer */
+#endif
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
