@@ -466,6 +466,44 @@ int bl_error(bl_run *r, const char *fmt, ...) {
   return EV_ERR;
 }
 
+/* Formats "file:line:col: warning: msg" at node `at` of chunk c and hands
+ * it to the host's error callback (the library itself prints nothing). */
+static void warn_at(blo_state *S, const chunk *c, const ast_node *at, const char *msg) {
+  if (!S->cfg.error_fn) return;
+  char line[1200];
+  const char *file = c && c->name ? c->name : "<input>";
+  if (at && at->loc.line > 0)
+    snprintf(line, sizeof line, "%s:%d:%d: warning: %s\n", file, at->loc.line, at->loc.col, msg);
+  else
+    snprintf(line, sizeof line, "%s: warning: %s\n", file, msg);
+  S->cfg.error_fn(S->cfg.error_ud, line);
+}
+
+void bl_warn(bl_run *r, const char *fmt, ...) {
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  warn_at(r->S, r->at_chunk, r->at, msg);
+}
+
+void bl_hg_report(bl_run *r, const char *status, const char *fmt, ...) {
+  if (!r->hg_failed_now) r->hg_failures++;
+  r->hg_failed_now = 1;
+  if (strcmp(r->hg_status, "ok") != 0) return;   /* the first report of the run is kept */
+  snprintf(r->hg_status, sizeof r->hg_status, "%s", status);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->hg_note, sizeof r->hg_note, fmt, ap);
+  va_end(ap);
+  if (r->at && r->at->kind == N_SOLVE)
+    bl_warn(r, "solve %s: outer step %ld: %s (reported once per solve; see the result's hypergrad_status)",
+            r->p->name, r->outer_step, r->hg_note);
+  else
+    bl_warn(r, "%s", r->hg_note);
+}
+
 double *bl_alloc(bl_run *r, size_t n) {
   double *d = calloc(n ? n : 1, sizeof(double));
   if (!d) bl_error(r, "out of memory");
@@ -840,7 +878,8 @@ static const char *const solve_keys[] = {
   "hypergrad", "proximal", "seed", "trace", "quiet", NULL,
 };
 /* hypergrad() / check_hypergrad() take the inner-loop subset (plus h, against). */
-static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", NULL};
+static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", "info",
+                                      NULL};
 static const char *const check_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed",
                                          "h", "against", NULL};
 
@@ -875,9 +914,11 @@ static int get_nonneg(blo_state *S, const ast_node *at, const char *ctx, const c
 }
 
 /* Applies the options in record `rec` (keys checked against `keys`) to *s.
- * extra_h/extra_against: check_hypergrad's own options (may be NULL). */
+ * extra_h/extra_against: check_hypergrad's own options, extra_info
+ * hypergrad's (each may be NULL). */
 static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, const char *ctx, orec *rec,
-                         const char *const *keys, bl_settings *s, double *extra_h, int *extra_exact) {
+                         const char *const *keys, bl_settings *s, double *extra_h, int *extra_exact,
+                         int *extra_info) {
   int start_given = 0;
   for (int i = 0; i < rec->n; i++) {
     const char *key = rec->keys[i];
@@ -939,6 +980,10 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       if (v.kind != V_STR || (strcmp(v_cstr(v), "fd") != 0 && strcmp(v_cstr(v), "exact") != 0))
         return opt_type_error(S, loc, ctx, key, v, "\"fd\" or \"exact\"");
       *extra_exact = strcmp(v_cstr(v), "exact") == 0;
+    } else if (strcmp(key, "info") == 0 && extra_info) {
+      double d;
+      if (v_to_double(v, &d) != 0) return opt_type_error(S, loc, ctx, key, v, "true or false");
+      *extra_info = d != 0;
     }
   }
   if (s->prox > 0) {
@@ -990,6 +1035,7 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
   r->set = *set;
   r->m = p->m;
   r->n = p->n;
+  strcpy(r->hg_status, "ok");
   size_t mn = p->m + p->n;
   if (!(r->x = bl_alloc(r, p->m)) || !(r->y = bl_alloc(r, p->n)) || !(r->y_prev = bl_alloc(r, p->n)) ||
       !(r->gy = bl_alloc(r, p->n)) || !(r->Fx = bl_alloc(r, p->m)) || !(r->Fy = bl_alloc(r, p->n)) ||
@@ -1153,6 +1199,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
 
 /* One hypergradient at the current x: inner loop, F and its gradients, method. */
 static int hypergradient(bl_run *r, double *d, double *gnorm) {
+  r->hg_failed_now = 0;
   if (inner_loop(r, 1, gnorm)) return EV_ERR;
   if (bl_grad_F(r, &r->F, r->Fx, r->Fy)) return EV_ERR;
   if (!isfinite(r->F)) return nonfinite(r, "outer objective", r->F, r->T);
@@ -1227,6 +1274,16 @@ static int grad_value(bl_run *r, const double *g, value *out) {
   int rc = level_value(r, 1, out);
   r->x = saved;
   return rc;
+}
+
+/* hypergrad_status and hypergrad_note: what the method reported (bl_hg_report). */
+static int status_fields(bl_run *r, orec *rec) {
+  blo_state *S = r->S;
+  value st = v_str(S, r->hg_status, strlen(r->hg_status));
+  if (st.kind != V_STR) return 1;
+  if (rec_set(S, rec, "hypergrad_status", st)) return 1;
+  value nt = v_str(S, r->hg_note, strlen(r->hg_note));
+  return nt.kind != V_STR || rec_set(S, rec, "hypergrad_note", nt);
 }
 
 /* ---- trace and progress ---- */
@@ -1353,6 +1410,7 @@ static int solve_run(bl_run *r, value *out) {
   bad = bad || rec_set(S, rec, "steps", v_num((double)steps)) || rec_set(S, rec, "inner_grad_norm", v_num(gnorm)) ||
         rec_set(S, rec, "hypergrad_norm", v_num(hnorm)) || rec_set(S, rec, "x_dist2", v_num(dist2_init(r, 1))) ||
         rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0));
+  bad = bad || status_fields(r, rec) || rec_set(S, rec, "hypergrad_failures", v_num((double)r->hg_failures));
   v_release(S, &xv);
   v_release(S, &yv);
   if (bad) { v_release(S, &rv); return S->err.status ? EV_ERR : bl_error(r, "out of memory"); }
@@ -1376,7 +1434,7 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
       rc = interp_error(S, n->a, "solve %s with ...: the options must be a record like {outer_steps = 100}, got %s",
                         n->name, d);
     } else {
-      rc = parse_options(S, n->a, n->a, "solve", (orec *)ov.u.o, solve_keys, &set, NULL, NULL);
+      rc = parse_options(S, n->a, n->a, "solve", (orec *)ov.u.o, solve_keys, &set, NULL, NULL, NULL);
     }
     v_release(S, &ov);
     if (rc) return rc;
@@ -1409,6 +1467,29 @@ static int cold_F(bl_run *r, const tn_rng *rng0, double *F) {
   return eval_number(r, r->p->F, F);
 }
 
+/* hypergrad(..., info = true): {grad = g, status = ..., note = ...} around *g. */
+static int info_record(bl_run *r, value *g) {
+  blo_state *S = r->S;
+  orec *rec = rec_new(S);
+  if (!rec) { v_release(S, g); return bl_error(r, "out of memory"); }
+  value rv = v_nil();
+  rv.kind = V_REC;
+  rv.u.o = &rec->h;
+  int bad = rec_set(S, rec, "grad", *g);
+  *g = v_nil();
+  if (!bad) {
+    value st = v_str(S, r->hg_status, strlen(r->hg_status));
+    bad = st.kind != V_STR || rec_set(S, rec, "status", st);
+  }
+  if (!bad) {
+    value nt = v_str(S, r->hg_note, strlen(r->hg_note));
+    bad = nt.kind != V_STR || rec_set(S, rec, "note", nt);
+  }
+  if (bad) { v_release(S, &rv); return bl_error(r, "out of memory"); }
+  *g = rv;
+  return EV_OK;
+}
+
 int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   const ast_node *at = a->call;
   const char *fn = check ? "check_hypergrad" : "hypergrad";
@@ -1423,7 +1504,7 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   snprintf(ctx, sizeof ctx, "%s()", fn);
   if (a->npos >= 2 && hg_parse(S, at, fn, a->pos[1], &set.hg)) return EV_ERR;
   double h = 1e-5;
-  int against_exact = 0;
+  int against_exact = 0, info = 0;
   /* the named options, as a record for parse_options */
   orec *rec = rec_new(S);
   if (!rec) return interp_error(S, at, "out of memory");
@@ -1435,7 +1516,7 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
     if (rec_set(S, rec, a->names[i], v_retain(a->named[i]))) rc = interp_error(S, at, "out of memory");
   if (rc == EV_OK) {
     const ast_node *loc = at;
-    rc = parse_options(S, NULL, loc, fn, rec, check ? check_keys : hg_keys, &set, &h, &against_exact);
+    rc = parse_options(S, NULL, loc, fn, rec, check ? check_keys : hg_keys, &set, &h, &against_exact, &info);
   }
   v_release(S, &rv);
   if (rc) return rc;
@@ -1498,6 +1579,7 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
       /* report the derivative of the objective as written (maximize: of F itself) */
       if (p->F_max) scale(d, r.m, -1);
       rc = grad_value(&r, d, out);
+      if (rc == EV_OK && info) rc = info_record(&r, out);
     }
   }
   /* no side effects: the inner variables and the random stream go back */

@@ -180,12 +180,27 @@ typedef struct bl_run {
   double *scratch2;
   void *hg_state;
   diff_rec held;              /* f recorded at the held point (bl_hold_point) */
+  int expectation;            /* check_hypergrad: a random method returns its expectation */
+  /* What the method reported (bl_hg_report): the first failure of the run,
+   * and how many hypergradients reported one. */
+  char hg_status[16];         /* "ok", "singular", "indefinite", "diverged" */
+  char hg_note[300];
+  long hg_failures;
+  int hg_failed_now;          /* the current hypergradient already counted */
 } bl_run;
 
 /* ---- services for the methods (bilevel.c) ----
  * All evaluate at the current globals (x and the current y), include the
  * proximal term of f when set, and report errors at the solve node. */
 int bl_error(bl_run *r, const char *fmt, ...);
+/* One warning line "file:line:col: warning: msg" at the solve / call node,
+ * through the host's error callback (the CLI's stderr). */
+void bl_warn(bl_run *r, const char *fmt, ...);
+/* A method reports that its answer is not the hypergradient it promises
+ * (status "singular", "indefinite" or "diverged") and what it returned
+ * instead.  The first report of a run is kept for the result and printed
+ * once as a warning; later ones are counted. */
+void bl_hg_report(bl_run *r, const char *status, const char *fmt, ...);
 /* f and grad_y f (and grad_x f if gx != NULL). */
 int bl_grad_f(bl_run *r, double *f, double *gx, double *gy);
 /* F, grad_x F, grad_y F. */
