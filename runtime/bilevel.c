@@ -1124,6 +1124,10 @@ static int draw(bl_run *r, int level) {
 
 /* where: " in the final inner solve" or "" */
 static int nonfinite(bl_run *r, const char *what, double val, long inner) {
+  r->nf = 1;
+  snprintf(r->nf_what, sizeof r->nf_what, "%s", what);
+  r->nf_val = val;
+  r->nf_inner = inner;
   return bl_error(r, "solve %s: %s is %s at outer step %ld, inner step %ld", r->p->name, what,
                   isnan(val) ? "NaN" : "Inf", r->outer_step, inner);
 }
@@ -1337,6 +1341,39 @@ static problem *find_problem(blo_state *S, const ast_node *at, const char *name)
   return NULL;
 }
 
+/* The last outer update: where it started (x, and y answering that x) and
+ * its size. */
+typedef struct {
+  double *x, *y;
+  double dx, lr, hnorm;
+  long k;              /* its outer step, 0 before the first */
+} outer_last;
+
+/* The evaluation after outer step last->k met a non-finite value, where the
+ * evaluation before that step was finite: the step moved x into a region
+ * where the problem overflows, so the error names it (not the inner step
+ * where the overflow surfaced) and x, y go back to their last finite pair. */
+static void blame_outer(bl_run *r, const outer_last *last) {
+  char dx[40], lr[40], hn[40], where[96];
+  snprintf(dx, sizeof dx, "%.3g", last->dx);
+  snprintf(lr, sizeof lr, "%.3g", last->lr);
+  snprintf(hn, sizeof hn, "%.3g", last->hnorm);
+  if (r->outer_step > r->set.outer_steps)
+    snprintf(where, sizeof where, "in the final inner solve, inner step %ld", r->nf_inner);
+  else
+    snprintf(where, sizeof where, "at outer step %ld, inner step %ld", r->outer_step, r->nf_inner);
+  memcpy(r->x, last->x, r->m * sizeof(double));
+  memcpy(r->y, last->y, r->n * sizeof(double));
+  blo_state *S = r->S;
+  blo_status st = S->err.status;
+  int bad = scatter(r, 1, r->x) || scatter(r, 0, r->y);
+  if (bad) return;   /* that error (out of memory) stands */
+  bl_error(r, "solve %s: outer step %ld made the %s non-finite (%s %s): it moved x by %s (step size %s, "
+              "hypergradient norm %s); x and y keep their values before that step",
+           r->p->name, last->k, r->nf_what, isnan(r->nf_val) ? "NaN" : "Inf", where, dx, lr, hn);
+  S->err.status = st;
+}
+
 static int solve_run(bl_run *r, value *out) {
   blo_state *S = r->S;
   problem *p = r->p;
@@ -1348,9 +1385,10 @@ static int solve_run(bl_run *r, value *out) {
   project_box(r, r->x);
   if (scatter(r, 1, r->x)) return EV_ERR;
   double *d = bl_alloc(r, r->m), *xnew = bl_alloc(r, r->m);
+  outer_last last = {bl_alloc(r, r->m), bl_alloc(r, r->n), 0, 0, 0, 0};
   FILE *tf = NULL;
   int rc = EV_OK;
-  if (!d || !xnew) rc = EV_ERR;
+  if (!d || !xnew || !last.x || !last.y) rc = EV_ERR;
   if (rc == EV_OK && set->trace[0] && !(tf = trace_open(r))) rc = EV_ERR;
   long steps = 0;
   double gnorm = 0, hnorm = NAN;
@@ -1358,16 +1396,36 @@ static int solve_run(bl_run *r, value *out) {
     r->outer_step = k;
     if ((rc = check_interrupt(r)) != EV_OK) break;
     if ((rc = draw(r, 0)) != EV_OK) break;
-    if ((rc = hypergradient(r, d, &gnorm)) != EV_OK) break;
+    if ((rc = hypergradient(r, d, &gnorm)) != EV_OK) {
+      if (r->nf && last.k) blame_outer(r, &last);
+      break;
+    }
     hnorm = bl_norm(d, r->m);
     double el = now_sec() - t0;
     if (tf) trace_row(r, tf, k, gnorm, hnorm, el);
     int converged = set->outer_tol > 0 && hnorm <= set->outer_tol;
     if (!converged) {
       memcpy(xnew, r->x, r->m * sizeof(double));
+      double step_lr = opt_lr(&r->oopt);
       opt_step(&r->oopt, xnew, d);
       project_box(r, xnew);
-      if (!bl_finite(xnew, r->m)) { rc = nonfinite(r, "the outer variable after the step", first_bad(xnew, r->m), r->T); break; }
+      if (!bl_finite(xnew, r->m)) {
+        char lr[40], hn[40];
+        snprintf(lr, sizeof lr, "%.3g", step_lr);
+        snprintf(hn, sizeof hn, "%.3g", hnorm);
+        rc = bl_error(r, "solve %s: outer step %ld made x non-finite (%s): step size %s, hypergradient norm %s; "
+                         "x and y keep their values before that step", p->name, k,
+                      isnan(first_bad(xnew, r->m)) ? "NaN" : "Inf", lr, hn);
+        break;
+      }
+      last.dx = 0;
+      for (size_t j = 0; j < r->m; j++) last.dx += (xnew[j] - r->x[j]) * (xnew[j] - r->x[j]);
+      last.dx = sqrt(last.dx);
+      last.lr = step_lr;
+      last.hnorm = hnorm;
+      last.k = k;
+      memcpy(last.x, r->x, r->m * sizeof(double));
+      memcpy(last.y, r->y, r->n * sizeof(double));
       memcpy(r->x, xnew, r->m * sizeof(double));
       if ((rc = scatter(r, 1, r->x)) != EV_OK) break;
     }
@@ -1391,11 +1449,14 @@ static int solve_run(bl_run *r, value *out) {
   if (rc == EV_OK) rc = inner_loop(r, 0, &gnorm);
   if (rc == EV_OK) rc = eval_number(r, p->F, &F);
   if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
+  if (rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last);
   if (tf) {
     if (fclose(tf) != 0 && rc == EV_OK) rc = bl_error(r, "solve %s: cannot write trace file '%s'", p->name, set->trace);
   }
   free(d);
   free(xnew);
+  free(last.x);
+  free(last.y);
   if (rc) return rc;
   orec *rec = rec_new(S);
   if (!rec) return bl_error(r, "out of memory");

@@ -187,6 +187,11 @@ typedef struct bl_run {
   char hg_note[300];
   long hg_failures;
   int hg_failed_now;          /* the current hypergradient already counted */
+  /* the first non-finite value met (nonfinite()), for the solve's report */
+  int nf;
+  char nf_what[64];
+  double nf_val;
+  long nf_inner;
 } bl_run;
 
 /* ---- services for the methods (bilevel.c) ----

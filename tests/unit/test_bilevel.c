@@ -204,6 +204,29 @@ START_TEST(nan_names_step_and_keeps_finite_values) {
 }
 END_TEST
 
+/* An outer step that overshoots makes the next inner loop overflow: the
+ * error names that outer step and its size, and the variables keep the last
+ * finite pair.  F = -a^3 with w independent of the outer objective: the
+ * hypergradient is -3 a^2, so sgd(lr = 1) gives a = 1, 4, 52, 8164, and
+ * exp(8164) overflows at the first inner evaluation of outer step 4. */
+START_TEST(outer_overshoot_is_blamed) {
+  run_ok("problem ov {\n outer a = 1.0\n inner w = 0.0\n inner minimize (w - exp(a))^2\n"
+         " outer minimize -a^3\n}\n");
+  expect_error("let r = solve ov with {outer_opt = sgd(lr = 1), quiet = true}",
+               "solve ov: outer step 3 made the inner objective non-finite (Inf at outer step 4, inner step 0): "
+               "it moved x by 8.11e+03 (step size 1, hypergradient norm 8.11e+03); x and y keep their values "
+               "before that step");
+  ck_assert_double_eq(num("a"), 52);
+  /* w answers a = 52: 100 steps of lr 0.1 on (w - e^52)^2 from 0 */
+  ck_assert_double_eq_tol(num("w") / (exp(52) * (1 - pow(0.8, 100))), 1, 1e-12);
+  /* the same overflow met in the final inner solve names the last step */
+  run_ok("a = 1.0\nw = 0.0");
+  expect_error("let r = solve ov with {outer_opt = sgd(lr = 1), outer_steps = 3, quiet = true}",
+               "solve ov: outer step 3 made the inner objective non-finite (Inf in the final inner solve, inner step 0)");
+  ck_assert_double_eq(num("a"), 52);
+}
+END_TEST
+
 START_TEST(bad_options) {
   run_ok(P1);
   expect_error("let r = solve p1 with {inner_step = 3}", "unknown solve option 'inner_step' (did you mean 'inner_steps'?)");
@@ -571,6 +594,7 @@ int main(void) {
   tcase_add_test(tc, trace_refused_without_files);
   tcase_add_test(tc, interrupt_stops_the_solve);
   tcase_add_test(tc, nan_names_step_and_keeps_finite_values);
+  tcase_add_test(tc, outer_overshoot_is_blamed);
   tcase_add_test(tc, bad_options);
   tcase_add_test(tc, bad_declarations);
   tcase_add_test(tc, scalar_broadcast_and_shapes);
