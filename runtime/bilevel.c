@@ -1341,6 +1341,12 @@ static problem *find_problem(blo_state *S, const ast_node *at, const char *name)
   return NULL;
 }
 
+/* The final inner solve after a solver method (penalty): on f until
+ * |grad_y f| <= inner_tol (this when inner_tol is 0), in at most
+ * max(inner_steps, SOLVER_FINAL_STEPS) steps. */
+#define SOLVER_FINAL_TOL 1e-8
+#define SOLVER_FINAL_STEPS 1000L
+
 /* The last outer update: where it started (x, and y answering that x) and
  * its size. */
 typedef struct {
@@ -1446,7 +1452,28 @@ static int solve_run(bl_run *r, value *out) {
   /* final inner solve, so the inner variables answer the final x */
   r->outer_step = steps + 1;
   double F = NAN;
-  if (rc == EV_OK) rc = inner_loop(r, 0, &gnorm);
+  if (rc == EV_OK && set->hg.m->kind == HG_SOLVER) {
+    /* the solve's inner steps descended the method's own objective (penalty:
+     * F + gamma/2 |grad_y f|^2, with step sizes it decayed): y answers the
+     * final x only after a converged inner solve on f, with the inner
+     * optimizer as given */
+    int tol_given = set->inner_tol > 0;
+    if (!tol_given) set->inner_tol = SOLVER_FINAL_TOL;
+    if (set->inner_steps < SOLVER_FINAL_STEPS) set->inner_steps = SOLVER_FINAL_STEPS;
+    r->iopt.sp = set->inner_opt;
+    opt_reset(&r->iopt);
+    rc = inner_loop(r, 0, &gnorm);
+    /* (with the default tolerance the figure is left to inner_grad_norm) */
+    if (rc == EV_OK && tol_given && gnorm > set->inner_tol) {
+      char g[40], t[40];
+      snprintf(g, sizeof g, "%.3g", gnorm);
+      snprintf(t, sizeof t, "%.3g", set->inner_tol);
+      bl_warn(r, "solve %s: the final inner solve stopped after %ld steps with |grad_y f| = %s above %s: "
+                 "y does not answer x yet (see the result's inner_grad_norm)", p->name, r->T, g, t);
+    }
+  } else if (rc == EV_OK) {
+    rc = inner_loop(r, 0, &gnorm);
+  }
   if (rc == EV_OK) rc = eval_number(r, p->F, &F);
   if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
   if (rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last);
@@ -1509,6 +1536,10 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
   if (rc == EV_OK) rc = solve_run(&r, out);
   run_free(&r);
   S->sc = saved_sc;
+  /* a random method seeds its draws from the stream without consuming it
+   * during the solve (the `every` draws match fo() or unroll() under the same
+   * seed); one value is consumed at the end so the next solve draws afresh */
+  if (set.hg.m->kind == HG_RANDOM) (void)tn_rng_next(&S->rng);
   if (rc == EV_OK) p->last = set;
   value pv = v_nil();
   pv.kind = V_PROBLEM;
@@ -1581,6 +1612,11 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   }
   v_release(S, &rv);
   if (rc) return rc;
+  if (set.hg.m->kind == HG_SOLVER)
+    return interp_error(S, at, "%s: %s() is a solver, not an estimator of dPhi/dx: its outer step uses grad_x F + "
+                        "gamma H_xy grad_y f at a y that descends a penalized objective, which approaches dPhi/dx only "
+                        "as gamma grows during a solve. Use it as solve's hypergrad option; to compute dPhi/dx use "
+                        "cg(), unroll() or exact()", fn, set.hg.m->name);
   if (check) set.cold = 1, set.prox = 0;   /* the cold-start solution map is what is checked */
   p->h.refcount++;
   scope *saved_sc = S->sc;
@@ -1589,6 +1625,8 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   tn_rng rng_orig = S->rng, rng0 = S->rng;
   double *d = NULL, *ref = NULL, *y0 = NULL;
   rc = run_init(&r, S, at, p, &set, 1);
+  /* check_hypergrad checks a random method's expectation (one draw's error is noise) */
+  if (rc == EV_OK && check && set.hg.m->kind == HG_RANDOM) r.expectation = 1;
   if (rc == EV_OK) {
     r.outer_step = 1;
     if (!(d = bl_alloc(&r, r.m)) || !(ref = bl_alloc(&r, r.m)) || !(y0 = bl_alloc(&r, r.n))) rc = EV_ERR;
@@ -1650,6 +1688,10 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
     else scatter(&r, 0, r.y);
   }
   S->rng = rng_orig;
+  /* a random method's draw came from the script's stream: move it on by one,
+   * so the next call draws afresh (with seed = s the call is reproducible
+   * and leaves the stream alone) */
+  if (set.hg.m->kind == HG_RANDOM && !check && !set.has_seed) (void)tn_rng_next(&S->rng);
   free(d);
   free(ref);
   free(y0);

@@ -88,7 +88,14 @@ typedef struct hg_method {
    * r->F, r->Fx, r->Fy hold F and its gradients there. */
   int (*compute)(struct bl_run *r, const hg_spec *sp, void *st, double *d);
   void (*cleanup)(struct bl_run *r, void *st);
+  /* HG_ESTIMATOR: compute() returns an estimate of dPhi/dx;
+   * HG_RANDOM: a random one (each call draws; r->expectation asks for its mean);
+   * HG_SOLVER: part of a solve's update rule, not an estimate of dPhi/dx on
+   * its own (hypergrad() and check_hypergrad() refuse it). */
+  int kind;
 } hg_method;
+
+enum { HG_ESTIMATOR, HG_RANDOM, HG_SOLVER };
 
 const hg_method *hg_find(const char *name);
 const hg_method *hg_at(size_t i);          /* NULL past the end */

@@ -158,5 +158,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_cg = {
   "cg", params, 2, 2, "cg(iters = 50, tol = 1e-10)",
   "implicit hypergradient: conjugate gradient on H_yy q = grad_y F",
-  NULL, NULL, setup, NULL, NULL, compute, cleanup,
+  NULL, NULL, setup, NULL, NULL, compute, cleanup, HG_ESTIMATOR,
 };

@@ -119,5 +119,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_exact = {
   "exact", NULL, 0, 0, "exact()",
   "implicit hypergradient with the dense inner Hessian and a LAPACK solve (small problems, for checking)",
-  NULL, check, setup, NULL, NULL, compute, cleanup,
+  NULL, check, setup, NULL, NULL, compute, cleanup, HG_ESTIMATOR,
 };

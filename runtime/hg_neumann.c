@@ -97,5 +97,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_neumann = {
   "neumann", params, 2, 2, "neumann(K = 20, alpha = inner lr)",
   "implicit hypergradient with the K-term truncated Neumann series for the inverse Hessian",
-  NULL, NULL, setup, NULL, NULL, compute, cleanup,
+  NULL, NULL, setup, NULL, NULL, compute, cleanup, HG_ESTIMATOR,
 };
