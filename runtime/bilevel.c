@@ -38,6 +38,19 @@ int bl_finite(const double *a, size_t n) {
   return 1;
 }
 
+void bl_describe(value v, char *buf, size_t n) {
+  double d;
+  if (v.kind == V_STR) {
+    const char *t = v_cstr(v);
+    if (strlen(t) > 40) snprintf(buf, n, "\"%.37s...\"", t);
+    else snprintf(buf, n, "\"%s\"", t);
+  } else if (v_to_double(v, &d) == 0) {
+    fmt_double(buf, n, d);
+  } else {
+    v_describe(v, buf, n);
+  }
+}
+
 static double now_sec(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -893,8 +906,7 @@ static const ast_node *opt_node(const ast_node *lit, const ast_node *dflt, const
 
 static int opt_type_error(blo_state *S, const ast_node *at, const char *ctx, const char *key, value v, const char *want) {
   char d[96];
-  v_describe(v, d, sizeof d);
-  if (v.kind == V_NUM) fmt_double(d, sizeof d, v.u.num);
+  bl_describe(v, d, sizeof d);
   return interp_error(S, at, "%s option '%s' must be %s, got %s", ctx, key, want, d);
 }
 
@@ -1518,7 +1530,7 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
     int rc = EV_OK;
     if (ov.kind != V_REC) {
       char d[96];
-      v_describe(ov, d, sizeof d);
+      bl_describe(ov, d, sizeof d);
       rc = interp_error(S, n->a, "solve %s with ...: the options must be a record like {outer_steps = 100}, got %s",
                         n->name, d);
     } else {
@@ -1587,7 +1599,10 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   const char *fn = check ? "check_hypergrad" : "hypergrad";
   if (a->npos < 1 || a->pos[0].kind != V_PROBLEM) {
     char d[96] = "nothing";
-    if (a->npos >= 1) v_describe(a->pos[0], d, sizeof d);
+    if (a->npos >= 1) bl_describe(a->pos[0], d, sizeof d);
+    if (a->npos >= 1 && a->pos[0].kind == V_STR)
+      return interp_error(S, at, "%s: argument 1 must be a problem, got %s (pass the problem itself, unquoted: "
+                          "%s(%s, ...))", fn, d, fn, v_cstr(a->pos[0]));
     return interp_error(S, at, "%s: argument 1 must be a problem, got %s", fn, d);
   }
   problem *p = (problem *)a->pos[0].u.o;

@@ -253,6 +253,9 @@ int bl_init_vjp(bl_run *r, const double *a, double *out);
 int bl_init_jac(bl_run *r, double *Z);
 double bl_inner_lr(const bl_run *r);      /* the inner optimizer's base lr */
 
+/* A value for an error message: a string as itself in quotes (cut at 40
+ * characters), a number as a number, anything else by its kind and shape. */
+void bl_describe(value v, char *buf, size_t n);
 double *bl_alloc(bl_run *r, size_t n);     /* zeroed doubles, NULL after an error */
 double bl_dot(const double *a, const double *b, size_t n);
 double bl_norm(const double *a, size_t n);

@@ -231,7 +231,7 @@ START_TEST(bad_options) {
   run_ok(P1);
   expect_error("let r = solve p1 with {inner_step = 3}", "unknown solve option 'inner_step' (did you mean 'inner_steps'?)");
   expect_error("let r = solve p1 with {inner_steps = \"3\"}",
-               "solve option 'inner_steps' must be a non-negative integer, got string");
+               "solve option 'inner_steps' must be a non-negative integer, got \"3\"");
   expect_error("let r = solve p1 with {outer_steps = -1}", "solve option 'outer_steps' must be a non-negative integer, got -1");
   expect_error("let r = solve p1 with {hypergrad = cgg(iters = 5)}", "'cgg' (did you mean 'cg'?)");
   expect_error("let r = solve p1 with {hypergrad = \"unrol\"}",
@@ -240,7 +240,13 @@ START_TEST(bad_options) {
   expect_error("let r = solve p1 with {hypergrad = sgd()}", "solve option 'hypergrad' must be a hypergradient method");
   expect_error("let r = solve p1 with {inner_opt = cg()}", "solve option 'inner_opt' must be an optimizer");
   expect_error("let r = solve p1 with {inner_opt = sgd(lr = 0)}", "sgd(): 'lr' must be > 0, got 0");
-  expect_error("let r = solve p1 with {start = \"hot\"}", "solve option 'start' must be \"cold\" or \"warm\"");
+  expect_error("let r = solve p1 with {start = \"hot\"}", "solve option 'start' must be \"cold\" or \"warm\", got \"hot\"");
+  expect_error("let r = solve p1 with {start = 1}", "solve option 'start' must be \"cold\" or \"warm\", got 1");
+  expect_error("let r = solve p1 with {trace = [1, 2]}", "solve option 'trace' must be a file name (string), got tensor [2]");
+  expect_error("let r = solve p1 with {hypergrad = cg(iters = \"5\")}", "cg(): 'iters' must be an integer, got \"5\"");
+  expect_error("let r = solve p1 with {inner_opt = \"sgdd\"}", "unknown optimizer 'sgdd'");
+  expect_error("let r = solve p1 with {inner_opt = sgd(lr = \"big\")}", "'lr' must be a number, got \"big\"");
+  expect_error("let h = hypergrad(\"p1\")", "argument 1 must be a problem, got \"p1\" (pass the problem itself");
   expect_error("let r = solve p1 with {start = \"cold\", proximal = 0.1}", "is a warm-start option");
   expect_error("let r = solve p1 with {inner_opt = adam(), hypergrad = unroll()}",
                "unroll() cannot differentiate through the adam inner optimizer");
@@ -249,7 +255,7 @@ START_TEST(bad_options) {
   expect_error("let r = solve p1 with 3", "the options must be a record");
   expect_error("let r = solve p2", "unknown problem 'p2' (did you mean 'p1'?)");
   expect_error("let r = solve xt", "'xt' is not a problem (it is a tensor [2])");
-  expect_error("let h = hypergrad(3)", "hypergrad: argument 1 must be a problem, got number");
+  expect_error("let h = hypergrad(3)", "hypergrad: argument 1 must be a problem, got 3");
   expect_error("let h = hypergrad(p1, cg(), outer_steps = 3)", "unknown hypergrad option 'outer_steps'");
   expect_error("let h = unroll(1, 2)", "unroll() takes at most 1 positional argument");
   /* a variable rebound to something else is reported at solve time */
