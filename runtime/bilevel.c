@@ -89,6 +89,7 @@ void problem_free(blo_state *S, struct problem *p) {
     free(p->vars[i].init0);
   }
   free(p->every);
+  free(p->y_written);
   ast_arena_free(p->arena);
   free(p);
 }
@@ -435,6 +436,9 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
     if (p->vars[j].init_uses_outer) p->any_init_uses_outer = 1;
   }
   p->n = off;
+  if (!(p->y_written = malloc((p->n ? p->n : 1) * sizeof(double)))) return interp_error(S, n, "out of memory");
+  for (int j = p->nouter; j < p->nvars; j++)
+    memcpy(p->y_written + p->vars[j].off, p->vars[j].init0, p->vars[j].size * sizeof(double));
   if ((rc = check_objective(S, objs[1])) != EV_OK) return rc;
   if ((rc = check_objective(S, objs[0])) != EV_OK) return rc;
   return build_init_dot(S, p);
@@ -1518,6 +1522,21 @@ static int solve_run(bl_run *r, value *out) {
   return EV_OK;
 }
 
+/* A cold solve re-initialises y from the declared init: a value the script
+ * assigned to an inner variable since the problem last wrote it is not used.
+ * Says so once, naming the first such variable. */
+static void warn_cold_overwrite(bl_run *r) {
+  problem *p = r->p;
+  for (int i = p->nouter; i < p->nvars; i++) {
+    const bl_var *v = &p->vars[i];
+    if (memcmp(r->y + v->off, p->y_written + v->off, v->size * sizeof(double)) == 0) continue;
+    bl_warn(r, "solve %s: start = \"cold\" re-initialises the inner variables from their declared init, so the "
+               "value assigned to '%s' is not used (start from it with start = \"warm\", or declare the init from a "
+               "variable, inner %s = %s0, and set %s0)", p->name, v->name, v->name, v->name, v->name);
+    return;
+  }
+}
+
 int solve_eval(blo_state *S, const ast_node *n, value *out) {
   problem *p = find_problem(S, n, n->name);
   if (!p) return EV_ERR;
@@ -1545,7 +1564,9 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
   S->sc = NULL;
   bl_run r;
   int rc = run_init(&r, S, n, p, &set, 1);
+  if (rc == EV_OK && set.cold) warn_cold_overwrite(&r);
   if (rc == EV_OK) rc = solve_run(&r, out);
+  if (r.y) memcpy(p->y_written, r.y, p->n * sizeof(double));
   run_free(&r);
   S->sc = saved_sc;
   /* a random method seeds its draws from the stream without consuming it

@@ -158,6 +158,9 @@ struct problem {
   ast_arena *arena;           /* synthetic ASTs (the init's vector-Jacobian product) */
   const ast_node *init_dot;   /* sum_i sum(init_i * adjoint_i), NULL if not needed */
   bl_settings last;           /* settings of the last solve (defaults before) */
+  double *y_written;          /* n: y as the problem last wrote it (declaration,
+                                 end of a solve): a cold solve warns when the
+                                 script has changed y since */
 };
 typedef struct problem problem;
 

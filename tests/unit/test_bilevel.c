@@ -227,6 +227,77 @@ START_TEST(outer_overshoot_is_blamed) {
 }
 END_TEST
 
+/* Warnings reach the host through the error callback, one line each. */
+static char warned[8192];
+static int nwarned;
+static void on_error(void *ud, const char *s) {
+  (void)ud;
+  nwarned++;
+  strncat(warned, s, sizeof warned - strlen(warned) - 1);
+}
+
+static void open_capturing(void) {
+  blo_close(S);
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  cfg.error_fn = on_error;
+  S = blo_open(&cfg);
+  ck_assert_ptr_nonnull(S);
+  warned[0] = 0;
+  nwarned = 0;
+}
+
+static int count(const char *hay, const char *needle) {
+  int k = 0;
+  for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) k++;
+  return k;
+}
+
+/* A cold solve re-reads the declared init: a value the script assigned to
+ * an inner variable is overwritten, and a warning says so, once. */
+START_TEST(cold_start_overwrite_warns) {
+  open_capturing();
+  run_ok(P1);
+  run_ok("let r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 0);            /* y as declared: nothing to say */
+  run_ok("let r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 0);            /* y as the last solve left it */
+  run_ok("w = -1\nlet r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 1);
+  ck_assert_str_eq(warned, "test:2:9: warning: solve p1: start = \"cold\" re-initialises the inner variables from "
+                           "their declared init, so the value assigned to 'w' is not used (start from it with start = "
+                           "\"warm\", or declare the init from a variable, inner w = w0, and set w0)\n");
+  ck_assert_int_eq(blo_last_error(S)->status, BLO_OK);
+  /* a warm start uses the assigned value: no warning */
+  run_ok("w = -1\nlet r = solve p1 with {outer_steps = 2, start = \"warm\"}");
+  ck_assert_int_eq(nwarned, 1);
+  /* the idiom: the init names a variable the script sets */
+  run_ok("let w0 = 0.25\nproblem q {\n outer lam = 0.0\n inner w = w0\n"
+         " inner minimize 0.5 * sum((xt * w - 1)^2) + 0.5 * lam * w^2\n outer minimize 0.5 * (w - 0.5)^2\n}\n"
+         "w0 = -1\nlet r = solve q with {outer_steps = 1, inner_steps = 0}\n");
+  ck_assert_int_eq(nwarned, 1);
+  ck_assert_double_eq(num("w"), -1);
+}
+END_TEST
+
+/* A method's breakdown is reported once per solve (and counted in the
+ * result) and once per hypergrad() call. */
+START_TEST(breakdown_warns_once_per_solve) {
+  open_capturing();
+  run_ok("problem sg {\n outer x = 1.0\n inner y : [2] = zeros(2)\n inner minimize 0.5 * y[0]^2 - x * y[0]\n"
+         " outer minimize (y[0] - 2)^2 + (y[1] - 1)^2 + 0.1 * x^2\n}\n"
+         "let r = solve sg with {outer_steps = 5, hypergrad = cg()}\n");
+  ck_assert_int_eq(nwarned, 1);
+  ck_assert_int_eq(count(warned, "warning: solve sg: outer step 1: cg(): the inner Hessian is singular"), 1);
+  double fails;
+  ck_assert_int_eq(blo_get_field_number(S, "r", "hypergrad_failures", &fails), BLO_OK);
+  ck_assert_double_eq(fails, 5);
+  run_ok("let h = hypergrad(sg, cg())\nlet h = hypergrad(sg, cg())");
+  ck_assert_int_eq(nwarned, 3);
+  ck_assert_int_eq(blo_last_error(S)->status, BLO_OK);
+}
+END_TEST
+
 START_TEST(bad_options) {
   run_ok(P1);
   expect_error("let r = solve p1 with {inner_step = 3}", "unknown solve option 'inner_step' (did you mean 'inner_steps'?)");
@@ -610,6 +681,8 @@ int main(void) {
   tcase_add_test(tc, interrupt_stops_the_solve);
   tcase_add_test(tc, nan_names_step_and_keeps_finite_values);
   tcase_add_test(tc, outer_overshoot_is_blamed);
+  tcase_add_test(tc, cold_start_overwrite_warns);
+  tcase_add_test(tc, breakdown_warns_once_per_solve);
   tcase_add_test(tc, bad_options);
   tcase_add_test(tc, bad_declarations);
   tcase_add_test(tc, scalar_broadcast_and_shapes);
