@@ -1524,12 +1524,16 @@ static int solve_run(bl_run *r, value *out) {
 
 /* A cold solve re-initialises y from the declared init: a value the script
  * assigned to an inner variable since the problem last wrote it is not used.
- * Says so once, naming the first such variable. */
+ * Says so once, naming the first such variable (a variable set back to its
+ * value at declaration, as scripts do before a fresh solve, is not named). */
 static void warn_cold_overwrite(bl_run *r) {
   problem *p = r->p;
   for (int i = p->nouter; i < p->nvars; i++) {
     const bl_var *v = &p->vars[i];
-    if (memcmp(r->y + v->off, p->y_written + v->off, v->size * sizeof(double)) == 0) continue;
+    size_t bytes = v->size * sizeof(double);
+    /* unchanged since the problem wrote it, or set back to the declared value */
+    if (memcmp(r->y + v->off, p->y_written + v->off, bytes) == 0 || memcmp(r->y + v->off, v->init0, bytes) == 0)
+      continue;
     bl_warn(r, "solve %s: start = \"cold\" re-initialises the inner variables from their declared init, so the "
                "value assigned to '%s' is not used (start from it with start = \"warm\", or declare the init from a "
                "variable, inner %s = %s0, and set %s0)", p->name, v->name, v->name, v->name, v->name);

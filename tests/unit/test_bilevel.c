@@ -268,6 +268,9 @@ START_TEST(cold_start_overwrite_warns) {
                            "their declared init, so the value assigned to 'w' is not used (start from it with start = "
                            "\"warm\", or declare the init from a variable, inner w = w0, and set w0)\n");
   ck_assert_int_eq(blo_last_error(S)->status, BLO_OK);
+  /* set back to its declared value: nothing is lost */
+  run_ok("w = 0\nlet r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 1);
   /* a warm start uses the assigned value: no warning */
   run_ok("w = -1\nlet r = solve p1 with {outer_steps = 2, start = \"warm\"}");
   ck_assert_int_eq(nwarned, 1);
