@@ -1713,7 +1713,10 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
       }
       num = sqrt(num);
       den = sqrt(den);
-      *out = v_num(num == 0 ? 0 : num / (den > 0 ? den : 1e-300));
+      /* relative error; the absolute one when the reference is 0 (a
+       * relative error is undefined there, and dividing by a tiny number
+       * would report a huge one) */
+      *out = v_num(den > 0 ? num / den : num);
     } else {
       /* report the derivative of the objective as written (maximize: of F itself) */
       if (p->F_max) scale(d, r.m, -1);
