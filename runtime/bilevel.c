@@ -1363,6 +1363,15 @@ static problem *find_problem(blo_state *S, const ast_node *at, const char *name)
 #define SOLVER_FINAL_TOL 1e-8
 #define SOLVER_FINAL_STEPS 1000L
 
+/* |a - b|, scaled so that it does not overflow while a and b are finite */
+static double dist_scaled(const double *a, const double *b, size_t n) {
+  double mx = 0, s = 0;
+  for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(a[i] - b[i]));
+  if (!(mx > 0) || !isfinite(mx)) return mx;
+  for (size_t i = 0; i < n; i++) s += ((a[i] - b[i]) / mx) * ((a[i] - b[i]) / mx);
+  return mx * sqrt(s);
+}
+
 /* The last outer update: where it started (x, and y answering that x) and
  * its size. */
 typedef struct {
@@ -1375,12 +1384,12 @@ typedef struct {
  * evaluation before that step was finite: the step moved x into a region
  * where the problem overflows, so the error names it (not the inner step
  * where the overflow surfaced) and x, y go back to their last finite pair. */
-static void blame_outer(bl_run *r, const outer_last *last) {
+static void blame_outer(bl_run *r, const outer_last *last, int final) {
   char dx[40], lr[40], hn[40], where[96];
   snprintf(dx, sizeof dx, "%.3g", last->dx);
   snprintf(lr, sizeof lr, "%.3g", last->lr);
   snprintf(hn, sizeof hn, "%.3g", last->hnorm);
-  if (r->outer_step > r->set.outer_steps)
+  if (final)
     snprintf(where, sizeof where, "in the final inner solve, inner step %ld", r->nf_inner);
   else
     snprintf(where, sizeof where, "at outer step %ld, inner step %ld", r->outer_step, r->nf_inner);
@@ -1419,7 +1428,7 @@ static int solve_run(bl_run *r, value *out) {
     if ((rc = check_interrupt(r)) != EV_OK) break;
     if ((rc = draw(r, 0)) != EV_OK) break;
     if ((rc = hypergradient(r, d, &gnorm)) != EV_OK) {
-      if (r->nf && last.k) blame_outer(r, &last);
+      if (r->nf && last.k) blame_outer(r, &last, 0);
       break;
     }
     hnorm = bl_norm(d, r->m);
@@ -1440,9 +1449,7 @@ static int solve_run(bl_run *r, value *out) {
                       isnan(first_bad(xnew, r->m)) ? "NaN" : "Inf", lr, hn);
         break;
       }
-      last.dx = 0;
-      for (size_t j = 0; j < r->m; j++) last.dx += (xnew[j] - r->x[j]) * (xnew[j] - r->x[j]);
-      last.dx = sqrt(last.dx);
+      last.dx = dist_scaled(xnew, r->x, r->m);
       last.lr = step_lr;
       last.hnorm = hnorm;
       last.k = k;
@@ -1468,6 +1475,7 @@ static int solve_run(bl_run *r, value *out) {
   /* final inner solve, so the inner variables answer the final x */
   r->outer_step = steps + 1;
   double F = NAN;
+  int loop_ok = rc == EV_OK;   /* a failure below is the final inner solve's */
   if (rc == EV_OK && set->hg.m->kind == HG_SOLVER) {
     /* the solve's inner steps descended the method's own objective (penalty:
      * F + gamma/2 |grad_y f|^2, with step sizes it decayed): y answers the
@@ -1492,7 +1500,7 @@ static int solve_run(bl_run *r, value *out) {
   }
   if (rc == EV_OK) rc = eval_number(r, p->F, &F);
   if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
-  if (rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last);
+  if (loop_ok && rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last, 1);
   if (tf) {
     if (fclose(tf) != 0 && rc == EV_OK) rc = bl_error(r, "solve %s: cannot write trace file '%s'", p->name, set->trace);
   }
