@@ -14,6 +14,7 @@
 #include "bilevel.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +32,8 @@ double bl_dot(const double *a, const double *b, size_t n) {
 }
 
 double bl_norm(const double *a, size_t n) { return sqrt(bl_dot(a, a, n)); }
+
+double bl_curv_noise(size_t n) { return 16 * sqrt((double)n) * DBL_EPSILON; }
 
 int bl_finite(const double *a, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -1138,7 +1141,7 @@ static int draw(bl_run *r, int level) {
   return EV_OK;
 }
 
-/* where: " in the final inner solve" or "" */
+/* Records and reports the first non-finite value: what, its value, the inner step. */
 static int nonfinite(bl_run *r, const char *what, double val, long inner) {
   r->nf = 1;
   snprintf(r->nf_what, sizeof r->nf_what, "%s", what);

@@ -261,6 +261,11 @@ double bl_inner_lr(const bl_run *r);      /* the inner optimizer's base lr */
 void bl_describe(value v, char *buf, size_t n);
 double *bl_alloc(bl_run *r, size_t n);     /* zeroed doubles, NULL after an error */
 double bl_dot(const double *a, const double *b, size_t n);
+/* Relative size below which a curvature of H_yy (p'Hp / (|p|^2 ||H||), an
+ * eigenvalue over the largest) is rounding noise: a product H p carries an
+ * error of about sqrt(n) eps ||H|| |p|.  The implicit methods compare with
+ * this, not with zero. */
+double bl_curv_noise(size_t n);
 double bl_norm(const double *a, size_t n);
 int bl_finite(const double *a, size_t n);
 

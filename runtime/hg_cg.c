@@ -24,7 +24,6 @@
  * one warning line, the result's hypergrad_status). */
 #include "bilevel.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,9 +44,7 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   return EV_OK;
 }
 
-/* Relative size below which a curvature p'Hp / (||p||^2 ||H||) is rounding
- * noise: a product H p carries an error of about sqrt(n) eps ||H|| ||p||. */
-static double noise(size_t n) { return 16 * sqrt((double)n) * DBL_EPSILON; }
+static double noise(size_t n) { return bl_curv_noise(n); }
 
 /* Minimum-norm least-squares solution of H q = b by CG on H^2 q = H b from
  * q = 0 (every iterate is in the range of H).  Stops when ||H r|| <= tol

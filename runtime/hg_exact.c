@@ -9,7 +9,6 @@
  * the stationary point is returned. */
 #include "bilevel.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +65,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
      * the largest, makes H numerically singular */
     double big = fmax(fabs(lam->data[0]), fabs(lam->data[n - 1])), small = INFINITY;
     for (size_t i = 0; i < n; i++) small = fmin(small, fabs(lam->data[i]));
-    double floor_ = 16 * sqrt((double)n) * DBL_EPSILON * big;
+    double floor_ = bl_curv_noise(n) * big;
     if (!(small > floor_)) {
       char a[40], b[40];
       snprintf(a, sizeof a, "%.3g", small);

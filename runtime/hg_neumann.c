@@ -13,7 +13,6 @@
  * "indefinite") through bl_hg_report instead of returning a blown-up sum. */
 #include "bilevel.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +42,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   memcpy(st->p, r->Fy, n * sizeof(double));
   if (bl_hold_point(r)) return EV_ERR;   /* K + 1 products at one point: replayed */
   double vv = bl_dot(st->v, st->v, n), hnorm = 0;
-  const double noise = 16 * sqrt((double)n) * DBL_EPSILON;
+  const double noise = bl_curv_noise(n);
   for (long k = 0; k < K && vv > 0; k++) {
     if (bl_hvp(r, st->v, NULL, st->hv)) return EV_ERR;
     /* v'Hv / |v|^2 is a curvature of H: alpha times it >= 2 proves
