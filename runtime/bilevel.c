@@ -14,6 +14,7 @@
 #include "bilevel.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,10 +33,25 @@ double bl_dot(const double *a, const double *b, size_t n) {
 
 double bl_norm(const double *a, size_t n) { return sqrt(bl_dot(a, a, n)); }
 
+double bl_curv_noise(size_t n) { return 16 * sqrt((double)n) * DBL_EPSILON; }
+
 int bl_finite(const double *a, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (!isfinite(a[i])) return 0;
   return 1;
+}
+
+void bl_describe(value v, char *buf, size_t n) {
+  double d;
+  if (v.kind == V_STR) {
+    const char *t = v_cstr(v);
+    if (strlen(t) > 40) snprintf(buf, n, "\"%.37s...\"", t);
+    else snprintf(buf, n, "\"%s\"", t);
+  } else if (v_to_double(v, &d) == 0) {
+    fmt_double(buf, n, d);
+  } else {
+    v_describe(v, buf, n);
+  }
 }
 
 static double now_sec(void) {
@@ -76,6 +92,7 @@ void problem_free(blo_state *S, struct problem *p) {
     free(p->vars[i].init0);
   }
   free(p->every);
+  free(p->y_written);
   ast_arena_free(p->arena);
   free(p);
 }
@@ -422,6 +439,9 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
     if (p->vars[j].init_uses_outer) p->any_init_uses_outer = 1;
   }
   p->n = off;
+  if (!(p->y_written = malloc((p->n ? p->n : 1) * sizeof(double)))) return interp_error(S, n, "out of memory");
+  for (int j = p->nouter; j < p->nvars; j++)
+    memcpy(p->y_written + p->vars[j].off, p->vars[j].init0, p->vars[j].size * sizeof(double));
   if ((rc = check_objective(S, objs[1])) != EV_OK) return rc;
   if ((rc = check_objective(S, objs[0])) != EV_OK) return rc;
   return build_init_dot(S, p);
@@ -464,6 +484,44 @@ int bl_error(bl_run *r, const char *fmt, ...) {
   interp_error(r->S, r->at, "%s", msg);
   r->S->cur_chunk = saved;
   return EV_ERR;
+}
+
+/* Formats "file:line:col: warning: msg" at node `at` of chunk c and hands
+ * it to the host's error callback (the library itself prints nothing). */
+static void warn_at(blo_state *S, const chunk *c, const ast_node *at, const char *msg) {
+  if (!S->cfg.error_fn) return;
+  char line[1200];
+  const char *file = c && c->name ? c->name : "<input>";
+  if (at && at->loc.line > 0)
+    snprintf(line, sizeof line, "%s:%d:%d: warning: %s\n", file, at->loc.line, at->loc.col, msg);
+  else
+    snprintf(line, sizeof line, "%s: warning: %s\n", file, msg);
+  S->cfg.error_fn(S->cfg.error_ud, line);
+}
+
+void bl_warn(bl_run *r, const char *fmt, ...) {
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  warn_at(r->S, r->at_chunk, r->at, msg);
+}
+
+void bl_hg_report(bl_run *r, const char *status, const char *fmt, ...) {
+  if (!r->hg_failed_now) r->hg_failures++;
+  r->hg_failed_now = 1;
+  if (strcmp(r->hg_status, "ok") != 0) return;   /* the first report of the run is kept */
+  snprintf(r->hg_status, sizeof r->hg_status, "%s", status);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->hg_note, sizeof r->hg_note, fmt, ap);
+  va_end(ap);
+  if (r->at && r->at->kind == N_SOLVE)
+    bl_warn(r, "solve %s: outer step %ld: %s (reported once per solve; see the result's hypergrad_status)",
+            r->p->name, r->outer_step, r->hg_note);
+  else
+    bl_warn(r, "%s", r->hg_note);
 }
 
 double *bl_alloc(bl_run *r, size_t n) {
@@ -840,7 +898,8 @@ static const char *const solve_keys[] = {
   "hypergrad", "proximal", "seed", "trace", "quiet", NULL,
 };
 /* hypergrad() / check_hypergrad() take the inner-loop subset (plus h, against). */
-static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", NULL};
+static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", "info",
+                                      NULL};
 static const char *const check_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed",
                                          "h", "against", NULL};
 
@@ -854,8 +913,7 @@ static const ast_node *opt_node(const ast_node *lit, const ast_node *dflt, const
 
 static int opt_type_error(blo_state *S, const ast_node *at, const char *ctx, const char *key, value v, const char *want) {
   char d[96];
-  v_describe(v, d, sizeof d);
-  if (v.kind == V_NUM) fmt_double(d, sizeof d, v.u.num);
+  bl_describe(v, d, sizeof d);
   return interp_error(S, at, "%s option '%s' must be %s, got %s", ctx, key, want, d);
 }
 
@@ -875,9 +933,11 @@ static int get_nonneg(blo_state *S, const ast_node *at, const char *ctx, const c
 }
 
 /* Applies the options in record `rec` (keys checked against `keys`) to *s.
- * extra_h/extra_against: check_hypergrad's own options (may be NULL). */
+ * extra_h/extra_against: check_hypergrad's own options, extra_info
+ * hypergrad's (each may be NULL). */
 static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, const char *ctx, orec *rec,
-                         const char *const *keys, bl_settings *s, double *extra_h, int *extra_exact) {
+                         const char *const *keys, bl_settings *s, double *extra_h, int *extra_exact,
+                         int *extra_info) {
   int start_given = 0;
   for (int i = 0; i < rec->n; i++) {
     const char *key = rec->keys[i];
@@ -939,6 +999,10 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       if (v.kind != V_STR || (strcmp(v_cstr(v), "fd") != 0 && strcmp(v_cstr(v), "exact") != 0))
         return opt_type_error(S, loc, ctx, key, v, "\"fd\" or \"exact\"");
       *extra_exact = strcmp(v_cstr(v), "exact") == 0;
+    } else if (strcmp(key, "info") == 0 && extra_info) {
+      double d;
+      if (v_to_double(v, &d) != 0) return opt_type_error(S, loc, ctx, key, v, "true or false");
+      *extra_info = d != 0;
     }
   }
   if (s->prox > 0) {
@@ -990,6 +1054,7 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
   r->set = *set;
   r->m = p->m;
   r->n = p->n;
+  strcpy(r->hg_status, "ok");
   size_t mn = p->m + p->n;
   if (!(r->x = bl_alloc(r, p->m)) || !(r->y = bl_alloc(r, p->n)) || !(r->y_prev = bl_alloc(r, p->n)) ||
       !(r->gy = bl_alloc(r, p->n)) || !(r->Fx = bl_alloc(r, p->m)) || !(r->Fy = bl_alloc(r, p->n)) ||
@@ -1076,8 +1141,12 @@ static int draw(bl_run *r, int level) {
   return EV_OK;
 }
 
-/* where: " in the final inner solve" or "" */
+/* Records and reports the first non-finite value: what, its value, the inner step. */
 static int nonfinite(bl_run *r, const char *what, double val, long inner) {
+  r->nf = 1;
+  snprintf(r->nf_what, sizeof r->nf_what, "%s", what);
+  r->nf_val = val;
+  r->nf_inner = inner;
   return bl_error(r, "solve %s: %s is %s at outer step %ld, inner step %ld", r->p->name, what,
                   isnan(val) ? "NaN" : "Inf", r->outer_step, inner);
 }
@@ -1153,6 +1222,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
 
 /* One hypergradient at the current x: inner loop, F and its gradients, method. */
 static int hypergradient(bl_run *r, double *d, double *gnorm) {
+  r->hg_failed_now = 0;
   if (inner_loop(r, 1, gnorm)) return EV_ERR;
   if (bl_grad_F(r, &r->F, r->Fx, r->Fy)) return EV_ERR;
   if (!isfinite(r->F)) return nonfinite(r, "outer objective", r->F, r->T);
@@ -1229,6 +1299,16 @@ static int grad_value(bl_run *r, const double *g, value *out) {
   return rc;
 }
 
+/* hypergrad_status and hypergrad_note: what the method reported (bl_hg_report). */
+static int status_fields(bl_run *r, orec *rec) {
+  blo_state *S = r->S;
+  value st = v_str(S, r->hg_status, strlen(r->hg_status));
+  if (st.kind != V_STR) return 1;
+  if (rec_set(S, rec, "hypergrad_status", st)) return 1;
+  value nt = v_str(S, r->hg_note, strlen(r->hg_note));
+  return nt.kind != V_STR || rec_set(S, rec, "hypergrad_note", nt);
+}
+
 /* ---- trace and progress ---- */
 
 static FILE *trace_open(bl_run *r) {
@@ -1280,6 +1360,54 @@ static problem *find_problem(blo_state *S, const ast_node *at, const char *name)
   return NULL;
 }
 
+/* The final inner solve after a solver method (penalty): on f until
+ * |grad_y f| <= inner_tol (this when inner_tol is 0), in at most
+ * max(inner_steps, SOLVER_FINAL_STEPS) steps. */
+#define SOLVER_FINAL_TOL 1e-8
+#define SOLVER_FINAL_STEPS 1000L
+
+/* |a - b|, scaled so that it does not overflow while a and b are finite */
+static double dist_scaled(const double *a, const double *b, size_t n) {
+  double mx = 0, s = 0;
+  for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(a[i] - b[i]));
+  if (!(mx > 0) || !isfinite(mx)) return mx;
+  for (size_t i = 0; i < n; i++) s += ((a[i] - b[i]) / mx) * ((a[i] - b[i]) / mx);
+  return mx * sqrt(s);
+}
+
+/* The last outer update: where it started (x, and y answering that x) and
+ * its size. */
+typedef struct {
+  double *x, *y;
+  double dx, lr, hnorm;
+  long k;              /* its outer step, 0 before the first */
+} outer_last;
+
+/* The evaluation after outer step last->k met a non-finite value, where the
+ * evaluation before that step was finite: the step moved x into a region
+ * where the problem overflows, so the error names it (not the inner step
+ * where the overflow surfaced) and x, y go back to their last finite pair. */
+static void blame_outer(bl_run *r, const outer_last *last, int final) {
+  char dx[40], lr[40], hn[40], where[96];
+  snprintf(dx, sizeof dx, "%.3g", last->dx);
+  snprintf(lr, sizeof lr, "%.3g", last->lr);
+  snprintf(hn, sizeof hn, "%.3g", last->hnorm);
+  if (final)
+    snprintf(where, sizeof where, "in the final inner solve, inner step %ld", r->nf_inner);
+  else
+    snprintf(where, sizeof where, "at outer step %ld, inner step %ld", r->outer_step, r->nf_inner);
+  memcpy(r->x, last->x, r->m * sizeof(double));
+  memcpy(r->y, last->y, r->n * sizeof(double));
+  blo_state *S = r->S;
+  blo_status st = S->err.status;
+  int bad = scatter(r, 1, r->x) || scatter(r, 0, r->y);
+  if (bad) return;   /* that error (out of memory) stands */
+  bl_error(r, "solve %s: outer step %ld made the %s non-finite (%s %s): it moved x by %s (step size %s, "
+              "hypergradient norm %s); x and y keep their values before that step",
+           r->p->name, last->k, r->nf_what, isnan(r->nf_val) ? "NaN" : "Inf", where, dx, lr, hn);
+  S->err.status = st;
+}
+
 static int solve_run(bl_run *r, value *out) {
   blo_state *S = r->S;
   problem *p = r->p;
@@ -1291,9 +1419,10 @@ static int solve_run(bl_run *r, value *out) {
   project_box(r, r->x);
   if (scatter(r, 1, r->x)) return EV_ERR;
   double *d = bl_alloc(r, r->m), *xnew = bl_alloc(r, r->m);
+  outer_last last = {bl_alloc(r, r->m), bl_alloc(r, r->n), 0, 0, 0, 0};
   FILE *tf = NULL;
   int rc = EV_OK;
-  if (!d || !xnew) rc = EV_ERR;
+  if (!d || !xnew || !last.x || !last.y) rc = EV_ERR;
   if (rc == EV_OK && set->trace[0] && !(tf = trace_open(r))) rc = EV_ERR;
   long steps = 0;
   double gnorm = 0, hnorm = NAN;
@@ -1301,16 +1430,34 @@ static int solve_run(bl_run *r, value *out) {
     r->outer_step = k;
     if ((rc = check_interrupt(r)) != EV_OK) break;
     if ((rc = draw(r, 0)) != EV_OK) break;
-    if ((rc = hypergradient(r, d, &gnorm)) != EV_OK) break;
+    if ((rc = hypergradient(r, d, &gnorm)) != EV_OK) {
+      if (r->nf && last.k) blame_outer(r, &last, 0);
+      break;
+    }
     hnorm = bl_norm(d, r->m);
     double el = now_sec() - t0;
     if (tf) trace_row(r, tf, k, gnorm, hnorm, el);
     int converged = set->outer_tol > 0 && hnorm <= set->outer_tol;
     if (!converged) {
       memcpy(xnew, r->x, r->m * sizeof(double));
+      double step_lr = opt_lr(&r->oopt);
       opt_step(&r->oopt, xnew, d);
       project_box(r, xnew);
-      if (!bl_finite(xnew, r->m)) { rc = nonfinite(r, "the outer variable after the step", first_bad(xnew, r->m), r->T); break; }
+      if (!bl_finite(xnew, r->m)) {
+        char lr[40], hn[40];
+        snprintf(lr, sizeof lr, "%.3g", step_lr);
+        snprintf(hn, sizeof hn, "%.3g", hnorm);
+        rc = bl_error(r, "solve %s: outer step %ld made x non-finite (%s): step size %s, hypergradient norm %s; "
+                         "x and y keep their values before that step", p->name, k,
+                      isnan(first_bad(xnew, r->m)) ? "NaN" : "Inf", lr, hn);
+        break;
+      }
+      last.dx = dist_scaled(xnew, r->x, r->m);
+      last.lr = step_lr;
+      last.hnorm = hnorm;
+      last.k = k;
+      memcpy(last.x, r->x, r->m * sizeof(double));
+      memcpy(last.y, r->y, r->n * sizeof(double));
       memcpy(r->x, xnew, r->m * sizeof(double));
       if ((rc = scatter(r, 1, r->x)) != EV_OK) break;
     }
@@ -1331,14 +1478,39 @@ static int solve_run(bl_run *r, value *out) {
   /* final inner solve, so the inner variables answer the final x */
   r->outer_step = steps + 1;
   double F = NAN;
-  if (rc == EV_OK) rc = inner_loop(r, 0, &gnorm);
+  int loop_ok = rc == EV_OK;   /* a failure below is the final inner solve's */
+  if (rc == EV_OK && set->hg.m->kind == HG_SOLVER) {
+    /* the solve's inner steps descended the method's own objective (penalty:
+     * F + gamma/2 |grad_y f|^2, with step sizes it decayed): y answers the
+     * final x only after a converged inner solve on f, with the inner
+     * optimizer as given */
+    int tol_given = set->inner_tol > 0;
+    if (!tol_given) set->inner_tol = SOLVER_FINAL_TOL;
+    if (set->inner_steps < SOLVER_FINAL_STEPS) set->inner_steps = SOLVER_FINAL_STEPS;
+    r->iopt.sp = set->inner_opt;
+    opt_reset(&r->iopt);
+    rc = inner_loop(r, 0, &gnorm);
+    /* (with the default tolerance the figure is left to inner_grad_norm) */
+    if (rc == EV_OK && tol_given && gnorm > set->inner_tol) {
+      char g[40], t[40];
+      snprintf(g, sizeof g, "%.3g", gnorm);
+      snprintf(t, sizeof t, "%.3g", set->inner_tol);
+      bl_warn(r, "solve %s: the final inner solve stopped after %ld steps with |grad_y f| = %s above %s: "
+                 "y does not answer x yet (see the result's inner_grad_norm)", p->name, r->T, g, t);
+    }
+  } else if (rc == EV_OK) {
+    rc = inner_loop(r, 0, &gnorm);
+  }
   if (rc == EV_OK) rc = eval_number(r, p->F, &F);
   if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
+  if (loop_ok && rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last, 1);
   if (tf) {
     if (fclose(tf) != 0 && rc == EV_OK) rc = bl_error(r, "solve %s: cannot write trace file '%s'", p->name, set->trace);
   }
   free(d);
   free(xnew);
+  free(last.x);
+  free(last.y);
   if (rc) return rc;
   orec *rec = rec_new(S);
   if (!rec) return bl_error(r, "out of memory");
@@ -1353,11 +1525,31 @@ static int solve_run(bl_run *r, value *out) {
   bad = bad || rec_set(S, rec, "steps", v_num((double)steps)) || rec_set(S, rec, "inner_grad_norm", v_num(gnorm)) ||
         rec_set(S, rec, "hypergrad_norm", v_num(hnorm)) || rec_set(S, rec, "x_dist2", v_num(dist2_init(r, 1))) ||
         rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0));
+  bad = bad || status_fields(r, rec) || rec_set(S, rec, "hypergrad_failures", v_num((double)r->hg_failures));
   v_release(S, &xv);
   v_release(S, &yv);
   if (bad) { v_release(S, &rv); return S->err.status ? EV_ERR : bl_error(r, "out of memory"); }
   *out = rv;
   return EV_OK;
+}
+
+/* A cold solve re-initialises y from the declared init: a value the script
+ * assigned to an inner variable since the problem last wrote it is not used.
+ * Says so once, naming the first such variable (a variable set back to its
+ * value at declaration, as scripts do before a fresh solve, is not named). */
+static void warn_cold_overwrite(bl_run *r) {
+  problem *p = r->p;
+  for (int i = p->nouter; i < p->nvars; i++) {
+    const bl_var *v = &p->vars[i];
+    size_t bytes = v->size * sizeof(double);
+    /* unchanged since the problem wrote it, or set back to the declared value */
+    if (memcmp(r->y + v->off, p->y_written + v->off, bytes) == 0 || memcmp(r->y + v->off, v->init0, bytes) == 0)
+      continue;
+    bl_warn(r, "solve %s: start = \"cold\" re-initialises the inner variables from their declared init, so the "
+               "value assigned to '%s' is not used (start from it with start = \"warm\", or declare the init from a "
+               "variable, inner %s = %s0, and set %s0)", p->name, v->name, v->name, v->name, v->name);
+    return;
+  }
 }
 
 int solve_eval(blo_state *S, const ast_node *n, value *out) {
@@ -1372,11 +1564,11 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
     int rc = EV_OK;
     if (ov.kind != V_REC) {
       char d[96];
-      v_describe(ov, d, sizeof d);
+      bl_describe(ov, d, sizeof d);
       rc = interp_error(S, n->a, "solve %s with ...: the options must be a record like {outer_steps = 100}, got %s",
                         n->name, d);
     } else {
-      rc = parse_options(S, n->a, n->a, "solve", (orec *)ov.u.o, solve_keys, &set, NULL, NULL);
+      rc = parse_options(S, n->a, n->a, "solve", (orec *)ov.u.o, solve_keys, &set, NULL, NULL, NULL);
     }
     v_release(S, &ov);
     if (rc) return rc;
@@ -1387,9 +1579,15 @@ int solve_eval(blo_state *S, const ast_node *n, value *out) {
   S->sc = NULL;
   bl_run r;
   int rc = run_init(&r, S, n, p, &set, 1);
+  if (rc == EV_OK && set.cold) warn_cold_overwrite(&r);
   if (rc == EV_OK) rc = solve_run(&r, out);
+  if (r.y) memcpy(p->y_written, r.y, p->n * sizeof(double));
   run_free(&r);
   S->sc = saved_sc;
+  /* a random method seeds its draws from the stream without consuming it
+   * during the solve (the `every` draws match fo() or unroll() under the same
+   * seed); one value is consumed at the end so the next solve draws afresh */
+  if (set.hg.m->kind == HG_RANDOM) (void)tn_rng_next(&S->rng);
   if (rc == EV_OK) p->last = set;
   value pv = v_nil();
   pv.kind = V_PROBLEM;
@@ -1409,12 +1607,38 @@ static int cold_F(bl_run *r, const tn_rng *rng0, double *F) {
   return eval_number(r, r->p->F, F);
 }
 
+/* hypergrad(..., info = true): {grad = g, status = ..., note = ...} around *g. */
+static int info_record(bl_run *r, value *g) {
+  blo_state *S = r->S;
+  orec *rec = rec_new(S);
+  if (!rec) { v_release(S, g); return bl_error(r, "out of memory"); }
+  value rv = v_nil();
+  rv.kind = V_REC;
+  rv.u.o = &rec->h;
+  int bad = rec_set(S, rec, "grad", *g);
+  *g = v_nil();
+  if (!bad) {
+    value st = v_str(S, r->hg_status, strlen(r->hg_status));
+    bad = st.kind != V_STR || rec_set(S, rec, "status", st);
+  }
+  if (!bad) {
+    value nt = v_str(S, r->hg_note, strlen(r->hg_note));
+    bad = nt.kind != V_STR || rec_set(S, rec, "note", nt);
+  }
+  if (bad) { v_release(S, &rv); return bl_error(r, "out of memory"); }
+  *g = rv;
+  return EV_OK;
+}
+
 int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   const ast_node *at = a->call;
   const char *fn = check ? "check_hypergrad" : "hypergrad";
   if (a->npos < 1 || a->pos[0].kind != V_PROBLEM) {
     char d[96] = "nothing";
-    if (a->npos >= 1) v_describe(a->pos[0], d, sizeof d);
+    if (a->npos >= 1) bl_describe(a->pos[0], d, sizeof d);
+    if (a->npos >= 1 && a->pos[0].kind == V_STR)
+      return interp_error(S, at, "%s: argument 1 must be a problem, got %s (pass the problem itself, unquoted: "
+                          "%s(%s, ...))", fn, d, fn, v_cstr(a->pos[0]));
     return interp_error(S, at, "%s: argument 1 must be a problem, got %s", fn, d);
   }
   problem *p = (problem *)a->pos[0].u.o;
@@ -1423,7 +1647,7 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   snprintf(ctx, sizeof ctx, "%s()", fn);
   if (a->npos >= 2 && hg_parse(S, at, fn, a->pos[1], &set.hg)) return EV_ERR;
   double h = 1e-5;
-  int against_exact = 0;
+  int against_exact = 0, info = 0;
   /* the named options, as a record for parse_options */
   orec *rec = rec_new(S);
   if (!rec) return interp_error(S, at, "out of memory");
@@ -1435,10 +1659,15 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
     if (rec_set(S, rec, a->names[i], v_retain(a->named[i]))) rc = interp_error(S, at, "out of memory");
   if (rc == EV_OK) {
     const ast_node *loc = at;
-    rc = parse_options(S, NULL, loc, fn, rec, check ? check_keys : hg_keys, &set, &h, &against_exact);
+    rc = parse_options(S, NULL, loc, fn, rec, check ? check_keys : hg_keys, &set, &h, &against_exact, &info);
   }
   v_release(S, &rv);
   if (rc) return rc;
+  if (set.hg.m->kind == HG_SOLVER)
+    return interp_error(S, at, "%s: %s() is a solver, not an estimator of dPhi/dx: its outer step uses grad_x F + "
+                        "gamma H_xy grad_y f at a y that descends a penalized objective, which approaches dPhi/dx only "
+                        "as gamma grows during a solve. Use it as solve's hypergrad option; to compute dPhi/dx use "
+                        "cg(), unroll() or exact()", fn, set.hg.m->name);
   if (check) set.cold = 1, set.prox = 0;   /* the cold-start solution map is what is checked */
   p->h.refcount++;
   scope *saved_sc = S->sc;
@@ -1447,6 +1676,8 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
   tn_rng rng_orig = S->rng, rng0 = S->rng;
   double *d = NULL, *ref = NULL, *y0 = NULL;
   rc = run_init(&r, S, at, p, &set, 1);
+  /* check_hypergrad checks a random method's expectation (one draw's error is noise) */
+  if (rc == EV_OK && check && set.hg.m->kind == HG_RANDOM) r.expectation = 1;
   if (rc == EV_OK) {
     r.outer_step = 1;
     if (!(d = bl_alloc(&r, r.m)) || !(ref = bl_alloc(&r, r.m)) || !(y0 = bl_alloc(&r, r.n))) rc = EV_ERR;
@@ -1493,11 +1724,15 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
       }
       num = sqrt(num);
       den = sqrt(den);
-      *out = v_num(num == 0 ? 0 : num / (den > 0 ? den : 1e-300));
+      /* relative error; the absolute one when the reference is 0 (a
+       * relative error is undefined there, and dividing by a tiny number
+       * would report a huge one) */
+      *out = v_num(den > 0 ? num / den : num);
     } else {
       /* report the derivative of the objective as written (maximize: of F itself) */
       if (p->F_max) scale(d, r.m, -1);
       rc = grad_value(&r, d, out);
+      if (rc == EV_OK && info) rc = info_record(&r, out);
     }
   }
   /* no side effects: the inner variables and the random stream go back */
@@ -1507,6 +1742,10 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
     else scatter(&r, 0, r.y);
   }
   S->rng = rng_orig;
+  /* a random method's draw came from the script's stream: move it on by one,
+   * so the next call draws afresh (with seed = s the call is reproducible
+   * and leaves the stream alone) */
+  if (set.hg.m->kind == HG_RANDOM && !check && !set.has_seed) (void)tn_rng_next(&S->rng);
   free(d);
   free(ref);
   free(y0);

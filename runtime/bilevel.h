@@ -88,7 +88,14 @@ typedef struct hg_method {
    * r->F, r->Fx, r->Fy hold F and its gradients there. */
   int (*compute)(struct bl_run *r, const hg_spec *sp, void *st, double *d);
   void (*cleanup)(struct bl_run *r, void *st);
+  /* HG_ESTIMATOR: compute() returns an estimate of dPhi/dx;
+   * HG_RANDOM: a random one (each call draws; r->expectation asks for its mean);
+   * HG_SOLVER: part of a solve's update rule, not an estimate of dPhi/dx on
+   * its own (hypergrad() and check_hypergrad() refuse it). */
+  int kind;
 } hg_method;
+
+enum { HG_ESTIMATOR, HG_RANDOM, HG_SOLVER };
 
 const hg_method *hg_find(const char *name);
 const hg_method *hg_at(size_t i);          /* NULL past the end */
@@ -151,6 +158,9 @@ struct problem {
   ast_arena *arena;           /* synthetic ASTs (the init's vector-Jacobian product) */
   const ast_node *init_dot;   /* sum_i sum(init_i * adjoint_i), NULL if not needed */
   bl_settings last;           /* settings of the last solve (defaults before) */
+  double *y_written;          /* n: y as the problem last wrote it (declaration,
+                                 end of a solve): a cold solve warns when the
+                                 script has changed y since */
 };
 typedef struct problem problem;
 
@@ -180,12 +190,32 @@ typedef struct bl_run {
   double *scratch2;
   void *hg_state;
   diff_rec held;              /* f recorded at the held point (bl_hold_point) */
+  int expectation;            /* check_hypergrad: a random method returns its expectation */
+  /* What the method reported (bl_hg_report): the first failure of the run,
+   * and how many hypergradients reported one. */
+  char hg_status[16];         /* "ok", "singular", "indefinite", "diverged" */
+  char hg_note[300];
+  long hg_failures;
+  int hg_failed_now;          /* the current hypergradient already counted */
+  /* the first non-finite value met (nonfinite()), for the solve's report */
+  int nf;
+  char nf_what[64];
+  double nf_val;
+  long nf_inner;
 } bl_run;
 
 /* ---- services for the methods (bilevel.c) ----
  * All evaluate at the current globals (x and the current y), include the
  * proximal term of f when set, and report errors at the solve node. */
 int bl_error(bl_run *r, const char *fmt, ...);
+/* One warning line "file:line:col: warning: msg" at the solve / call node,
+ * through the host's error callback (the CLI's stderr). */
+void bl_warn(bl_run *r, const char *fmt, ...);
+/* A method reports that its answer is not the hypergradient it promises
+ * (status "singular", "indefinite" or "diverged") and what it returned
+ * instead.  The first report of a run is kept for the result and printed
+ * once as a warning; later ones are counted. */
+void bl_hg_report(bl_run *r, const char *status, const char *fmt, ...);
 /* f and grad_y f (and grad_x f if gx != NULL). */
 int bl_grad_f(bl_run *r, double *f, double *gx, double *gy);
 /* F, grad_x F, grad_y F. */
@@ -226,8 +256,16 @@ int bl_init_vjp(bl_run *r, const double *a, double *out);
 int bl_init_jac(bl_run *r, double *Z);
 double bl_inner_lr(const bl_run *r);      /* the inner optimizer's base lr */
 
+/* A value for an error message: a string as itself in quotes (cut at 40
+ * characters), a number as a number, anything else by its kind and shape. */
+void bl_describe(value v, char *buf, size_t n);
 double *bl_alloc(bl_run *r, size_t n);     /* zeroed doubles, NULL after an error */
 double bl_dot(const double *a, const double *b, size_t n);
+/* Relative size below which a curvature of H_yy (p'Hp / (|p|^2 ||H||), an
+ * eigenvalue over the largest) is rounding noise: a product H p carries an
+ * error of about sqrt(n) eps ||H|| |p|.  The implicit methods compare with
+ * this, not with zero. */
+double bl_curv_noise(size_t n);
 double bl_norm(const double *a, size_t n);
 int bl_finite(const double *a, size_t n);
 

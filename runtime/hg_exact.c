@@ -1,11 +1,16 @@
 /* hg_exact.c: exact(), the implicit-function-theorem hypergradient with a
  * dense inner Hessian: H_yy is assembled column by column from n HVPs,
- * symmetrized, and H_yy q = grad_y F is solved by LAPACK (tn_linsolve);
- * d = grad_x F - H_xy q.  For checking other methods on small problems:
- * time n HVPs + O(n^3), memory O(n^2).  A singular H_yy is an error (the
- * inner problem must have a unique solution; proximal = eps adds eps I). */
+ * symmetrized and diagonalized by LAPACK (tn_eigh), and H_yy q = grad_y F
+ * is solved in its eigenbasis; d = grad_x F - H_xy q.  For checking other
+ * methods on small problems: time n HVPs + O(n^3), memory O(n^2).
+ * An eigenvalue within rounding of zero (relative to the largest) is an
+ * error: the inner solution is not unique.  A negative one (y at a saddle
+ * of f) is reported (status "indefinite") and the implicit derivative of
+ * the stationary point is returned. */
 #include "bilevel.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,9 +41,9 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   exact_st *st = vst;
   tn_ctx *ctx = &r->S->tn;
   size_t n = r->n, m = r->m, shape[2] = {n, n};
-  blo_tensor *H = tn_new(ctx, 2, shape), *b = tn_from(ctx, 1, shape, r->Fy), *q = NULL;
+  blo_tensor *H = tn_new(ctx, 2, shape), *lam = NULL, *V = NULL;
   int rc = EV_OK;
-  if (!H || !b) rc = bl_error(r, "%s", ctx->err);
+  if (!H) rc = bl_error(r, "%s", ctx->err);
   if (rc == EV_OK) rc = bl_hold_point(r);   /* n + 1 products at one point: replayed */
   for (size_t i = 0; i < n && rc == EV_OK; i++) {
     st->e[i] = 1;
@@ -52,15 +57,52 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
         double a = 0.5 * (H->data[i * n + k] + H->data[k * n + i]);
         H->data[i * n + k] = H->data[k * n + i] = a;
       }
-    if (!(q = tn_linsolve(ctx, H, b)))
-      rc = bl_error(r, "exact(): %s: the inner Hessian is singular (use proximal = eps, or cg())", ctx->err);
+    if (!bl_finite(H->data, n * n)) rc = bl_error(r, "exact(): the inner Hessian has a non-finite entry");
   }
-  if (rc == EV_OK && bl_hvp(r, q->data, st->hxy, NULL)) rc = EV_ERR;
+  if (rc == EV_OK && tn_eigh(ctx, H, &lam, &V)) rc = bl_error(r, "exact(): %s", ctx->err);
+  if (rc == EV_OK) {
+    /* H = V diag(lam) V': an eigenvalue within rounding of zero, relative to
+     * the largest, makes H numerically singular */
+    double big = fmax(fabs(lam->data[0]), fabs(lam->data[n - 1])), small = INFINITY;
+    for (size_t i = 0; i < n; i++) small = fmin(small, fabs(lam->data[i]));
+    double floor_ = bl_curv_noise(n) * big;
+    if (!(small > floor_)) {
+      char a[40], b[40];
+      snprintf(a, sizeof a, "%.3g", small);
+      snprintf(b, sizeof b, "%.3g", big);
+      rc = bl_error(r, "exact(): the inner Hessian is singular (smallest eigenvalue %s in magnitude, largest %s): "
+                       "the inner solution is not unique. Make it unique (proximal = eps with a warm start, or a "
+                       "regularizer such as eps * sum(y^2) in the inner objective), or use unroll(), which "
+                       "differentiates what the inner loop does", a, b);
+    } else if (lam->data[0] < 0) {
+      char a[40];
+      snprintf(a, sizeof a, "%.3g", lam->data[0]);
+      bl_hg_report(r, "indefinite",
+                   "exact(): the inner Hessian is indefinite (smallest eigenvalue %s): y is not at a minimum of f; "
+                   "returned the implicit derivative of the stationary point", a);
+    }
+  }
+  if (rc == EV_OK) {
+    /* q = V diag(1 / lam) V' grad_y F */
+    double *c = st->col, *q = st->e;
+    for (size_t i = 0; i < n; i++) {
+      double s = 0;
+      for (size_t k = 0; k < n; k++) s += V->data[k * n + i] * r->Fy[k];
+      c[i] = s / lam->data[i];
+    }
+    for (size_t k = 0; k < n; k++) {
+      double s = 0;
+      for (size_t i = 0; i < n; i++) s += V->data[k * n + i] * c[i];
+      q[k] = s;
+    }
+    rc = bl_hvp(r, q, st->hxy, NULL);
+    memset(q, 0, n * sizeof(double));   /* e is the unit-vector buffer again */
+  }
   if (rc == EV_OK)
     for (size_t j = 0; j < m; j++) d[j] = r->Fx[j] - st->hxy[j];
   tn_release(ctx, H);
-  tn_release(ctx, b);
-  tn_release(ctx, q);
+  tn_release(ctx, lam);
+  tn_release(ctx, V);
   return rc;
 }
 
@@ -76,5 +118,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_exact = {
   "exact", NULL, 0, 0, "exact()",
   "implicit hypergradient with the dense inner Hessian and a LAPACK solve (small problems, for checking)",
-  NULL, check, setup, NULL, NULL, compute, cleanup,
+  NULL, check, setup, NULL, NULL, compute, cleanup, HG_ESTIMATOR,
 };

@@ -18,5 +18,5 @@ static int compute(bl_run *r, const hg_spec *sp, void *st, double *d) {
 const hg_method hg_fo = {
   "fo", NULL, 0, 0, "fo()",
   "first-order hypergradient: grad_x F (plus the init path), second-order terms dropped",
-  NULL, NULL, NULL, NULL, NULL, compute, NULL,
+  NULL, NULL, NULL, NULL, NULL, compute, NULL, HG_ESTIMATOR,
 };

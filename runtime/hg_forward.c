@@ -99,5 +99,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_forward = {
   "forward", NULL, 0, 0, "forward()",
   "hypergradient by forward-mode differentiation through the inner steps (one tangent per outer coordinate)",
-  NULL, check, setup, begin, inner_step, compute, cleanup,
+  NULL, check, setup, begin, inner_step, compute, cleanup, HG_ESTIMATOR,
 };

@@ -22,6 +22,12 @@
  * The state lives for one solve; use start = "warm" (the method's own form:
  * y is carried from one outer step to the next).
  *
+ * penalty() is a solver, not an estimator (kind HG_SOLVER): grad_x Ft at a
+ * y that has not minimized Ft is no estimate of dPhi/dx, so hypergrad() and
+ * check_hypergrad() refuse it.  Since the inner steps descend Ft, the
+ * solve's final inner solve runs on f to a tolerance (bilevel.c), so that y
+ * answers the final x.
+ *
  * Cost per outer step: T HVPs + 1 combined HVP/mixed pass, memory O(n + m). */
 #include "bilevel.h"
 
@@ -120,5 +126,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_penalty = {
   "penalty", params, 5, 1, "penalty(gamma = 1, growth = 1.1, tol = 1e-2, tol_decay = 0.9, lr_decay = 1 / growth)",
   "penalty method (Mehra & Hamm): inner steps on F + gamma/2 |grad_y f|^2, hypergradient grad_x F + gamma H_xy grad_y f",
-  NULL, check, setup, NULL, inner_step, compute, cleanup,
+  NULL, check, setup, NULL, inner_step, compute, cleanup, HG_SOLVER,
 };

@@ -51,5 +51,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_t1t2 = {
   "t1t2", NULL, 0, 0, "t1t2()",
   "one-step look-ahead hypergradient (T1-T2 / DARTS)",
-  NULL, NULL, setup, NULL, NULL, compute, cleanup,
+  NULL, NULL, setup, NULL, NULL, compute, cleanup, HG_ESTIMATOR,
 };

@@ -51,8 +51,7 @@ static int check_param(blo_state *S, const ast_node *at, const char *what, const
   const char *want = hp->integer ? "an integer" : "a number";
   if (v_to_double(v, &d) != 0 || !isfinite(d) || (hp->integer && d != floor(d))) {
     char desc[96];
-    v_describe(v, desc, sizeof desc);
-    if (v_to_double(v, &d) == 0) fmt_double(desc, sizeof desc, d);
+    bl_describe(v, desc, sizeof desc);
     return interp_error(S, at, "%s: %s'%s' must be %s, got %s", what, who, hp->name, want, desc);
   }
   if (hp->min_open ? !(d > hp->min) : !(d >= hp->min)) {
@@ -77,7 +76,7 @@ int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spe
     mname = v_cstr(*rec_get(r, "method"));
   } else {
     char d[96];
-    v_describe(v, d, sizeof d);
+    bl_describe(v, d, sizeof d);
     return interp_error(S, at, "%s must be a hypergradient method such as cg(iters = 50) or unroll(10), got %s",
                         what, d);
   }

@@ -11,9 +11,12 @@
  * The price is variance: E|d|^2 = E|g_exact|^2 + (1/q - 1) E|g_exact - g_FO|^2.
  *
  * The draws come from the method's own generator, seeded from the script's
- * random stream at the first hypergradient of a solve without consuming it:
- * the run is deterministic given `seed`, and the tasks or minibatches drawn
- * by `every` lines are the same as with fo() or unroll() under that seed.
+ * random stream at the first hypergradient of a solve (or hypergrad() call)
+ * without consuming it: the run is deterministic given `seed`, and the tasks
+ * or minibatches drawn by `every` lines are the same as with fo() or
+ * unroll() under that seed.  The solve or call then moves the script's
+ * stream on by one value (bilevel.c), so the next one draws afresh.
+ * check_hypergrad() sets r->expectation and gets E[d] = g_exact.
  *
  * Cost: the trajectory of the inner loop is stored (O(T n) memory, as
  * unroll()); the reverse pass (T HVP + mixed products) runs only in the
@@ -71,6 +74,8 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   ufo_st *st = vst;
   size_t m = r->m;
   double q = sp->p[0];
+  /* the estimator's mean, E[d] = g_exact (check_hypergrad) */
+  if (r->expectation) return hg_unroll.compute(r, &st->usp, st->unroll, d);
   if (!st->seeded) {
     tn_rng peek = r->S->rng;   /* a copy: the script's stream is not advanced */
     tn_rng_seed(&st->rng, tn_rng_next(&peek) ^ 0x75666f2d626c6f31ULL);
@@ -101,5 +106,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_ufo = {
   "ufo", params, 1, 1, "ufo(q = 0.2)",
   "unbiased first-order hypergradient (UFO-BLO): fo() plus, with probability q, the unrolled correction / q",
-  traj, check, setup, NULL, NULL, compute, cleanup,
+  traj, check, setup, NULL, NULL, compute, cleanup, HG_RANDOM,
 };

@@ -82,5 +82,5 @@ static void cleanup(bl_run *r, void *vst) {
 const hg_method hg_unroll = {
   "unroll", params, 1, 1, "unroll(K = all)",
   "hypergradient by reverse-mode differentiation through the last K inner steps",
-  traj, check, setup, NULL, NULL, compute, cleanup,
+  traj, check, setup, NULL, NULL, compute, cleanup, HG_ESTIMATOR,
 };

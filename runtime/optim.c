@@ -94,7 +94,7 @@ void opt_free(bl_opt *o) {
 
 static int spec_error(blo_state *S, const ast_node *at, const char *what, value v, const char *want) {
   char d[96];
-  v_describe(v, d, sizeof d);
+  bl_describe(v, d, sizeof d);
   return interp_error(S, at, "%s must be %s, got %s", what, want, d);
 }
 

@@ -204,11 +204,108 @@ START_TEST(nan_names_step_and_keeps_finite_values) {
 }
 END_TEST
 
+/* An outer step that overshoots makes the next inner loop overflow: the
+ * error names that outer step and its size, and the variables keep the last
+ * finite pair.  F = -a^3 with w independent of the outer objective: the
+ * hypergradient is -3 a^2, so sgd(lr = 1) gives a = 1, 4, 52, 8164, and
+ * exp(8164) overflows at the first inner evaluation of outer step 4. */
+START_TEST(outer_overshoot_is_blamed) {
+  run_ok("problem ov {\n outer a = 1.0\n inner w = 0.0\n inner minimize (w - exp(a))^2\n"
+         " outer minimize -a^3\n}\n");
+  expect_error("let r = solve ov with {outer_opt = sgd(lr = 1), quiet = true}",
+               "solve ov: outer step 3 made the inner objective non-finite (Inf at outer step 4, inner step 0): "
+               "it moved x by 8.11e+03 (step size 1, hypergradient norm 8.11e+03); x and y keep their values "
+               "before that step");
+  ck_assert_double_eq(num("a"), 52);
+  /* w answers a = 52: 100 steps of lr 0.1 on (w - e^52)^2 from 0 */
+  ck_assert_double_eq_tol(num("w") / (exp(52) * (1 - pow(0.8, 100))), 1, 1e-12);
+  /* the same overflow met in the final inner solve names the last step */
+  run_ok("a = 1.0\nw = 0.0");
+  expect_error("let r = solve ov with {outer_opt = sgd(lr = 1), outer_steps = 3, quiet = true}",
+               "solve ov: outer step 3 made the inner objective non-finite (Inf in the final inner solve, inner step 0)");
+  ck_assert_double_eq(num("a"), 52);
+}
+END_TEST
+
+/* Warnings reach the host through the error callback, one line each. */
+static char warned[8192];
+static int nwarned;
+static void on_error(void *ud, const char *s) {
+  (void)ud;
+  nwarned++;
+  strncat(warned, s, sizeof warned - strlen(warned) - 1);
+}
+
+static void open_capturing(void) {
+  blo_close(S);
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  cfg.error_fn = on_error;
+  S = blo_open(&cfg);
+  ck_assert_ptr_nonnull(S);
+  warned[0] = 0;
+  nwarned = 0;
+}
+
+static int count(const char *hay, const char *needle) {
+  int k = 0;
+  for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) k++;
+  return k;
+}
+
+/* A cold solve re-reads the declared init: a value the script assigned to
+ * an inner variable is overwritten, and a warning says so, once. */
+START_TEST(cold_start_overwrite_warns) {
+  open_capturing();
+  run_ok(P1);
+  run_ok("let r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 0);            /* y as declared: nothing to say */
+  run_ok("let r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 0);            /* y as the last solve left it */
+  run_ok("w = -1\nlet r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 1);
+  ck_assert_str_eq(warned, "test:2:9: warning: solve p1: start = \"cold\" re-initialises the inner variables from "
+                           "their declared init, so the value assigned to 'w' is not used (start from it with start = "
+                           "\"warm\", or declare the init from a variable, inner w = w0, and set w0)\n");
+  ck_assert_int_eq(blo_last_error(S)->status, BLO_OK);
+  /* set back to its declared value: nothing is lost */
+  run_ok("w = 0\nlet r = solve p1 with {outer_steps = 2}");
+  ck_assert_int_eq(nwarned, 1);
+  /* a warm start uses the assigned value: no warning */
+  run_ok("w = -1\nlet r = solve p1 with {outer_steps = 2, start = \"warm\"}");
+  ck_assert_int_eq(nwarned, 1);
+  /* the idiom: the init names a variable the script sets */
+  run_ok("let w0 = 0.25\nproblem q {\n outer lam = 0.0\n inner w = w0\n"
+         " inner minimize 0.5 * sum((xt * w - 1)^2) + 0.5 * lam * w^2\n outer minimize 0.5 * (w - 0.5)^2\n}\n"
+         "w0 = -1\nlet r = solve q with {outer_steps = 1, inner_steps = 0}\n");
+  ck_assert_int_eq(nwarned, 1);
+  ck_assert_double_eq(num("w"), -1);
+}
+END_TEST
+
+/* A method's breakdown is reported once per solve (and counted in the
+ * result) and once per hypergrad() call. */
+START_TEST(breakdown_warns_once_per_solve) {
+  open_capturing();
+  run_ok("problem sg {\n outer x = 1.0\n inner y : [2] = zeros(2)\n inner minimize 0.5 * y[0]^2 - x * y[0]\n"
+         " outer minimize (y[0] - 2)^2 + (y[1] - 1)^2 + 0.1 * x^2\n}\n"
+         "let r = solve sg with {outer_steps = 5, hypergrad = cg()}\n");
+  ck_assert_int_eq(nwarned, 1);
+  ck_assert_int_eq(count(warned, "warning: solve sg: outer step 1: cg(): the inner Hessian is singular"), 1);
+  double fails;
+  ck_assert_int_eq(blo_get_field_number(S, "r", "hypergrad_failures", &fails), BLO_OK);
+  ck_assert_double_eq(fails, 5);
+  run_ok("let h = hypergrad(sg, cg())\nlet h = hypergrad(sg, cg())");
+  ck_assert_int_eq(nwarned, 3);
+  ck_assert_int_eq(blo_last_error(S)->status, BLO_OK);
+}
+END_TEST
+
 START_TEST(bad_options) {
   run_ok(P1);
   expect_error("let r = solve p1 with {inner_step = 3}", "unknown solve option 'inner_step' (did you mean 'inner_steps'?)");
   expect_error("let r = solve p1 with {inner_steps = \"3\"}",
-               "solve option 'inner_steps' must be a non-negative integer, got string");
+               "solve option 'inner_steps' must be a non-negative integer, got \"3\"");
   expect_error("let r = solve p1 with {outer_steps = -1}", "solve option 'outer_steps' must be a non-negative integer, got -1");
   expect_error("let r = solve p1 with {hypergrad = cgg(iters = 5)}", "'cgg' (did you mean 'cg'?)");
   expect_error("let r = solve p1 with {hypergrad = \"unrol\"}",
@@ -217,7 +314,13 @@ START_TEST(bad_options) {
   expect_error("let r = solve p1 with {hypergrad = sgd()}", "solve option 'hypergrad' must be a hypergradient method");
   expect_error("let r = solve p1 with {inner_opt = cg()}", "solve option 'inner_opt' must be an optimizer");
   expect_error("let r = solve p1 with {inner_opt = sgd(lr = 0)}", "sgd(): 'lr' must be > 0, got 0");
-  expect_error("let r = solve p1 with {start = \"hot\"}", "solve option 'start' must be \"cold\" or \"warm\"");
+  expect_error("let r = solve p1 with {start = \"hot\"}", "solve option 'start' must be \"cold\" or \"warm\", got \"hot\"");
+  expect_error("let r = solve p1 with {start = 1}", "solve option 'start' must be \"cold\" or \"warm\", got 1");
+  expect_error("let r = solve p1 with {trace = [1, 2]}", "solve option 'trace' must be a file name (string), got tensor [2]");
+  expect_error("let r = solve p1 with {hypergrad = cg(iters = \"5\")}", "cg(): 'iters' must be an integer, got \"5\"");
+  expect_error("let r = solve p1 with {inner_opt = \"sgdd\"}", "unknown optimizer 'sgdd'");
+  expect_error("let r = solve p1 with {inner_opt = sgd(lr = \"big\")}", "'lr' must be a number, got \"big\"");
+  expect_error("let h = hypergrad(\"p1\")", "argument 1 must be a problem, got \"p1\" (pass the problem itself");
   expect_error("let r = solve p1 with {start = \"cold\", proximal = 0.1}", "is a warm-start option");
   expect_error("let r = solve p1 with {inner_opt = adam(), hypergrad = unroll()}",
                "unroll() cannot differentiate through the adam inner optimizer");
@@ -226,7 +329,7 @@ START_TEST(bad_options) {
   expect_error("let r = solve p1 with 3", "the options must be a record");
   expect_error("let r = solve p2", "unknown problem 'p2' (did you mean 'p1'?)");
   expect_error("let r = solve xt", "'xt' is not a problem (it is a tensor [2])");
-  expect_error("let h = hypergrad(3)", "hypergrad: argument 1 must be a problem, got number");
+  expect_error("let h = hypergrad(3)", "hypergrad: argument 1 must be a problem, got 3");
   expect_error("let h = hypergrad(p1, cg(), outer_steps = 3)", "unknown hypergrad option 'outer_steps'");
   expect_error("let h = unroll(1, 2)", "unroll() takes at most 1 positional argument");
   /* a variable rebound to something else is reported at solve time */
@@ -446,7 +549,7 @@ START_TEST(moved_recording_matches_fresh_evaluation) {
          "  outer minimize mean(softplus(-sv * (Xv @ w)))\n"
          "}\n");
   const char *methods[] = {"unroll()", "unroll(K = 5)", "forward()", "cg(iters = 8, tol = 0)",
-                           "neumann(K = 8, alpha = 0.5)", "exact()", "penalty()"};
+                           "neumann(K = 8, alpha = 0.5)", "exact()"};
   for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
     char src[400];
     snprintf(src, sizeof src,
@@ -457,6 +560,15 @@ START_TEST(moved_recording_matches_fresh_evaluation) {
     run_ok(src);
     ck_assert_msg(num("e") <= 1e-13, "%s: moved vs fresh: relative difference %.3g", methods[m], num("e"));
   }
+  /* penalty() is a solver (hypergrad refuses it): compare three outer steps */
+  const char *opts = "{start = \"warm\", inner_steps = 25, outer_steps = 3, hypergrad = penalty(), quiet = true}";
+  char src[600];
+  snprintf(src, sizeof src,
+           "lam = fill(6, -1.0)\nw = zeros(6)\nlet rm = solve lm with %s\nlet lm_lam = lam\n"
+           "lam = fill(6, -1.0)\nw = zeros(6)\nlet rb = solve lb with %s\n"
+           "let e = norm(lm_lam - lam) / norm(lam + 1)\n", opts, opts);
+  run_ok(src);
+  ck_assert_msg(num("e") <= 1e-12, "penalty: moved vs fresh: relative difference %.3g", num("e"));
 }
 END_TEST
 
@@ -571,6 +683,9 @@ int main(void) {
   tcase_add_test(tc, trace_refused_without_files);
   tcase_add_test(tc, interrupt_stops_the_solve);
   tcase_add_test(tc, nan_names_step_and_keeps_finite_values);
+  tcase_add_test(tc, outer_overshoot_is_blamed);
+  tcase_add_test(tc, cold_start_overwrite_warns);
+  tcase_add_test(tc, breakdown_warns_once_per_solve);
   tcase_add_test(tc, bad_options);
   tcase_add_test(tc, bad_declarations);
   tcase_add_test(tc, scalar_broadcast_and_shapes);
