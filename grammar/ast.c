@@ -93,3 +93,22 @@ const char *ast_kind_name(ast_kind k) {
     "return", "print", "expression", "problem", "variable declaration", "objective", "every"};
   return (k >= 0 && k < N_KIND_COUNT) ? names[k] : "?";
 }
+
+/* The scanner's keyword rules (lexer.l) list the same words. */
+static const char *const keywords[] = {
+  "let", "fn", "if", "else", "for", "in", "while", "break", "continue", "return", "print",
+  "problem", "outer", "inner", "minimize", "maximize", "every", "solve", "with", "true", "false"};
+
+int ast_is_keyword(const char *s) {
+  if (!s) return 0;
+  for (size_t i = 0; i < sizeof keywords / sizeof keywords[0]; i++)
+    if (strcmp(s, keywords[i]) == 0) return 1;
+  return 0;
+}
+
+int ast_is_name(const char *s) {
+  if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return 0;
+  for (const char *p = s; *p; p++)
+    if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) return 0;
+  return !ast_is_keyword(s);
+}

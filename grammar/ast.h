@@ -66,4 +66,11 @@ void ast_set_kids(ast_node *n, ast_list *l);
 
 const char *ast_kind_name(ast_kind k);
 
+/* 1 if s is one of the language's keywords (let, fn, if, ..., true, false):
+ * such a word never reaches the parser as a name, so nothing can bind it. */
+int ast_is_keyword(const char *s);
+/* 1 if s is an identifier a script can bind: [A-Za-z_][A-Za-z0-9_]* and not
+ * a keyword. */
+int ast_is_name(const char *s);
+
 #endif

@@ -23,6 +23,7 @@ typedef struct parse_state {
   int nest[PARSE_MAX_NEST];   /* open delimiters: '(' '[' 'r' (record) 'b' (block) */
   int depth;
   int incomplete;             /* input ended inside an open delimiter or string (REPL continuation) */
+  int start_tok;              /* token the scanner returns first (selects the grammar's entry), 0: none */
 } parse_state;
 
 /* Parses src (len bytes).  Returns the number of errors (0 on success); on
@@ -30,5 +31,11 @@ typedef struct parse_state {
  * freed by the caller with ast_arena_free even on failure). */
 int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
                 parse_error_fn on_error, void *ud);
+/* Parses src as the fields of a record literal without its braces
+ * ("a = 1, b = f(2)", possibly empty, over several lines, a trailing comma
+ * allowed) and nothing else: on success ps->root is an N_RECORD.  Used for
+ * option text that a host passes in, which must not run as statements. */
+int parse_fields(parse_state *ps, const char *chunk, const char *src, size_t len,
+                 parse_error_fn on_error, void *ud);
 
 #endif

@@ -50,10 +50,11 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
 %token LET FN IF ELSE FOR IN WHILE BREAK CONTINUE RETURN PRINT PROBLEM OUTER INNER
 %token MINIMIZE MAXIMIZE EVERY SOLVE WITH TRUE_ FALSE_ AND OR EQ NE LE GE DOTDOT
 %token NEWLINE LBRACE_REC BADSTR
+%token FIELDS_ONLY   /* first token of a parse_fields input */
 
 %type <node> stmt simple_stmt block if_stmt expr postfix primary arg index_arg
 %type <node> pitem opt_shape opt_box record
-%type <list> stmts args arglist exprs params pitems fields index_args
+%type <list> stmts args arglist exprs params pitems fields index_args field_list
 
 %left OR
 %left AND
@@ -70,7 +71,17 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
 
 program
   : stmts            { ps->root = NEW(N_BLOCK, @$); if (ps->root) ast_set_kids(ps->root, &$1); }
+  | FIELDS_ONLY field_list opt_newline { ps->root = NEW(N_RECORD, @2); if (ps->root) ast_set_kids(ps->root, &$2); }
   ;
+
+/* parse_fields: a record literal's fields without the braces */
+field_list
+  : %empty           { memset(&$$, 0, sizeof $$); }
+  | fields           { $$ = $1; }
+  | fields ','       { $$ = $1; }
+  ;
+
+opt_newline : %empty | NEWLINE ;
 
 /* A statement list: statements separated by newlines or ';'. */
 /* Every statement ends with a separator: the scanner supplies a newline
@@ -300,9 +311,14 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
   if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, l->first_line, l->first_column, out);
 }
 
-int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
-                parse_error_fn on_error, void *ud) {
+static int parse_run(parse_state *ps, const char *chunk, const char *src, size_t len,
+                     parse_error_fn on_error, void *ud, int fields) {
   memset(ps, 0, sizeof *ps);
+  if (fields) {
+    /* inside record braces: newlines separate nothing, a '}' closes them */
+    ps->start_tok = FIELDS_ONLY;
+    ps->nest[ps->depth++] = 'r';
+  }
   ps->chunk = chunk;
   ps->on_error = on_error;
   ps->error_ud = ud;
@@ -322,4 +338,14 @@ int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
     if (on_error) on_error(ud, chunk, ps->line, ps->col, "parser ran out of memory");
   }
   return ps->nerrors;
+}
+
+int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
+                parse_error_fn on_error, void *ud) {
+  return parse_run(ps, chunk, src, len, on_error, ud, 0);
+}
+
+int parse_fields(parse_state *ps, const char *chunk, const char *src, size_t len,
+                 parse_error_fn on_error, void *ud) {
+  return parse_run(ps, chunk, src, len, on_error, ud, 1);
 }

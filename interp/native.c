@@ -279,12 +279,7 @@ static int api_fail(blo_state *S, int st, const char *fmt, const char *name) {
   return st;
 }
 
-static int valid_name(const char *s) {
-  if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return 0;
-  for (; *s; s++)
-    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'))) return 0;
-  return 1;
-}
+static int valid_name(const char *s) { return ast_is_name(s); }
 
 static char *dup_or_null(const char *s, int *oom) {
   if (!s) return NULL;
