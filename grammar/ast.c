@@ -13,6 +13,7 @@ typedef struct ast_block {
 
 struct ast_arena {
   ast_block *head;
+  int failed;           /* an allocation returned NULL: the tree is incomplete */
 };
 
 enum { ARENA_BLOCK = 16384 };
@@ -39,7 +40,7 @@ void *ast_alloc(ast_arena *ar, size_t n) {
   if (!b || b->used + n > b->cap) {
     size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
     b = malloc(sizeof(ast_block) + cap);
-    if (!b) return NULL;
+    if (!b) { ar->failed = 1; return NULL; }
     b->cap = cap;
     b->used = 0;
     b->next = ar->head;
@@ -50,6 +51,8 @@ void *ast_alloc(ast_arena *ar, size_t n) {
   memset(p, 0, n);
   return p;
 }
+
+int ast_arena_failed(const ast_arena *ar) { return !ar || ar->failed; }
 
 char *ast_strndup(ast_arena *ar, const char *s, size_t n) {
   char *p = ast_alloc(ar, n + 1);

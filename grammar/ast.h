@@ -56,6 +56,9 @@ typedef struct ast_arena ast_arena;
 ast_arena *ast_arena_new(void);
 void ast_arena_free(ast_arena *ar);
 void *ast_alloc(ast_arena *ar, size_t n);              /* zeroed, NULL on OOM */
+/* 1 once an allocation from ar has failed (or ar is NULL): whatever was built
+ * from it may lack nodes, so a parse that sees this reports out of memory. */
+int ast_arena_failed(const ast_arena *ar);
 char *ast_strndup(ast_arena *ar, const char *s, size_t n);
 ast_node *ast_new(ast_arena *ar, ast_kind k, ast_loc loc);
 

@@ -21,9 +21,15 @@
 }
 
 %code {
+#include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
 #include "lexer.h"
+
+/* Bison's stack (past its first 200 entries) and long error messages come
+ * from the parse state's allocator: a failure is noted there as out of memory. */
+#define YYMALLOC(n) parse_alloc(ps, (n))
+#define YYFREE(p) parse_free(ps, (p))
 
 static ast_loc mkloc(const BLO_YYLTYPE *l) {
   ast_loc r = {l->first_line, l->first_column, l->last_line, l->last_column};
@@ -268,6 +274,8 @@ index_arg
 static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg) {
   (void)scanner;
   ps->nerrors++;
+  /* once memory ran out the input was cut short: parse_run reports that alone */
+  if (ps->oom || ast_arena_failed(ps->arena)) return;
   /* Bison's token names are internal; say what the user typed instead. */
   char buf[512];
   if (strncmp(msg, "syntax error", 12) != 0) {
@@ -324,18 +332,31 @@ static int parse_run(parse_state *ps, const char *chunk, const char *src, size_t
   ps->error_ud = ud;
   ps->line = 1;
   ps->col = 1;
+  jmp_buf oom_jmp;
+  ps->oom_jmp = &oom_jmp;
   ps->arena = ast_arena_new();
-  if (!ps->arena) return 1;
-  yyscan_t scanner;
-  if (blo_yylex_init_extra(ps, &scanner)) return 1;
-  ps->scanner = scanner;
-  YY_BUFFER_STATE buf = blo_yy_scan_bytes(src, (int)len, scanner);
-  int rc = blo_yyparse(scanner, ps);
-  blo_yy_delete_buffer(buf, scanner);
-  blo_yylex_destroy(scanner);
-  if (rc != 0 && ps->nerrors == 0) {
-    ps->nerrors = 1;
-    if (on_error) on_error(ud, chunk, ps->line, ps->col, "parser ran out of memory");
+  yyscan_t scanner = NULL;
+  if (!ps->arena || blo_yylex_init_extra(ps, &scanner)) {
+    ps->oom = 1;
+  } else if (setjmp(oom_jmp) == 0) {
+    /* Flex allocates only here, setting up the buffer (the input is scanned
+     * in memory, so yylex never grows it); lex_fatal jumps back above. */
+    ps->scanner = scanner;
+    YY_BUFFER_STATE buf = blo_yy_scan_bytes(src, (int)len, scanner);
+    int rc = blo_yyparse(scanner, ps);
+    blo_yy_delete_buffer(buf, scanner);
+    blo_yylex_destroy(scanner);
+    if (rc != 0 && ps->nerrors == 0 && !ps->oom) ps->nerrors = 1;
+  }
+  /* after a jump out of the scanner: free what it held (nothing otherwise) */
+  parse_free_all(ps);
+  ps->scanner = NULL;
+  ps->oom_jmp = NULL;
+  if (ps->oom || ast_arena_failed(ps->arena)) {
+    ps->oom = 1;
+    ps->root = NULL;
+    ps->nerrors++;
+    if (on_error) on_error(ud, chunk, ps->line, ps->col, "out of memory while parsing");
   }
   return ps->nerrors;
 }

@@ -146,7 +146,7 @@ static void on_syntax_error(void *ud, const char *name, int line, int col, const
  * record's fields only: its root is then an N_RECORD). */
 static chunk *chunk_parse_as(blo_state *S, const char *name, const char *src, size_t len, int fields) {
   chunk *c = calloc(1, sizeof *c);
-  if (!c) { interp_error(S, NULL, "out of memory while parsing"); return NULL; }
+  if (!c) { interp_error(S, NULL, "out of memory while parsing"); report(S); return NULL; }
   c->name = strdup(name ? name : "<input>");
   c->src = malloc(len + 1);
   if (!c->name || !c->src) {
@@ -154,6 +154,7 @@ static chunk *chunk_parse_as(blo_state *S, const char *name, const char *src, si
     free(c->src);
     free(c);
     interp_error(S, NULL, "out of memory while parsing");
+    report(S);
     return NULL;
   }
   memcpy(c->src, src, len);
@@ -168,8 +169,14 @@ static chunk *chunk_parse_as(blo_state *S, const char *name, const char *src, si
   /* Keep the chunk even on failure: the error text points into its source. */
   c->next = S->chunks;
   S->chunks = c;
+  /* the parser reported (and located) it; memory is a status of its own */
+  if (ps.oom) S->err.status = BLO_ERROR_MEMORY;
   if (nerr || !c->root) {
-    if (!nerr) interp_syntax_error(S, c, 0, 0, "out of memory while parsing");
+    if (!nerr) {
+      interp_syntax_error(S, c, 0, 0, "out of memory while parsing");
+      S->err.status = BLO_ERROR_MEMORY;
+      report(S);
+    }
     return NULL;
   }
   return c;
@@ -182,7 +189,6 @@ chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len) 
 /* The status of a failed chunk_parse, reported to the host. */
 static int parse_failed(blo_state *S) {
   if (S->err.status == BLO_OK) S->err.status = BLO_ERROR_SYNTAX;
-  if (S->err.status == BLO_ERROR_MEMORY) report(S);
   return S->err.status;
 }
 
