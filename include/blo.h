@@ -174,9 +174,11 @@ typedef enum blo_kind {
 
 /* Kind of the value at path; BLO_ERROR_ARGUMENT if there is none. */
 int blo_kind_of(blo_state *S, const char *path, blo_kind *kind);
-/* "number", "tensor [2, 3]", "record", ... for the value at path, NULL if none. */
+/* "number", "tensor [2, 3]", "record", ... for the value at path, NULL if
+ * none or out of memory (then blo_last_error says BLO_ERROR_MEMORY). */
 const char *blo_describe(blo_state *S, const char *path);
-/* The value at path as print shows it (strings quoted), NULL if none or out of memory. */
+/* The value at path as print shows it (strings quoted), NULL if none or out
+ * of memory (then blo_last_error says BLO_ERROR_MEMORY). */
 const char *blo_format(blo_state *S, const char *path);
 /* Iterates over the global names: start with *iter = 0; returns NULL at the
  * end.  Order is unspecified; defining a global restarts nothing but may skip

@@ -305,6 +305,12 @@ int blo_eval_repl(blo_state *S, const char *name, const char *src, size_t len, c
     strbuf sb = {0};
     format_echo(&sb, S->last);
     *echo = ext_keep_text(S, &sb);
+    if (!*echo) {
+      v_release(S, &S->last);
+      rc = api_error(S, BLO_ERROR_MEMORY, "out of memory formatting the value%s", "");
+      report(S);
+      return rc;
+    }
   }
   v_release(S, &S->last);
   return rc;
@@ -588,7 +594,9 @@ const char *blo_describe(blo_state *S, const char *path) {
   strbuf sb = {0};
   sb_puts(&sb, d);
   if (v->kind == V_LIST) sb_printf(&sb, " of %d", ((olist *)v->u.o)->n);
-  return ext_keep_text(S, &sb);
+  const char *s = ext_keep_text(S, &sb);
+  if (!s) api_error(S, BLO_ERROR_MEMORY, "out of memory describing '%s'", path);
+  return s;
 }
 
 const char *blo_format(blo_state *S, const char *path) {
@@ -597,7 +605,9 @@ const char *blo_format(blo_state *S, const char *path) {
   if (!v) return NULL;
   strbuf sb = {0};
   v_print(&sb, *v, 1);
-  return ext_keep_text(S, &sb);
+  const char *s = ext_keep_text(S, &sb);
+  if (!s) api_error(S, BLO_ERROR_MEMORY, "out of memory formatting '%s'", path);
+  return s;
 }
 
 const char *blo_next_global(blo_state *S, size_t *iter) {

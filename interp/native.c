@@ -65,7 +65,11 @@ const char *ext_keep_text(blo_state *S, strbuf *sb) {
   host_ext *x = ext(S);
   free(x->text);
   x->text = NULL;
-  if (sb->oom || !sb->s) { sb_free(sb); return sb->oom ? NULL : ""; }
+  if (sb->oom || !sb->s) {
+    int oom = sb->oom;   /* sb_free clears it */
+    sb_free(sb);
+    return oom ? NULL : "";
+  }
   x->text = sb->s;
   memset(sb, 0, sizeof *sb);
   return x->text;

@@ -367,6 +367,41 @@ static int sc_host(blo_state *S) {
   return rc;
 }
 
+static int sc_autodiff(blo_state *S) {
+  return eval(S,
+              "let x = [1, 2, 3]\n"
+              "fn f(v) = sum(exp(v) * v) + norm(v)^2\n"
+              "let g = grad(f(x), x)\n"
+              "let h = hvp(f(x), x, [1, 0, 0])\n"
+              "let r = {g = g, s = format(\"%.3f\", g[0]), l = [h, \"x\"]}\n"
+              "let m = reshape(x, 3, 1) @ reshape(x, 1, 3)\n"
+              "print r.s, sum(m), m[1, :], x[0:2], h[0] > 0\n");
+}
+
+static int sc_repl(blo_state *S) {
+  const char *lines[] = {"let a = [1, 2]\n", "fn k(z) = z * 2\n", "k(a) + 1\n", "{u = a, w = \"s\"}\n"};
+  for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+    if (!blo_input_complete(lines[i], strlen(lines[i]))) return -2;   /* never wrong */
+    const char *echo = NULL;
+    int rc = blo_eval_repl(S, "<repl>", lines[i], strlen(lines[i]), &echo);
+    if (rc) return rc;
+    if (echo) {
+      sink_write(&out_sink, echo, strlen(echo));
+      sink_write(&out_sink, "\n", 1);
+    }
+  }
+  /* out of memory, it answers "complete": the host evaluates and gets the error */
+  (void)blo_input_complete("let q = [1,\n", 12);
+  /* each returned string lasts until the next call on the state */
+  const char *d = blo_describe(S, "a");
+  if (!d) return BLO_ERROR_MEMORY;
+  sink_write(&out_sink, d, strlen(d));
+  const char *f = blo_format(S, "a");
+  if (!f) return BLO_ERROR_MEMORY;
+  sink_write(&out_sink, f, strlen(f));
+  return BLO_OK;
+}
+
 typedef struct {
   const char *name;
   int (*run)(blo_state *S);
@@ -381,6 +416,8 @@ static const scenario scenarios[] = {
   /* cairo reports FreeType's failures as "error occurred in libfreetype" */
   {"plot", sc_plot, BLO_OK, "plot: cannot draw"},
   {"host_api", sc_host, BLO_OK, NULL},
+  {"autodiff", sc_autodiff, BLO_OK, NULL},
+  {"repl", sc_repl, BLO_OK, NULL},
 };
 
 /* After a failed run the state must still work: 1^2 + 2^2 + 3^2 and a loop. */
@@ -502,7 +539,7 @@ static void sweep(const scenario *sc, via v, tally *t) {
        * optimisation) and the run did exactly what the clean one did */
     } else if (rc != BLO_ERROR_MEMORY && !(rc == BLO_ERROR_RUNTIME && strstr(msg, "memory")) &&
                !(rc == BLO_ERROR_RUNTIME && sc->runtime && strncmp(msg, sc->runtime, strlen(sc->runtime)) == 0)) {
-      snprintf(what, sizeof what, "status %d, message '%s'", rc, msg);
+      snprintf(what, sizeof what, "status %d, message '%s', output '%.300s'", rc, msg, out_sink.buf);
       note(t, sc, v, k, what);
     } else if (!msg[0]) {
       note(t, sc, v, k, "an error without a message");
