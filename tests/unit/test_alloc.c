@@ -230,7 +230,15 @@ static void sys_arm(long fail_at) {
 
 static void sys_disarm(void) { sys_inj.armed = 0; }
 
-#ifdef __SANITIZE_ADDRESS__
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+#ifdef UNDER_ASAN
 /* LeakSanitizer ignores what the dynamic linker allocates by looking at the
  * caller of malloc, which is now the malloc above: the dependency list that
  * loading libgcc_s (for backtrace) leaves would be reported as a leak. */
@@ -432,7 +440,7 @@ typedef enum { VIA_HOST, VIA_SYSTEM } via;
 typedef struct {
   long total;
   long failed_runs;
-  char first[1024];
+  char first[2200];
 } tally;
 
 static blo_state *open_state(host_alloc *h) {
@@ -449,7 +457,7 @@ static blo_state *open_state(host_alloc *h) {
 
 static void note(tally *t, const scenario *sc, via v, long k, const char *what) {
   t->failed_runs++;
-  char line[1024];
+  char line[2200];
   snprintf(line, sizeof line, "%s, %s allocation %ld failing: %s", sc->name, v == VIA_HOST ? "host" : "system", k,
            what);
   if (t->failed_runs <= 20) fprintf(stderr, "%s\n", line);
@@ -527,11 +535,14 @@ static void sweep(const scenario *sc, via v, tally *t) {
   t->total = total;
   for (long k = only_k ? only_k : 1; k <= (only_k ? only_k : total); k++) {
     long count = run_once(sc, v, k, &rc, &fails, &leaked, &ok, msg, sizeof msg);
-    char what[1200];
+    char what[2048];
     if (fails == 0) {
-      /* the run took another path than the clean one (it cannot, here) */
-      snprintf(what, sizeof what, "no allocation failed (%ld counted)", count);
-      note(t, sc, v, k, what);
+      /* fewer allocations than the clean run (cairo's caches were fuller):
+       * then it must have done exactly what the clean run did */
+      if (rc != sc->expect || strcmp(out_sink.buf, clean_out) != 0) {
+        snprintf(what, sizeof what, "no allocation failed (%ld counted) and the run differs: status %d", count, rc);
+        note(t, sc, v, k, what);
+      }
     } else if (rc == -1) {
       /* blo_open returned NULL: nothing else to check */
     } else if (rc == sc->expect && strcmp(out_sink.buf, clean_out) == 0 && strcmp(msg, clean_msg) == 0) {
