@@ -410,6 +410,20 @@ static int sc_repl(blo_state *S) {
   return BLO_OK;
 }
 
+/* 1 + (1 + (1 + ...)) 80 deep: three entries of Bison's stack per level, so
+ * the parser outgrows its first 200 and allocates its stack */
+static int sc_nested(blo_state *S) {
+  enum { DEPTH = 80 };
+  char src[8 * DEPTH + 32];
+  size_t n = 0;
+  n += (size_t)snprintf(src + n, sizeof src - n, "let deep = ");
+  for (int i = 0; i < DEPTH; i++) n += (size_t)snprintf(src + n, sizeof src - n, "1 + (");
+  n += (size_t)snprintf(src + n, sizeof src - n, "1");
+  for (int i = 0; i < DEPTH; i++) src[n++] = ')';
+  n += (size_t)snprintf(src + n, sizeof src - n, "\nprint deep\n");
+  return eval(S, src);
+}
+
 typedef struct {
   const char *name;
   int (*run)(blo_state *S);
@@ -426,6 +440,7 @@ static const scenario scenarios[] = {
   {"host_api", sc_host, BLO_OK, NULL},
   {"autodiff", sc_autodiff, BLO_OK, NULL},
   {"repl", sc_repl, BLO_OK, NULL},
+  {"nested", sc_nested, BLO_OK, NULL},
 };
 
 /* After a failed run the state must still work: 1^2 + 2^2 + 3^2 and a loop. */
