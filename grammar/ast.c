@@ -13,6 +13,7 @@ typedef struct ast_block {
 
 struct ast_arena {
   ast_block *head;
+  int failed;           /* an allocation returned NULL: the tree is incomplete */
 };
 
 enum { ARENA_BLOCK = 16384 };
@@ -39,7 +40,7 @@ void *ast_alloc(ast_arena *ar, size_t n) {
   if (!b || b->used + n > b->cap) {
     size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
     b = malloc(sizeof(ast_block) + cap);
-    if (!b) return NULL;
+    if (!b) { ar->failed = 1; return NULL; }
     b->cap = cap;
     b->used = 0;
     b->next = ar->head;
@@ -50,6 +51,8 @@ void *ast_alloc(ast_arena *ar, size_t n) {
   memset(p, 0, n);
   return p;
 }
+
+int ast_arena_failed(const ast_arena *ar) { return !ar || ar->failed; }
 
 char *ast_strndup(ast_arena *ar, const char *s, size_t n) {
   char *p = ast_alloc(ar, n + 1);
@@ -92,4 +95,23 @@ const char *ast_kind_name(ast_kind k) {
     "block", "let", "assignment", "fn", "if", "while", "for", "break", "continue",
     "return", "print", "expression", "problem", "variable declaration", "objective", "every"};
   return (k >= 0 && k < N_KIND_COUNT) ? names[k] : "?";
+}
+
+/* The scanner's keyword rules (lexer.l) list the same words. */
+static const char *const keywords[] = {
+  "let", "fn", "if", "else", "for", "in", "while", "break", "continue", "return", "print",
+  "problem", "outer", "inner", "minimize", "maximize", "every", "solve", "with", "true", "false"};
+
+int ast_is_keyword(const char *s) {
+  if (!s) return 0;
+  for (size_t i = 0; i < sizeof keywords / sizeof keywords[0]; i++)
+    if (strcmp(s, keywords[i]) == 0) return 1;
+  return 0;
+}
+
+int ast_is_name(const char *s) {
+  if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return 0;
+  for (const char *p = s; *p; p++)
+    if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) return 0;
+  return !ast_is_keyword(s);
 }

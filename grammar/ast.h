@@ -56,6 +56,9 @@ typedef struct ast_arena ast_arena;
 ast_arena *ast_arena_new(void);
 void ast_arena_free(ast_arena *ar);
 void *ast_alloc(ast_arena *ar, size_t n);              /* zeroed, NULL on OOM */
+/* 1 once an allocation from ar has failed (or ar is NULL): whatever was built
+ * from it may lack nodes, so a parse that sees this reports out of memory. */
+int ast_arena_failed(const ast_arena *ar);
 char *ast_strndup(ast_arena *ar, const char *s, size_t n);
 ast_node *ast_new(ast_arena *ar, ast_kind k, ast_loc loc);
 
@@ -65,5 +68,12 @@ int ast_list_push(ast_arena *ar, ast_list *l, ast_node *n);
 void ast_set_kids(ast_node *n, ast_list *l);
 
 const char *ast_kind_name(ast_kind k);
+
+/* 1 if s is one of the language's keywords (let, fn, if, ..., true, false):
+ * such a word never reaches the parser as a name, so nothing can bind it. */
+int ast_is_keyword(const char *s);
+/* 1 if s is an identifier a script can bind: [A-Za-z_][A-Za-z0-9_]* and not
+ * a keyword. */
+int ast_is_name(const char *s);
 
 #endif

@@ -21,9 +21,15 @@
 }
 
 %code {
+#include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
 #include "lexer.h"
+
+/* Bison's stack (past its first 200 entries) and long error messages come
+ * from the parse state's allocator: a failure is noted there as out of memory. */
+#define YYMALLOC(n) parse_alloc(ps, (n))
+#define YYFREE(p) parse_free(ps, (p))
 
 static ast_loc mkloc(const BLO_YYLTYPE *l) {
   ast_loc r = {l->first_line, l->first_column, l->last_line, l->last_column};
@@ -50,10 +56,11 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
 %token LET FN IF ELSE FOR IN WHILE BREAK CONTINUE RETURN PRINT PROBLEM OUTER INNER
 %token MINIMIZE MAXIMIZE EVERY SOLVE WITH TRUE_ FALSE_ AND OR EQ NE LE GE DOTDOT
 %token NEWLINE LBRACE_REC BADSTR
+%token FIELDS_ONLY   /* first token of a parse_fields input */
 
 %type <node> stmt simple_stmt block if_stmt expr postfix primary arg index_arg
 %type <node> pitem opt_shape opt_box record
-%type <list> stmts args arglist exprs params pitems fields index_args
+%type <list> stmts args arglist exprs params pitems fields index_args field_list
 
 %left OR
 %left AND
@@ -70,7 +77,17 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
 
 program
   : stmts            { ps->root = NEW(N_BLOCK, @$); if (ps->root) ast_set_kids(ps->root, &$1); }
+  | FIELDS_ONLY field_list opt_newline { ps->root = NEW(N_RECORD, @2); if (ps->root) ast_set_kids(ps->root, &$2); }
   ;
+
+/* parse_fields: a record literal's fields without the braces */
+field_list
+  : %empty           { memset(&$$, 0, sizeof $$); }
+  | fields           { $$ = $1; }
+  | fields ','       { $$ = $1; }
+  ;
+
+opt_newline : %empty | NEWLINE ;
 
 /* A statement list: statements separated by newlines or ';'. */
 /* Every statement ends with a separator: the scanner supplies a newline
@@ -257,6 +274,8 @@ index_arg
 static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg) {
   (void)scanner;
   ps->nerrors++;
+  /* once memory ran out the input was cut short: parse_run reports that alone */
+  if (ps->oom || ast_arena_failed(ps->arena)) return;
   /* Bison's token names are internal; say what the user typed instead. */
   char buf[512];
   if (strncmp(msg, "syntax error", 12) != 0) {
@@ -300,26 +319,54 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
   if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, l->first_line, l->first_column, out);
 }
 
-int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
-                parse_error_fn on_error, void *ud) {
+static int parse_run(parse_state *ps, const char *chunk, const char *src, size_t len,
+                     parse_error_fn on_error, void *ud, int fields) {
   memset(ps, 0, sizeof *ps);
+  if (fields) {
+    /* inside record braces: newlines separate nothing, a '}' closes them */
+    ps->start_tok = FIELDS_ONLY;
+    ps->nest[ps->depth++] = 'r';
+  }
   ps->chunk = chunk;
   ps->on_error = on_error;
   ps->error_ud = ud;
   ps->line = 1;
   ps->col = 1;
+  jmp_buf oom_jmp;
+  ps->oom_jmp = &oom_jmp;
   ps->arena = ast_arena_new();
-  if (!ps->arena) return 1;
-  yyscan_t scanner;
-  if (blo_yylex_init_extra(ps, &scanner)) return 1;
-  ps->scanner = scanner;
-  YY_BUFFER_STATE buf = blo_yy_scan_bytes(src, (int)len, scanner);
-  int rc = blo_yyparse(scanner, ps);
-  blo_yy_delete_buffer(buf, scanner);
-  blo_yylex_destroy(scanner);
-  if (rc != 0 && ps->nerrors == 0) {
-    ps->nerrors = 1;
-    if (on_error) on_error(ud, chunk, ps->line, ps->col, "parser ran out of memory");
+  yyscan_t scanner = NULL;
+  if (!ps->arena || blo_yylex_init_extra(ps, &scanner)) {
+    ps->oom = 1;
+  } else if (setjmp(oom_jmp) == 0) {
+    /* Flex allocates only here, setting up the buffer (the input is scanned
+     * in memory, so yylex never grows it); lex_fatal jumps back above. */
+    ps->scanner = scanner;
+    YY_BUFFER_STATE buf = blo_yy_scan_bytes(src, (int)len, scanner);
+    int rc = blo_yyparse(scanner, ps);
+    blo_yy_delete_buffer(buf, scanner);
+    blo_yylex_destroy(scanner);
+    if (rc != 0 && ps->nerrors == 0 && !ps->oom) ps->nerrors = 1;
+  }
+  /* after a jump out of the scanner: free what it held (nothing otherwise) */
+  parse_free_all(ps);
+  ps->scanner = NULL;
+  ps->oom_jmp = NULL;
+  if (ps->oom || ast_arena_failed(ps->arena)) {
+    ps->oom = 1;
+    ps->root = NULL;
+    ps->nerrors++;
+    if (on_error) on_error(ud, chunk, ps->line, ps->col, "out of memory while parsing");
   }
   return ps->nerrors;
+}
+
+int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
+                parse_error_fn on_error, void *ud) {
+  return parse_run(ps, chunk, src, len, on_error, ud, 0);
+}
+
+int parse_fields(parse_state *ps, const char *chunk, const char *src, size_t len,
+                 parse_error_fn on_error, void *ud) {
+  return parse_run(ps, chunk, src, len, on_error, ud, 1);
 }

@@ -11,7 +11,9 @@
  *
  * Names ("paths"): the functions that read a value take a global name, or a
  * dotted path into records, e.g. "r.F" for the field F of the record r (a
- * solve result is such a record).
+ * solve result is such a record).  A name is an identifier that is not a
+ * keyword of the language (let, fn, if, ...); every function taking a name
+ * refuses anything else with BLO_ERROR_ARGUMENT.
  *
  * Strings returned as const char * are owned by the state and stay valid
  * until the next call on that state unless documented otherwise.
@@ -96,7 +98,9 @@ void blo_close(blo_state *S);
  * state.  Returns BLO_OK or the error status. */
 int blo_eval_string(blo_state *S, const char *name, const char *src, size_t len);
 /* Reads and evaluates a file; the chunk is named after the path.  Reading
- * the script itself is always allowed (allow_files governs what scripts do). */
+ * the script itself is always allowed (allow_files governs what scripts do).
+ * A file that cannot be read (missing, a directory, a read error) is
+ * BLO_ERROR_RUNTIME and nothing runs. */
 int blo_eval_file(blo_state *S, const char *path);
 /* Like blo_eval_string, for interactive hosts: when the chunk's last
  * statement is an expression whose value is not nil, *echo receives its
@@ -170,9 +174,11 @@ typedef enum blo_kind {
 
 /* Kind of the value at path; BLO_ERROR_ARGUMENT if there is none. */
 int blo_kind_of(blo_state *S, const char *path, blo_kind *kind);
-/* "number", "tensor [2, 3]", "record", ... for the value at path, NULL if none. */
+/* "number", "tensor [2, 3]", "record", ... for the value at path, NULL if
+ * none or out of memory (then blo_last_error says BLO_ERROR_MEMORY). */
 const char *blo_describe(blo_state *S, const char *path);
-/* The value at path as print shows it (strings quoted), NULL if none or out of memory. */
+/* The value at path as print shows it (strings quoted), NULL if none or out
+ * of memory (then blo_last_error says BLO_ERROR_MEMORY). */
 const char *blo_format(blo_state *S, const char *path);
 /* Iterates over the global names: start with *iter = 0; returns NULL at the
  * end.  Order is unspecified; defining a global restarts nothing but may skip
@@ -266,7 +272,8 @@ typedef int (*blo_progress_fn)(void *ud, const blo_progress *p);
 void blo_set_progress(blo_state *S, blo_progress_fn fn, void *ud);
 /* Runs `let result = solve problem with {options}`: options is the text of
  * the record's fields (e.g. "outer_steps = 50, hypergrad = cg()"; NULL or ""
- * for the defaults).  fn, if not NULL, is the progress callback for this
+ * for the defaults), parsed as fields only: text that is not a list of
+ * `name = expression` fields is BLO_ERROR_SYNTAX and runs nothing.  fn, if not NULL, is the progress callback for this
  * solve only.  The result record is bound to the global result (NULL:
  * "result"); read it with blo_get_number(S, "result.F", &F). */
 int blo_solve(blo_state *S, const char *problem, const char *options, const char *result,

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void env_free_globals(blo_state *S);
 void interp_syntax_error(blo_state *S, const chunk *c, int line, int col, const char *msg);
@@ -141,9 +142,11 @@ static void on_syntax_error(void *ud, const char *name, int line, int col, const
   report(sc->S);
 }
 
-chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len) {
+/* Parses src into a new chunk of S (as statements, or with fields set as a
+ * record's fields only: its root is then an N_RECORD). */
+static chunk *chunk_parse_as(blo_state *S, const char *name, const char *src, size_t len, int fields) {
   chunk *c = calloc(1, sizeof *c);
-  if (!c) { interp_error(S, NULL, "out of memory while parsing"); return NULL; }
+  if (!c) { interp_error(S, NULL, "out of memory while parsing"); report(S); return NULL; }
   c->name = strdup(name ? name : "<input>");
   c->src = malloc(len + 1);
   if (!c->name || !c->src) {
@@ -151,6 +154,7 @@ chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len) 
     free(c->src);
     free(c);
     interp_error(S, NULL, "out of memory while parsing");
+    report(S);
     return NULL;
   }
   memcpy(c->src, src, len);
@@ -158,29 +162,48 @@ chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len) 
   c->len = len;
   parse_state ps;
   syntax_ctx sc = {S, c};
-  int nerr = parse_chunk(&ps, c->name, c->src, len, on_syntax_error, &sc);
+  int nerr = fields ? parse_fields(&ps, c->name, c->src, len, on_syntax_error, &sc)
+                   : parse_chunk(&ps, c->name, c->src, len, on_syntax_error, &sc);
   c->arena = ps.arena;
   c->root = ps.root;
   /* Keep the chunk even on failure: the error text points into its source. */
   c->next = S->chunks;
   S->chunks = c;
+  /* the parser reported (and located) it; memory is a status of its own */
+  if (ps.oom) S->err.status = BLO_ERROR_MEMORY;
   if (nerr || !c->root) {
-    if (!nerr) interp_syntax_error(S, c, 0, 0, "out of memory while parsing");
+    if (!nerr) {
+      interp_syntax_error(S, c, 0, 0, "out of memory while parsing");
+      S->err.status = BLO_ERROR_MEMORY;
+      report(S);
+    }
     return NULL;
   }
   return c;
 }
+
+chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len) {
+  return chunk_parse_as(S, name, src, len, 0);
+}
+
+/* The status of a failed chunk_parse, reported to the host. */
+static int parse_failed(blo_state *S) {
+  if (S->err.status == BLO_OK) S->err.status = BLO_ERROR_SYNTAX;
+  return S->err.status;
+}
+
+static int run_chunk(blo_state *S, chunk *c);
 
 static int eval_text(blo_state *S, const char *name, const char *src, size_t len, chunk **pc) {
   clear_error(S);
   v_release(S, &S->last);
   chunk *c = chunk_parse(S, name, src, len);
   if (pc) *pc = c;
-  if (!c) {
-    if (S->err.status == BLO_OK) S->err.status = BLO_ERROR_SYNTAX;
-    if (S->err.status == BLO_ERROR_MEMORY) report(S);
-    return S->err.status;
-  }
+  if (!c) return parse_failed(S);
+  return run_chunk(S, c);
+}
+
+static int run_chunk(blo_state *S, chunk *c) {
   /* A chunk's top level is the global scope, even when a native evaluates it. */
   scope *saved = S->sc;
   S->sc = NULL;
@@ -200,6 +223,16 @@ int blo_eval_string(blo_state *S, const char *name, const char *src, size_t len)
   return eval_text(S, name, src, len, NULL);
 }
 
+/* An error about the script file itself: "path: error: msg", no line. */
+static int file_error(blo_state *S, const char *path, const char *msg) {
+  chunk file = {0};
+  file.name = (char *)path;
+  interp_syntax_error(S, &file, 0, 0, msg);
+  S->err.status = BLO_ERROR_RUNTIME;
+  report(S);
+  return S->err.status;
+}
+
 int blo_eval_file(blo_state *S, const char *path) {
   if (!S) return BLO_ERROR_ARGUMENT;
   clear_error(S);
@@ -211,6 +244,12 @@ int blo_eval_file(blo_state *S, const char *path) {
     interp_error(S, NULL, "%s", msg);
     report(S);
     return S->err.status;
+  }
+  /* fopen() accepts a directory on Linux; only the read would fail. */
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fclose(f);
+    return file_error(S, path, "is a directory");
   }
   char *buf = NULL;
   size_t len = 0, cap = 0;
@@ -230,6 +269,12 @@ int blo_eval_file(blo_state *S, const char *path) {
     size_t k = fread(buf + len, 1, cap - len, f);
     len += k;
     if (k == 0) break;
+  }
+  if (ferror(f)) {
+    int e = errno;
+    free(buf);
+    fclose(f);
+    return file_error(S, path, e ? strerror(e) : "read error");
   }
   fclose(f);
   int rc = eval_text(S, path, buf ? buf : "", len, NULL);
@@ -260,6 +305,12 @@ int blo_eval_repl(blo_state *S, const char *name, const char *src, size_t len, c
     strbuf sb = {0};
     format_echo(&sb, S->last);
     *echo = ext_keep_text(S, &sb);
+    if (!*echo) {
+      v_release(S, &S->last);
+      rc = api_error(S, BLO_ERROR_MEMORY, "out of memory formatting the value%s", "");
+      report(S);
+      return rc;
+    }
   }
   v_release(S, &S->last);
   return rc;
@@ -337,6 +388,7 @@ static value *resolve(blo_state *S, const char *path) {
     if (n == 0 || n >= sizeof part) return NULL;
     memcpy(part, p, n);
     part[n] = 0;
+    if (!ast_is_name(part)) return NULL;
     if (first) {
       v = global_slot(S, part);
     } else {
@@ -349,6 +401,21 @@ static value *resolve(blo_state *S, const char *path) {
 }
 
 static int not_found(blo_state *S, const char *path) {
+  /* say why a path that no script could write is refused */
+  char part[256];
+  for (const char *p = path; p;) {
+    const char *dot = strchr(p, '.');
+    size_t n = dot ? (size_t)(dot - p) : strlen(p);
+    if (n >= sizeof part) n = sizeof part - 1;
+    memcpy(part, p, n);
+    part[n] = 0;
+    if (ast_is_keyword(part)) {
+      char msg[400];
+      snprintf(msg, sizeof msg, "'%.200s' is not a valid path: '%.40s' is a keyword", path, part);
+      return api_error(S, BLO_ERROR_ARGUMENT, "%s", msg);
+    }
+    p = dot ? dot + 1 : NULL;
+  }
   return api_error(S, BLO_ERROR_ARGUMENT, "no value named '%s'", path);
 }
 
@@ -359,11 +426,14 @@ static int wrong_kind(blo_state *S, const char *path, value *v, const char *want
   return api_error(S, BLO_ERROR_ARGUMENT, "%s", msg);
 }
 
-static int valid_ident(const char *s) {
-  if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return 0;
-  for (; *s; s++)
-    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'))) return 0;
-  return 1;
+/* A name the host binds or reads must be one a script could write: an
+ * identifier and not a keyword.  Returns BLO_OK or records the error. */
+static int check_name(blo_state *S, const char *who, const char *what, const char *name) {
+  if (ast_is_name(name)) return BLO_OK;
+  char msg[400];
+  snprintf(msg, sizeof msg, "%s: '%.200s' is %s, not a valid %s", who, name ? name : "(null)",
+           ast_is_keyword(name) ? "a keyword" : "not an identifier", what);
+  return api_error(S, BLO_ERROR_ARGUMENT, "%s", msg);
 }
 
 static int bind(blo_state *S, const char *name, value v) {
@@ -374,7 +444,7 @@ static int bind(blo_state *S, const char *name, value v) {
 int blo_set_tensor(blo_state *S, const char *name, int rank, const size_t *shape, const double *data) {
   if (!S) return BLO_ERROR_ARGUMENT;
   clear_error(S);
-  if (!valid_ident(name)) return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_tensor: '%s' is not a valid name", name);
+  if (check_name(S, "blo_set_tensor", "name", name)) return S->err.status;
   if (rank < 0 || rank > TN_MAX_RANK)
     return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_tensor: rank out of range 0..4 for '%s'", name);
   if (!data || (rank > 0 && !shape))
@@ -394,14 +464,14 @@ int blo_set_tensor(blo_state *S, const char *name, int rank, const size_t *shape
 int blo_set_number(blo_state *S, const char *name, double x) {
   if (!S) return BLO_ERROR_ARGUMENT;
   clear_error(S);
-  if (!valid_ident(name)) return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_number: '%s' is not a valid name", name);
+  if (check_name(S, "blo_set_number", "name", name)) return S->err.status;
   return bind(S, name, v_num(x));
 }
 
 int blo_set_string(blo_state *S, const char *name, const char *s) {
   if (!S) return BLO_ERROR_ARGUMENT;
   clear_error(S);
-  if (!valid_ident(name)) return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_string: '%s' is not a valid name", name);
+  if (check_name(S, "blo_set_string", "name", name)) return S->err.status;
   if (!s) return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_string: no string for '%s'", name);
   value v = v_str(S, s, strlen(s));
   if (v.kind != V_STR) return api_error(S, BLO_ERROR_MEMORY, "blo_set_string: out of memory for '%s'", name);
@@ -524,7 +594,9 @@ const char *blo_describe(blo_state *S, const char *path) {
   strbuf sb = {0};
   sb_puts(&sb, d);
   if (v->kind == V_LIST) sb_printf(&sb, " of %d", ((olist *)v->u.o)->n);
-  return ext_keep_text(S, &sb);
+  const char *s = ext_keep_text(S, &sb);
+  if (!s) api_error(S, BLO_ERROR_MEMORY, "out of memory describing '%s'", path);
+  return s;
 }
 
 const char *blo_format(blo_state *S, const char *path) {
@@ -533,7 +605,9 @@ const char *blo_format(blo_state *S, const char *path) {
   if (!v) return NULL;
   strbuf sb = {0};
   v_print(&sb, *v, 1);
-  return ext_keep_text(S, &sb);
+  const char *s = ext_keep_text(S, &sb);
+  if (!s) api_error(S, BLO_ERROR_MEMORY, "out of memory formatting '%s'", path);
+  return s;
 }
 
 const char *blo_next_global(blo_state *S, size_t *iter) {
@@ -603,8 +677,10 @@ int blo_call(blo_state *S, const char *fn, int nargs, const blo_array *args, con
   if (!fn) return api_error(S, BLO_ERROR_ARGUMENT, "blo_call: no function name%s", "");
   if (nargs < 0 || nargs > 64 || (nargs > 0 && !args))
     return api_error(S, BLO_ERROR_ARGUMENT, "blo_call: bad argument list for '%s'", fn);
-  if (result && !valid_ident(result))
-    return api_error(S, BLO_ERROR_ARGUMENT, "blo_call: '%s' is not a valid result name", result);
+  if (result && check_name(S, "blo_call", "result name", result)) return S->err.status;
+  /* `outer` is a keyword that scripts call as a builtin; other keywords name nothing */
+  if (!ast_is_name(fn) && !(ast_is_keyword(fn) && builtin_find(fn)))
+    return check_name(S, "blo_call", "function name", fn);
   value f = v_nil();
   value *slot = global_slot(S, fn);
   if (slot) {
@@ -664,19 +740,39 @@ int blo_solve(blo_state *S, const char *problem, const char *options, const char
   if (!S) return BLO_ERROR_ARGUMENT;
   clear_error(S);
   if (!result) result = "result";
-  if (!valid_ident(problem)) return api_error(S, BLO_ERROR_ARGUMENT, "blo_solve: '%s' is not a problem name", problem);
-  if (!valid_ident(result)) return api_error(S, BLO_ERROR_ARGUMENT, "blo_solve: '%s' is not a valid result name", result);
+  if (check_name(S, "blo_solve", "problem name", problem)) return S->err.status;
+  if (check_name(S, "blo_solve", "result name", result)) return S->err.status;
   value *p = global_slot(S, problem);
   if (!p) return api_error(S, BLO_ERROR_ARGUMENT, "no problem named '%s'", problem);
   if (p->kind != V_PROBLEM) return wrong_kind(S, problem, p, "a problem");
-  strbuf sb = {0};
-  sb_printf(&sb, "let %s = solve %s with {%s}\n", result, problem, options ? options : "");
-  if (sb.oom || !sb.s) { sb_free(&sb); return api_error(S, BLO_ERROR_MEMORY, "blo_solve: out of memory%s", ""); }
+  /* The options are parsed as a record's fields and nothing else; the
+   * statement `let result = solve problem with {options}` is built as a
+   * tree around them, so no text the host passes is read as code. */
+  v_release(S, &S->last);
+  if (!options) options = "";
+  chunk *c = chunk_parse_as(S, "<blo_solve>", options, strlen(options), 1);
+  if (!c) return parse_failed(S);
+  ast_node *rec = c->root;
+  ast_node *solve = ast_new(c->arena, N_SOLVE, rec->loc);
+  ast_node *let = ast_new(c->arena, N_LET, rec->loc);
+  ast_node *top = ast_new(c->arena, N_BLOCK, rec->loc);
+  ast_node **kids = ast_alloc(c->arena, sizeof *kids);
+  const char *pname = ast_strndup(c->arena, problem, strlen(problem));
+  const char *rname = ast_strndup(c->arena, result, strlen(result));
+  if (!solve || !let || !top || !kids || !pname || !rname)
+    return api_error(S, BLO_ERROR_MEMORY, "blo_solve: out of memory%s", "");
+  solve->name = pname;
+  solve->a = rec;
+  let->name = rname;
+  let->a = solve;
+  kids[0] = let;
+  top->kids = kids;
+  top->nkids = 1;
+  c->root = top;
   void *u = ud;
   blo_progress_fn f = fn;
   if (fn) ext_swap_progress(S, &f, &u);
-  int rc = eval_text(S, "<blo_solve>", sb.s, sb.n, NULL);
+  int rc = run_chunk(S, c);
   if (fn) ext_swap_progress(S, &f, &u);
-  sb_free(&sb);
   return rc;
 }

@@ -859,7 +859,7 @@ static int exec_for(blo_state *S, const ast_node *n) {
         v_release(S, &b);
         if (bad) rc = interp_error(S, n->a, "range bounds must be numbers");
         for (double i = lo; rc == EV_OK && !stop && i < hi; i += 1) {
-          env_define(S, n->name, v_num(i));
+          if (env_define(S, n->name, v_num(i))) { rc = interp_error(S, n, "out of memory"); break; }
           rc = exec_loop_body(S, n->b, &stop);
         }
       }
@@ -871,7 +871,7 @@ static int exec_for(blo_state *S, const ast_node *n) {
       if (it.kind == V_LIST) {
         olist *l = (olist *)it.u.o;
         for (int i = 0; rc == EV_OK && !stop && i < l->n; i++) {
-          env_define(S, n->name, v_retain(l->items[i]));
+          if (env_define(S, n->name, v_retain(l->items[i]))) { rc = interp_error(S, n, "out of memory"); break; }
           rc = exec_loop_body(S, n->b, &stop);
         }
       } else if (it.kind == V_TENSOR && it.u.t->rank >= 1) {
@@ -887,7 +887,7 @@ static int exec_for(blo_state *S, const ast_node *n) {
             if (!row) { rc = interp_tn_error(S, n->a); break; }
             e = v_tensor(row);
           }
-          env_define(S, n->name, e);
+          if (env_define(S, n->name, e)) { rc = interp_error(S, n, "out of memory"); break; }
           rc = exec_loop_body(S, n->b, &stop);
         }
       } else {

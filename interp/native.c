@@ -65,7 +65,11 @@ const char *ext_keep_text(blo_state *S, strbuf *sb) {
   host_ext *x = ext(S);
   free(x->text);
   x->text = NULL;
-  if (sb->oom || !sb->s) { sb_free(sb); return sb->oom ? NULL : ""; }
+  if (sb->oom || !sb->s) {
+    int oom = sb->oom;   /* sb_free clears it */
+    sb_free(sb);
+    return oom ? NULL : "";
+  }
   x->text = sb->s;
   memset(sb, 0, sizeof *sb);
   return x->text;
@@ -279,12 +283,7 @@ static int api_fail(blo_state *S, int st, const char *fmt, const char *name) {
   return st;
 }
 
-static int valid_name(const char *s) {
-  if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return 0;
-  for (; *s; s++)
-    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'))) return 0;
-  return 1;
-}
+static int valid_name(const char *s) { return ast_is_name(s); }
 
 static char *dup_or_null(const char *s, int *oom) {
   if (!s) return NULL;

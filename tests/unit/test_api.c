@@ -206,6 +206,28 @@ START_TEST(eval_file_and_missing_file) {
 }
 END_TEST
 
+START_TEST(eval_file_on_a_directory) {
+  /* fopen() succeeds on a directory and fread() then fails: that must be an
+   * error naming the path, not an empty script that runs fine. */
+  blo_state *S = open_capturing();
+  char dir[] = "/tmp/blo_test_api_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  ck_assert_int_eq(blo_eval_file(S, dir), BLO_ERROR_RUNTIME);
+  ck_assert_int_eq(blo_last_error(S)->status, BLO_ERROR_RUNTIME);
+  ck_assert_str_eq(blo_last_error(S)->message, "is a directory");
+  ck_assert_str_eq(blo_last_error(S)->file, dir);
+  char want[256];
+  snprintf(want, sizeof want, "%s: error: is a directory\n", dir);
+  ck_assert_str_eq(err_sink.buf, want);
+  ck_assert_str_eq(blo_last_error_text(S), want);
+  rmdir(dir);
+  /* the state still works */
+  ck_assert_int_eq(run(S, "let ok = 2"), BLO_OK);
+  ck_assert_double_eq(num(S, "ok"), 2);
+  blo_close(S);
+}
+END_TEST
+
 START_TEST(file_access_refused_by_config) {
   char dir[] = "/tmp/blo_test_api_XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -1116,6 +1138,72 @@ START_TEST(solve_and_progress) {
 }
 END_TEST
 
+/* Names given to the API are identifiers, never keywords, and option text
+ * is a record's fields only: nothing the host passes runs as a statement. */
+START_TEST(names_and_options_are_not_code) {
+  blo_state *S = open_capturing();
+  ck_assert_int_eq(run(S, ridge_src), BLO_OK);
+  /* option text that closes the record and adds statements */
+  ck_assert_int_ne(blo_solve(S, "ridge", "}\nlet injected = 1\nlet zz = {", "res", NULL, NULL), BLO_OK);
+  blo_kind kind;
+  ck_assert_int_eq(blo_kind_of(S, "injected", &kind), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_kind_of(S, "zz", &kind), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_kind_of(S, "res", &kind), BLO_ERROR_ARGUMENT);
+  ck_assert_int_ne(blo_solve(S, "ridge", "outer_steps = 1} + {b = 2", "res", NULL, NULL), BLO_OK);
+  ck_assert_int_ne(blo_solve(S, "ridge", "outer_steps = 1}; let injected = 2; let q = {a = 1", "res", NULL, NULL),
+                   BLO_OK);
+  ck_assert_int_eq(blo_kind_of(S, "injected", &kind), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_kind_of(S, "res", &kind), BLO_ERROR_ARGUMENT);
+  /* the fields themselves still work, over several lines and with a trailing comma */
+  ck_assert_int_eq(blo_solve(S, "ridge", "outer_steps = 2,\n inner_steps = 5, quiet = true,", "res", NULL, NULL),
+                   BLO_OK);
+  ck_assert_double_eq(num(S, "res.steps"), 2);
+  ck_assert_int_eq(blo_solve(S, "ridge", "", "res0", NULL, NULL), BLO_OK);
+  ck_assert_int_eq(blo_kind_of(S, "res0", &kind), BLO_OK);
+  ck_assert_int_eq(kind, BLO_RECORD);
+  /* an error inside the options is located in the option text */
+  ck_assert_int_eq(blo_solve(S, "ridge", "outer_steps = 1, inner_steps = nope", "res", NULL, NULL),
+                   BLO_ERROR_RUNTIME);
+  ck_assert_str_eq(blo_last_error(S)->file, "<blo_solve>");
+  ck_assert_int_eq(blo_last_error(S)->line, 1);
+  ck_assert_int_eq(blo_last_error(S)->col, 32);
+  /* keywords are not names */
+  static const char *const keywords[] = {"let", "fn", "if", "else", "for", "in", "while", "break", "continue",
+                                         "return", "print", "problem", "outer", "inner", "minimize", "maximize",
+                                         "every", "solve", "with", "true", "false"};
+  double d = 1;
+  size_t shape[1] = {1};
+  for (size_t i = 0; i < sizeof keywords / sizeof keywords[0]; i++) {
+    const char *k = keywords[i];
+    ck_assert_int_eq(blo_set_tensor(S, k, 1, shape, &d), BLO_ERROR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "keyword"));
+    ck_assert_int_eq(blo_set_number(S, k, 1), BLO_ERROR_ARGUMENT);
+    ck_assert_int_eq(blo_set_string(S, k, "s"), BLO_ERROR_ARGUMENT);
+    ck_assert_int_eq(blo_get_number(S, k, &d), BLO_ERROR_ARGUMENT);
+    ck_assert_int_eq(blo_call(S, "abs", 0, NULL, k), BLO_ERROR_ARGUMENT);
+    ck_assert_int_eq(blo_solve(S, "ridge", "outer_steps = 1", k, NULL, NULL), BLO_ERROR_ARGUMENT);
+    ck_assert_int_eq(blo_solve(S, k, NULL, NULL, NULL, NULL), BLO_ERROR_ARGUMENT);
+    blo_native nd = {k, nat_scale, NULL, NULL, NULL, 1, 1, NULL, NULL};
+    ck_assert_int_eq(blo_register(S, &nd), BLO_ERROR_ARGUMENT);
+  }
+  ck_assert_int_eq(blo_get_number(S, "res.let", &d), BLO_ERROR_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "keyword"));
+  ck_assert_int_eq(blo_set_number(S, "a b", 1), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_set_number(S, "", 1), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_call(S, "let", 0, NULL, NULL), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_call(S, "no such", 0, NULL, NULL), BLO_ERROR_ARGUMENT);
+  /* `outer` is a keyword that scripts also call as a builtin: blo_call may too */
+  double u[2] = {1, 2}, v[2] = {3, 5};
+  blo_array args[2] = {{1, {2}, 2, u}, {1, {2}, 2, v}};
+  ck_assert_int_eq(blo_call(S, "outer", 2, args, "op"), BLO_OK);
+  double o[4];
+  ck_assert_int_eq(blo_get_tensor(S, "op", o, 4), BLO_OK);
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 2; j++) ck_assert_double_eq(o[2 * i + j], u[i] * v[j]);
+  blo_close(S);
+}
+END_TEST
+
 /* ---- threads ---- */
 
 typedef struct { double k; double result; int rc; } job;
@@ -1168,6 +1256,7 @@ int main(void) {
   tcase_add_test(tc, syntax_error_is_located);
   tcase_add_test(tc, runtime_error_keeps_state);
   tcase_add_test(tc, eval_file_and_missing_file);
+  tcase_add_test(tc, eval_file_on_a_directory);
   tcase_add_test(tc, file_access_refused_by_config);
   tcase_add_test(tc, memory_cap);
   tcase_add_test(tc, failing_allocator);
@@ -1189,6 +1278,7 @@ int main(void) {
   tcase_add_test(tc, ad_custom_op_direct);
   tcase_add_test(tc, call_script_functions);
   tcase_add_test(tc, solve_and_progress);
+  tcase_add_test(tc, names_and_options_are_not_code);
   tcase_add_test(tc, two_states_two_threads);
   suite_add_tcase(s, tc);
   return check_run(s, "test_api", CK_NOFORK);
