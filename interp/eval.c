@@ -10,6 +10,7 @@
 #endif
 #include "interp.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,111 +293,160 @@ static int eval_record(blo_state *S, const ast_node *n, value *out) {
   return EV_OK;
 }
 
-/* Builds the tensor-layer index spec from the AST; for a single integer-valued
- * vector index (X[idx]) returns *take with the index tensor instead. */
-static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, tn_index_t *ix,
-                       blo_tensor **take) {
+/* ---------- indexing ---------- */
+
+int interp_index_num(blo_state *S, const ast_node *at, const char *what, double d, long *out, int *big) {
+  char num[40];
+  if (!isfinite(d) || d != floor(d)) {
+    fmt_double(num, sizeof num, d);
+    return interp_error(S, at, "%s must be %s integer, got %s", what, isfinite(d) ? "an" : "a finite", num);
+  }
+  /* Integers beyond 2^53 (or what a long holds) are no position of anything
+   * a script can make: they saturate, and the caller clamps or reports. */
+  double lim = fmin(0x1p53, (double)(LONG_MAX / 4));
+  *big = fabs(d) > lim;
+  *out = *big ? (long)(d < 0 ? -lim : lim) : (long)d;
+  return EV_OK;
+}
+
+/* The evaluated expressions of one N_INDEX node: per axis, an index value or
+ * a slice's bounds (nil when omitted). */
+typedef struct ixkey { value v, lo, hi; } ixkey;
+
+static void keys_release(blo_state *S, ixkey *keys, int n) {
+  for (int i = 0; i < n; i++) {
+    v_release(S, &keys[i].v);
+    v_release(S, &keys[i].lo);
+    v_release(S, &keys[i].hi);
+  }
+}
+
+/* Evaluates the index expressions of n, left to right, into keys (n->nkids
+ * entries, released by the caller even on error). */
+static int eval_keys(blo_state *S, const ast_node *n, ixkey *keys) {
+  for (int i = 0; i < n->nkids; i++) keys[i].v = keys[i].lo = keys[i].hi = v_nil();
+  for (int i = 0; i < n->nkids; i++) {
+    const ast_node *k = n->kids[i];
+    if (k->kind == N_SLICE) {
+      if (k->a && eval_expr(S, k->a, &keys[i].lo)) return EV_ERR;
+      if (k->b && eval_expr(S, k->b, &keys[i].hi)) return EV_ERR;
+    } else if (eval_expr(S, k, &keys[i].v)) {
+      return EV_ERR;
+    }
+  }
+  return EV_OK;
+}
+
+/* A slice bound: an integer; out-of-range values clamp (in tn_index_check). */
+static int slice_bound(blo_state *S, const ast_node *e, value v, long *out) {
+  double d;
+  int big;
+  if (read_num(S, v, &d)) return interp_error(S, e, "slice bound must be a number");
+  return interp_index_num(S, e, "slice bound", d, out, &big);
+}
+
+/* Builds the tensor-layer index spec of n over base from its evaluated keys;
+ * for a single vector index (X[idx]) returns *take with the index tensor instead. */
+static int index_spec(blo_state *S, const ast_node *n, const blo_tensor *base, ixkey *keys, tn_index_t *ix,
+                      blo_tensor **take) {
   *take = NULL;
   if (n->nkids > TN_MAX_RANK)
     return interp_error(S, n, "too many indices: %d (tensors have rank at most 4)", n->nkids);
   for (int i = 0; i < n->nkids; i++) {
     const ast_node *k = n->kids[i];
+    long dim = i < base->rank ? (long)base->shape[i] : 0;
     if (k->kind == N_SLICE) {
-      long dim = i < base->rank ? (long)base->shape[i] : 0;
-      ix[i].kind = TN_IX_SLICE;
+      ix[i].kind = k->a || k->b ? TN_IX_SLICE : TN_IX_ALL;
       ix[i].start = 0;
       ix[i].stop = dim;
-      double d;
-      value v;
-      if (k->a) {
-        if (eval_expr(S, k->a, &v)) return EV_ERR;
-        int bad = read_num(S, v, &d);
-        v_release(S, &v);
-        if (bad) return interp_error(S, k->a, "slice bound must be a number");
-        ix[i].start = (long)floor(d);
-      }
-      if (k->b) {
-        if (eval_expr(S, k->b, &v)) return EV_ERR;
-        int bad = read_num(S, v, &d);
-        v_release(S, &v);
-        if (bad) return interp_error(S, k->b, "slice bound must be a number");
-        ix[i].stop = (long)floor(d);
-      }
-      if (!k->a && !k->b) ix[i].kind = TN_IX_ALL;
-    } else {
-      value v;
-      if (eval_expr(S, k, &v)) return EV_ERR;
-      double d;
-      if (v.kind == V_TENSOR && v.u.t->rank == 1 && n->nkids == 1) {
-        diff_note_read(S, v);
-        *take = tn_retain(v.u.t);
-        v_release(S, &v);
-        return EV_OK;
-      }
-      int bad = read_num(S, v, &d);
-      if (bad) { /* describe only on error: snprintf per index showed up in profiles */
-        char desc[64];
-        v_describe(v, desc, sizeof desc);
-        v_release(S, &v);
-        return interp_error(S, k, "index must be a number, got %s", desc);
-      }
-      v_release(S, &v);
-      if (d != floor(d)) return interp_error(S, k, "index must be an integer, got %g", d);
-      ix[i].kind = TN_IX_INDEX;
-      ix[i].start = (long)d;
-      ix[i].stop = (long)d + 1;
+      if (k->a && slice_bound(S, k->a, keys[i].lo, &ix[i].start)) return EV_ERR;
+      if (k->b && slice_bound(S, k->b, keys[i].hi, &ix[i].stop)) return EV_ERR;
+      continue;
     }
+    value v = keys[i].v;
+    if (v.kind == V_TENSOR && v.u.t->rank == 1 && n->nkids == 1) {
+      diff_note_read(S, v);
+      *take = tn_retain(v.u.t);
+      return EV_OK;
+    }
+    double d;
+    if (read_num(S, v, &d)) { /* describe only on error: snprintf per index showed up in profiles */
+      char desc[64];
+      v_describe(v, desc, sizeof desc);
+      return interp_error(S, k, "index must be a number, got %s", desc);
+    }
+    int big;
+    if (interp_index_num(S, k, "index", d, &ix[i].start, &big)) return EV_ERR;
+    if (big && i < base->rank) {
+      char num[40];
+      fmt_double(num, sizeof num, d);
+      return interp_error(S, n, "index %s out of range for axis %d of size %ld", num, i, dim);
+    }
+    ix[i].kind = TN_IX_INDEX;
+    ix[i].stop = ix[i].start + 1;
   }
   if (tn_index_check(&S->tn, base, ix, n->nkids)) return interp_tn_error(S, n);
+  return EV_OK;
+}
+
+/* The position key names in a list or string of length len (n: the N_INDEX node). */
+static int seq_pos(blo_state *S, const ast_node *n, ixkey *keys, const char *kind, long len, long *pos) {
+  if (n->nkids != 1 || n->kids[0]->kind == N_SLICE) return interp_error(S, n, "a %s takes one integer index", kind);
+  const ast_node *k = n->kids[0];
+  double d;
+  int big;
+  if (read_num(S, keys[0].v, &d)) {
+    char desc[64];
+    v_describe(keys[0].v, desc, sizeof desc);
+    return interp_error(S, k, "index must be a number, got %s", desc);
+  }
+  if (interp_index_num(S, k, "index", d, pos, &big)) return EV_ERR;
+  if (*pos < 0) *pos += len;
+  if (big || *pos < 0 || *pos >= len) {
+    char num[40];
+    fmt_double(num, sizeof num, d);
+    return interp_error(S, k, "index %s out of range for a %s of length %ld", num, kind, len);
+  }
   return EV_OK;
 }
 
 static int eval_index(blo_state *S, const ast_node *n, value *out) {
   value base;
   if (eval_expr(S, n->a, &base)) return EV_ERR;
-  int rc = EV_OK;
-  if (base.kind == V_LIST || base.kind == V_STR) {
-    value iv;
-    double d;
-    if (n->nkids != 1 || n->kids[0]->kind == N_SLICE) {
-      rc = interp_error(S, n, "a %s takes one integer index", v_kind_name(base));
-    } else if ((rc = eval_expr(S, n->kids[0], &iv)) == EV_OK) {
-      int bad = read_num(S, iv, &d);
-      v_release(S, &iv);
-      long len = base.kind == V_LIST ? ((olist *)base.u.o)->n : (long)((ostr *)base.u.o)->len;
-      long i = (long)d;
-      if (!bad && i < 0) i += len;
-      if (bad || d != floor(d)) rc = interp_error(S, n->kids[0], "index must be an integer");
-      else if (i < 0 || i >= len)
-        rc = interp_error(S, n->kids[0], "index %ld out of range for a %s of length %ld", (long)d, v_kind_name(base), len);
-      else if (base.kind == V_LIST) *out = v_retain(((olist *)base.u.o)->items[i]);
-      else *out = v_str(S, ((ostr *)base.u.o)->s + i, 1);
-    }
+  ixkey kbuf[TN_MAX_RANK], *keys = kbuf;
+  if (n->nkids > TN_MAX_RANK && !(keys = calloc((size_t)n->nkids, sizeof *keys))) {
     v_release(S, &base);
-    return rc;
+    return interp_error(S, n, "out of memory");
   }
-  if (base.kind == V_NUM) {
+  int rc = eval_keys(S, n, keys);
+  if (rc) {
+    /* reported by eval_keys */
+  } else if (base.kind == V_LIST || base.kind == V_STR) {
+    long len = base.kind == V_LIST ? ((olist *)base.u.o)->n : (long)((ostr *)base.u.o)->len, i;
+    if ((rc = seq_pos(S, n, keys, v_kind_name(base), len, &i)) == EV_OK) {
+      if (base.kind == V_LIST) *out = v_retain(((olist *)base.u.o)->items[i]);
+      else if ((*out = v_str(S, ((ostr *)base.u.o)->s + i, 1)).kind != V_STR) rc = interp_error(S, n, "out of memory");
+    }
+  } else if (base.kind != V_TENSOR) {
     char desc[64];
     v_describe(base, desc, sizeof desc);
-    v_release(S, &base);
-    return interp_error(S, n, "cannot index a %s", desc);
+    rc = interp_error(S, n, "cannot index a %s", base.kind == V_NUM ? desc : v_kind_name(base));
+  } else {
+    tn_index_t ix[TN_MAX_RANK];
+    blo_tensor *take = NULL;
+    ad_val a, r;
+    if ((rc = index_spec(S, n, base.u.t, keys, ix, &take)) == EV_OK && (rc = to_ad(S, n, base, &a)) == EV_OK) {
+      int bad = take ? ad_take(&S->tn, S->tape, a, take, 0, &r) : ad_index(&S->tn, S->tape, a, ix, n->nkids, &r);
+      ad_val_release(&S->tn, &a);
+      if (bad) rc = interp_tn_error(S, n);
+      else *out = from_ad(S, r);
+    }
+    tn_release(&S->tn, take);
   }
-  if (base.kind != V_TENSOR) {
-    v_release(S, &base);
-    return interp_error(S, n, "cannot index a %s", v_kind_name(base));
-  }
-  tn_index_t ix[TN_MAX_RANK];
-  blo_tensor *take = NULL;
-  if (build_index(S, n, base.u.t, ix, &take)) { v_release(S, &base); return EV_ERR; }
-  ad_val a, r;
-  if (to_ad(S, n, base, &a)) { tn_release(&S->tn, take); v_release(S, &base); return EV_ERR; }
-  int bad = take ? ad_take(&S->tn, S->tape, a, take, 0, &r) : ad_index(&S->tn, S->tape, a, ix, n->nkids, &r);
-  ad_val_release(&S->tn, &a);
-  tn_release(&S->tn, take);
+  keys_release(S, keys, n->nkids);
+  if (keys != kbuf) free(keys);
   v_release(S, &base);
-  if (bad) return interp_tn_error(S, n);
-  *out = from_ad(S, r);
-  return EV_OK;
+  return rc;
 }
 
 static int eval_getfield(blo_state *S, const ast_node *n, value *out) {
@@ -711,119 +761,176 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
 
 /* ---------- statements ---------- */
 
-/* x[i] = v and r.f = v: mutate in place when we hold the only reference,
- * otherwise copy first, so other holders keep their value. */
-static int assign_into(blo_state *S, const ast_node *target, value v) {
-  if (target->kind == N_NAME) {
-    value *slot = env_lookup(S, target->name);
-    if (!slot) {
-      v_release(S, &v);
-      const char *sug = env_suggest(S, target->name);
-      if (sug) return interp_error(S, target, "assignment to undeclared '%s' (use 'let', or did you mean '%s'?)", target->name, sug);
-      return interp_error(S, target, "assignment to undeclared '%s' (declare it with 'let')", target->name);
-    }
+/* ---------- assignment ---------- */
+
+/* The container in *slot, made private first (copy on write) so that other
+ * holders keep their value.  NULL when out of memory. */
+static olist *own_list(blo_state *S, value *slot) {
+  olist *l = (olist *)slot->u.o;
+  if (l->h.refcount == 1) return l;
+  olist *c = list_new(S, l->n);
+  if (!c) return NULL;
+  for (int j = 0; j < l->n; j++)
+    if (list_push(S, c, v_retain(l->items[j]))) { value cv = {V_LIST, -1, 0, {0}, NULL}; cv.u.o = &c->h; v_release(S, &cv); return NULL; }
+  v_release(S, slot);
+  slot->kind = V_LIST;
+  slot->u.o = &c->h;
+  return c;
+}
+
+static orec *own_rec(blo_state *S, value *slot) {
+  orec *r = (orec *)slot->u.o;
+  if (r->h.refcount == 1) return r;
+  orec *c = rec_new(S);
+  if (!c) return NULL;
+  for (int i = 0; i < r->n; i++)
+    if (rec_set(S, c, r->keys[i], v_retain(r->vals[i]))) { value cv = {V_REC, -1, 0, {0}, NULL}; cv.u.o = &c->h; v_release(S, &cv); return NULL; }
+  v_release(S, slot);
+  slot->kind = V_REC;
+  slot->u.o = &c->h;
+  return c;
+}
+
+/* One step of an assignment target below its root name, in source order: a
+ * field (n is N_GETFIELD) or an index (N_INDEX) whose keys are evaluated. */
+typedef struct tstep { const ast_node *n; ixkey *keys; } tstep;
+
+/* Stores v (owned) at the path st[k..ns) below *slot.  No script code runs
+ * here (every key was evaluated before the root was looked up), so neither
+ * the slot nor any container on the path can move or be freed meanwhile. */
+static int store_path(blo_state *S, value *slot, tstep *st, int k, int ns, value v) {
+  if (k == ns) {
     v_release(S, slot);
     *slot = v;
     return EV_OK;
   }
-  const ast_node *base = target->a;
-  value *slot = NULL;
-  value owned = v_nil();
-  if (base->kind == N_NAME) {
-    slot = env_lookup(S, base->name);
-    if (!slot) { v_release(S, &v); return interp_error(S, base, "unknown name '%s'", base->name); }
-  } else {
-    /* nested target: evaluate the container, modify, write back */
-    if (eval_expr(S, base, &owned)) { v_release(S, &v); return EV_ERR; }
-    slot = &owned;
-  }
+  const ast_node *n = st[k].n;
   int rc = EV_OK;
-  if (target->kind == N_GETFIELD) {
+  if (n->kind == N_GETFIELD) {
+    orec *r = NULL;
     if (slot->kind != V_REC) {
-      rc = interp_error(S, target, "cannot set field '%s' of a %s", target->name, v_kind_name(*slot));
-      v_release(S, &v);
+      char desc[64];
+      v_describe(*slot, desc, sizeof desc);
+      rc = interp_error(S, n, "cannot set field '%s' of a %s", n->name, desc);
+    } else if (!(r = own_rec(S, slot))) {
+      rc = interp_error(S, n, "out of memory");
+    } else if (k + 1 == ns) {
+      if (rec_set(S, r, n->name, v)) return interp_error(S, n, "out of memory");
+      return EV_OK;
     } else {
-      orec *r = (orec *)slot->u.o;
-      if (r->h.refcount > 1) {
-        orec *c = rec_new(S);
-        if (!c) { v_release(S, &v); v_release(S, &owned); return interp_error(S, target, "out of memory"); }
-        for (int i = 0; i < r->n; i++) rec_set(S, c, r->keys[i], v_retain(r->vals[i]));
-        v_release(S, slot);
-        slot->kind = V_REC;
-        slot->u.o = &c->h;
-        r = c;
-      }
-      if (rec_set(S, r, target->name, v)) rc = interp_error(S, target, "out of memory");
+      value *f = rec_get(r, n->name);
+      if (f) return store_path(S, f, st, k + 1, ns, v);
+      strbuf sb = {0};
+      for (int i = 0; i < r->n; i++) { if (i) sb_puts(&sb, ", "); sb_puts(&sb, r->keys[i]); }
+      rc = interp_error(S, n, "record has no field '%s' (fields: %s)", n->name, sb.s ? sb.s : "none");
+      sb_free(&sb);
     }
-  } else {  /* N_INDEX */
-    if (slot->kind == V_LIST) {
-      olist *l = (olist *)slot->u.o;
-      value iv;
-      double d;
-      if (target->nkids != 1 || target->kids[0]->kind == N_SLICE) {
-        rc = interp_error(S, target, "a list takes one integer index");
-        v_release(S, &v);
-      } else if ((rc = eval_expr(S, target->kids[0], &iv)) == EV_OK) {
-        int bad = read_num(S, iv, &d);
-        v_release(S, &iv);
-        long i = (long)d;
-        if (!bad && i < 0) i += l->n;
-        if (bad || i < 0 || i >= l->n) {
-          rc = interp_error(S, target->kids[0], "list index out of range (length %d)", l->n);
-          v_release(S, &v);
-        } else {
-          if (l->h.refcount > 1) {
-            olist *c = list_new(S, l->n);
-            if (!c) { v_release(S, &v); v_release(S, &owned); return interp_error(S, target, "out of memory"); }
-            for (int j = 0; j < l->n; j++) list_push(S, c, v_retain(l->items[j]));
-            v_release(S, slot);
-            slot->kind = V_LIST;
-            slot->u.o = &c->h;
-            l = c;
-          }
-          v_release(S, &l->items[i]);
-          l->items[i] = v;
-        }
-      } else {
-        v_release(S, &v);
+    v_release(S, &v);
+    return rc;
+  }
+  if (slot->kind == V_LIST) {
+    long i;
+    olist *l = NULL;
+    if ((rc = seq_pos(S, n, st[k].keys, "list", ((olist *)slot->u.o)->n, &i)) == EV_OK && !(l = own_list(S, slot)))
+      rc = interp_error(S, n, "out of memory");
+    if (rc) { v_release(S, &v); return rc; }
+    return store_path(S, &l->items[i], st, k + 1, ns, v);
+  }
+  if (slot->kind != V_TENSOR) {
+    rc = interp_error(S, n, "cannot index-assign into a %s", v_kind_name(*slot));
+    v_release(S, &v);
+    return rc;
+  }
+  tn_index_t ix[TN_MAX_RANK];
+  blo_tensor *take = NULL, *src = NULL;
+  value sub = v_nil();
+  if (slot->tan || (S->tape && slot->gen == S->tape_gen && slot->node >= 0)) {
+    rc = interp_error(S, n, "cannot assign into an element of a variable that is being differentiated");
+  } else if ((rc = index_spec(S, n, slot->u.t, st[k].keys, ix, &take)) != EV_OK) {
+    /* reported */
+  } else if (take) {
+    rc = interp_error(S, n, "assignment through an index vector is not supported");
+  } else {
+    if (k + 1 < ns) {
+      /* a deeper target (X[i][j] = v): store into the part, then write it back */
+      blo_tensor *part = tn_index(&S->tn, slot->u.t, ix, n->nkids);
+      if (!part) rc = interp_tn_error(S, n);
+      else {
+        sub = v_tensor(part);
+        rc = store_path(S, &sub, st, k + 1, ns, v);
       }
-    } else if (slot->kind == V_TENSOR) {
-      tn_index_t ix[TN_MAX_RANK];
-      blo_tensor *take = NULL;
-      if (slot->tan || (S->tape && slot->gen == S->tape_gen && slot->node >= 0)) {
-        rc = interp_error(S, target, "cannot assign into an element of a variable that is being differentiated");
-      } else if ((rc = build_index(S, target, slot->u.t, ix, &take)) == EV_OK) {
-        diff_note_read(S, v);
-        blo_tensor *src = v_to_tensor(S, v);
-        if (take) {
-          rc = interp_error(S, target, "assignment through an index vector is not supported");
-        } else if (!src) {
-          char desc[64];
-          v_describe(v, desc, sizeof desc);
-          rc = interp_error(S, target, "cannot store a %s in a tensor", desc);
-        } else {
-          if (slot->u.t->refcount > 1) {
-            blo_tensor *c = tn_copy(&S->tn, slot->u.t);
-            if (!c) rc = interp_tn_error(S, target);
-            else { tn_release(&S->tn, slot->u.t); slot->u.t = c; }
-          }
-          if (rc == EV_OK && tn_index_set(&S->tn, slot->u.t, ix, target->nkids, src)) rc = interp_tn_error(S, target);
-        }
-        tn_release(&S->tn, src);
-        tn_release(&S->tn, take);
+      v = sub;
+      sub = v_nil();
+    }
+    if (rc == EV_OK) {
+      diff_note_read(S, v);
+      if (!(src = v_to_tensor(S, v))) {
+        char desc[64];
+        v_describe(v, desc, sizeof desc);
+        rc = interp_error(S, n, "cannot store a %s in a tensor", desc);
+      } else if (slot->u.t->refcount > 1) {
+        blo_tensor *c = tn_copy(&S->tn, slot->u.t);
+        if (!c) rc = interp_tn_error(S, n);
+        else { tn_release(&S->tn, slot->u.t); slot->u.t = c; }
       }
-      v_release(S, &v);
-    } else {
-      rc = interp_error(S, target, "cannot index-assign into a %s", v_kind_name(*slot));
-      v_release(S, &v);
+      if (rc == EV_OK && tn_index_set(&S->tn, slot->u.t, ix, n->nkids, src)) rc = interp_tn_error(S, n);
     }
   }
-  if (rc == EV_OK && base->kind != N_NAME) {
-    /* write the modified container back */
-    rc = assign_into(S, base, owned);
-    owned = v_nil();
+  tn_release(&S->tn, src);
+  tn_release(&S->tn, take);
+  v_release(S, &v);
+  return rc;
+}
+
+/* target = v (v owned; evaluated already).  Every index expression of the
+ * target is evaluated, left to right, before its root variable is looked up:
+ * an index that rebinds the variable (l[f()] = 5 where f sets l) or defines
+ * globals (moving the table) cannot leave the store holding a stale slot. */
+static int assign_into(blo_state *S, const ast_node *target, value v) {
+  tstep sbuf[8], *st = sbuf;
+  ixkey kbuf[8], *keys = kbuf;
+  int ns = 0, nk = 0;
+  const ast_node *root = target;
+  for (; root->kind == N_INDEX || root->kind == N_GETFIELD; root = root->a) {
+    ns++;
+    if (root->kind == N_INDEX) nk += root->nkids;
   }
-  v_release(S, &owned);
+  if (root->kind != N_NAME) {
+    v_release(S, &v);
+    return interp_error(S, root, "cannot assign to this expression");
+  }
+  if ((ns > 8 && !(st = calloc((size_t)ns, sizeof *st))) || (nk > 8 && !(keys = calloc((size_t)nk, sizeof *keys)))) {
+    if (st != sbuf) free(st);
+    v_release(S, &v);
+    return interp_error(S, target, "out of memory");
+  }
+  /* steps in source order, root outward */
+  int i = ns, used = 0, rc = EV_OK;
+  for (const ast_node *t = target; t != root; t = t->a) st[--i].n = t;
+  for (i = 0; i < nk; i++) keys[i].v = keys[i].lo = keys[i].hi = v_nil();
+  for (i = 0; i < ns; i++) {
+    st[i].keys = keys + used;
+    if (st[i].n->kind == N_INDEX) used += st[i].n->nkids;
+  }
+  for (i = 0; i < ns && rc == EV_OK; i++)
+    if (st[i].n->kind == N_INDEX) rc = eval_keys(S, st[i].n, st[i].keys);
+  if (rc == EV_OK) {
+    value *slot = env_lookup(S, root->name);
+    if (slot) {
+      rc = store_path(S, slot, st, 0, ns, v);
+    } else {
+      v_release(S, &v);
+      const char *sug = ns ? NULL : env_suggest(S, root->name);
+      if (ns) rc = interp_error(S, root, "unknown name '%s'", root->name);
+      else if (sug) rc = interp_error(S, root, "assignment to undeclared '%s' (use 'let', or did you mean '%s'?)", root->name, sug);
+      else rc = interp_error(S, root, "assignment to undeclared '%s' (declare it with 'let')", root->name);
+    }
+  } else {
+    v_release(S, &v);
+  }
+  keys_release(S, keys, nk);
+  if (st != sbuf) free(st);
+  if (keys != kbuf) free(keys);
   return rc;
 }
 

@@ -94,6 +94,13 @@ chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len);
 /* Calls a callable (function, builtin) with positional arguments (borrowed). */
 int call_value(blo_state *S, const ast_node *at, value fn, value *args, int nargs, value *out);
 
+/* The integer a script number d stands for as an index, a slice bound or a
+ * count.  Not finite, or not an integer: a located error naming d ("<what>
+ * must be an integer, got 1.5").  Beyond 2^53 in magnitude (no position of
+ * anything a script can make) it saturates there and sets *big: callers
+ * clamp (slice bounds) or report d out of range. */
+int interp_index_num(blo_state *S, const ast_node *at, const char *what, double d, long *out, int *big);
+
 /* Numeric operators on values (used by builtins and the runtime). */
 int op_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out);
 int op_unary(blo_state *S, const ast_node *at, tn_unary_op op, value a, value *out);
