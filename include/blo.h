@@ -117,8 +117,9 @@ const char *blo_last_error_text(blo_state *S);
 int blo_set_args(blo_state *S, int argc, const char *const *argv);
 
 /* Points the state at a flag that a signal handler may set (to nonzero) to
- * stop a running evaluation at its next step (loop iteration, solve step);
- * the evaluation then fails with BLO_INTERRUPTED and the flag is cleared.
+ * stop a running evaluation at its next step (loop iteration, function call,
+ * solve step); the evaluation then fails with BLO_INTERRUPTED and the flag
+ * is cleared.  The flag is also cleared when an evaluation ends.
  * NULL detaches.  The flag must outlive the state or be detached. */
 void blo_set_interrupt_flag(blo_state *S, volatile int *flag);
 

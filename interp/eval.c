@@ -180,6 +180,13 @@ static int check_interrupt(blo_state *S, const ast_node *at) {
   return EV_OK;
 }
 
+/* The end of an evaluation the host started: an interrupt raised during it
+ * and never seen (nothing polled after it was set) is dropped, so it cannot
+ * stop the next evaluation. */
+static void run_end(blo_state *S) {
+  if (S->interrupt) *S->interrupt = 0;
+}
+
 /* [a, b, c]: numbers and equal-shaped tensors stack into a tensor (so
  * [[1, 2], [3, 4]] is a matrix); anything else makes a list. */
 static int eval_list(blo_state *S, const ast_node *n, value *out) {
@@ -480,6 +487,8 @@ static int call_function(blo_state *S, const ast_node *at, ofunc *f, value *args
   const ast_node *def = f->def;
   if (S->call_depth >= MAX_CALL_DEPTH)
     return interp_error(S, at, "call depth exceeded %d (infinite recursion in '%s'?)", MAX_CALL_DEPTH, def->name);
+  /* recursion without a loop must stop on an interrupt too */
+  if (check_interrupt(S, at)) return EV_ERR;
   int np = def->nkids;
   if (nargs > np)
     return interp_error(S, at, "%s() takes %d argument%s, got %d", def->name, np, np == 1 ? "" : "s", nargs + nnamed);
@@ -522,6 +531,7 @@ static int call_function(blo_state *S, const ast_node *at, ofunc *f, value *args
   S->cur_chunk = saved_chunk;
   env_pop(S, &sc);
   S->sc = saved_sc;
+  if (!saved_chunk) run_end(S);   /* the host called this function (blo_call) */
   return rc;
 }
 
@@ -1109,6 +1119,7 @@ int exec_chunk(blo_state *S, chunk *c) {
   S->cur_chunk = c;
   int rc = exec_block(S, c->root);
   S->cur_chunk = saved;
+  if (!saved) run_end(S);
   if (rc == EV_BREAK || rc == EV_CONTINUE) return interp_error(S, NULL, "'break' or 'continue' outside a loop");
   if (rc == EV_RETURN) { v_release(S, &S->ret); return EV_OK; }
   return rc;
