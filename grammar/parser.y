@@ -22,6 +22,7 @@
 
 %code {
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lexer.h"
 
@@ -43,6 +44,13 @@ static ast_node *mk1(parse_state *ps, ast_kind k, ast_node *a, BLO_YYLTYPE l) {
   return n;
 }
 static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg);
+
+/* The parser's stacks are arrays in yyparse's frame (about 34 bytes a
+ * state) that never grow: running out of them means input nested too
+ * deeply (10^5 parentheses), never a failed allocation.  A few states per
+ * level, so anything within PARSE_MAX_DEPTH levels fits. */
+#define YYINITDEPTH (PARSE_MAX_NEST - 64)
+#define YYMAXDEPTH (PARSE_MAX_NEST - 64)
 }
 
 %token <num> NUM
@@ -257,6 +265,7 @@ index_arg
 static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg) {
   (void)scanner;
   ps->nerrors++;
+  if (strcmp(msg, "memory exhausted") == 0) msg = "expression nested too deeply";  /* the stacks are full */
   /* Bison's token names are internal; say what the user typed instead. */
   char buf[512];
   if (strncmp(msg, "syntax error", 12) != 0) {
@@ -300,6 +309,49 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
   if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, l->first_line, l->first_column, out);
 }
 
+/* Every walker of the tree (the evaluator, differentiation, the bilevel
+ * runtime) recurses once per level, so the depth of the tree is bounded
+ * here.  A left-associative chain (1+1+...+1, r.a.a..., a transpose chain)
+ * nests without filling the parser's stacks, so the tree itself is
+ * measured, with an explicit stack.  Reports the first node found too deep. */
+enum { PARSE_MAX_DEPTH = 512 };
+
+static void check_depth(parse_state *ps) {
+  typedef struct { const ast_node *n; int d; } item;
+  size_t cap = 256, top = 0;
+  item *st = malloc(cap * sizeof *st);
+  const char *msg = NULL;
+  const ast_node *at = NULL;
+  if (!st) msg = "parser ran out of memory";
+  else st[top++] = (item){ps->root, 0};
+  while (!msg && top > 0) {
+    item it = st[--top];
+    if (it.d > PARSE_MAX_DEPTH) {
+      at = it.n;
+      msg = it.n->kind < N_BLOCK ? "expression nested too deeply" : "blocks nested too deeply";
+      break;
+    }
+    const ast_node *kids[3] = {it.n->a, it.n->b, it.n->c};
+    int nk = it.n->nkids;
+    if (top + 3 + (size_t)nk > cap) {
+      size_t nc = (top + 3 + (size_t)nk) * 2;
+      item *ns = realloc(st, nc * sizeof *ns);
+      if (!ns) { msg = "parser ran out of memory"; break; }
+      st = ns;
+      cap = nc;
+    }
+    for (int i = nk - 1; i >= 0; i--)
+      if (it.n->kids[i]) st[top++] = (item){it.n->kids[i], it.d + 1};
+    for (int i = 2; i >= 0; i--)
+      if (kids[i]) st[top++] = (item){kids[i], it.d + 1};
+  }
+  free(st);
+  if (msg) {
+    ps->nerrors++;
+    if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, at ? at->loc.line : ps->line, at ? at->loc.col : ps->col, msg);
+  }
+}
+
 int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
                 parse_error_fn on_error, void *ud) {
   memset(ps, 0, sizeof *ps);
@@ -321,5 +373,6 @@ int parse_chunk(parse_state *ps, const char *chunk, const char *src, size_t len,
     ps->nerrors = 1;
     if (on_error) on_error(ud, chunk, ps->line, ps->col, "parser ran out of memory");
   }
+  if (ps->nerrors == 0 && ps->root) check_depth(ps);
   return ps->nerrors;
 }

@@ -16,7 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_CALL_DEPTH = 200 };
+enum { MAX_CALL_DEPTH = 200, EVAL_MAX_DEPTH = 2000 };
+
+/* The evaluator recurses through eval_node and exec_stmt once per level of
+ * the program.  Their frames must stay small, so the helpers with large
+ * locals (argument buffers, index specs) are kept out of line: inlined, they
+ * made every level of 1+1+...+1 pay for a call's buffers (1.2 KB a level). */
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 
 /* ---------- autodiff bridge ---------- */
 
@@ -189,14 +199,15 @@ static void run_end(blo_state *S) {
 
 /* [a, b, c]: numbers and equal-shaped tensors stack into a tensor (so
  * [[1, 2], [3, 4]] is a matrix); anything else makes a list. */
-static int eval_list(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_list(blo_state *S, const ast_node *n, value *out) {
   int k = n->nkids;
-  value stackbuf[16];
-  value *vals = k <= 16 ? stackbuf : calloc((size_t)k, sizeof(value));
+  value stackbuf[8];
+  value *vals = k <= 8 ? stackbuf : calloc((size_t)k, sizeof(value));
   if (!vals) return interp_error(S, n, "out of memory");
   int rc = EV_OK, numeric = k > 0;
   int i;
   for (i = 0; i < k; i++) {
+    vals[i] = v_nil();   /* released below even when its evaluation fails */
     if ((rc = eval_expr(S, n->kids[i], &vals[i])) != EV_OK) break;
     if (!v_is_numeric(vals[i])) numeric = 0;
   }
@@ -285,7 +296,7 @@ static int eval_list(blo_state *S, const ast_node *n, value *out) {
   return rc;
 }
 
-static int eval_record(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_record(blo_state *S, const ast_node *n, value *out) {
   orec *r = rec_new(S);
   if (!r) return interp_error(S, n, "out of memory");
   value rv = v_nil();
@@ -417,7 +428,7 @@ static int seq_pos(blo_state *S, const ast_node *n, ixkey *keys, const char *kin
   return EV_OK;
 }
 
-static int eval_index(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_index(blo_state *S, const ast_node *n, value *out) {
   value base;
   if (eval_expr(S, n->a, &base)) return EV_ERR;
   ixkey kbuf[TN_MAX_RANK], *keys = kbuf;
@@ -456,7 +467,7 @@ static int eval_index(blo_state *S, const ast_node *n, value *out) {
   return rc;
 }
 
-static int eval_getfield(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_getfield(blo_state *S, const ast_node *n, value *out) {
   value base;
   if (eval_expr(S, n->a, &base)) return EV_ERR;
   if (base.kind != V_REC) {
@@ -492,18 +503,18 @@ static int call_function(blo_state *S, const ast_node *at, ofunc *f, value *args
   int np = def->nkids;
   if (nargs > np)
     return interp_error(S, at, "%s() takes %d argument%s, got %d", def->name, np, np == 1 ? "" : "s", nargs + nnamed);
-  const ast_node *bound[64] = {0};
+  uint64_t bound = 0;   /* parameters given by name */
   if (np > 64) return interp_error(S, at, "too many parameters");
   for (int j = 0; j < nnamed; j++) {
     int found = -1;
     for (int i = 0; i < np; i++)
       if (strcmp(def->kids[i]->name, names[j]) == 0) found = i;
     if (found < 0) return interp_error(S, at, "%s() has no parameter named '%s'", def->name, names[j]);
-    if (found < nargs || bound[found]) return interp_error(S, at, "%s(): argument '%s' given twice", def->name, names[j]);
-    bound[found] = def->kids[found];
+    if (found < nargs || (bound >> found & 1)) return interp_error(S, at, "%s(): argument '%s' given twice", def->name, names[j]);
+    bound |= (uint64_t)1 << found;
   }
   for (int i = nargs; i < np; i++)
-    if (!bound[i]) return interp_error(S, at, "%s() takes %d argument%s, got %d (missing '%s')", def->name, np,
+    if (!(bound >> i & 1)) return interp_error(S, at, "%s() takes %d argument%s, got %d (missing '%s')", def->name, np,
                                        np == 1 ? "" : "s", nargs + nnamed, def->kids[i]->name);
   scope sc;
   scope *saved_sc = S->sc;
@@ -548,7 +559,7 @@ int call_value(blo_state *S, const ast_node *at, value fn, value *args, int narg
   return interp_error(S, at, "a %s is not callable", v_kind_name(fn));
 }
 
-static int eval_call(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_call(blo_state *S, const ast_node *n, value *out) {
   const builtin_def *b = NULL;
   value fn = v_nil();
   if (n->a->kind == N_NAME) {
@@ -574,11 +585,12 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
     return interp_error(S, n->a, "a %s is not callable", desc);
   }
   int k = n->nkids, npos = 0, nnamed = 0;
-  value posbuf[8], namedbuf[8];
-  const char *namesbuf[8];
-  value *pos = k <= 8 ? posbuf : calloc((size_t)k, sizeof(value));
-  value *named = k <= 8 ? namedbuf : calloc((size_t)k, sizeof(value));
-  const char **names = k <= 8 ? namesbuf : calloc((size_t)k, sizeof(char *));
+  /* small: this frame is on the stack once per level of nested calls */
+  value posbuf[4], namedbuf[4];
+  const char *namesbuf[4];
+  value *pos = k <= 4 ? posbuf : calloc((size_t)k, sizeof(value));
+  value *named = k <= 4 ? namedbuf : calloc((size_t)k, sizeof(value));
+  const char **names = k <= 4 ? namesbuf : calloc((size_t)k, sizeof(char *));
   int rc = EV_OK;
   if (!pos || !named || !names) rc = interp_error(S, n, "out of memory");
   for (int i = 0; i < k && rc == EV_OK; i++) {
@@ -650,7 +662,7 @@ static int eval_mm_operand(blo_state *S, const ast_node *e, value *v, int *flag)
  * flag of the product (ad_matmul_t), so X' @ r is one dgemv with CblasTrans
  * and its gradient another, with no n x d copy of X.  Anything else takes
  * the general path of op_binary. */
-static int eval_matmul_t(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_matmul_t(blo_state *S, const ast_node *n, value *out) {
   value a, b;
   int fa, fb;
   if (eval_mm_operand(S, n->a, &a, &fa)) return EV_ERR;
@@ -680,7 +692,21 @@ static int eval_matmul_t(blo_state *S, const ast_node *n, value *out) {
 
 int solve_eval(blo_state *S, const ast_node *n, value *out);  /* runtime/bilevel.c */
 
+static int eval_node(blo_state *S, const ast_node *n, value *out);
+
+/* Each level of an expression, and each call, is a few C frames: the
+ * parser bounds the depth of one expression, this bounds the total through
+ * nested calls (f(n) = 1 + (1 + ... f(n - 1))), far below what overflows
+ * an 8 MB stack (also under the sanitizers). */
 int eval_expr(blo_state *S, const ast_node *n, value *out) {
+  if (S->eval_depth >= EVAL_MAX_DEPTH) return interp_error(S, n, "expression nested too deeply");
+  S->eval_depth++;
+  int rc = eval_node(S, n, out);
+  S->eval_depth--;
+  return rc;
+}
+
+static int eval_node(blo_state *S, const ast_node *n, value *out) {
   switch (n->kind) {
   case N_NUM: *out = v_num(n->num); return EV_OK;
   case N_STR:
@@ -896,7 +922,7 @@ static int store_path(blo_state *S, value *slot, tstep *st, int k, int ns, value
  * target is evaluated, left to right, before its root variable is looked up:
  * an index that rebinds the variable (l[f()] = 5 where f sets l) or defines
  * globals (moving the table) cannot leave the store holding a stale slot. */
-static int assign_into(blo_state *S, const ast_node *target, value v) {
+static NOINLINE int assign_into(blo_state *S, const ast_node *target, value v) {
   tstep sbuf[8], *st = sbuf;
   ixkey kbuf[8], *keys = kbuf;
   int ns = 0, nk = 0;
@@ -955,7 +981,7 @@ static int exec_loop_body(blo_state *S, const ast_node *body, int *stop) {
   return check_interrupt(S, body);
 }
 
-static int exec_for(blo_state *S, const ast_node *n) {
+static NOINLINE int exec_for(blo_state *S, const ast_node *n) {
   scope sc;
   env_push(S, &sc, 0);
   int rc = EV_OK, stop = 0;

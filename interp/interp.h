@@ -50,6 +50,7 @@ struct blo_state {
   chunk *chunks;
   chunk *cur_chunk;          /* chunk of the code being evaluated */
   int call_depth;
+  int eval_depth;            /* nested eval_expr calls (bounded: each is C stack) */
   /* autodiff */
   ad_tape *tape;             /* recording tape, NULL when not differentiating */
   uint32_t tape_gen;

@@ -16,7 +16,9 @@ typedef enum {
   V_NIL, V_NUM, V_TENSOR, V_STR, V_LIST, V_REC, V_FUNC, V_BUILTIN, V_PROBLEM
 } vkind;
 
-typedef struct obj { int refcount; vkind type; } obj;
+/* dead_next chains lists and records being freed, so that freeing a
+ * structure nested a million deep takes no recursion (v_release). */
+typedef struct obj { int refcount; vkind type; struct obj *dead_next; } obj;
 struct builtin_def;
 
 typedef struct value {
@@ -81,6 +83,8 @@ void sb_puts(strbuf *b, const char *s);
 void sb_printf(strbuf *b, const char *fmt, ...);
 void sb_free(strbuf *b);
 void fmt_double(char *buf, size_t n, double x);  /* shortest text that reads back to x */
+/* Lists and records nested deeper than VALUE_PRINT_DEPTH print as [...] and {...}. */
+enum { VALUE_PRINT_DEPTH = 100 };
 void v_print(strbuf *b, value v, int quote_strings);
 
 #endif

@@ -168,6 +168,98 @@ START_TEST(slice_bounds_clamp) {
 }
 END_TEST
 
+/* ---- nesting depth ---- */
+
+/* prefix, then unit repeated k times, then suffix: a heap string to free. */
+static char *repeat(const char *prefix, const char *unit, int k, const char *suffix) {
+  size_t pl = strlen(prefix), ul = strlen(unit), sl = strlen(suffix);
+  char *s = malloc(pl + ul * (size_t)k + sl + 1);
+  ck_assert_ptr_nonnull(s);
+  memcpy(s, prefix, pl);
+  for (int i = 0; i < k; i++) memcpy(s + pl + ul * (size_t)i, unit, ul);
+  memcpy(s + pl + ul * (size_t)k, suffix, sl + 1);
+  return s;
+}
+
+/* src fails with "expression nested too deeply" (a syntax error when the
+ * parser sees it) on line `line`, at a column inside that line. */
+static void expect_too_deep(char *src, int syntax, int line) {
+  blo_state *S = open_state();
+  int rc = run(S, src);
+  const blo_error *e = blo_last_error(S);
+  ck_assert_msg(rc == (syntax ? BLO_ERROR_SYNTAX : BLO_ERROR_RUNTIME), "'%.60s...': status %d (%s)", src, rc, e->message);
+  ck_assert_str_eq(e->message, "expression nested too deeply");
+  ck_assert_int_eq(e->line, line);
+  ck_assert_int_ge(e->col, 1);
+  ck_assert_int_eq(run(S, "let ok_after = 1"), BLO_OK);
+  blo_close(S);
+  free(src);
+}
+
+START_TEST(deep_expressions_are_errors) {
+  /* left spines: no parenthesis, one level per operator */
+  expect_too_deep(repeat("print 1", "+1", 8000, ""), 1, 1);
+  expect_too_deep(repeat("let r = {a = 1}\nprint r", ".a", 20000, ""), 1, 2);
+  expect_too_deep(repeat("print 1", "'", 20000, ""), 1, 1);
+  expect_too_deep(repeat("let l = [1, 2]\nprint l", "[0]", 20000, ""), 1, 2);
+  expect_too_deep(repeat("let x = 1.5\nprint grad(x", "*x", 8000, ", x)"), 1, 2);
+  expect_too_deep(repeat("let x = 1\nfn f(y) = y\nprint f", "(0)", 20000, ""), 1, 3);
+  /* right spines and brackets: the parser's own stack */
+  char *open = repeat("print ", "(", 100000, "1");
+  expect_too_deep(repeat(open, ")", 100000, ""), 1, 1);
+  free(open);
+  expect_too_deep(repeat("print ", "-", 100000, "1"), 1, 1);
+  expect_too_deep(repeat("print 2", "^2", 100000, ""), 1, 1);
+  expect_too_deep(repeat("print ", "[", 100000, "1"), 1, 1);
+  expect_too_deep(repeat("let x = 1\n", "if x { ", 50000, "x = 2"), 1, 2);
+}
+END_TEST
+
+START_TEST(deep_but_reasonable_expressions_run) {
+  /* 300 terms, 100 parentheses, a chain of 100 fields: well inside the bound */
+  char *src = repeat("print 1", "+1", 299, "");
+  expect_out(src, "300\n");
+  free(src);
+  char *open = repeat("print ", "(", 100, "2");
+  src = repeat(open, ")", 100, "");
+  expect_out(src, "2\n");
+  free(open);
+  free(src);
+  src = repeat("let x = 2\nprint grad(x", "*x", 199, ", x)");
+  expect_out(src, "1.6069380442589903e+62\n");   /* 200 * 2^199 */
+  free(src);
+}
+END_TEST
+
+START_TEST(deep_recursion_through_expressions_is_an_error) {
+  /* each call nests 400 levels of '+', and the calls nest 150 deep: the
+   * evaluator's bound on its recursion, not the parser's, stops it */
+  char *body = repeat("fn f(n) {\n  if n <= 0 { return 0 }\n  return ", "1 + (", 400, "f(n - 1)");
+  char *src = repeat(body, ")", 400, "\n}\nprint f(150)");
+  blo_state *S = open_state();
+  ck_assert_int_eq(run(S, src), BLO_ERROR_RUNTIME);
+  ck_assert_str_eq(blo_last_error(S)->message, "expression nested too deeply");
+  ck_assert_int_eq(blo_last_error(S)->line, 3);
+  ck_assert_int_eq(run(S, "print f(2)"), BLO_OK);
+  ck_assert_str_eq(out.buf, "800\n");
+  blo_close(S);
+  free(body);
+  free(src);
+}
+END_TEST
+
+START_TEST(deeply_nested_values) {
+  /* a list nested 10^6 deep is built, printed (cut off), and freed */
+  blo_state *S = open_state();
+  ck_assert_int_eq(run(S, "let l = [\"x\", 0]\nfor i in 0..1000000 { l = [l, \"s\"] }\nlet t = str(l)\nprint len(t) < 10000"),
+                   BLO_OK);
+  ck_assert_str_eq(out.buf, "1\n");
+  ck_assert_int_eq(run(S, "l = 0"), BLO_OK);
+  ck_assert_int_eq(run(S, "let r = {a = 0}\nfor i in 0..1000000 { r = {a = r} }\nprint len(str(r)) < 10000"), BLO_OK);
+  blo_close(S);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("eval");
   TCase *tc = tcase_create("eval");
@@ -178,6 +270,10 @@ int main(void) {
   tcase_add_test(tc, store_after_native_moves_globals);
   tcase_add_test(tc, index_numbers_checked);
   tcase_add_test(tc, slice_bounds_clamp);
+  tcase_add_test(tc, deep_expressions_are_errors);
+  tcase_add_test(tc, deep_but_reasonable_expressions_run);
+  tcase_add_test(tc, deep_recursion_through_expressions_is_an_error);
+  tcase_add_test(tc, deeply_nested_values);
   suite_add_tcase(s, tc);
   return check_run(s, "test_eval", CK_FORK);
 }
