@@ -16,6 +16,7 @@
 %union {
   double num;
   const char *str;
+  struct { const char *s; size_t len; } lstr;   /* a string literal, which may hold NUL */
   ast_node *node;
   ast_list list;
 }
@@ -54,7 +55,8 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
 }
 
 %token <num> NUM
-%token <str> STR NAME BADCHAR
+%token <lstr> STR
+%token <str> NAME BADCHAR
 %token LET FN IF ELSE FOR IN WHILE BREAK CONTINUE RETURN PRINT PROBLEM OUTER INNER
 %token MINIMIZE MAXIMIZE EVERY SOLVE WITH TRUE_ FALSE_ AND OR EQ NE LE GE DOTDOT
 %token NEWLINE LBRACE_REC BADSTR
@@ -211,7 +213,7 @@ primary
   : NUM                  { $$ = NEW(N_NUM, @$); if ($$) $$->num = $1; }
   | TRUE_                { $$ = NEW(N_NUM, @$); if ($$) $$->num = 1; }
   | FALSE_               { $$ = NEW(N_NUM, @$); if ($$) $$->num = 0; }
-  | STR                  { $$ = NEW(N_STR, @$); if ($$) $$->name = $1; }
+  | STR                  { $$ = NEW(N_STR, @$); if ($$) { $$->name = $1.s; $$->len = $1.len; } }
   | NAME                 { $$ = NEW(N_NAME, @$); if ($$) $$->name = $1; }
   | '(' expr ')'         { $$ = $2; }
   | '[' ']'              { $$ = NEW(N_LIST, @$); }

@@ -92,7 +92,8 @@ static const char *op_text(int op) {
 
 static int str_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out) {
   if (op == OP_EQ || op == OP_NE) {
-    int eq = a.kind == b.kind && a.kind == V_STR && strcmp(v_cstr(a), v_cstr(b)) == 0;
+    int eq = a.kind == b.kind && a.kind == V_STR && v_strlen(a) == v_strlen(b) &&
+             memcmp(v_cstr(a), v_cstr(b), v_strlen(a)) == 0;
     *out = v_num(op == OP_EQ ? eq : !eq);
     return EV_OK;
   }
@@ -308,6 +309,56 @@ static NOINLINE int eval_record(blo_state *S, const ast_node *n, value *out) {
     if (rec_set(S, r, n->kids[i]->name, v)) { v_release(S, &rv); return interp_error(S, n, "out of memory"); }
   }
   *out = rv;
+  return EV_OK;
+}
+
+/* ---------- ranges ---------- */
+
+/* a..b counts by adding 1, which is exact only below 2^53 in magnitude. */
+static const double RANGE_EXACT = 0x1p53;
+
+static int range_reaches_2_53(blo_state *S, const ast_node *n, double lo) {
+  char num[40];
+  fmt_double(num, sizeof num, lo);
+  if (lo > RANGE_EXACT || lo <= -RANGE_EXACT)
+    return interp_error(S, n, "range starts at %s, beyond 2^53 in magnitude, where adding 1 is inexact", num);
+  return interp_error(S, n, "range reaches 9007199254740992 = 2^53, past which adding 1 is inexact");
+}
+
+/* The bounds of the range n (a..b), evaluated and checked: numbers, and
+ * finite, except that a loop may run to +inf (until it breaks). */
+static int range_bounds(blo_state *S, const ast_node *n, int open, double *lo, double *hi) {
+  value a, b;
+  if (eval_expr(S, n->a, &a)) return EV_ERR;
+  if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
+  int bad = read_num(S, a, lo), bad2 = read_num(S, b, hi);
+  char da[64], db[64];
+  if (bad) v_describe(a, da, sizeof da);
+  else fmt_double(da, sizeof da, *lo);
+  if (bad2) v_describe(b, db, sizeof db);
+  else fmt_double(db, sizeof db, *hi);
+  v_release(S, &a);
+  v_release(S, &b);
+  if (bad || bad2 || isnan(*lo) || isnan(*hi)) return interp_error(S, n, "range bounds must be numbers, got %s..%s", da, db);
+  if (!isfinite(*lo) || (!isfinite(*hi) && !(open && *hi > 0)))
+    return interp_error(S, n, "range bounds must be finite, got %s..%s", da, db);
+  return EV_OK;
+}
+
+/* a..b as a vector [a, a+1, ..., below b]. */
+static NOINLINE int eval_range(blo_state *S, const ast_node *n, value *out) {
+  double lo, hi;
+  if (range_bounds(S, n, 0, &lo, &hi)) return EV_ERR;
+  size_t len = 0;
+  if (hi > lo) {
+    double cnt = ceil(hi - lo);
+    if (fabs(lo) >= RANGE_EXACT || lo + (cnt - 1) >= RANGE_EXACT) return range_reaches_2_53(S, n, lo);
+    len = (size_t)cnt;
+  }
+  blo_tensor *t = tn_new(&S->tn, 1, &len);
+  if (!t) return interp_tn_error(S, n);
+  for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i;
+  *out = v_tensor(t);
   return EV_OK;
 }
 
@@ -710,7 +761,7 @@ static int eval_node(blo_state *S, const ast_node *n, value *out) {
   switch (n->kind) {
   case N_NUM: *out = v_num(n->num); return EV_OK;
   case N_STR:
-    *out = v_str(S, n->name, strlen(n->name));
+    *out = v_str(S, n->name, n->len);
     return out->kind == V_STR ? EV_OK : interp_error(S, n, "out of memory");
   case N_NAME: {
     value *slot = env_lookup(S, n->name);
@@ -764,22 +815,7 @@ static int eval_node(blo_state *S, const ast_node *n, value *out) {
     *out = v_num(t);
     return EV_OK;
   }
-  case N_RANGE: {
-    value a, b;
-    double lo, hi;
-    if (eval_expr(S, n->a, &a)) return EV_ERR;
-    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
-    int bad = read_num(S, a, &lo) || read_num(S, b, &hi);
-    v_release(S, &a);
-    v_release(S, &b);
-    if (bad) return interp_error(S, n, "range bounds must be numbers");
-    size_t len = hi > lo ? (size_t)ceil(hi - lo) : 0;
-    blo_tensor *t = tn_new(&S->tn, 1, &len);
-    if (!t) return interp_tn_error(S, n);
-    for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i;
-    *out = v_tensor(t);
-    return EV_OK;
-  }
+  case N_RANGE: return eval_range(S, n, out);
   case N_CALL: return eval_call(S, n, out);
   case N_INDEX: return eval_index(S, n, out);
   case N_GETFIELD: return eval_getfield(S, n, out);
@@ -986,19 +1022,13 @@ static NOINLINE int exec_for(blo_state *S, const ast_node *n) {
   env_push(S, &sc, 0);
   int rc = EV_OK, stop = 0;
   if (n->a->kind == N_RANGE) {
-    value a, b;
     double lo, hi;
-    if ((rc = eval_expr(S, n->a->a, &a)) == EV_OK) {
-      if ((rc = eval_expr(S, n->a->b, &b)) == EV_OK) {
-        int bad = read_num(S, a, &lo) || read_num(S, b, &hi);
-        v_release(S, &b);
-        if (bad) rc = interp_error(S, n->a, "range bounds must be numbers");
-        for (double i = lo; rc == EV_OK && !stop && i < hi; i += 1) {
-          env_define(S, n->name, v_num(i));
-          rc = exec_loop_body(S, n->b, &stop);
-        }
-      }
-      v_release(S, &a);
+    rc = range_bounds(S, n->a, 1, &lo, &hi);
+    for (double i = lo; rc == EV_OK && !stop && i < hi; i += 1) {
+      /* past 2^53, i + 1 rounds back to i and the loop would never end */
+      if (fabs(i) >= RANGE_EXACT) { rc = range_reaches_2_53(S, n->a, i == lo ? lo : RANGE_EXACT); break; }
+      env_define(S, n->name, v_num(i));
+      rc = exec_loop_body(S, n->b, &stop);
     }
   } else {
     value it;

@@ -238,6 +238,10 @@ void sb_puts(strbuf *b, const char *s) {
   while (*s) sb_putc(b, *s++);
 }
 
+void sb_putn(strbuf *b, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) sb_putc(b, s[i]);
+}
+
 void sb_printf(strbuf *b, const char *fmt, ...) {
   char tmp[512];
   va_list ap;
@@ -313,7 +317,7 @@ static void print_rec(strbuf *b, value v, int quote_strings, int depth) {
   case V_TENSOR: print_tensor_rec(b, v.u.t, 0, 0, v.u.t->size); break;
   case V_STR:
     if (quote_strings) sb_putc(b, '"');
-    sb_puts(b, v_cstr(v));
+    sb_putn(b, v_cstr(v), v_strlen(v));
     if (quote_strings) sb_putc(b, '"');
     break;
   case V_LIST: {

@@ -260,6 +260,54 @@ START_TEST(deeply_nested_values) {
 }
 END_TEST
 
+/* ---- ranges beyond 2^53 ---- */
+
+START_TEST(ranges_beyond_2_53) {
+  /* 2^53 + 1 is not a double: the loop would never pass it */
+  expect_error("for i in 9007199254740992..9007199254740994 { print i }", 0,
+               "range reaches 9007199254740992 = 2^53, past which adding 1 is inexact", 1, 10);
+  expect_error("let n = 0\nfor i in 9007199254740990..1/0 { n = n + 1 }", 0,
+               "range reaches 9007199254740992 = 2^53, past which adding 1 is inexact", 2, 10);
+  expect_error("let r = 9007199254740990..9007199254740994", 0,
+               "range reaches 9007199254740992 = 2^53, past which adding 1 is inexact", 1, 9);
+  expect_error("let r = 0..1/0", 0, "range bounds must be finite, got 0..inf", 1, 9);
+  expect_error("for i in 0/0..3 { print i }", 0, "range bounds must be numbers, got nan..3", 1, 10);
+  /* just below 2^53 every step is exact */
+  expect_out("for i in 9007199254740989..9007199254740992 { print i - 9007199254740980 }", "9\n10\n11\n");
+  expect_out("print (9007199254740989..9007199254740992) - 9007199254740980, 0.5..3", "[9, 10, 11] [0.5, 1.5, 2.5]\n");
+  expect_out("let n = 0\nfor i in 0..1/0 { n = n + 1\n if n == 5 { break } }\nprint n", "5\n");
+}
+END_TEST
+
+/* ---- strings holding NUL bytes ---- */
+
+START_TEST(strings_with_nul) {
+  static const char want1[] = "a\0b 3 4 1\n";
+  expect_out_n("let s = \"a\\0b\"\nprint s, len(s), len(s + \"c\"), len(s[1])", want1, sizeof want1 - 1);
+  expect_out("print \"a\\0b\" == \"a\\0c\", \"a\\0b\" == \"a\", \"a\\0b\" == \"a\\0b\", \"a\\0b\" != \"a\"", "0 0 1 1\n");
+  static const char want2[] = "[\"x\0y\", 1] {k = \"\0\"}\n";
+  expect_out_n("print [\"x\\0y\", 1], {k = \"\\0\"}", want2, sizeof want2 - 1);
+  static const char want3[] = "  a\0b|a\0|x\0y7\n";
+  expect_out_n("print format(\"%5s|%.2s|x\\0y%d\", \"a\\0b\", \"a\\0b\", 7)", want3, sizeof want3 - 1);
+  static const char want4[] = "a\0b2\n";
+  expect_out_n("print str(\"a\\0b\") + str(2)", want4, sizeof want4 - 1);
+  /* C-string arguments (names, paths, numbers) must not hide a tail after a NUL */
+  expect_error("print num(\"1\\0x\")", 0, "num: argument 1 must not contain a NUL byte", 1, 7);
+  expect_error("print has({a = 1}, \"a\\0b\")", 0, "has: argument 2 must not contain a NUL byte", 1, 7);
+
+  blo_state *S = open_state();
+  ck_assert_int_eq(run(S, "let s = \"a\\0bc\""), BLO_OK);
+  const char *t = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(blo_get_lstring(S, "s", &t, &n), BLO_OK);
+  ck_assert_uint_eq(n, 4);
+  ck_assert(memcmp(t, "a\0bc", 5) == 0);
+  ck_assert_int_eq(blo_get_string(S, "s", &t), BLO_OK);   /* the C view stops at the NUL */
+  ck_assert_str_eq(t, "a");
+  blo_close(S);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("eval");
   TCase *tc = tcase_create("eval");
@@ -274,6 +322,8 @@ int main(void) {
   tcase_add_test(tc, deep_but_reasonable_expressions_run);
   tcase_add_test(tc, deep_recursion_through_expressions_is_an_error);
   tcase_add_test(tc, deeply_nested_values);
+  tcase_add_test(tc, ranges_beyond_2_53);
+  tcase_add_test(tc, strings_with_nul);
   suite_add_tcase(s, tc);
   return check_run(s, "test_eval", CK_FORK);
 }
