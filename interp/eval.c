@@ -926,8 +926,10 @@ static int store_path(blo_state *S, value *slot, tstep *st, int k, int ns, value
     if (k + 1 < ns) {
       /* a deeper target (X[i][j] = v): store into the part, then write it back */
       blo_tensor *part = tn_index(&S->tn, slot->u.t, ix, n->nkids);
-      if (!part) rc = interp_tn_error(S, n);
-      else {
+      if (!part) {
+        rc = interp_tn_error(S, n);
+        v_release(S, &v);
+      } else {
         sub = v_tensor(part);
         rc = store_path(S, &sub, st, k + 1, ns, v);
       }
