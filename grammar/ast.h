@@ -45,6 +45,7 @@ struct ast_node {
   ast_loc loc;
   double num;
   const char *name;      /* identifier or string contents (arena) */
+  size_t len;            /* N_STR: bytes of name, which may hold NUL ("a\0b") */
   ast_node *a, *b, *c;
   ast_node **kids;
   int nkids;

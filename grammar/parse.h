@@ -7,7 +7,10 @@
 
 typedef void (*parse_error_fn)(void *ud, const char *chunk, int line, int col, const char *msg);
 
-enum { PARSE_MAX_NEST = 256 };
+/* Open delimiters the scanner tracks: more than the parser's stacks hold
+ * (YYMAXDEPTH in parser.y, at least one state per delimiter), so deeper
+ * input is reported as nested too deeply before this could overflow. */
+enum { PARSE_MAX_NEST = 3072 };
 
 typedef struct parse_state {
   ast_arena *arena;

@@ -16,6 +16,7 @@
 %union {
   double num;
   const char *str;
+  struct { const char *s; size_t len; } lstr;   /* a string literal, which may hold NUL */
   ast_node *node;
   ast_list list;
 }
@@ -23,6 +24,7 @@
 %code {
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lexer.h"
 
@@ -49,10 +51,18 @@ static ast_node *mk1(parse_state *ps, ast_kind k, ast_node *a, BLO_YYLTYPE l) {
   return n;
 }
 static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg);
+
+/* The parser's stacks are arrays in yyparse's frame (about 34 bytes a
+ * state) that never grow: running out of them means input nested too
+ * deeply (10^5 parentheses), never a failed allocation.  A few states per
+ * level, so anything within PARSE_MAX_DEPTH levels fits. */
+#define YYINITDEPTH (PARSE_MAX_NEST - 64)
+#define YYMAXDEPTH (PARSE_MAX_NEST - 64)
 }
 
 %token <num> NUM
-%token <str> STR NAME BADCHAR
+%token <lstr> STR
+%token <str> NAME BADCHAR
 %token LET FN IF ELSE FOR IN WHILE BREAK CONTINUE RETURN PRINT PROBLEM OUTER INNER
 %token MINIMIZE MAXIMIZE EVERY SOLVE WITH TRUE_ FALSE_ AND OR EQ NE LE GE DOTDOT
 %token NEWLINE LBRACE_REC BADSTR
@@ -220,7 +230,7 @@ primary
   : NUM                  { $$ = NEW(N_NUM, @$); if ($$) $$->num = $1; }
   | TRUE_                { $$ = NEW(N_NUM, @$); if ($$) $$->num = 1; }
   | FALSE_               { $$ = NEW(N_NUM, @$); if ($$) $$->num = 0; }
-  | STR                  { $$ = NEW(N_STR, @$); if ($$) $$->name = $1; }
+  | STR                  { $$ = NEW(N_STR, @$); if ($$) { $$->name = $1.s; $$->len = $1.len; } }
   | NAME                 { $$ = NEW(N_NAME, @$); if ($$) $$->name = $1; }
   | '(' expr ')'         { $$ = $2; }
   | '[' ']'              { $$ = NEW(N_LIST, @$); }
@@ -276,6 +286,7 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
   ps->nerrors++;
   /* once memory ran out the input was cut short: parse_run reports that alone */
   if (ps->oom || ast_arena_failed(ps->arena)) return;
+  if (strcmp(msg, "memory exhausted") == 0) msg = "expression nested too deeply";  /* the stacks are full */
   /* Bison's token names are internal; say what the user typed instead. */
   char buf[512];
   if (strncmp(msg, "syntax error", 12) != 0) {
@@ -319,6 +330,49 @@ static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const ch
   if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, l->first_line, l->first_column, out);
 }
 
+/* Every walker of the tree (the evaluator, differentiation, the bilevel
+ * runtime) recurses once per level, so the depth of the tree is bounded
+ * here.  A left-associative chain (1+1+...+1, r.a.a..., a transpose chain)
+ * nests without filling the parser's stacks, so the tree itself is
+ * measured, with an explicit stack.  Reports the first node found too deep. */
+enum { PARSE_MAX_DEPTH = 512 };
+
+static void check_depth(parse_state *ps) {
+  typedef struct { const ast_node *n; int d; } item;
+  size_t cap = 256, top = 0;
+  item *st = malloc(cap * sizeof *st);
+  const char *msg = NULL;
+  const ast_node *at = NULL;
+  if (!st) { msg = "out of memory while parsing"; ps->oom = 1; }
+  else st[top++] = (item){ps->root, 0};
+  while (!msg && top > 0) {
+    item it = st[--top];
+    if (it.d > PARSE_MAX_DEPTH) {
+      at = it.n;
+      msg = it.n->kind < N_BLOCK ? "expression nested too deeply" : "blocks nested too deeply";
+      break;
+    }
+    const ast_node *kids[3] = {it.n->a, it.n->b, it.n->c};
+    int nk = it.n->nkids;
+    if (top + 3 + (size_t)nk > cap) {
+      size_t nc = (top + 3 + (size_t)nk) * 2;
+      item *ns = realloc(st, nc * sizeof *ns);
+      if (!ns) { msg = "out of memory while parsing"; ps->oom = 1; break; }
+      st = ns;
+      cap = nc;
+    }
+    for (int i = nk - 1; i >= 0; i--)
+      if (it.n->kids[i]) st[top++] = (item){it.n->kids[i], it.d + 1};
+    for (int i = 2; i >= 0; i--)
+      if (kids[i]) st[top++] = (item){kids[i], it.d + 1};
+  }
+  free(st);
+  if (msg) {
+    ps->nerrors++;
+    if (ps->on_error) ps->on_error(ps->error_ud, ps->chunk, at ? at->loc.line : ps->line, at ? at->loc.col : ps->col, msg);
+  }
+}
+
 static int parse_run(parse_state *ps, const char *chunk, const char *src, size_t len,
                      parse_error_fn on_error, void *ud, int fields) {
   memset(ps, 0, sizeof *ps);
@@ -358,6 +412,7 @@ static int parse_run(parse_state *ps, const char *chunk, const char *src, size_t
     ps->nerrors++;
     if (on_error) on_error(ud, chunk, ps->line, ps->col, "out of memory while parsing");
   }
+  if (ps->nerrors == 0 && ps->root) check_depth(ps);
   return ps->nerrors;
 }
 

@@ -121,8 +121,9 @@ const char *blo_last_error_text(blo_state *S);
 int blo_set_args(blo_state *S, int argc, const char *const *argv);
 
 /* Points the state at a flag that a signal handler may set (to nonzero) to
- * stop a running evaluation at its next step (loop iteration, solve step);
- * the evaluation then fails with BLO_INTERRUPTED and the flag is cleared.
+ * stop a running evaluation at its next step (loop iteration, function call,
+ * solve step); the evaluation then fails with BLO_INTERRUPTED and the flag
+ * is cleared.  The flag is also cleared when an evaluation ends.
  * NULL detaches.  The flag must outlive the state or be detached. */
 void blo_set_interrupt_flag(blo_state *S, volatile int *flag);
 
@@ -162,8 +163,11 @@ int blo_view_array(blo_state *S, const char *path, blo_array *out);
 /* Reads a numeric field of a global record (e.g. a solve result's "F");
  * same as blo_get_number(S, "record.field"). */
 int blo_get_field_number(blo_state *S, const char *record, const char *field, double *out);
-/* Borrowed NUL-terminated text of the string at path (valid like a view). */
+/* Borrowed NUL-terminated text of the string at path (valid like a view).
+ * A string may hold NUL bytes ("a\0b"): this view ends at the first. */
 int blo_get_string(blo_state *S, const char *path, const char **out);
+/* The same with its length in bytes, NUL bytes included (out[*len] is 0). */
+int blo_get_lstring(blo_state *S, const char *path, const char **out, size_t *len);
 
 /* ---- introspection (REPLs, debuggers, generic hosts) ---- */
 

@@ -569,6 +569,12 @@ int blo_get_string(blo_state *S, const char *path, const char **out) {
   return BLO_OK;
 }
 
+int blo_get_lstring(blo_state *S, const char *path, const char **out, size_t *len) {
+  int rc = blo_get_string(S, path, out);
+  if (rc == BLO_OK && len) *len = ((const ostr *)resolve(S, path)->u.o)->len;
+  return rc;
+}
+
 /* ---- introspection ---- */
 
 int blo_kind_of(blo_state *S, const char *path, blo_kind *kind) {

@@ -10,12 +10,23 @@
 #endif
 #include "interp.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_CALL_DEPTH = 200 };
+enum { MAX_CALL_DEPTH = 200, EVAL_MAX_DEPTH = 2000 };
+
+/* The evaluator recurses through eval_node and exec_stmt once per level of
+ * the program.  Their frames must stay small, so the helpers with large
+ * locals (argument buffers, index specs) are kept out of line: inlined, they
+ * made every level of 1+1+...+1 pay for a call's buffers (1.2 KB a level). */
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 
 /* ---------- autodiff bridge ---------- */
 
@@ -81,7 +92,8 @@ static const char *op_text(int op) {
 
 static int str_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out) {
   if (op == OP_EQ || op == OP_NE) {
-    int eq = a.kind == b.kind && a.kind == V_STR && strcmp(v_cstr(a), v_cstr(b)) == 0;
+    int eq = a.kind == b.kind && a.kind == V_STR && v_strlen(a) == v_strlen(b) &&
+             memcmp(v_cstr(a), v_cstr(b), v_strlen(a)) == 0;
     *out = v_num(op == OP_EQ ? eq : !eq);
     return EV_OK;
   }
@@ -179,16 +191,24 @@ static int check_interrupt(blo_state *S, const ast_node *at) {
   return EV_OK;
 }
 
+/* The end of an evaluation the host started: an interrupt raised during it
+ * and never seen (nothing polled after it was set) is dropped, so it cannot
+ * stop the next evaluation. */
+static void run_end(blo_state *S) {
+  if (S->interrupt) *S->interrupt = 0;
+}
+
 /* [a, b, c]: numbers and equal-shaped tensors stack into a tensor (so
  * [[1, 2], [3, 4]] is a matrix); anything else makes a list. */
-static int eval_list(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_list(blo_state *S, const ast_node *n, value *out) {
   int k = n->nkids;
-  value stackbuf[16];
-  value *vals = k <= 16 ? stackbuf : calloc((size_t)k, sizeof(value));
+  value stackbuf[8];
+  value *vals = k <= 8 ? stackbuf : calloc((size_t)k, sizeof(value));
   if (!vals) return interp_error(S, n, "out of memory");
   int rc = EV_OK, numeric = k > 0;
   int i;
   for (i = 0; i < k; i++) {
+    vals[i] = v_nil();   /* released below even when its evaluation fails */
     if ((rc = eval_expr(S, n->kids[i], &vals[i])) != EV_OK) break;
     if (!v_is_numeric(vals[i])) numeric = 0;
   }
@@ -277,7 +297,7 @@ static int eval_list(blo_state *S, const ast_node *n, value *out) {
   return rc;
 }
 
-static int eval_record(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_record(blo_state *S, const ast_node *n, value *out) {
   orec *r = rec_new(S);
   if (!r) return interp_error(S, n, "out of memory");
   value rv = v_nil();
@@ -292,114 +312,213 @@ static int eval_record(blo_state *S, const ast_node *n, value *out) {
   return EV_OK;
 }
 
-/* Builds the tensor-layer index spec from the AST; for a single integer-valued
- * vector index (X[idx]) returns *take with the index tensor instead. */
-static int build_index(blo_state *S, const ast_node *n, const blo_tensor *base, tn_index_t *ix,
-                       blo_tensor **take) {
+/* ---------- ranges ---------- */
+
+/* a..b counts by adding 1, which is exact only below 2^53 in magnitude. */
+static const double RANGE_EXACT = 0x1p53;
+
+static int range_reaches_2_53(blo_state *S, const ast_node *n, double lo) {
+  char num[40];
+  fmt_double(num, sizeof num, lo);
+  if (lo > RANGE_EXACT || lo <= -RANGE_EXACT)
+    return interp_error(S, n, "range starts at %s, beyond 2^53 in magnitude, where adding 1 is inexact", num);
+  return interp_error(S, n, "range reaches 9007199254740992 = 2^53, past which adding 1 is inexact");
+}
+
+/* The bounds of the range n (a..b), evaluated and checked: numbers, and
+ * finite, except that a loop may run to +inf (until it breaks). */
+static int range_bounds(blo_state *S, const ast_node *n, int open, double *lo, double *hi) {
+  value a, b;
+  if (eval_expr(S, n->a, &a)) return EV_ERR;
+  if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
+  int bad = read_num(S, a, lo), bad2 = read_num(S, b, hi);
+  char da[64], db[64];
+  if (bad) v_describe(a, da, sizeof da);
+  else fmt_double(da, sizeof da, *lo);
+  if (bad2) v_describe(b, db, sizeof db);
+  else fmt_double(db, sizeof db, *hi);
+  v_release(S, &a);
+  v_release(S, &b);
+  if (bad || bad2 || isnan(*lo) || isnan(*hi)) return interp_error(S, n, "range bounds must be numbers, got %s..%s", da, db);
+  if (!isfinite(*lo) || (!isfinite(*hi) && !(open && *hi > 0)))
+    return interp_error(S, n, "range bounds must be finite, got %s..%s", da, db);
+  return EV_OK;
+}
+
+/* a..b as a vector [a, a+1, ..., below b]. */
+static NOINLINE int eval_range(blo_state *S, const ast_node *n, value *out) {
+  double lo, hi;
+  if (range_bounds(S, n, 0, &lo, &hi)) return EV_ERR;
+  size_t len = 0;
+  if (hi > lo) {
+    double cnt = ceil(hi - lo);
+    if (fabs(lo) >= RANGE_EXACT || lo + (cnt - 1) >= RANGE_EXACT) return range_reaches_2_53(S, n, lo);
+    len = (size_t)cnt;
+  }
+  blo_tensor *t = tn_new(&S->tn, 1, &len);
+  if (!t) return interp_tn_error(S, n);
+  for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i;
+  *out = v_tensor(t);
+  return EV_OK;
+}
+
+/* ---------- indexing ---------- */
+
+int interp_index_num(blo_state *S, const ast_node *at, const char *what, double d, long *out, int *big) {
+  char num[40];
+  if (!isfinite(d) || d != floor(d)) {
+    fmt_double(num, sizeof num, d);
+    return interp_error(S, at, "%s must be %s integer, got %s", what, isfinite(d) ? "an" : "a finite", num);
+  }
+  /* Integers beyond 2^53 (or what a long holds) are no position of anything
+   * a script can make: they saturate, and the caller clamps or reports. */
+  double lim = fmin(0x1p53, (double)(LONG_MAX / 4));
+  *big = fabs(d) > lim;
+  *out = *big ? (long)(d < 0 ? -lim : lim) : (long)d;
+  return EV_OK;
+}
+
+/* The evaluated expressions of one N_INDEX node: per axis, an index value or
+ * a slice's bounds (nil when omitted). */
+typedef struct ixkey { value v, lo, hi; } ixkey;
+
+static void keys_release(blo_state *S, ixkey *keys, int n) {
+  for (int i = 0; i < n; i++) {
+    v_release(S, &keys[i].v);
+    v_release(S, &keys[i].lo);
+    v_release(S, &keys[i].hi);
+  }
+}
+
+/* Evaluates the index expressions of n, left to right, into keys (n->nkids
+ * entries, released by the caller even on error). */
+static int eval_keys(blo_state *S, const ast_node *n, ixkey *keys) {
+  for (int i = 0; i < n->nkids; i++) keys[i].v = keys[i].lo = keys[i].hi = v_nil();
+  for (int i = 0; i < n->nkids; i++) {
+    const ast_node *k = n->kids[i];
+    if (k->kind == N_SLICE) {
+      if (k->a && eval_expr(S, k->a, &keys[i].lo)) return EV_ERR;
+      if (k->b && eval_expr(S, k->b, &keys[i].hi)) return EV_ERR;
+    } else if (eval_expr(S, k, &keys[i].v)) {
+      return EV_ERR;
+    }
+  }
+  return EV_OK;
+}
+
+/* A slice bound: an integer; out-of-range values clamp (in tn_index_check). */
+static int slice_bound(blo_state *S, const ast_node *e, value v, long *out) {
+  double d;
+  int big;
+  if (read_num(S, v, &d)) return interp_error(S, e, "slice bound must be a number");
+  return interp_index_num(S, e, "slice bound", d, out, &big);
+}
+
+/* Builds the tensor-layer index spec of n over base from its evaluated keys;
+ * for a single vector index (X[idx]) returns *take with the index tensor instead. */
+static int index_spec(blo_state *S, const ast_node *n, const blo_tensor *base, ixkey *keys, tn_index_t *ix,
+                      blo_tensor **take) {
   *take = NULL;
   if (n->nkids > TN_MAX_RANK)
     return interp_error(S, n, "too many indices: %d (tensors have rank at most 4)", n->nkids);
   for (int i = 0; i < n->nkids; i++) {
     const ast_node *k = n->kids[i];
+    long dim = i < base->rank ? (long)base->shape[i] : 0;
     if (k->kind == N_SLICE) {
-      long dim = i < base->rank ? (long)base->shape[i] : 0;
-      ix[i].kind = TN_IX_SLICE;
+      ix[i].kind = k->a || k->b ? TN_IX_SLICE : TN_IX_ALL;
       ix[i].start = 0;
       ix[i].stop = dim;
-      double d;
-      value v;
-      if (k->a) {
-        if (eval_expr(S, k->a, &v)) return EV_ERR;
-        int bad = read_num(S, v, &d);
-        v_release(S, &v);
-        if (bad) return interp_error(S, k->a, "slice bound must be a number");
-        ix[i].start = (long)floor(d);
-      }
-      if (k->b) {
-        if (eval_expr(S, k->b, &v)) return EV_ERR;
-        int bad = read_num(S, v, &d);
-        v_release(S, &v);
-        if (bad) return interp_error(S, k->b, "slice bound must be a number");
-        ix[i].stop = (long)floor(d);
-      }
-      if (!k->a && !k->b) ix[i].kind = TN_IX_ALL;
-    } else {
-      value v;
-      if (eval_expr(S, k, &v)) return EV_ERR;
-      double d;
-      if (v.kind == V_TENSOR && v.u.t->rank == 1 && n->nkids == 1) {
-        diff_note_read(S, v);
-        *take = tn_retain(v.u.t);
-        v_release(S, &v);
-        return EV_OK;
-      }
-      int bad = read_num(S, v, &d);
-      if (bad) { /* describe only on error: snprintf per index showed up in profiles */
-        char desc[64];
-        v_describe(v, desc, sizeof desc);
-        v_release(S, &v);
-        return interp_error(S, k, "index must be a number, got %s", desc);
-      }
-      v_release(S, &v);
-      if (d != floor(d)) return interp_error(S, k, "index must be an integer, got %g", d);
-      ix[i].kind = TN_IX_INDEX;
-      ix[i].start = (long)d;
-      ix[i].stop = (long)d + 1;
+      if (k->a && slice_bound(S, k->a, keys[i].lo, &ix[i].start)) return EV_ERR;
+      if (k->b && slice_bound(S, k->b, keys[i].hi, &ix[i].stop)) return EV_ERR;
+      continue;
     }
+    value v = keys[i].v;
+    if (v.kind == V_TENSOR && v.u.t->rank == 1 && n->nkids == 1) {
+      diff_note_read(S, v);
+      *take = tn_retain(v.u.t);
+      return EV_OK;
+    }
+    double d;
+    if (read_num(S, v, &d)) { /* describe only on error: snprintf per index showed up in profiles */
+      char desc[64];
+      v_describe(v, desc, sizeof desc);
+      return interp_error(S, k, "index must be a number, got %s", desc);
+    }
+    int big;
+    if (interp_index_num(S, k, "index", d, &ix[i].start, &big)) return EV_ERR;
+    if (big && i < base->rank) {
+      char num[40];
+      fmt_double(num, sizeof num, d);
+      return interp_error(S, n, "index %s out of range for axis %d of size %ld", num, i, dim);
+    }
+    ix[i].kind = TN_IX_INDEX;
+    ix[i].stop = ix[i].start + 1;
   }
   if (tn_index_check(&S->tn, base, ix, n->nkids)) return interp_tn_error(S, n);
   return EV_OK;
 }
 
-static int eval_index(blo_state *S, const ast_node *n, value *out) {
-  value base;
-  if (eval_expr(S, n->a, &base)) return EV_ERR;
-  int rc = EV_OK;
-  if (base.kind == V_LIST || base.kind == V_STR) {
-    value iv;
-    double d;
-    if (n->nkids != 1 || n->kids[0]->kind == N_SLICE) {
-      rc = interp_error(S, n, "a %s takes one integer index", v_kind_name(base));
-    } else if ((rc = eval_expr(S, n->kids[0], &iv)) == EV_OK) {
-      int bad = read_num(S, iv, &d);
-      v_release(S, &iv);
-      long len = base.kind == V_LIST ? ((olist *)base.u.o)->n : (long)((ostr *)base.u.o)->len;
-      long i = (long)d;
-      if (!bad && i < 0) i += len;
-      if (bad || d != floor(d)) rc = interp_error(S, n->kids[0], "index must be an integer");
-      else if (i < 0 || i >= len)
-        rc = interp_error(S, n->kids[0], "index %ld out of range for a %s of length %ld", (long)d, v_kind_name(base), len);
-      else if (base.kind == V_LIST) *out = v_retain(((olist *)base.u.o)->items[i]);
-      else *out = v_str(S, ((ostr *)base.u.o)->s + i, 1);
-    }
-    v_release(S, &base);
-    return rc;
-  }
-  if (base.kind == V_NUM) {
+/* The position key names in a list or string of length len (n: the N_INDEX node). */
+static int seq_pos(blo_state *S, const ast_node *n, ixkey *keys, const char *kind, long len, long *pos) {
+  if (n->nkids != 1 || n->kids[0]->kind == N_SLICE) return interp_error(S, n, "a %s takes one integer index", kind);
+  const ast_node *k = n->kids[0];
+  double d;
+  int big;
+  if (read_num(S, keys[0].v, &d)) {
     char desc[64];
-    v_describe(base, desc, sizeof desc);
-    v_release(S, &base);
-    return interp_error(S, n, "cannot index a %s", desc);
+    v_describe(keys[0].v, desc, sizeof desc);
+    return interp_error(S, k, "index must be a number, got %s", desc);
   }
-  if (base.kind != V_TENSOR) {
-    v_release(S, &base);
-    return interp_error(S, n, "cannot index a %s", v_kind_name(base));
+  if (interp_index_num(S, k, "index", d, pos, &big)) return EV_ERR;
+  if (*pos < 0) *pos += len;
+  if (big || *pos < 0 || *pos >= len) {
+    char num[40];
+    fmt_double(num, sizeof num, d);
+    return interp_error(S, k, "index %s out of range for a %s of length %ld", num, kind, len);
   }
-  tn_index_t ix[TN_MAX_RANK];
-  blo_tensor *take = NULL;
-  if (build_index(S, n, base.u.t, ix, &take)) { v_release(S, &base); return EV_ERR; }
-  ad_val a, r;
-  if (to_ad(S, n, base, &a)) { tn_release(&S->tn, take); v_release(S, &base); return EV_ERR; }
-  int bad = take ? ad_take(&S->tn, S->tape, a, take, 0, &r) : ad_index(&S->tn, S->tape, a, ix, n->nkids, &r);
-  ad_val_release(&S->tn, &a);
-  tn_release(&S->tn, take);
-  v_release(S, &base);
-  if (bad) return interp_tn_error(S, n);
-  *out = from_ad(S, r);
   return EV_OK;
 }
 
-static int eval_getfield(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_index(blo_state *S, const ast_node *n, value *out) {
+  value base;
+  if (eval_expr(S, n->a, &base)) return EV_ERR;
+  ixkey kbuf[TN_MAX_RANK], *keys = kbuf;
+  if (n->nkids > TN_MAX_RANK && !(keys = calloc((size_t)n->nkids, sizeof *keys))) {
+    v_release(S, &base);
+    return interp_error(S, n, "out of memory");
+  }
+  int rc = eval_keys(S, n, keys);
+  if (rc) {
+    /* reported by eval_keys */
+  } else if (base.kind == V_LIST || base.kind == V_STR) {
+    long len = base.kind == V_LIST ? ((olist *)base.u.o)->n : (long)((ostr *)base.u.o)->len, i;
+    if ((rc = seq_pos(S, n, keys, v_kind_name(base), len, &i)) == EV_OK) {
+      if (base.kind == V_LIST) *out = v_retain(((olist *)base.u.o)->items[i]);
+      else if ((*out = v_str(S, ((ostr *)base.u.o)->s + i, 1)).kind != V_STR) rc = interp_error(S, n, "out of memory");
+    }
+  } else if (base.kind != V_TENSOR) {
+    char desc[64];
+    v_describe(base, desc, sizeof desc);
+    rc = interp_error(S, n, "cannot index a %s", base.kind == V_NUM ? desc : v_kind_name(base));
+  } else {
+    tn_index_t ix[TN_MAX_RANK];
+    blo_tensor *take = NULL;
+    ad_val a, r;
+    if ((rc = index_spec(S, n, base.u.t, keys, ix, &take)) == EV_OK && (rc = to_ad(S, n, base, &a)) == EV_OK) {
+      int bad = take ? ad_take(&S->tn, S->tape, a, take, 0, &r) : ad_index(&S->tn, S->tape, a, ix, n->nkids, &r);
+      ad_val_release(&S->tn, &a);
+      if (bad) rc = interp_tn_error(S, n);
+      else *out = from_ad(S, r);
+    }
+    tn_release(&S->tn, take);
+  }
+  keys_release(S, keys, n->nkids);
+  if (keys != kbuf) free(keys);
+  v_release(S, &base);
+  return rc;
+}
+
+static NOINLINE int eval_getfield(blo_state *S, const ast_node *n, value *out) {
   value base;
   if (eval_expr(S, n->a, &base)) return EV_ERR;
   if (base.kind != V_REC) {
@@ -430,21 +549,23 @@ static int call_function(blo_state *S, const ast_node *at, ofunc *f, value *args
   const ast_node *def = f->def;
   if (S->call_depth >= MAX_CALL_DEPTH)
     return interp_error(S, at, "call depth exceeded %d (infinite recursion in '%s'?)", MAX_CALL_DEPTH, def->name);
+  /* recursion without a loop must stop on an interrupt too */
+  if (check_interrupt(S, at)) return EV_ERR;
   int np = def->nkids;
   if (nargs > np)
     return interp_error(S, at, "%s() takes %d argument%s, got %d", def->name, np, np == 1 ? "" : "s", nargs + nnamed);
-  const ast_node *bound[64] = {0};
+  uint64_t bound = 0;   /* parameters given by name */
   if (np > 64) return interp_error(S, at, "too many parameters");
   for (int j = 0; j < nnamed; j++) {
     int found = -1;
     for (int i = 0; i < np; i++)
       if (strcmp(def->kids[i]->name, names[j]) == 0) found = i;
     if (found < 0) return interp_error(S, at, "%s() has no parameter named '%s'", def->name, names[j]);
-    if (found < nargs || bound[found]) return interp_error(S, at, "%s(): argument '%s' given twice", def->name, names[j]);
-    bound[found] = def->kids[found];
+    if (found < nargs || (bound >> found & 1)) return interp_error(S, at, "%s(): argument '%s' given twice", def->name, names[j]);
+    bound |= (uint64_t)1 << found;
   }
   for (int i = nargs; i < np; i++)
-    if (!bound[i]) return interp_error(S, at, "%s() takes %d argument%s, got %d (missing '%s')", def->name, np,
+    if (!(bound >> i & 1)) return interp_error(S, at, "%s() takes %d argument%s, got %d (missing '%s')", def->name, np,
                                        np == 1 ? "" : "s", nargs + nnamed, def->kids[i]->name);
   scope sc;
   scope *saved_sc = S->sc;
@@ -472,6 +593,7 @@ static int call_function(blo_state *S, const ast_node *at, ofunc *f, value *args
   S->cur_chunk = saved_chunk;
   env_pop(S, &sc);
   S->sc = saved_sc;
+  if (!saved_chunk) run_end(S);   /* the host called this function (blo_call) */
   return rc;
 }
 
@@ -488,7 +610,7 @@ int call_value(blo_state *S, const ast_node *at, value fn, value *args, int narg
   return interp_error(S, at, "a %s is not callable", v_kind_name(fn));
 }
 
-static int eval_call(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_call(blo_state *S, const ast_node *n, value *out) {
   const builtin_def *b = NULL;
   value fn = v_nil();
   if (n->a->kind == N_NAME) {
@@ -517,11 +639,12 @@ static int eval_call(blo_state *S, const ast_node *n, value *out) {
     return interp_error(S, n->a, "a %s is not callable", desc);
   }
   int k = n->nkids, npos = 0, nnamed = 0;
-  value posbuf[8], namedbuf[8];
-  const char *namesbuf[8];
-  value *pos = k <= 8 ? posbuf : calloc((size_t)k, sizeof(value));
-  value *named = k <= 8 ? namedbuf : calloc((size_t)k, sizeof(value));
-  const char **names = k <= 8 ? namesbuf : calloc((size_t)k, sizeof(char *));
+  /* small: this frame is on the stack once per level of nested calls */
+  value posbuf[4], namedbuf[4];
+  const char *namesbuf[4];
+  value *pos = k <= 4 ? posbuf : calloc((size_t)k, sizeof(value));
+  value *named = k <= 4 ? namedbuf : calloc((size_t)k, sizeof(value));
+  const char **names = k <= 4 ? namesbuf : calloc((size_t)k, sizeof(char *));
   int rc = EV_OK;
   if (!pos || !named || !names) rc = interp_error(S, n, "out of memory");
   for (int i = 0; i < k && rc == EV_OK; i++) {
@@ -593,7 +716,7 @@ static int eval_mm_operand(blo_state *S, const ast_node *e, value *v, int *flag)
  * flag of the product (ad_matmul_t), so X' @ r is one dgemv with CblasTrans
  * and its gradient another, with no n x d copy of X.  Anything else takes
  * the general path of op_binary. */
-static int eval_matmul_t(blo_state *S, const ast_node *n, value *out) {
+static NOINLINE int eval_matmul_t(blo_state *S, const ast_node *n, value *out) {
   value a, b;
   int fa, fb;
   if (eval_mm_operand(S, n->a, &a, &fa)) return EV_ERR;
@@ -623,11 +746,25 @@ static int eval_matmul_t(blo_state *S, const ast_node *n, value *out) {
 
 int solve_eval(blo_state *S, const ast_node *n, value *out);  /* runtime/bilevel.c */
 
+static int eval_node(blo_state *S, const ast_node *n, value *out);
+
+/* Each level of an expression, and each call, is a few C frames: the
+ * parser bounds the depth of one expression, this bounds the total through
+ * nested calls (f(n) = 1 + (1 + ... f(n - 1))), far below what overflows
+ * an 8 MB stack (also under the sanitizers). */
 int eval_expr(blo_state *S, const ast_node *n, value *out) {
+  if (S->eval_depth >= EVAL_MAX_DEPTH) return interp_error(S, n, "expression nested too deeply");
+  S->eval_depth++;
+  int rc = eval_node(S, n, out);
+  S->eval_depth--;
+  return rc;
+}
+
+static int eval_node(blo_state *S, const ast_node *n, value *out) {
   switch (n->kind) {
   case N_NUM: *out = v_num(n->num); return EV_OK;
   case N_STR:
-    *out = v_str(S, n->name, strlen(n->name));
+    *out = v_str(S, n->name, n->len);
     return out->kind == V_STR ? EV_OK : interp_error(S, n, "out of memory");
   case N_NAME: {
     value *slot = env_lookup(S, n->name);
@@ -682,22 +819,7 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
     *out = v_num(t);
     return EV_OK;
   }
-  case N_RANGE: {
-    value a, b;
-    double lo, hi;
-    if (eval_expr(S, n->a, &a)) return EV_ERR;
-    if (eval_expr(S, n->b, &b)) { v_release(S, &a); return EV_ERR; }
-    int bad = read_num(S, a, &lo) || read_num(S, b, &hi);
-    v_release(S, &a);
-    v_release(S, &b);
-    if (bad) return interp_error(S, n, "range bounds must be numbers");
-    size_t len = hi > lo ? (size_t)ceil(hi - lo) : 0;
-    blo_tensor *t = tn_new(&S->tn, 1, &len);
-    if (!t) return interp_tn_error(S, n);
-    for (size_t i = 0; i < len; i++) t->data[i] = lo + (double)i;
-    *out = v_tensor(t);
-    return EV_OK;
-  }
+  case N_RANGE: return eval_range(S, n, out);
   case N_CALL: return eval_call(S, n, out);
   case N_INDEX: return eval_index(S, n, out);
   case N_GETFIELD: return eval_getfield(S, n, out);
@@ -715,123 +837,182 @@ int eval_expr(blo_state *S, const ast_node *n, value *out) {
 
 /* ---------- statements ---------- */
 
-/* x[i] = v and r.f = v: mutate in place when we hold the only reference,
- * otherwise copy first, so other holders keep their value. */
-static int assign_into(blo_state *S, const ast_node *target, value v) {
-  if (target->kind == N_NAME) {
-    value *slot = env_lookup(S, target->name);
-    if (!slot) {
-      v_release(S, &v);
-      const builtin_def *b = builtin_find(target->name);
-      if (b && (b->special & BI_CONST))
-        return interp_error(S, target, "cannot assign to the constant '%s' ('let %s = ...' declares a variable that hides it)",
-                            b->name, b->name);
-      const char *sug = env_suggest(S, target->name);
-      if (sug) return interp_error(S, target, "assignment to undeclared '%s' (use 'let', or did you mean '%s'?)", target->name, sug);
-      return interp_error(S, target, "assignment to undeclared '%s' (declare it with 'let')", target->name);
-    }
+/* ---------- assignment ---------- */
+
+/* The container in *slot, made private first (copy on write) so that other
+ * holders keep their value.  NULL when out of memory. */
+static olist *own_list(blo_state *S, value *slot) {
+  olist *l = (olist *)slot->u.o;
+  if (l->h.refcount == 1) return l;
+  olist *c = list_new(S, l->n);
+  if (!c) return NULL;
+  for (int j = 0; j < l->n; j++)
+    if (list_push(S, c, v_retain(l->items[j]))) { value cv = {V_LIST, -1, 0, {0}, NULL}; cv.u.o = &c->h; v_release(S, &cv); return NULL; }
+  v_release(S, slot);
+  slot->kind = V_LIST;
+  slot->u.o = &c->h;
+  return c;
+}
+
+static orec *own_rec(blo_state *S, value *slot) {
+  orec *r = (orec *)slot->u.o;
+  if (r->h.refcount == 1) return r;
+  orec *c = rec_new(S);
+  if (!c) return NULL;
+  for (int i = 0; i < r->n; i++)
+    if (rec_set(S, c, r->keys[i], v_retain(r->vals[i]))) { value cv = {V_REC, -1, 0, {0}, NULL}; cv.u.o = &c->h; v_release(S, &cv); return NULL; }
+  v_release(S, slot);
+  slot->kind = V_REC;
+  slot->u.o = &c->h;
+  return c;
+}
+
+/* One step of an assignment target below its root name, in source order: a
+ * field (n is N_GETFIELD) or an index (N_INDEX) whose keys are evaluated. */
+typedef struct tstep { const ast_node *n; ixkey *keys; } tstep;
+
+/* Stores v (owned) at the path st[k..ns) below *slot.  No script code runs
+ * here (every key was evaluated before the root was looked up), so neither
+ * the slot nor any container on the path can move or be freed meanwhile. */
+static int store_path(blo_state *S, value *slot, tstep *st, int k, int ns, value v) {
+  if (k == ns) {
     v_release(S, slot);
     *slot = v;
     return EV_OK;
   }
-  const ast_node *base = target->a;
-  value *slot = NULL;
-  value owned = v_nil();
-  if (base->kind == N_NAME) {
-    slot = env_lookup(S, base->name);
-    if (!slot) { v_release(S, &v); return interp_error(S, base, "unknown name '%s'", base->name); }
-  } else {
-    /* nested target: evaluate the container, modify, write back */
-    if (eval_expr(S, base, &owned)) { v_release(S, &v); return EV_ERR; }
-    slot = &owned;
-  }
+  const ast_node *n = st[k].n;
   int rc = EV_OK;
-  if (target->kind == N_GETFIELD) {
+  if (n->kind == N_GETFIELD) {
+    orec *r = NULL;
     if (slot->kind != V_REC) {
-      rc = interp_error(S, target, "cannot set field '%s' of a %s", target->name, v_kind_name(*slot));
-      v_release(S, &v);
+      char desc[64];
+      v_describe(*slot, desc, sizeof desc);
+      rc = interp_error(S, n, "cannot set field '%s' of a %s", n->name, desc);
+    } else if (!(r = own_rec(S, slot))) {
+      rc = interp_error(S, n, "out of memory");
+    } else if (k + 1 == ns) {
+      if (rec_set(S, r, n->name, v)) return interp_error(S, n, "out of memory");
+      return EV_OK;
     } else {
-      orec *r = (orec *)slot->u.o;
-      if (r->h.refcount > 1) {
-        orec *c = rec_new(S);
-        if (!c) { v_release(S, &v); v_release(S, &owned); return interp_error(S, target, "out of memory"); }
-        for (int i = 0; i < r->n; i++) rec_set(S, c, r->keys[i], v_retain(r->vals[i]));
-        v_release(S, slot);
-        slot->kind = V_REC;
-        slot->u.o = &c->h;
-        r = c;
-      }
-      if (rec_set(S, r, target->name, v)) rc = interp_error(S, target, "out of memory");
+      value *f = rec_get(r, n->name);
+      if (f) return store_path(S, f, st, k + 1, ns, v);
+      strbuf sb = {0};
+      for (int i = 0; i < r->n; i++) { if (i) sb_puts(&sb, ", "); sb_puts(&sb, r->keys[i]); }
+      rc = interp_error(S, n, "record has no field '%s' (fields: %s)", n->name, sb.s ? sb.s : "none");
+      sb_free(&sb);
     }
-  } else {  /* N_INDEX */
-    if (slot->kind == V_LIST) {
-      olist *l = (olist *)slot->u.o;
-      value iv;
-      double d;
-      if (target->nkids != 1 || target->kids[0]->kind == N_SLICE) {
-        rc = interp_error(S, target, "a list takes one integer index");
+    v_release(S, &v);
+    return rc;
+  }
+  if (slot->kind == V_LIST) {
+    long i;
+    olist *l = NULL;
+    if ((rc = seq_pos(S, n, st[k].keys, "list", ((olist *)slot->u.o)->n, &i)) == EV_OK && !(l = own_list(S, slot)))
+      rc = interp_error(S, n, "out of memory");
+    if (rc) { v_release(S, &v); return rc; }
+    return store_path(S, &l->items[i], st, k + 1, ns, v);
+  }
+  if (slot->kind != V_TENSOR) {
+    rc = interp_error(S, n, "cannot index-assign into a %s", v_kind_name(*slot));
+    v_release(S, &v);
+    return rc;
+  }
+  tn_index_t ix[TN_MAX_RANK];
+  blo_tensor *take = NULL, *src = NULL;
+  value sub = v_nil();
+  if (slot->tan || (S->tape && slot->gen == S->tape_gen && slot->node >= 0)) {
+    rc = interp_error(S, n, "cannot assign into an element of a variable that is being differentiated");
+  } else if ((rc = index_spec(S, n, slot->u.t, st[k].keys, ix, &take)) != EV_OK) {
+    /* reported */
+  } else if (take) {
+    rc = interp_error(S, n, "assignment through an index vector is not supported");
+  } else {
+    if (k + 1 < ns) {
+      /* a deeper target (X[i][j] = v): store into the part, then write it back */
+      blo_tensor *part = tn_index(&S->tn, slot->u.t, ix, n->nkids);
+      if (!part) {
+        rc = interp_tn_error(S, n);
         v_release(S, &v);
-      } else if ((rc = eval_expr(S, target->kids[0], &iv)) == EV_OK) {
-        int bad = read_num(S, iv, &d);
-        v_release(S, &iv);
-        long i = (long)d;
-        if (!bad && i < 0) i += l->n;
-        if (bad || i < 0 || i >= l->n) {
-          rc = interp_error(S, target->kids[0], "list index out of range (length %d)", l->n);
-          v_release(S, &v);
-        } else {
-          if (l->h.refcount > 1) {
-            olist *c = list_new(S, l->n);
-            if (!c) { v_release(S, &v); v_release(S, &owned); return interp_error(S, target, "out of memory"); }
-            for (int j = 0; j < l->n; j++) list_push(S, c, v_retain(l->items[j]));
-            v_release(S, slot);
-            slot->kind = V_LIST;
-            slot->u.o = &c->h;
-            l = c;
-          }
-          v_release(S, &l->items[i]);
-          l->items[i] = v;
-        }
       } else {
-        v_release(S, &v);
+        sub = v_tensor(part);
+        rc = store_path(S, &sub, st, k + 1, ns, v);
       }
-    } else if (slot->kind == V_TENSOR) {
-      tn_index_t ix[TN_MAX_RANK];
-      blo_tensor *take = NULL;
-      if (slot->tan || (S->tape && slot->gen == S->tape_gen && slot->node >= 0)) {
-        rc = interp_error(S, target, "cannot assign into an element of a variable that is being differentiated");
-      } else if ((rc = build_index(S, target, slot->u.t, ix, &take)) == EV_OK) {
-        diff_note_read(S, v);
-        blo_tensor *src = v_to_tensor(S, v);
-        if (take) {
-          rc = interp_error(S, target, "assignment through an index vector is not supported");
-        } else if (!src) {
-          char desc[64];
-          v_describe(v, desc, sizeof desc);
-          rc = interp_error(S, target, "cannot store a %s in a tensor", desc);
-        } else {
-          if (slot->u.t->refcount > 1) {
-            blo_tensor *c = tn_copy(&S->tn, slot->u.t);
-            if (!c) rc = interp_tn_error(S, target);
-            else { tn_release(&S->tn, slot->u.t); slot->u.t = c; }
-          }
-          if (rc == EV_OK && tn_index_set(&S->tn, slot->u.t, ix, target->nkids, src)) rc = interp_tn_error(S, target);
-        }
-        tn_release(&S->tn, src);
-        tn_release(&S->tn, take);
+      v = sub;
+      sub = v_nil();
+    }
+    if (rc == EV_OK) {
+      diff_note_read(S, v);
+      if (!(src = v_to_tensor(S, v))) {
+        char desc[64];
+        v_describe(v, desc, sizeof desc);
+        rc = interp_error(S, n, "cannot store a %s in a tensor", desc);
+      } else if (slot->u.t->refcount > 1) {
+        blo_tensor *c = tn_copy(&S->tn, slot->u.t);
+        if (!c) rc = interp_tn_error(S, n);
+        else { tn_release(&S->tn, slot->u.t); slot->u.t = c; }
       }
-      v_release(S, &v);
-    } else {
-      rc = interp_error(S, target, "cannot index-assign into a %s", v_kind_name(*slot));
-      v_release(S, &v);
+      if (rc == EV_OK && tn_index_set(&S->tn, slot->u.t, ix, n->nkids, src)) rc = interp_tn_error(S, n);
     }
   }
-  if (rc == EV_OK && base->kind != N_NAME) {
-    /* write the modified container back */
-    rc = assign_into(S, base, owned);
-    owned = v_nil();
+  tn_release(&S->tn, src);
+  tn_release(&S->tn, take);
+  v_release(S, &v);
+  return rc;
+}
+
+/* target = v (v owned; evaluated already).  Every index expression of the
+ * target is evaluated, left to right, before its root variable is looked up:
+ * an index that rebinds the variable (l[f()] = 5 where f sets l) or defines
+ * globals (moving the table) cannot leave the store holding a stale slot. */
+static NOINLINE int assign_into(blo_state *S, const ast_node *target, value v) {
+  tstep sbuf[8], *st = sbuf;
+  ixkey kbuf[8], *keys = kbuf;
+  int ns = 0, nk = 0;
+  const ast_node *root = target;
+  for (; root->kind == N_INDEX || root->kind == N_GETFIELD; root = root->a) {
+    ns++;
+    if (root->kind == N_INDEX) nk += root->nkids;
   }
-  v_release(S, &owned);
+  if (root->kind != N_NAME) {
+    v_release(S, &v);
+    return interp_error(S, root, "cannot assign to this expression");
+  }
+  if ((ns > 8 && !(st = calloc((size_t)ns, sizeof *st))) || (nk > 8 && !(keys = calloc((size_t)nk, sizeof *keys)))) {
+    if (st != sbuf) free(st);
+    v_release(S, &v);
+    return interp_error(S, target, "out of memory");
+  }
+  /* steps in source order, root outward */
+  int i = ns, used = 0, rc = EV_OK;
+  for (const ast_node *t = target; t != root; t = t->a) st[--i].n = t;
+  for (i = 0; i < nk; i++) keys[i].v = keys[i].lo = keys[i].hi = v_nil();
+  for (i = 0; i < ns; i++) {
+    st[i].keys = keys + used;
+    if (st[i].n->kind == N_INDEX) used += st[i].n->nkids;
+  }
+  for (i = 0; i < ns && rc == EV_OK; i++)
+    if (st[i].n->kind == N_INDEX) rc = eval_keys(S, st[i].n, st[i].keys);
+  if (rc == EV_OK) {
+    value *slot = env_lookup(S, root->name);
+    if (slot) {
+      rc = store_path(S, slot, st, 0, ns, v);
+    } else {
+      v_release(S, &v);
+      const builtin_def *b = builtin_find(root->name);
+      const char *sug = ns ? NULL : env_suggest(S, root->name);
+      if (!ns && b && (b->special & BI_CONST))
+        rc = interp_error(S, root, "cannot assign to the constant '%s' ('let %s = ...' declares a variable that hides it)",
+                          b->name, b->name);
+      else if (ns) rc = interp_error(S, root, "unknown name '%s'", root->name);
+      else if (sug) rc = interp_error(S, root, "assignment to undeclared '%s' (use 'let', or did you mean '%s'?)", root->name, sug);
+      else rc = interp_error(S, root, "assignment to undeclared '%s' (declare it with 'let')", root->name);
+    }
+  } else {
+    v_release(S, &v);
+  }
+  keys_release(S, keys, nk);
+  if (st != sbuf) free(st);
+  if (keys != kbuf) free(keys);
   return rc;
 }
 
@@ -846,24 +1027,18 @@ static int exec_loop_body(blo_state *S, const ast_node *body, int *stop) {
   return check_interrupt(S, body);
 }
 
-static int exec_for(blo_state *S, const ast_node *n) {
+static NOINLINE int exec_for(blo_state *S, const ast_node *n) {
   scope sc;
   env_push(S, &sc, 0);
   int rc = EV_OK, stop = 0;
   if (n->a->kind == N_RANGE) {
-    value a, b;
     double lo, hi;
-    if ((rc = eval_expr(S, n->a->a, &a)) == EV_OK) {
-      if ((rc = eval_expr(S, n->a->b, &b)) == EV_OK) {
-        int bad = read_num(S, a, &lo) || read_num(S, b, &hi);
-        v_release(S, &b);
-        if (bad) rc = interp_error(S, n->a, "range bounds must be numbers");
-        for (double i = lo; rc == EV_OK && !stop && i < hi; i += 1) {
-          if (env_define(S, n->name, v_num(i))) { rc = interp_error(S, n, "out of memory"); break; }
-          rc = exec_loop_body(S, n->b, &stop);
-        }
-      }
-      v_release(S, &a);
+    rc = range_bounds(S, n->a, 1, &lo, &hi);
+    for (double i = lo; rc == EV_OK && !stop && i < hi; i += 1) {
+      /* past 2^53, i + 1 rounds back to i and the loop would never end */
+      if (fabs(i) >= RANGE_EXACT) { rc = range_reaches_2_53(S, n->a, i == lo ? lo : RANGE_EXACT); break; }
+      if (env_define(S, n->name, v_num(i))) { rc = interp_error(S, n, "out of memory"); break; }
+      rc = exec_loop_body(S, n->b, &stop);
     }
   } else {
     value it;
@@ -1010,6 +1185,7 @@ int exec_chunk(blo_state *S, chunk *c) {
   S->cur_chunk = c;
   int rc = exec_block(S, c->root);
   S->cur_chunk = saved;
+  if (!saved) run_end(S);
   if (rc == EV_BREAK || rc == EV_CONTINUE) return interp_error(S, NULL, "'break' or 'continue' outside a loop");
   if (rc == EV_RETURN) { v_release(S, &S->ret); return EV_OK; }
   return rc;

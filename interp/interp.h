@@ -50,6 +50,7 @@ struct blo_state {
   chunk *chunks;
   chunk *cur_chunk;          /* chunk of the code being evaluated */
   int call_depth;
+  int eval_depth;            /* nested eval_expr calls (bounded: each is C stack) */
   /* autodiff */
   ad_tape *tape;             /* recording tape, NULL when not differentiating */
   uint32_t tape_gen;
@@ -93,6 +94,13 @@ int exec_chunk(blo_state *S, chunk *c);
 chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len);
 /* Calls a callable (function, builtin) with positional arguments (borrowed). */
 int call_value(blo_state *S, const ast_node *at, value fn, value *args, int nargs, value *out);
+
+/* The integer a script number d stands for as an index, a slice bound or a
+ * count.  Not finite, or not an integer: a located error naming d ("<what>
+ * must be an integer, got 1.5").  Beyond 2^53 in magnitude (no position of
+ * anything a script can make) it saturates there and sets *big: callers
+ * clamp (slice bounds) or report d out of range. */
+int interp_index_num(blo_state *S, const ast_node *at, const char *what, double d, long *out, int *big);
 
 /* Numeric operators on values (used by builtins and the runtime). */
 int op_binary(blo_state *S, const ast_node *at, int op, value a, value b, value *out);

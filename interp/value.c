@@ -31,26 +31,38 @@ value v_retain(value v) {
 
 void problem_free(blo_state *S, struct problem *p);  /* runtime/bilevel.c */
 
-void v_release(blo_state *S, value *v) {
-  switch (v->kind) {
-  case V_TENSOR:
-    tn_release(&S->tn, v->u.t);
-    tn_release(&S->tn, v->tan);
-    break;
-  case V_STR: case V_LIST: case V_REC: case V_FUNC: case V_PROBLEM: {
-    obj *o = v->u.o;
-    if (--o->refcount > 0) break;
+/* Drops one reference of a list or record item; one that dies joins the
+ * chain *dead instead of being freed here (no recursion). */
+static void release_item(blo_state *S, value *v, obj **dead) {
+  if ((v->kind == V_LIST || v->kind == V_REC) && v->u.o->refcount == 1) {
+    v->u.o->refcount = 0;
+    v->u.o->dead_next = *dead;
+    *dead = v->u.o;
+    *v = v_nil();
+  } else {
+    v_release(S, v);
+  }
+}
+
+/* Frees o, whose count reached zero, and every list and record that dies
+ * with it, iteratively: a list nested 10^6 deep must not exhaust the C stack. */
+static void obj_destroy(blo_state *S, obj *o) {
+  obj *dead = o;
+  o->dead_next = NULL;
+  while (dead) {
+    o = dead;
+    dead = o->dead_next;
     if (o->type == V_STR) {
       obj_free(S, o, sizeof(ostr) + ((ostr *)o)->len + 1);
     } else if (o->type == V_LIST) {
       olist *l = (olist *)o;
-      for (int i = 0; i < l->n; i++) v_release(S, &l->items[i]);
+      for (int i = 0; i < l->n; i++) release_item(S, &l->items[i], &dead);
       obj_free(S, l->items, sizeof(value) * (size_t)l->cap);
       obj_free(S, l, sizeof *l);
     } else if (o->type == V_REC) {
       orec *r = (orec *)o;
       for (int i = 0; i < r->n; i++) {
-        v_release(S, &r->vals[i]);
+        release_item(S, &r->vals[i], &dead);
         obj_free(S, r->keys[i], strlen(r->keys[i]) + 1);
       }
       obj_free(S, r->keys, sizeof(char *) * (size_t)r->cap);
@@ -61,8 +73,18 @@ void v_release(blo_state *S, value *v) {
     } else if (o->type == V_PROBLEM) {
       problem_free(S, (struct problem *)o);
     }
-    break;
   }
+}
+
+void v_release(blo_state *S, value *v) {
+  switch (v->kind) {
+  case V_TENSOR:
+    tn_release(&S->tn, v->u.t);
+    tn_release(&S->tn, v->tan);
+    break;
+  case V_STR: case V_LIST: case V_REC: case V_FUNC: case V_PROBLEM:
+    if (--v->u.o->refcount == 0) obj_destroy(S, v->u.o);
+    break;
   default: break;
   }
   *v = v_nil();
@@ -216,6 +238,10 @@ void sb_puts(strbuf *b, const char *s) {
   while (*s) sb_putc(b, *s++);
 }
 
+void sb_putn(strbuf *b, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) sb_putc(b, s[i]);
+}
+
 void sb_printf(strbuf *b, const char *fmt, ...) {
   char tmp[512];
   va_list ap;
@@ -275,15 +301,23 @@ static void print_tensor_rec(strbuf *b, const blo_tensor *t, int axis, size_t of
   sb_putc(b, ']');
 }
 
-void v_print(strbuf *b, value v, int quote_strings) {
+static void print_rec(strbuf *b, value v, int quote_strings, int depth);
+
+void v_print(strbuf *b, value v, int quote_strings) { print_rec(b, v, quote_strings, 0); }
+
+static void print_rec(strbuf *b, value v, int quote_strings, int depth) {
   char num[40];
+  if ((v.kind == V_LIST || v.kind == V_REC) && depth >= VALUE_PRINT_DEPTH) {
+    sb_puts(b, v.kind == V_LIST ? "[...]" : "{...}");
+    return;
+  }
   switch (v.kind) {
   case V_NIL: sb_puts(b, "nil"); break;
   case V_NUM: fmt_double(num, sizeof num, v.u.num); sb_puts(b, num); break;
   case V_TENSOR: print_tensor_rec(b, v.u.t, 0, 0, v.u.t->size); break;
   case V_STR:
     if (quote_strings) sb_putc(b, '"');
-    sb_puts(b, v_cstr(v));
+    sb_putn(b, v_cstr(v), v_strlen(v));
     if (quote_strings) sb_putc(b, '"');
     break;
   case V_LIST: {
@@ -291,7 +325,7 @@ void v_print(strbuf *b, value v, int quote_strings) {
     sb_putc(b, '[');
     for (int i = 0; i < l->n; i++) {
       if (i) sb_puts(b, ", ");
-      v_print(b, l->items[i], 1);
+      print_rec(b, l->items[i], 1, depth + 1);
     }
     sb_putc(b, ']');
     break;
@@ -303,7 +337,7 @@ void v_print(strbuf *b, value v, int quote_strings) {
       if (i) sb_puts(b, ", ");
       sb_puts(b, r->keys[i]);
       sb_puts(b, " = ");
-      v_print(b, r->vals[i], 1);
+      print_rec(b, r->vals[i], 1, depth + 1);
     }
     sb_putc(b, '}');
     break;

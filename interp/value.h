@@ -16,7 +16,9 @@ typedef enum {
   V_NIL, V_NUM, V_TENSOR, V_STR, V_LIST, V_REC, V_FUNC, V_BUILTIN, V_PROBLEM
 } vkind;
 
-typedef struct obj { int refcount; vkind type; } obj;
+/* dead_next chains lists and records being freed, so that freeing a
+ * structure nested a million deep takes no recursion (v_release). */
+typedef struct obj { int refcount; vkind type; struct obj *dead_next; } obj;
 struct builtin_def;
 
 typedef struct value {
@@ -58,7 +60,9 @@ value v_retain(value v);
 void v_release(blo_state *S, value *v);      /* sets *v to nil */
 
 value v_str(blo_state *S, const char *s, size_t len);   /* nil kind on OOM */
+/* A string's bytes (NUL-terminated, but it may also hold NUL: use its length). */
 static inline const char *v_cstr(value v) { return ((ostr *)v.u.o)->s; }
+static inline size_t v_strlen(value v) { return ((ostr *)v.u.o)->len; }
 
 olist *list_new(blo_state *S, int cap);
 int list_push(blo_state *S, olist *l, value v);          /* takes ownership of v */
@@ -78,9 +82,12 @@ int v_to_double(value v, double *out);
 typedef struct strbuf { char *s; size_t n, cap; int oom; } strbuf;
 void sb_putc(strbuf *b, char c);
 void sb_puts(strbuf *b, const char *s);
+void sb_putn(strbuf *b, const char *s, size_t n);   /* n bytes, NUL included */
 void sb_printf(strbuf *b, const char *fmt, ...);
 void sb_free(strbuf *b);
 void fmt_double(char *buf, size_t n, double x);  /* shortest text that reads back to x */
+/* Lists and records nested deeper than VALUE_PRINT_DEPTH print as [...] and {...}. */
+enum { VALUE_PRINT_DEPTH = 100 };
 void v_print(strbuf *b, value v, int quote_strings);
 
 #endif

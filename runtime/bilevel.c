@@ -136,8 +136,9 @@ static int eval_shape(blo_state *S, const ast_node *e, int *rank, size_t *shape)
           char num[40];
           fmt_double(num, sizeof num, d);
           rc = interp_error(S, e, "shape dimensions must be positive integers, got %s", num);
+        } else {
+          shape[i] = (size_t)d;   /* checked first: a cast of nan or 1e300 is undefined */
         }
-        shape[i] = (size_t)d;
       }
     }
     tn_release(&S->tn, t);

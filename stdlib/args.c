@@ -96,6 +96,9 @@ int arg_str(blo_state *S, callargs *a, int i, const char **out) {
   if (need(S, a, i)) return EV_ERR;
   if (a->pos[i].kind != V_STR) return type_error(S, a, i, "a string");
   *out = v_cstr(a->pos[i]);
+  /* read as C text (names, paths, numbers): a NUL would hide the rest */
+  if (strlen(*out) != v_strlen(a->pos[i]))
+    return interp_error(S, a->call, "%s: argument %d must not contain a NUL byte", fname(a), i + 1);
   return EV_OK;
 }
 

@@ -759,18 +759,22 @@ static void sb_conv(strbuf *sb, const char *spec, int is_str, const char *s, dou
  * as print does), %%; flags "-+ 0#", width and precision. */
 static int bi_format(blo_state *S, callargs *a, value *out) {
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
-  const char *fmt;
-  if (arg_str(S, a, 0, &fmt)) return EV_ERR;
+  if (a->pos[0].kind != V_STR) return type_err(S, a, "format", 0, "a string");
+  /* the format and %s values may hold NUL bytes: both go by length */
+  const char *fmt = v_cstr(a->pos[0]), *fmt_end = fmt + v_strlen(a->pos[0]);
   strbuf sb = {0};
   int argi = 1, nconv = 0;
-  for (const char *p = fmt; *p; p++) {
+  for (const char *p = fmt; p < fmt_end; p++) {
     if (*p != '%') { sb_putc(&sb, *p); continue; }
     const char *start = p++;
     if (*p == '%') { sb_putc(&sb, '%'); continue; }
+    const char *flags = p;
     while (*p && strchr("-+ 0#", *p)) p++;
+    int left = memchr(flags, '-', (size_t)(p - flags)) != NULL, has_prec = 0;
     long width = 0, prec = 0;
     while (*p >= '0' && *p <= '9') width = width * 10 + (*p++ - '0'), width = width > 100000 ? 100000 : width;
     if (*p == '.') {
+      has_prec = 1;
       p++;
       while (*p >= '0' && *p <= '9') prec = prec * 10 + (*p++ - '0'), prec = prec > 100000 ? 100000 : prec;
     }
@@ -799,11 +803,15 @@ static int bi_format(blo_state *S, callargs *a, value *out) {
     if (flen > sizeof spec - 8) flen = sizeof spec - 8;
     memcpy(spec, start, flen);
     if (conv == 's') {
+      /* padded and cut by hand: printf's %s would stop at a NUL byte */
       strbuf vs = {0};
       v_print(&vs, v, 0);
-      spec[flen] = 's';
-      spec[flen + 1] = 0;
-      sb_conv(&sb, spec, 1, vs.s ? vs.s : "", 0, 0, 0);
+      size_t n = vs.n, pad;
+      if (has_prec && (size_t)prec < n) n = (size_t)prec;
+      pad = (size_t)width > n ? (size_t)width - n : 0;
+      for (size_t k = 0; !left && k < pad; k++) sb_putc(&sb, ' ');
+      sb_putn(&sb, vs.s ? vs.s : "", n);
+      for (size_t k = 0; left && k < pad; k++) sb_putc(&sb, ' ');
       if (vs.oom) sb.oom = 1;
       sb_free(&vs);
       continue;
@@ -857,7 +865,8 @@ static int bi_num(blo_state *S, callargs *a, value *out) {
   value v = a->pos[0];
   if (v.kind == V_NUM) { *out = v; return EV_OK; }
   if (v.kind != V_STR) return type_err(S, a, "num", 0, "a string");
-  const char *s = v_cstr(v);
+  const char *s;
+  if (arg_str(S, a, 0, &s)) return EV_ERR;
   while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
   char *end;
   double d = strtod(s, &end);

@@ -625,6 +625,60 @@ START_TEST(interrupt_flag_stops_loops) {
 }
 END_TEST
 
+/* Recursion without a loop: 2^61 calls, so only an interrupt ends it. */
+#define RECURSE_DEF "fn f(n) {\n  if n <= 0 { return 0 }\n  return f(n - 1) + f(n - 1)\n}\n"
+static const char *const RECURSE = RECURSE_DEF "f(60)";
+
+START_TEST(interrupt_flag_stops_recursion) {
+  blo_state *S = open_capturing();
+  static volatile int flag;
+  flag = 0;
+  blo_set_interrupt_flag(S, &flag);
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, set_flag_later, (void *)&flag), 0);
+  ck_assert_int_eq(run(S, RECURSE), BLO_INTERRUPTED);
+  pthread_join(th, NULL);
+  ck_assert_str_eq(blo_last_error(S)->message, "interrupted");
+  ck_assert_int_eq(flag, 0);
+  ck_assert_int_eq(run(S, "let after = f(3)"), BLO_OK);
+  ck_assert_double_eq(num(S, "after"), 0);
+  blo_set_interrupt_flag(S, NULL);
+  blo_close(S);
+}
+END_TEST
+
+/* A native that raises the flag it is given, as a host's watchdog would. */
+static int nat_raise(blo_state *S, void *ud, int nargs, const blo_array *args, blo_array *out) {
+  (void)nargs;
+  (void)args;
+  *(volatile int *)ud = 1;
+  return blo_native_output(S, out, 0, NULL);
+}
+
+START_TEST(interrupt_flag_from_native) {
+  blo_state *S = open_capturing();
+  static volatile int flag;
+  flag = 0;
+  blo_set_interrupt_flag(S, &flag);
+  blo_native d = {"raise_flag", nat_raise, NULL, NULL, (void *)&flag, 0, 0, NULL, NULL};
+  ck_assert_int_eq(blo_register(S, &d), BLO_OK);
+  ck_assert_int_eq(run(S, RECURSE_DEF "raise_flag()\nf(60)"), BLO_INTERRUPTED);
+  ck_assert_int_eq(flag, 0);
+  /* raised where nothing polls it afterwards: the run succeeds, and the flag
+   * does not outlive it to stop the next one */
+  ck_assert_int_eq(run(S, "let z = 1\nraise_flag()"), BLO_OK);
+  ck_assert_int_eq(flag, 0);
+  ck_assert_int_eq(run(S, "let w = f(2)\nfor i in 0..3 { w = w + i }"), BLO_OK);
+  ck_assert_double_eq(num(S, "w"), 3);
+  /* the same through blo_call */
+  flag = 1;
+  ck_assert_int_eq(blo_call(S, "f", 1, (const blo_array[]){{0, {0}, 1, (double[]){60}}}, NULL), BLO_INTERRUPTED);
+  ck_assert_int_eq(flag, 0);
+  blo_set_interrupt_flag(S, NULL);
+  blo_close(S);
+}
+END_TEST
+
 /* ---- natives ---- */
 
 static int nat_scale(blo_state *S, void *ud, int nargs, const blo_array *args, blo_array *out) {
@@ -1269,6 +1323,8 @@ int main(void) {
   tcase_add_test(tc, repl_echo);
   tcase_add_test(tc, input_completeness);
   tcase_add_test(tc, interrupt_flag_stops_loops);
+  tcase_add_test(tc, interrupt_flag_stops_recursion);
+  tcase_add_test(tc, interrupt_flag_from_native);
   tcase_add_test(tc, native_plain_calls);
   tcase_add_test(tc, native_errors);
   tcase_add_test(tc, native_registration_errors);
