@@ -1,4 +1,4 @@
-/* ref_w3.c: the C reference of W3 (bench/w3.blo): P6 of methods.md,
+/* ref_w3.c: the C reference of W3 (bench/w3.blo): P6 of docs/METHODS.md,
  *   f(u, w) = 1/2 (w1 + u w2 - 1)^2,  F(w) = 1/2 |w - (1, 1)|^2,  w0 = 0,
  * cold start, T GD steps (lr 0.5), unroll() of all T steps, outer SGD (lr 0.1).
  * With r = w1 + u w2 - 1 and n = (1, u):  grad_w f = r n,

@@ -1,4 +1,4 @@
-"""W3 in PyTorch (bench/w3.blo): P6 of methods.md, cold start, T inner GD steps
+"""W3 in PyTorch (bench/w3.blo): P6 of docs/METHODS.md, cold start, T inner GD steps
 (lr 0.5) differentiated by unrolling (torch.autograd.grad with
 create_graph=True), outer torch.optim.SGD (lr 0.1) on the scalar u.
 Usage: python3 w3.py [OUTER T]   (threads: BENCH_THREADS)

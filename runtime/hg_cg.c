@@ -1,4 +1,4 @@
-/* hg_cg.c: cg(iters, tol), implicit differentiation (methods.md 4.3):
+/* hg_cg.c: cg(iters, tol), implicit differentiation (docs/METHODS.md 4.3):
  * solve H_yy q = grad_y F by conjugate gradient with Hessian-vector
  * products, then d = grad_x F - H_xy q (one mixed product).  q is
  * warm-started from the previous outer step of the same solve.  Stops when

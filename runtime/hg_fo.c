@@ -1,7 +1,7 @@
 /* hg_fo.c: fo(), first order: d = grad_x F, dropping every second-order
  * term (dy/dx taken as 0), plus, on a cold start whose inner init depends on
  * x, the init path with the inner loop's Jacobian taken as the identity:
- * (dy0/dx)^T grad_y F.  That is first-order MAML / FO-BLO (methods.md 2.2).
+ * (dy0/dx)^T grad_y F.  That is first-order MAML / FO-BLO (docs/METHODS.md 2.2).
  * Time: no second-order products; memory O(n). */
 #include "bilevel.h"
 

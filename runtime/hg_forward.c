@@ -1,5 +1,5 @@
 /* hg_forward.c: forward(), forward-mode differentiation through the inner
- * steps (methods.md section 4.2): Z_t = dy_t/dx (n x m) is carried along,
+ * steps (docs/METHODS.md section 4.2): Z_t = dy_t/dx (n x m) is carried along,
  * one tangent per outer coordinate.  At inner step t, column j needs the
  * directional derivative of grad_y f along (e_j, Z_t[:, j]), which is
  * H_yx e_j + H_yy Z_t[:, j]: one pass per column.

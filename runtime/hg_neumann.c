@@ -1,5 +1,5 @@
 /* hg_neumann.c: neumann(K, alpha), implicit differentiation with a
- * truncated Neumann series (methods.md 4.4):
+ * truncated Neumann series (docs/METHODS.md 4.4):
  *   v = grad_y F; p = v; K times: v -= alpha H_yy v; p += v;
  *   d = grad_x F - alpha H_xy p
  * i.e. H_yy^-1 ~ alpha sum_{j=0..K} (I - alpha H_yy)^j.  alpha defaults to the

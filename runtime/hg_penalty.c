@@ -1,5 +1,5 @@
 /* hg_penalty.c: penalty(gamma, growth, tol, tol_decay, lr_decay), the
- * inversion-free penalty method of Mehra & Hamm (methods.md section 3).
+ * inversion-free penalty method of Mehra & Hamm (docs/METHODS.md section 3).
  *
  * The inner problem is replaced by its stationarity condition grad_y f = 0,
  * which is penalized:

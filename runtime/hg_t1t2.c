@@ -1,5 +1,5 @@
 /* hg_t1t2.c: t1t2(), the one-step look-ahead approximation (T1-T2 / DARTS,
- * methods.md 4.5): with y' = y - xi grad_y f(x, y) and xi the inner learning
+ * docs/METHODS.md 4.5): with y' = y - xi grad_y f(x, y) and xi the inner learning
  * rate,
  *   d = grad_x F(x, y') - xi H_xy(x, y) grad_y F(x, y').
  * It equals neumann(K = 0) and unroll(1) on a quadratic.  The mixed product

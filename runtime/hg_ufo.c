@@ -1,5 +1,5 @@
 /* hg_ufo.c: ufo(q), the unbiased first-order estimator of UFO-BLO
- * (Likhosherstov et al.; methods.md section 2.3):
+ * (Likhosherstov et al.; docs/METHODS.md section 2.3):
  *
  *   xi ~ Bernoulli(q),   d = g_FO + (xi / q) (g_exact - g_FO)
  *

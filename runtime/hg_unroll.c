@@ -1,5 +1,5 @@
 /* hg_unroll.c: unroll(K), reverse-mode differentiation through the last K
- * inner steps (all of them when K is omitted), methods.md section 4.1.
+ * inner steps (all of them when K is omitted), docs/METHODS.md section 4.1.
  *
  * The solve loop stores y_t, the step size and the values drawn at each of
  * the last K steps; no tape of the loop is kept.  Going back one step costs

@@ -1,7 +1,7 @@
 /* test_bilevel.c: unit tests of the bilevel runtime (runtime/bilevel*.c,
  * optim.c, hg_*.c), driven through the public API with small scripts, plus
  * a look inside the state (interp.h) for the steady-state allocation check.
- * The numerical reference values are the closed forms of methods.md §5. */
+ * The numerical reference values are the closed forms of docs/METHODS.md §5. */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
 
