@@ -1704,7 +1704,7 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
     run_free(&r2);
   } else if (rc == EV_OK && check) {
     for (size_t j = 0; j < r.m && rc == EV_OK; j++) {
-      double xj = r.x[j], step = h * fmax(1, fabs(xj)), Fp, Fm;
+      double xj = r.x[j], step = h * fmax(1, fabs(xj)), Fp = 0, Fm = 0;
       r.x[j] = xj + step;
       rc = scatter(&r, 1, r.x);
       if (rc == EV_OK) rc = cold_F(&r, &rng0, &Fp);

@@ -1109,7 +1109,7 @@ static int bi_trace(blo_state *S, callargs *a, value *out) {
   if (need_matrix(S, a, "trace", 0, 0)) return EV_ERR;
   const blo_tensor *m = a->pos[0].u.t;
   if (m->shape[0] == 0 || m->shape[1] == 0) { *out = v_num(0); return EV_OK; }
-  ad_val x, d = {0}, r;
+  ad_val x, d = {0}, r = {0};
   if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
   int rc = diag_of(S, x, &d) || ad_reduce(&S->tn, S->tape, TN_SUM, d, -1, &r);
   ad_val_release(&S->tn, &d);
@@ -1123,7 +1123,7 @@ static int bi_diag(blo_state *S, callargs *a, value *out) {
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
   value v = a->pos[0];
   if (v.kind != V_TENSOR || (v.u.t->rank != 1 && v.u.t->rank != 2)) return type_err(S, a, "diag", 0, "a vector or a matrix");
-  ad_val x, r;
+  ad_val x, r = {0};
   if (v_to_ad(S, a->call, v, &x)) return EV_ERR;
   int rc;
   if (x.v->rank == 2) {
