@@ -62,7 +62,9 @@ typedef struct blo_error {
 
 /* Receives each error as it happens, formatted "file:line:col: error: msg"
  * plus the source line and a caret (NUL-terminated, valid during the call);
- * the structured form is in blo_last_error(). */
+ * the structured form is in blo_last_error().  Warnings (a hypergradient
+ * method that broke down, a cold start overwriting an inner variable) arrive
+ * here too, as one line "file:line:col: warning: msg", and change no status. */
 typedef void (*blo_error_fn)(void *ud, const char *formatted);
 
 typedef struct blo_config {

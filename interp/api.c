@@ -698,6 +698,8 @@ int blo_call(blo_state *S, const char *fn, int nargs, const blo_array *args, con
     f.u.fn = b;
   }
   if (f.kind != V_FUNC && f.kind != V_BUILTIN) return wrong_kind(S, fn, &f, "a function");
+  if (f.kind == V_BUILTIN && (f.u.fn->special & BI_CONST))
+    return api_error(S, BLO_ERROR_ARGUMENT, "blo_call: '%s' is a constant, not a function", fn);
   if (f.kind == V_BUILTIN && (f.u.fn->special & BI_SPECIAL))
     return api_error(S, BLO_ERROR_ARGUMENT, "blo_call: '%s' takes an unevaluated expression; use blo_eval_string", fn);
   for (int i = 0; i < nargs; i++) {

@@ -1101,6 +1101,8 @@ START_TEST(call_script_functions) {
   ck_assert_int_eq(blo_call(S, "nope", 1, &a, "r"), BLO_ERROR_ARGUMENT);
   ck_assert_int_eq(blo_call(S, "notfn", 1, &a, "r"), BLO_ERROR_ARGUMENT);
   ck_assert_int_eq(blo_call(S, "grad", 1, &a, "r"), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_call(S, "pi", 0, NULL, "r"), BLO_ERROR_ARGUMENT);   /* a constant, as in scripts */
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "constant"));
   ck_assert_int_eq(blo_call(S, "norm2", 1, &a, "bad name"), BLO_ERROR_ARGUMENT);
   ck_assert_int_eq(blo_call(S, "norm2", 1, NULL, "r"), BLO_ERROR_ARGUMENT);
   ck_assert_int_eq(blo_call(S, NULL, 0, NULL, "r"), BLO_ERROR_ARGUMENT);
