@@ -789,7 +789,7 @@ static int record(tn_ctx *ctx, ad_tape *tp, int kind, int sub, int axis, const a
     tp->slots = p;
   }
   ad_node *nd = &tp->nodes[tp->n];
-  /* every field is set below (no memset of the whole node: ix[] alone is 96
+  /* every field is set below (no memset of the whole node: ix[] alone is 144
    * bytes, and only K_INDEX reads it, after setting nix) */
   nd->nix = 0;
   nd->custom = NULL;

@@ -2,7 +2,8 @@
  * products, reductions, shape manipulation, indexing and the RNG.
  *
  * Layout conventions used throughout: a tensor of rank r is padded on the left
- * to 4 axes of size 1 ("pad4"), so every strided kernel is a fixed 4-deep loop.
+ * to NB = TN_MAX_RANK axes of size 1 ("padbox"), so every strided kernel walks one
+ * fixed-depth box: an odometer over the leading axes and a loop over the last.
  * A stride of 0 on an axis broadcasts (or, for a destination, accumulates).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -58,7 +59,8 @@ const char *tn_shape_str(const blo_tensor *t, char *buf, size_t n) {
   return tn_shape_str_raw(t->rank, t->shape, buf, n);
 }
 
-#define SB 96 /* enough for "[a, b, c, d]" with 20-digit sizes */
+#define SB 160 /* enough for a rank-6 shape with 20-digit sizes */
+#define NB TN_MAX_RANK /* axes of a padded box */
 
 /* Returns the class index for a byte count and the rounded class size; -1 on overflow. */
 static int size_class(size_t bytes, size_t *cls_bytes) {
@@ -270,37 +272,60 @@ void tn_free_(tn_ctx *ctx, blo_tensor *t) {
  * strided helpers
  * ====================================================================== */
 
-/* Left-pads a shape to 4 axes; strides are contiguous, 0 on size-1 axes (so they broadcast). */
-static void pad4(int rank, const size_t *shape, size_t ps[4], size_t st[4]) {
-  for (int i = 0; i < 4; i++) ps[i] = 1;
-  for (int i = 0; i < rank; i++) ps[4 - rank + i] = shape[i];
+/* Left-pads a shape to NB axes; strides are contiguous, 0 on size-1 axes (so they broadcast). */
+static void padbox(int rank, const size_t *shape, size_t ps[NB], size_t st[NB]) {
+  for (int i = 0; i < NB; i++) ps[i] = 1;
+  for (int i = 0; i < rank; i++) ps[NB - rank + i] = shape[i];
   size_t s = 1;
-  for (int i = 3; i >= 0; i--) { st[i] = ps[i] == 1 ? 0 : s; s *= ps[i]; }
+  for (int i = NB - 1; i >= 0; i--) { st[i] = ps[i] == 1 ? 0 : s; s *= ps[i]; }
 }
 
-/* Contiguous strides for a padded 4-d box (no zeroing). */
-static void contig4(const size_t ps[4], size_t st[4]) {
+/* Contiguous strides for a padded NB-d box (no zeroing). */
+static void contigbox(const size_t ps[NB], size_t st[NB]) {
   size_t s = 1;
-  for (int i = 3; i >= 0; i--) { st[i] = s; s *= ps[i]; }
+  for (int i = NB - 1; i >= 0; i--) { st[i] = s; s *= ps[i]; }
 }
 
-/* box cnt[4]: d[...] = s[...] (add == 0) or d[...] += s[...]; a 0 stride broadcasts/accumulates */
-static void strided2(const size_t cnt[4], double *d, const size_t ds[4], const double *s,
-                     const size_t ss[4], int add) {
-  size_t n = cnt[3], d3 = ds[3], s3 = ss[3];
-  for (size_t i0 = 0; i0 < cnt[0]; i0++)
-    for (size_t i1 = 0; i1 < cnt[1]; i1++)
-      for (size_t i2 = 0; i2 < cnt[2]; i2++) {
-        double *dp = d + i0 * ds[0] + i1 * ds[1] + i2 * ds[2];
-        const double *sp = s + i0 * ss[0] + i1 * ss[1] + i2 * ss[2];
-        if (add) {
-          if (d3 == 1 && s3 == 1) for (size_t j = 0; j < n; j++) dp[j] += sp[j];
-          else for (size_t j = 0; j < n; j++) dp[j * d3] += sp[j * s3];
-        } else {
-          if (d3 == 1 && s3 == 1) memcpy(dp, sp, n * sizeof(double));
-          else for (size_t j = 0; j < n; j++) dp[j * d3] = sp[j * s3];
-        }
-      }
+/* Rows of a box: the product of its counts on all axes but the last. */
+static size_t box_rows(const size_t cnt[NB]) {
+  size_t rows = 1;
+  for (int i = 0; i < NB - 1; i++) rows *= cnt[i];
+  return rows;
+}
+
+/* Steps the odometer idx over the leading NB-1 axes of box cnt, moving each
+ * offset off[j] by its strides st[j] (j < nptr).  Unsigned arithmetic wraps
+ * back exactly when an axis resets. */
+static void box_next(const size_t cnt[NB], size_t idx[NB], int nptr, size_t *off, const size_t *const *st) {
+  for (int k = NB - 2; k >= 0; k--) {
+    if (++idx[k] < cnt[k]) {
+      for (int j = 0; j < nptr; j++) off[j] += st[j][k];
+      return;
+    }
+    idx[k] = 0;
+    for (int j = 0; j < nptr; j++) off[j] -= (cnt[k] - 1) * st[j][k];
+  }
+}
+
+/* box cnt[NB]: d[...] = s[...] (add == 0) or d[...] += s[...]; a 0 stride broadcasts/accumulates */
+static void strided2(const size_t cnt[NB], double *d, const size_t ds[NB], const double *s,
+                     const size_t ss[NB], int add) {
+  size_t n = cnt[NB - 1], d3 = ds[NB - 1], s3 = ss[NB - 1], rows = box_rows(cnt);
+  size_t idx[NB] = {0}, off[2] = {0, 0};
+  const size_t *st[2] = {ds, ss};
+  if (n == 0) return;
+  for (size_t r = 0; r < rows; r++) {
+    double *dp = d + off[0];
+    const double *sp = s + off[1];
+    if (add) {
+      if (d3 == 1 && s3 == 1) for (size_t j = 0; j < n; j++) dp[j] += sp[j];
+      else for (size_t j = 0; j < n; j++) dp[j * d3] += sp[j * s3];
+    } else {
+      if (d3 == 1 && s3 == 1) memcpy(dp, sp, n * sizeof(double));
+      else for (size_t j = 0; j < n; j++) dp[j * d3] = sp[j * s3];
+    }
+    box_next(cnt, idx, 2, off, st);
+  }
 }
 
 /* ======================================================================
@@ -480,19 +505,18 @@ blo_tensor *tn_binary(tn_ctx *ctx, tn_binary_op op, const blo_tensor *a, const b
   size_t shape[TN_MAX_RANK];
   if (tn_broadcast_shape(ctx, tn_binary_name(op), a, b, &r, shape) < 0) return NULL;
   if (!(o = tn_new(ctx, r, shape))) return NULL;
-  size_t os[4], ost[4], as[4], ast[4], bs[4], bst[4];
-  pad4(r, shape, os, ost);
-  pad4(a->rank, a->shape, as, ast);
-  pad4(b->rank, b->shape, bs, bst);
+  size_t os[NB], ost[NB], as[NB], ast[NB], bs[NB], bst[NB];
+  padbox(r, shape, os, ost);
+  padbox(a->rank, a->shape, as, ast);
+  padbox(b->rank, b->shape, bs, bst);
   double *op_ = o->data;
-  for (size_t i0 = 0; i0 < os[0]; i0++)
-    for (size_t i1 = 0; i1 < os[1]; i1++)
-      for (size_t i2 = 0; i2 < os[2]; i2++) {
-        const double *ap = a->data + i0 * ast[0] + i1 * ast[1] + i2 * ast[2];
-        const double *bp = b->data + i0 * bst[0] + i1 * bst[1] + i2 * bst[2];
-        binary_loop(op, os[3], ap, ast[3] ? 1 : 0, bp, bst[3] ? 1 : 0, op_);
-        op_ += os[3];
-      }
+  size_t idx[NB] = {0}, off[2] = {0, 0}, rows = box_rows(os), n = os[NB - 1];
+  const size_t *st[2] = {ast, bst};
+  for (size_t i = 0; i < rows && n; i++) {
+    binary_loop(op, n, a->data + off[0], ast[NB - 1] ? 1 : 0, b->data + off[1], bst[NB - 1] ? 1 : 0, op_);
+    op_ += n;
+    box_next(os, idx, 2, off, st);
+  }
   return o;
 }
 
@@ -532,9 +556,9 @@ blo_tensor *tn_sum_to(tn_ctx *ctx, const blo_tensor *t, int rank, const size_t *
     for (size_t i = 0; i < t->size; i++) s += t->data[i];
     o->data[0] = s;
   } else {
-    size_t ts[4], tst[4], os[4], ost[4];
-    pad4(t->rank, t->shape, ts, tst);
-    pad4(rank, shape, os, ost);
+    size_t ts[NB], tst[NB], os[NB], ost[NB];
+    padbox(t->rank, t->shape, ts, tst);
+    padbox(rank, shape, os, ost);
     strided2(ts, o->data, ost, t->data, tst, 1);
   }
   return o;
@@ -560,10 +584,10 @@ blo_tensor *tn_broadcast_to(tn_ctx *ctx, const blo_tensor *t, int rank, const si
   } else if (t->size == 1) {
     for (size_t i = 0; i < o->size; i++) o->data[i] = t->data[0];
   } else {
-    size_t ts[4], tst[4], os[4], ost[4];
-    pad4(t->rank, t->shape, ts, tst);
-    pad4(rank, shape, os, ost);
-    contig4(os, ost);
+    size_t ts[NB], tst[NB], os[NB], ost[NB];
+    padbox(t->rank, t->shape, ts, tst);
+    padbox(rank, shape, os, ost);
+    contigbox(os, ost);
     strided2(os, o->data, ost, t->data, tst, 0);
   }
   return o;
@@ -708,7 +732,7 @@ blo_tensor *tn_outer(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b) {
   return o;
 }
 
-/* [m,n] -> [n,m]; [a,b,c(,d)] -> reversed axes; rank 0/1 copy */
+/* [m,n] -> [n,m]; rank 3 to 6: reversed axes; rank 0/1 copy */
 blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a) {
   if (a->rank < 2) return tn_copy(ctx, a);
   size_t shape[TN_MAX_RANK];
@@ -726,14 +750,14 @@ blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a) {
       }
     return o;
   }
-  size_t as[4], ast[4], os[4], ost[4], sst[4] = {0, 0, 0, 0};
-  pad4(a->rank, a->shape, as, ast);
-  contig4(as, ast);
-  pad4(o->rank, o->shape, os, ost);
-  contig4(os, ost);
-  /* output axis i (padded 4-r+i) reads input axis r-1-i */
+  size_t as[NB], ast[NB], os[NB], ost[NB], sst[NB] = {0};
+  padbox(a->rank, a->shape, as, ast);
+  contigbox(as, ast);
+  padbox(o->rank, o->shape, os, ost);
+  contigbox(os, ost);
+  /* output axis i (padded NB-r+i) reads input axis r-1-i */
   int r = a->rank;
-  for (int i = 0; i < r; i++) sst[4 - r + i] = ast[4 - r + (r - 1 - i)];
+  for (int i = 0; i < r; i++) sst[NB - r + i] = ast[NB - r + (r - 1 - i)];
   strided2(os, o->data, ost, a->data, sst, 0);
   return o;
 }
@@ -1138,14 +1162,14 @@ int tn_index_check(tn_ctx *ctx, const blo_tensor *a, tn_index_t *ix, int nix) {
   return 0;
 }
 
-/* Indexed region of a as a padded 4-d box: base offset, counts, a's strides,
+/* Indexed region of a as a padded NB-d box: base offset, counts, a's strides,
  * plus the result shape (INDEX axes dropped) and, per padded box axis, the
  * position of that axis in the result (-1 if dropped). */
 typedef struct {
-  size_t off, cnt[4], st[4];
+  size_t off, cnt[NB], st[NB];
   int rrank;
   size_t rshape[TN_MAX_RANK];
-  int rpos[4];
+  int rpos[NB];
 } ix_box;
 
 static int index_box(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix_in, int nix, ix_box *b) {
@@ -1153,13 +1177,13 @@ static int index_box(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix_in, 
   if (nix > a->rank || nix < 0) return tn_error(ctx, "too many indices: %d for a tensor of rank %d", nix, a->rank);
   if (nix) memcpy(ix, ix_in, (size_t)nix * sizeof *ix);
   if (tn_index_check(ctx, a, ix, nix) < 0) return -1;
-  size_t ps[4];
-  pad4(a->rank, a->shape, ps, b->st);
-  contig4(ps, b->st);
-  int pad = 4 - a->rank;
+  size_t ps[NB];
+  padbox(a->rank, a->shape, ps, b->st);
+  contigbox(ps, b->st);
+  int pad = NB - a->rank;
   b->off = 0;
   b->rrank = 0;
-  for (int p = 0; p < 4; p++) { b->cnt[p] = 1; b->rpos[p] = -1; }
+  for (int p = 0; p < NB; p++) { b->cnt[p] = 1; b->rpos[p] = -1; }
   for (int i = 0; i < a->rank; i++) {
     size_t lo = 0, hi = a->shape[i];
     int keep = 1;
@@ -1179,7 +1203,7 @@ static int index_box(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix_in, 
  * same normalisation as tn_index_check; -1 when ix is not of that form or is
  * out of range (the general path then does the work or reports the error).
  * Scalar picks from tiny tensors are the common case of small scripts, and
- * the box machinery (pad4, index_box, strided2) cost more than the copy. */
+ * the box machinery (padbox, index_box, strided2) cost more than the copy. */
 static long elem_offset(const blo_tensor *a, const tn_index_t *ix, int nix) {
   if (nix != a->rank) return -1;
   size_t off = 0;
@@ -1205,8 +1229,8 @@ blo_tensor *tn_index(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix, int
   if (index_box(ctx, a, ix, nix, &b) < 0) return NULL;
   blo_tensor *o = tn_new(ctx, b.rrank, b.rshape);
   if (!o) return NULL;
-  size_t ost[4];
-  contig4(b.cnt, ost);
+  size_t ost[NB];
+  contigbox(b.cnt, ost);
   strided2(b.cnt, o->data, ost, a->data + b.off, b.st, 0);
   return o;
 }
@@ -1227,8 +1251,8 @@ int tn_index_add(tn_ctx *ctx, blo_tensor *dst, const tn_index_t *ix, int nix, co
     return tn_error(ctx, "index_add: shape mismatch: source is %s, indexed region is %s",
                     tn_shape_str(src, s1, SB), tn_shape_str_raw(b.rrank, b.rshape, s2, SB));
   }
-  size_t sst[4];
-  contig4(b.cnt, sst);
+  size_t sst[NB];
+  contigbox(b.cnt, sst);
   strided2(b.cnt, dst->data + b.off, b.st, src->data, sst, 1);
   return 0;
 }
@@ -1248,13 +1272,13 @@ int tn_index_set(tn_ctx *ctx, blo_tensor *dst, const tn_index_t *ix, int nix, co
                     tn_shape_str(src, s1, SB), tn_shape_str_raw(b.rrank, b.rshape, s2, SB));
   }
   /* src strides per result axis (0 where src broadcasts), then mapped to box axes */
-  size_t rst[TN_MAX_RANK], s = 1, sst[4];
+  size_t rst[TN_MAX_RANK], s = 1, sst[NB];
   for (int i = b.rrank - 1; i >= 0; i--) {
     int si = src->rank - (b.rrank - i);
     if (si < 0 || src->shape[si] == 1) rst[i] = 0;
     else { rst[i] = s; s *= src->shape[si]; }
   }
-  for (int p = 0; p < 4; p++) sst[p] = b.rpos[p] < 0 ? 0 : rst[b.rpos[p]];
+  for (int p = 0; p < NB; p++) sst[p] = b.rpos[p] < 0 ? 0 : rst[b.rpos[p]];
   strided2(b.cnt, dst->data + b.off, b.st, src->data, sst, 0);
   return 0;
 }

@@ -1,4 +1,4 @@
-/* tensor.h: dense row-major double tensors of rank 0..4 and their kernels.
+/* tensor.h: dense row-major double tensors of rank 0..6 and their kernels.
  *
  * This is the only layer that talks to OpenBLAS/LAPACKE (tensor.c, linalg.c).
  * Every operation takes a tn_ctx, which carries the allocator (with a buffer
@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TN_MAX_RANK 4
+#define TN_MAX_RANK 6
 #define TN_ERR_LEN 512
 
 /* Host-supplied allocator, Lua style: realloc(ud, ptr, old, new); new == 0 frees. */
@@ -129,7 +129,7 @@ blo_tensor *tn_matmul_t(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tens
 blo_tensor *tn_matmul_t_ref(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb);
 /* outer product of two vectors [m],[n] -> [m,n] */
 blo_tensor *tn_outer(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
-/* Transpose: rank 2 swaps axes, rank 0/1 returns a copy, rank 3/4 reverses axes. */
+/* Transpose: rank 2 swaps axes, rank 0/1 returns a copy, rank 3 to 6 reverses axes. */
 blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a);
 double tn_dot(const blo_tensor *a, const blo_tensor *b); /* same size, flat dot */
 

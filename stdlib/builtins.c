@@ -1417,7 +1417,7 @@ static const builtin_def builtins[] = {
   {"tanh", bi_tanh, 1, 1, "tanh(x)", "hyperbolic tangent, elementwise", BI_OPS_ALL},
   {"time", bi_time, 0, 0, "time()", "seconds on a monotonic clock, for timing", 0},
   {"trace", bi_trace, 1, 1, "trace(A)", "sum of the diagonal of a matrix", BI_OPS_ALL},
-  {"transpose", bi_transpose, 1, 1, "transpose(x)", "x' : swap the axes of a matrix (reverse them for rank 3, 4)", BI_OPS_ALL},
+  {"transpose", bi_transpose, 1, 1, "transpose(x)", "x' : swap the axes of a matrix (reverse them for ranks 3 to 6)", BI_OPS_ALL},
   {"zeros", bi_zeros, 0, -1, "zeros(d1, d2, ...) | zeros(shape)", "tensor of zeros", 0},
 };
 

@@ -195,7 +195,7 @@ START_TEST(test_lifetime) {
   R(f);
   ck_assert_int_eq(f->refcount, 1);
   tn_release(&C, NULL);
-  assert_err(tn_new(&C, 5, (size_t[]){1, 1, 1, 1, 1}), "rank 5 is not supported (maximum 4)");
+  assert_err(tn_new(&C, 7, (size_t[]){1, 1, 1, 1, 1, 1, 1}), "rank 7 is not supported (maximum 6)");
   R(s); R(z); R(f); R(c); R(zl); R(e);
   LEAK_CHECK();
 }
@@ -483,15 +483,16 @@ END_TEST
 /* Naive broadcasting written with explicit multi-indices (independent of tensor.c). */
 static blo_tensor *bcast_naive(tn_binary_op op, const blo_tensor *a, const blo_tensor *b) {
   int r = a->rank > b->rank ? a->rank : b->rank;
-  size_t s[4] = {1, 1, 1, 1};
+  size_t s[TN_MAX_RANK] = {1, 1, 1, 1, 1, 1};
   for (int i = 0; i < r; i++) {
     int ia = a->rank - r + i, ib = b->rank - r + i;
     size_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
     if (da != db && da != 1 && db != 1) return NULL;
     s[i] = da == 1 ? db : da;
   }
-  blo_tensor *o = mk(r, s[0], s[1], s[2], s[3]);
-  size_t idx[4];
+  blo_tensor *o = tn_new(&C, r, s);
+  ck_assert_msg(o != NULL, "tn_new failed: %s", C.err);
+  size_t idx[TN_MAX_RANK];
   for (size_t f = 0; f < o->size; f++) {
     size_t rem = f;
     for (int i = r - 1; i >= 0; i--) { idx[i] = rem % s[i]; rem /= s[i]; }
@@ -569,26 +570,34 @@ START_TEST(test_broadcast_cases) {
 }
 END_TEST
 
-static void rand_shape(int *rank, size_t s[4]) {
-  *rank = (int)(tn_rng_next(&G) % 5);
-  for (int i = 0; i < 4; i++) s[i] = 1 + tn_rng_next(&G) % 3;
+/* rank 0 to TN_MAX_RANK, sizes 1 to 3 */
+static void rand_shape(int *rank, size_t s[TN_MAX_RANK]) {
+  *rank = (int)(tn_rng_next(&G) % (TN_MAX_RANK + 1));
+  for (int i = 0; i < TN_MAX_RANK; i++) s[i] = 1 + tn_rng_next(&G) % 3;
+}
+
+static blo_tensor *rndn(int rank, const size_t *s) {
+  blo_tensor *t = tn_new(&C, rank, s);
+  ck_assert_msg(t != NULL, "tn_new failed: %s", C.err);
+  fill_rand(t, -1, 1);
+  return t;
 }
 
 START_TEST(test_broadcast_random_vs_naive) {
   int checked = 0;
   for (int trial = 0; trial < 400; trial++) {
     int ra, rb;
-    size_t sa[4], sb[4] = {1, 1, 1, 1};
+    size_t sa[TN_MAX_RANK], sb[TN_MAX_RANK] = {1, 1, 1, 1, 1, 1};
     rand_shape(&ra, sa);
     /* b derives from a's trailing axes, with random 1s, so most pairs broadcast */
-    rb = (int)(tn_rng_next(&G) % 5);
+    rb = (int)(tn_rng_next(&G) % (TN_MAX_RANK + 1));
     for (int i = 0; i < rb; i++) {
       int ia = ra - rb + i;
       size_t d = ia >= 0 ? sa[ia] : 1 + tn_rng_next(&G) % 3;
       sb[i] = tn_rng_next(&G) % 3 == 0 ? 1 : d;
     }
     for (int i = 0; i < ra; i++) if (tn_rng_next(&G) % 4 == 0) sa[i] = 1;
-    blo_tensor *a = rnd(ra, sa[0], sa[1], sa[2], sa[3]), *b = rnd(rb, sb[0], sb[1], sb[2], sb[3]);
+    blo_tensor *a = rndn(ra, sa), *b = rndn(rb, sb);
     tn_binary_op op = (tn_binary_op)(tn_rng_next(&G) % TN_BINARY_COUNT);
     blo_tensor *want = bcast_naive(op, a, b);
     blo_tensor *got = tn_binary(&C, op, a, b);
@@ -1103,6 +1112,97 @@ START_TEST(test_index_random) {
 }
 END_TEST
 
+/* flat offset of multi-index idx in a contiguous tensor of shape s */
+static size_t flat_of(int rank, const size_t *s, const size_t *idx) {
+  size_t f = 0;
+  for (int i = 0; i < rank; i++) f = f * s[i] + idx[i];
+  return f;
+}
+
+/* multi-index of flat offset f */
+static void unflat(int rank, const size_t *s, size_t f, size_t *idx) {
+  for (int i = rank - 1; i >= 0; i--) { idx[i] = f % s[i]; f /= s[i]; }
+}
+
+/* Ranks 5 and 6 through every kernel with a fixed-size layout: creation,
+ * reductions along each axis, transpose, reshape, indexing, concat/stack,
+ * each against index arithmetic written here. */
+START_TEST(test_rank5_6) {
+  size_t s6[6] = {2, 3, 1, 2, 3, 2}, s5[5] = {3, 2, 4, 1, 2};
+  blo_tensor *a = rndn(6, s6), *b = rndn(5, s5);
+  ck_assert_int_eq(a->rank, 6);
+  ck_assert_uint_eq(a->size, 72);
+  char buf[160];
+  ck_assert_str_eq(tn_shape_str(a, buf, sizeof buf), "[2, 3, 1, 2, 3, 2]");
+  check_reduce_all_ops(a);
+  check_reduce_all_ops(b);
+  /* sum along each axis against a naive loop */
+  for (int ax = 0; ax < 6; ax++) {
+    blo_tensor *r = tn_reduce(&C, TN_SUM, a, ax);
+    blo_tensor *w = tn_zeros(&C, 5, r->shape);
+    size_t idx[6], ridx[5];
+    for (size_t f = 0; f < a->size; f++) {
+      unflat(6, s6, f, idx);
+      for (int i = 0, j = 0; i < 6; i++) if (i != ax) ridx[j++] = idx[i];
+      w->data[flat_of(5, r->shape, ridx)] += a->data[f];
+    }
+    assert_close(r, w, 1e-14, 1e-15);
+    R(r); R(w);
+  }
+  /* transpose reverses all six axes */
+  blo_tensor *t = tn_transpose(&C, a);
+  ck_assert_str_eq(tn_shape_str(t, buf, sizeof buf), "[2, 3, 2, 1, 3, 2]");
+  for (size_t f = 0; f < a->size; f++) {
+    size_t idx[6], ridx[6];
+    unflat(6, s6, f, idx);
+    for (int i = 0; i < 6; i++) ridx[i] = idx[5 - i];
+    ck_assert(t->data[flat_of(6, t->shape, ridx)] == a->data[f]);
+  }
+  R(t);
+  /* reshape to rank 6 and back keeps the data */
+  blo_tensor *v = tn_reshape(&C, a, 1, (size_t[]){72});
+  blo_tensor *v6 = tn_reshape(&C, v, 6, (size_t[]){1, 2, 2, 3, 3, 2});
+  ck_assert_int_eq(v6->rank, 6);
+  for (size_t i = 0; i < 72; i++) ck_assert(v6->data[i] == a->data[i]);
+  assert_err(tn_reshape(&C, v, 7, (size_t[]){1, 2, 2, 3, 3, 2, 1}), "reshape: rank 7 is not supported (maximum 6)");
+  R(v); R(v6);
+  /* a[1, :, 0, 1:2, -1] (an index and slices on the leading five axes) */
+  tn_index_t ix[5] = {{TN_IX_INDEX, 1, 2}, {TN_IX_ALL, 0, 0}, {TN_IX_INDEX, 0, 1}, {TN_IX_SLICE, 1, 2},
+                      {TN_IX_INDEX, -1, 0}};
+  blo_tensor *g = tn_index(&C, a, ix, 5);
+  ck_assert_str_eq(tn_shape_str(g, buf, sizeof buf), "[3, 1, 2]");
+  for (size_t i = 0; i < 3; i++)
+    for (size_t k = 0; k < 2; k++)
+      ck_assert(g->data[i * 2 + k] == a->data[flat_of(6, s6, (size_t[]){1, i, 0, 1, 2, k})]);
+  /* scattering back adds exactly there */
+  blo_tensor *z = tn_zeros_like(&C, a);
+  ck_assert_int_eq(tn_index_add(&C, z, ix, 5, g), 0);
+  double tot = 0;
+  for (size_t f = 0; f < z->size; f++) tot += fabs(z->data[f]);
+  double want = 0;
+  for (size_t f = 0; f < g->size; f++) want += fabs(g->data[f]);
+  ck_assert(fabs(tot - want) <= 1e-14 * want);
+  R(g); R(z);
+  /* stack of two rank-5 tensors is rank 6; of rank-6 ones an error */
+  blo_tensor *st = tn_stack(&C, (blo_tensor *[]){b, b}, 2, 5);
+  ck_assert_str_eq(tn_shape_str(st, buf, sizeof buf), "[3, 2, 4, 1, 2, 2]");
+  for (size_t f = 0; f < b->size; f++) ck_assert(st->data[2 * f] == b->data[f] && st->data[2 * f + 1] == b->data[f]);
+  assert_err(tn_stack(&C, (blo_tensor *[]){a, a}, 2, 0), "stack: result rank 7 exceeds the maximum 6");
+  blo_tensor *cc = tn_concat(&C, (blo_tensor *[]){a, a}, 2, 2);
+  ck_assert_str_eq(tn_shape_str(cc, buf, sizeof buf), "[2, 3, 2, 2, 3, 2]");
+  R(st); R(cc);
+  /* a rank-5 operand broadcasts against a rank-6 one along its leading axis */
+  blo_tensor *b5 = rndn(5, (size_t[]){3, 1, 2, 1, 2});
+  blo_tensor *sum = tn_binary(&C, TN_ADD, a, b5), *nv = bcast_naive(TN_ADD, a, b5);
+  assert_close(sum, nv, 0, 0);
+  blo_tensor *back = tn_sum_to(&C, sum, 5, b5->shape);
+  ck_assert_str_eq(tn_shape_str(back, buf, sizeof buf), "[3, 1, 2, 1, 2]");
+  R(sum); R(nv); R(back); R(b5);
+  R(a); R(b);
+  LEAK_CHECK();
+}
+END_TEST
+
 START_TEST(test_index_cases) {
   double v[12];
   for (int i = 0; i < 12; i++) v[i] = i;
@@ -1484,6 +1584,7 @@ static Suite *tensor_suite(void) {
   tcase_add_test(t, test_index_check);
   tcase_add_test(t, test_index_random);
   tcase_add_test(t, test_index_cases);
+  tcase_add_test(t, test_rank5_6);
   tcase_add_test(t, test_take);
   t = tc(s, "rng");
   tcase_add_test(t, test_rng_fixed_values);
