@@ -1347,6 +1347,381 @@ int tn_take_add(tn_ctx *ctx, blo_tensor *dst, const blo_tensor *idx, int axis, c
 }
 
 /* ======================================================================
+ * convolution and pooling on [N, C, H, W] images
+ * ====================================================================== */
+
+static int is_image(const blo_tensor *t) { return t->rank == 4; }
+
+int tn_window_out(tn_ctx *ctx, const char *what, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                  size_t *oh, size_t *ow) {
+  char s1[SB];
+  if (!is_image(x))
+    return tn_error(ctx, "%s: input must have shape [N, C, H, W], got %s", what, tn_shape_str(x, s1, SB));
+  if (o->sh == 0 || o->sw == 0) return tn_error(ctx, "%s: stride must be at least 1", what);
+  if (kh == 0 || kw == 0) return tn_error(ctx, "%s: window %zux%zu is empty", what, kh, kw);
+  size_t ph = x->shape[2] + 2 * o->ph, pw = x->shape[3] + 2 * o->pw;
+  if (kh > ph || kw > pw)
+    return tn_error(ctx, "%s: window %zux%zu is larger than the input %s padded to %zux%zu", what, kh, kw,
+                    tn_shape_str(x, s1, SB), ph, pw);
+  *oh = (ph - kh) / o->sh + 1;
+  *ow = (pw - kw) / o->sw + 1;
+  return 0;
+}
+
+/* Checks x [N, C, H, W] against w [O, C, kh, kw]; the output's spatial size. */
+static int conv_check(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o, size_t *oh,
+                      size_t *ow) {
+  char s1[SB], s2[SB];
+  if (!is_image(x))
+    return tn_error(ctx, "conv2d: input must have shape [N, C, H, W], got %s", tn_shape_str(x, s1, SB));
+  if (w->rank != 4)
+    return tn_error(ctx, "conv2d: weight must have shape [O, C, kh, kw], got %s (input %s)",
+                    tn_shape_str(w, s2, SB), tn_shape_str(x, s1, SB));
+  if (x->shape[1] != w->shape[1])
+    return tn_error(ctx, "conv2d: input %s has %zu channels, weight %s expects %zu", tn_shape_str(x, s1, SB),
+                    x->shape[1], tn_shape_str(w, s2, SB), w->shape[1]);
+  size_t ph = x->shape[2] + 2 * o->ph, pw = x->shape[3] + 2 * o->pw;
+  if (o->sh == 0 || o->sw == 0) return tn_error(ctx, "conv2d: stride must be at least 1");
+  if (w->shape[2] == 0 || w->shape[3] == 0 || w->shape[2] > ph || w->shape[3] > pw)
+    return tn_error(ctx, "conv2d: kernel of weight %s does not fit the input %s padded to %zux%zu",
+                    tn_shape_str(w, s2, SB), tn_shape_str(x, s1, SB), ph, pw);
+  *oh = (ph - w->shape[2]) / o->sh + 1;
+  *ow = (pw - w->shape[3]) / o->sw + 1;
+  size_t ckk = w->shape[1] * w->shape[2] * w->shape[3];
+  if (ckk > INT_MAX || *oh * *ow > INT_MAX || w->shape[0] > INT_MAX)
+    return tn_error(ctx, "conv2d: input %s with weight %s is too large for BLAS", tn_shape_str(x, s1, SB),
+                    tn_shape_str(w, s2, SB));
+  return 0;
+}
+
+/* im2col of one image xi [C, H, W]: col [C kh kw, oh ow], zeros in the padding. */
+static void im2col(const double *xi, size_t C, size_t H, size_t W, size_t kh, size_t kw, size_t oh, size_t ow,
+                   const tn_conv_opt *o, double *col) {
+  for (size_t c = 0; c < C; c++)
+    for (size_t i = 0; i < kh; i++)
+      for (size_t j = 0; j < kw; j++) {
+        double *row = col + ((c * kh + i) * kw + j) * oh * ow;
+        for (size_t y = 0; y < oh; y++) {
+          size_t r = y * o->sh + i; /* row in the padded image */
+          if (r < o->ph || r - o->ph >= H) {
+            memset(row + y * ow, 0, ow * sizeof(double));
+            continue;
+          }
+          const double *xr = xi + (c * H + (r - o->ph)) * W;
+          for (size_t xo = 0; xo < ow; xo++) {
+            size_t q = xo * o->sw + j;
+            row[y * ow + xo] = q < o->pw || q - o->pw >= W ? 0.0 : xr[q - o->pw];
+          }
+        }
+      }
+}
+
+/* col2im: xi [C, H, W] += the columns of col [C kh kw, oh ow] at their windows. */
+static void col2im(const double *col, size_t C, size_t H, size_t W, size_t kh, size_t kw, size_t oh, size_t ow,
+                   const tn_conv_opt *o, double *xi) {
+  for (size_t c = 0; c < C; c++)
+    for (size_t i = 0; i < kh; i++)
+      for (size_t j = 0; j < kw; j++) {
+        const double *row = col + ((c * kh + i) * kw + j) * oh * ow;
+        for (size_t y = 0; y < oh; y++) {
+          size_t r = y * o->sh + i;
+          if (r < o->ph || r - o->ph >= H) continue;
+          double *xr = xi + (c * H + (r - o->ph)) * W;
+          for (size_t xo = 0; xo < ow; xo++) {
+            size_t q = xo * o->sw + j;
+            if (q >= o->pw && q - o->pw < W) xr[q - o->pw] += row[y * ow + xo];
+          }
+        }
+      }
+}
+
+/* x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, oh, ow]: per image,
+ * y[n] [O, oh ow] = w [O, C kh kw] @ im2col(x[n]) [C kh kw, oh ow] */
+blo_tensor *tn_conv2d(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (conv_check(ctx, x, w, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  size_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3], ckk = C * kh * kw, P = oh * ow;
+  blo_tensor *y = tn_zeros(ctx, 4, (size_t[]){N, O, oh, ow});
+  if (!y || !N || !O || !P || !ckk) return y;
+  size_t cs[2] = {ckk, P};
+  blo_tensor *col = tn_new(ctx, 2, cs);
+  if (!col) { tn_release(ctx, y); return NULL; }
+  for (size_t n = 0; n < N; n++) {
+    im2col(x->data + n * C * H * W, C, H, W, kh, kw, oh, ow, o, col->data);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)ckk, 1.0, w->data, (int)ckk,
+                col->data, (int)P, 0.0, y->data + n * O * P, (int)P);
+    ctx->n_products++;
+  }
+  tn_release(ctx, col);
+  return y;
+}
+
+/* x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, oh, ow]:
+ * y[n,o,u,v] = sum_{c,i,j} w[o,c,i,j] x[n, c, u sh + i - ph, v sw + j - pw] (zero outside) */
+blo_tensor *tn_conv2d_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (conv_check(ctx, x, w, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  size_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+  blo_tensor *y = tn_zeros(ctx, 4, (size_t[]){N, O, oh, ow});
+  if (!y) return NULL;
+  for (size_t n = 0; n < N; n++)
+    for (size_t oc = 0; oc < O; oc++)
+      for (size_t u = 0; u < oh; u++)
+        for (size_t v = 0; v < ow; v++) {
+          double s = 0;
+          for (size_t c = 0; c < C; c++)
+            for (size_t i = 0; i < kh; i++)
+              for (size_t j = 0; j < kw; j++) {
+                long r = (long)(u * o->sh + i) - (long)o->ph, q = (long)(v * o->sw + j) - (long)o->pw;
+                if (r < 0 || q < 0 || r >= (long)H || q >= (long)W) continue;
+                s += w->data[((oc * C + c) * kh + i) * kw + j] * x->data[((n * C + c) * H + (size_t)r) * W + (size_t)q];
+              }
+          y->data[((n * O + oc) * oh + u) * ow + v] = s;
+        }
+  return y;
+}
+
+/* Checks g [N, O, oh, ow] against w [O, C, kh, kw] and an input of h x wd. */
+static int bx_check(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                    const tn_conv_opt *o, size_t *oh, size_t *ow) {
+  char s1[SB], s2[SB];
+  if (g->rank != 4 || w->rank != 4 || g->shape[1] != w->shape[0])
+    return tn_error(ctx, "conv2d: gradient %s does not match weight %s", tn_shape_str(g, s1, SB),
+                    tn_shape_str(w, s2, SB));
+  blo_tensor xs = {0};
+  xs.rank = 4;
+  xs.shape[0] = g->shape[0];
+  xs.shape[1] = w->shape[1];
+  xs.shape[2] = h;
+  xs.shape[3] = wd;
+  if (conv_check(ctx, &xs, w, o, oh, ow)) return -1;
+  if (*oh != g->shape[2] || *ow != g->shape[3])
+    return tn_error(ctx, "conv2d: gradient %s does not match an output of %zux%zu", tn_shape_str(g, s1, SB), *oh, *ow);
+  return 0;
+}
+
+/* g [N, O, oh, ow], w [O, C, kh, kw] -> dx [N, C, h, wd]: per image,
+ * col [C kh kw, oh ow] = w' @ g[n] [O, oh ow], then col2im */
+blo_tensor *tn_conv2d_bx(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                         const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bx_check(ctx, g, w, h, wd, o, &oh, &ow)) return NULL;
+  size_t N = g->shape[0], O = w->shape[0], C = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+  size_t ckk = C * kh * kw, P = oh * ow;
+  blo_tensor *dx = tn_zeros(ctx, 4, (size_t[]){N, C, h, wd});
+  if (!dx || !N || !O || !P || !ckk) return dx;
+  blo_tensor *col = tn_new(ctx, 2, (size_t[]){ckk, P});
+  if (!col) { tn_release(ctx, dx); return NULL; }
+  for (size_t n = 0; n < N; n++) {
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)P, (int)O, 1.0, w->data, (int)ckk,
+                g->data + n * O * P, (int)P, 0.0, col->data, (int)P);
+    ctx->n_products++;
+    col2im(col->data, C, h, wd, kh, kw, oh, ow, o, dx->data + n * C * h * wd);
+  }
+  tn_release(ctx, col);
+  return dx;
+}
+
+/* g [N, O, oh, ow], w [O, C, kh, kw] -> dx [N, C, h, wd]:
+ * dx[n, c, u sh + i - ph, v sw + j - pw] += w[o,c,i,j] g[n,o,u,v] (inside the image) */
+blo_tensor *tn_conv2d_bx_ref(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                             const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bx_check(ctx, g, w, h, wd, o, &oh, &ow)) return NULL;
+  size_t N = g->shape[0], O = w->shape[0], C = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+  blo_tensor *dx = tn_zeros(ctx, 4, (size_t[]){N, C, h, wd});
+  if (!dx) return NULL;
+  for (size_t n = 0; n < N; n++)
+    for (size_t oc = 0; oc < O; oc++)
+      for (size_t u = 0; u < oh; u++)
+        for (size_t v = 0; v < ow; v++) {
+          double gv = g->data[((n * O + oc) * oh + u) * ow + v];
+          for (size_t c = 0; c < C; c++)
+            for (size_t i = 0; i < kh; i++)
+              for (size_t j = 0; j < kw; j++) {
+                long r = (long)(u * o->sh + i) - (long)o->ph, q = (long)(v * o->sw + j) - (long)o->pw;
+                if (r < 0 || q < 0 || r >= (long)h || q >= (long)wd) continue;
+                dx->data[((n * C + c) * h + (size_t)r) * wd + (size_t)q] += w->data[((oc * C + c) * kh + i) * kw + j] * gv;
+              }
+        }
+  return dx;
+}
+
+/* Checks x [N, C, H, W] and g [N, O, oh, ow] for a kh x kw kernel. */
+static int bw_check(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                    const tn_conv_opt *o, size_t *oh, size_t *ow) {
+  char s1[SB], s2[SB];
+  if (x->rank != 4 || g->rank != 4 || x->shape[0] != g->shape[0])
+    return tn_error(ctx, "conv2d: gradient %s does not match input %s", tn_shape_str(g, s1, SB),
+                    tn_shape_str(x, s2, SB));
+  blo_tensor ws = {0};
+  ws.rank = 4;
+  ws.shape[0] = g->shape[1];
+  ws.shape[1] = x->shape[1];
+  ws.shape[2] = kh;
+  ws.shape[3] = kw;
+  if (conv_check(ctx, x, &ws, o, oh, ow)) return -1;
+  if (*oh != g->shape[2] || *ow != g->shape[3])
+    return tn_error(ctx, "conv2d: gradient %s does not match an output of %zux%zu", tn_shape_str(g, s1, SB), *oh, *ow);
+  return 0;
+}
+
+/* x [N, C, H, W], g [N, O, oh, ow] -> dw [O, C, kh, kw]:
+ * dw [O, C kh kw] = sum_n g[n] [O, oh ow] @ im2col(x[n])' */
+blo_tensor *tn_conv2d_bw(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                         const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bw_check(ctx, x, g, kh, kw, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = g->shape[1];
+  size_t ckk = C * kh * kw, P = oh * ow;
+  blo_tensor *dw = tn_zeros(ctx, 4, (size_t[]){O, C, kh, kw});
+  if (!dw || !N || !O || !P || !ckk) return dw;
+  blo_tensor *col = tn_new(ctx, 2, (size_t[]){ckk, P});
+  if (!col) { tn_release(ctx, dw); return NULL; }
+  for (size_t n = 0; n < N; n++) {
+    im2col(x->data + n * C * H * W, C, H, W, kh, kw, oh, ow, o, col->data);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)ckk, (int)P, 1.0, g->data + n * O * P,
+                (int)P, col->data, (int)P, 1.0, dw->data, (int)ckk);
+    ctx->n_products++;
+  }
+  tn_release(ctx, col);
+  return dw;
+}
+
+/* x [N, C, H, W], g [N, O, oh, ow] -> dw [O, C, kh, kw]:
+ * dw[o,c,i,j] = sum_{n,u,v} g[n,o,u,v] x[n, c, u sh + i - ph, v sw + j - pw] */
+blo_tensor *tn_conv2d_bw_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                             const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bw_check(ctx, x, g, kh, kw, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = g->shape[1];
+  blo_tensor *dw = tn_zeros(ctx, 4, (size_t[]){O, C, kh, kw});
+  if (!dw) return NULL;
+  for (size_t oc = 0; oc < O; oc++)
+    for (size_t c = 0; c < C; c++)
+      for (size_t i = 0; i < kh; i++)
+        for (size_t j = 0; j < kw; j++) {
+          double s = 0;
+          for (size_t n = 0; n < N; n++)
+            for (size_t u = 0; u < oh; u++)
+              for (size_t v = 0; v < ow; v++) {
+                long r = (long)(u * o->sh + i) - (long)o->ph, q = (long)(v * o->sw + j) - (long)o->pw;
+                if (r < 0 || q < 0 || r >= (long)H || q >= (long)W) continue;
+                s += g->data[((n * O + oc) * oh + u) * ow + v] * x->data[((n * C + c) * H + (size_t)r) * W + (size_t)q];
+              }
+          dw->data[((oc * C + c) * kh + i) * kw + j] = s;
+        }
+  return dw;
+}
+
+/* x [N, C, H, W] -> y [N, C, oh, ow] (max over each window), arg the flat
+ * offset in x of the first maximum (NaN wins, as in max()) */
+blo_tensor *tn_maxpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                         blo_tensor **arg) {
+  size_t oh, ow;
+  if (arg) *arg = NULL;
+  if (tn_window_out(ctx, "maxpool2d", x, kh, kw, o, &oh, &ow)) return NULL;
+  size_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+  size_t sh[4] = {x->shape[0], x->shape[1], oh, ow};
+  blo_tensor *y = tn_new(ctx, 4, sh), *ag = NULL;
+  if (!y || (arg && !(ag = tn_new(ctx, 4, sh)))) { tn_release(ctx, y); return NULL; }
+  for (size_t p = 0; p < NC; p++)
+    for (size_t u = 0; u < oh; u++)
+      for (size_t v = 0; v < ow; v++) {
+        size_t best = p * H * W + (u * o->sh) * W + v * o->sw;
+        for (size_t i = 0; i < kh; i++)
+          for (size_t j = 0; j < kw; j++) {
+            size_t q = p * H * W + (u * o->sh + i) * W + v * o->sw + j;
+            if (x->data[q] > x->data[best] || (x->data[q] != x->data[q] && x->data[best] == x->data[best])) best = q;
+          }
+        size_t k = (p * oh + u) * ow + v;
+        y->data[k] = x->data[best];
+        if (ag) ag->data[k] = (double)best;
+      }
+  if (arg) *arg = ag;
+  return y;
+}
+
+/* x [N, C, H, W] -> y [N, C, oh, ow] (mean over each window) */
+blo_tensor *tn_avgpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (tn_window_out(ctx, "avgpool2d", x, kh, kw, o, &oh, &ow)) return NULL;
+  size_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+  blo_tensor *y = tn_new(ctx, 4, (size_t[]){x->shape[0], x->shape[1], oh, ow});
+  if (!y) return NULL;
+  double sc = 1.0 / (double)(kh * kw);
+  for (size_t p = 0; p < NC; p++)
+    for (size_t u = 0; u < oh; u++)
+      for (size_t v = 0; v < ow; v++) {
+        double s = 0;
+        for (size_t i = 0; i < kh; i++)
+          for (size_t j = 0; j < kw; j++) s += x->data[p * H * W + (u * o->sh + i) * W + v * o->sw + j];
+        y->data[(p * oh + u) * ow + v] = s * sc;
+      }
+  return y;
+}
+
+/* g [N, C, oh, ow] -> dx [N, C, h, wd]: each window receives g / (kh kw) */
+blo_tensor *tn_avgpool2d_bwd(tn_ctx *ctx, const blo_tensor *g, size_t kh, size_t kw, size_t h, size_t wd,
+                             const tn_conv_opt *o) {
+  blo_tensor *dx = NULL;
+  size_t oh = 0, ow = 0;
+  if (g->rank == 4) {
+    blo_tensor xs = {0};
+    xs.rank = 4;
+    xs.shape[0] = g->shape[0];
+    xs.shape[1] = g->shape[1];
+    xs.shape[2] = h;
+    xs.shape[3] = wd;
+    if (tn_window_out(ctx, "avgpool2d", &xs, kh, kw, o, &oh, &ow)) return NULL;
+  }
+  if (g->rank != 4 || oh != g->shape[2] || ow != g->shape[3]) {
+    char s1[SB];
+    tn_error(ctx, "avgpool2d: gradient %s does not match an input of %zux%zu", tn_shape_str(g, s1, SB), h, wd);
+    return NULL;
+  }
+  if (!(dx = tn_zeros(ctx, 4, (size_t[]){g->shape[0], g->shape[1], h, wd}))) return NULL;
+  size_t NC = g->shape[0] * g->shape[1];
+  double sc = 1.0 / (double)(kh * kw);
+  for (size_t p = 0; p < NC; p++)
+    for (size_t u = 0; u < oh; u++)
+      for (size_t v = 0; v < ow; v++) {
+        double gv = g->data[(p * oh + u) * ow + v] * sc;
+        for (size_t i = 0; i < kh; i++)
+          for (size_t j = 0; j < kw; j++) dx->data[p * h * wd + (u * o->sh + i) * wd + v * o->sw + j] += gv;
+      }
+  return dx;
+}
+
+/* z [N, K], p [N, K] -> scalar -(1/N) sum_i sum_k p_ik (z_ik - lse(z_i)) */
+blo_tensor *tn_cross_entropy(tn_ctx *ctx, const blo_tensor *z, const blo_tensor *p) {
+  if (z->rank != 2 || !tn_same_shape(z, p)) {
+    char s1[SB], s2[SB];
+    tn_error(ctx, "cross_entropy: logits %s and labels %s: want logits [N, K] and labels [N, K] or [N]",
+             tn_shape_str(z, s1, SB), tn_shape_str(p, s2, SB));
+    return NULL;
+  }
+  size_t N = z->shape[0], K = z->shape[1];
+  double tot = 0;
+  for (size_t i = 0; i < N; i++) {
+    const double *zr = z->data + i * K, *pr = p->data + i * K;
+    double m = -INFINITY;
+    for (size_t k = 0; k < K; k++) if (zr[k] > m || zr[k] != zr[k]) m = zr[k];
+    double se = 0, pz = 0, ps = 0;
+    if (m == -INFINITY || m == INFINITY) m = 0; /* all -inf rows give -inf lse; +inf gives inf - inf = NaN */
+    for (size_t k = 0; k < K; k++) {
+      se += exp(zr[k] - m);
+      pz += pr[k] * (zr[k] - m);
+      ps += pr[k];
+    }
+    tot += ps * log(se) - pz; /* sum_k p_k (lse - z_k), lse = m + log(se) */
+  }
+  return tn_scalar(ctx, N ? tot / (double)N : NAN);
+}
+
+/* ======================================================================
  * random numbers: xoshiro256** seeded by splitmix64.  Integer ops and IEEE
  * double arithmetic (+ - * / sqrt, and log) only.  The only inexact product
  * feeding an addition (u*u + v*v) goes through volatile temporaries so no

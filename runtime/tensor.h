@@ -133,6 +133,43 @@ blo_tensor *tn_outer(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
 blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a);
 double tn_dot(const blo_tensor *a, const blo_tensor *b); /* same size, flat dot */
 
+/* ---- convolution and pooling on [N, C, H, W] images ----
+ * A window of kh x kw moves by stride (sh, sw) over the input padded with ph
+ * rows and pw columns of zeros on each side: H' = (H + 2 ph - kh) / sh + 1,
+ * W' likewise.  Errors name both shapes. */
+typedef struct { size_t sh, sw, ph, pw; } tn_conv_opt;
+/* Output size of the sliding window, or -1 with a message when the window
+ * does not fit (what: "conv2d" or "maxpool2d" ...). */
+int tn_window_out(tn_ctx *ctx, const char *what, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                  size_t *oh, size_t *ow);
+/* y [N, O, H', W'] = conv(x [N, C, H, W], w [O, C, kh, kw]) (cross-correlation,
+ * as in PyTorch).  Fast path: im2col and one dgemm per image; _ref: loops. */
+blo_tensor *tn_conv2d(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o);
+blo_tensor *tn_conv2d_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o);
+/* The adjoint in x: dx [N, C, H, W] = conv^T(g [N, O, H', W'], w) for an input
+ * of spatial size h x w (col2im of w^T g). */
+blo_tensor *tn_conv2d_bx(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                         const tn_conv_opt *o);
+blo_tensor *tn_conv2d_bx_ref(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                             const tn_conv_opt *o);
+/* The adjoint in w: dw [O, C, kh, kw] = sum over images of g (im2col x)^T. */
+blo_tensor *tn_conv2d_bw(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                         const tn_conv_opt *o);
+blo_tensor *tn_conv2d_bw_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                             const tn_conv_opt *o);
+/* Pooling over kh x kw windows (no padding): y [N, C, H', W'].  max: ties go
+ * to the first maximum of the window in row-major order, whose flat offset
+ * in x is stored in arg (a [N, C, H', W'] tensor) when arg is not NULL. */
+blo_tensor *tn_maxpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                         blo_tensor **arg);
+blo_tensor *tn_avgpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o);
+/* Adjoint of avgpool2d: [N, C, H', W'] -> [N, C, h, w]. */
+blo_tensor *tn_avgpool2d_bwd(tn_ctx *ctx, const blo_tensor *g, size_t kh, size_t kw, size_t h, size_t wd,
+                             const tn_conv_opt *o);
+/* Mean cross-entropy -(1/N) sum_ik p_ik log softmax(z)_ik of logits z [N, K]
+ * against p [N, K] (one pass per row: max, log-sum-exp, sum). */
+blo_tensor *tn_cross_entropy(tn_ctx *ctx, const blo_tensor *z, const blo_tensor *p);
+
 /* ---- reductions ----
  * axis = -1 means "all axes" -> rank 0.  Otherwise axis in [0, rank) (negative
  * axes are normalised by the caller) and that axis is removed. */
