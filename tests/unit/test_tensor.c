@@ -1203,6 +1203,119 @@ START_TEST(test_rank5_6) {
 }
 END_TEST
 
+/* conv2d's three kernels (im2col + dgemm) against their reference loops at
+ * shapes with non-square images, kh != kw, stride 2, padding 1 and 2; the
+ * adjoints satisfy <F(x, w), g> = <x, BX(g, w)> = <w, BW(x, g)>. */
+START_TEST(test_conv2d_vs_ref) {
+  struct { size_t N, C, H, W, O, kh, kw, sh, sw, ph, pw; } cs[] = {
+    {1, 1, 4, 4, 1, 2, 2, 1, 1, 0, 0}, {2, 3, 8, 8, 4, 3, 3, 1, 1, 0, 0}, {2, 3, 7, 9, 4, 3, 2, 2, 2, 1, 1},
+    {3, 2, 5, 6, 3, 1, 3, 2, 1, 0, 2}, {1, 4, 6, 5, 2, 5, 5, 1, 2, 2, 1}, {2, 1, 9, 7, 5, 2, 4, 3, 2, 1, 0},
+    {1, 2, 3, 3, 2, 3, 3, 2, 2, 1, 1}, {2, 6, 12, 10, 8, 5, 3, 1, 1, 2, 1}};
+  for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+    tn_conv_opt o = {cs[k].sh, cs[k].sw, cs[k].ph, cs[k].pw};
+    blo_tensor *x = rndn(4, (size_t[]){cs[k].N, cs[k].C, cs[k].H, cs[k].W});
+    blo_tensor *w = rndn(4, (size_t[]){cs[k].O, cs[k].C, cs[k].kh, cs[k].kw});
+    blo_tensor *y = tn_conv2d(&C, x, w, &o), *yr = tn_conv2d_ref(&C, x, w, &o);
+    ck_assert_msg(y && yr, "case %zu: %s", k, C.err);
+    size_t oh = (cs[k].H + 2 * cs[k].ph - cs[k].kh) / cs[k].sh + 1, ow = (cs[k].W + 2 * cs[k].pw - cs[k].kw) / cs[k].sw + 1;
+    assert_shape_(y, 4, (size_t[]){cs[k].N, cs[k].O, oh, ow}, __LINE__);
+    assert_close(y, yr, 1e-12, 1e-13);
+    blo_tensor *g = rndn(4, y->shape);
+    blo_tensor *dx = tn_conv2d_bx(&C, g, w, cs[k].H, cs[k].W, &o), *dxr = tn_conv2d_bx_ref(&C, g, w, cs[k].H, cs[k].W, &o);
+    blo_tensor *dw = tn_conv2d_bw(&C, x, g, cs[k].kh, cs[k].kw, &o), *dwr = tn_conv2d_bw_ref(&C, x, g, cs[k].kh, cs[k].kw, &o);
+    ck_assert_msg(dx && dxr && dw && dwr, "case %zu: %s", k, C.err);
+    ck_assert(tn_same_shape(dx, x) && tn_same_shape(dw, w));
+    assert_close(dx, dxr, 1e-12, 1e-13);
+    assert_close(dw, dwr, 1e-12, 1e-13);
+    double yg = tn_dot(yr, g), xdx = tn_dot(x, dxr), wdw = tn_dot(w, dwr);
+    ck_assert_msg(fabs(yg - xdx) <= 1e-12 * (1 + fabs(yg)) && fabs(yg - wdw) <= 1e-12 * (1 + fabs(yg)),
+                  "case %zu: adjoint identity %.17g %.17g %.17g", k, yg, xdx, wdw);
+    R(x); R(w); R(y); R(yr); R(g); R(dx); R(dxr); R(dw); R(dwr);
+  }
+  /* errors name both shapes */
+  blo_tensor *x = rndn(4, (size_t[]){2, 3, 8, 8}), *w = rndn(4, (size_t[]){4, 2, 3, 3}), *x3 = rndn(3, (size_t[]){3, 8, 8});
+  blo_tensor *big = rndn(4, (size_t[]){4, 3, 9, 3});
+  tn_conv_opt o = {1, 1, 0, 0}, o0 = {0, 1, 0, 0};
+  assert_err(tn_conv2d(&C, x, w, &o), "conv2d: input [2, 3, 8, 8] has 3 channels, weight [4, 2, 3, 3] expects 2");
+  assert_err(tn_conv2d_ref(&C, x, w, &o), "conv2d: input [2, 3, 8, 8] has 3 channels, weight [4, 2, 3, 3] expects 2");
+  assert_err(tn_conv2d(&C, x3, w, &o), "conv2d: input must have shape [N, C, H, W], got [3, 8, 8]");
+  assert_err(tn_conv2d(&C, x, x3, &o), "conv2d: weight must have shape [O, C, kh, kw], got [3, 8, 8] (input [2, 3, 8, 8])");
+  assert_err(tn_conv2d(&C, x, big, &o), "conv2d: kernel of weight [4, 3, 9, 3] does not fit the input [2, 3, 8, 8] padded to 8x8");
+  assert_err(tn_conv2d(&C, x, big, &o0), "conv2d: stride must be at least 1");
+  R(x); R(w); R(x3); R(big);
+  LEAK_CHECK();
+}
+END_TEST
+
+/* pooling against loops written here; avgpool2d_bwd is avgpool2d's adjoint */
+START_TEST(test_pool2d) {
+  struct { size_t N, C, H, W, kh, kw, sh, sw; } cs[] = {
+    {1, 1, 4, 4, 2, 2, 2, 2}, {2, 3, 7, 6, 3, 2, 2, 2}, {1, 2, 5, 9, 2, 3, 1, 3}, {3, 1, 6, 6, 3, 3, 3, 3}};
+  for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+    tn_conv_opt o = {cs[k].sh, cs[k].sw, 0, 0};
+    blo_tensor *x = rndn(4, (size_t[]){cs[k].N, cs[k].C, cs[k].H, cs[k].W}), *arg;
+    blo_tensor *mx = tn_maxpool2d(&C, x, cs[k].kh, cs[k].kw, &o, &arg), *av = tn_avgpool2d(&C, x, cs[k].kh, cs[k].kw, &o);
+    ck_assert_msg(mx && av && arg, "%s", C.err);
+    size_t oh = (cs[k].H - cs[k].kh) / cs[k].sh + 1, ow = (cs[k].W - cs[k].kw) / cs[k].sw + 1;
+    assert_shape_(mx, 4, (size_t[]){cs[k].N, cs[k].C, oh, ow}, __LINE__);
+    for (size_t p = 0; p < cs[k].N * cs[k].C; p++)
+      for (size_t u = 0; u < oh; u++)
+        for (size_t v = 0; v < ow; v++) {
+          double m = -INFINITY, s = 0;
+          for (size_t i = 0; i < cs[k].kh; i++)
+            for (size_t j = 0; j < cs[k].kw; j++) {
+              double e = x->data[(p * cs[k].H + u * cs[k].sh + i) * cs[k].W + v * cs[k].sw + j];
+              if (e > m) m = e;
+              s += e;
+            }
+          size_t q = (p * oh + u) * ow + v;
+          ck_assert(mx->data[q] == m && x->data[(size_t)arg->data[q]] == m);
+          ck_assert(fabs(av->data[q] - s / (double)(cs[k].kh * cs[k].kw)) <= 1e-15);
+        }
+    blo_tensor *g = rndn(4, av->shape), *dx = tn_avgpool2d_bwd(&C, g, cs[k].kh, cs[k].kw, cs[k].H, cs[k].W, &o);
+    ck_assert(dx && tn_same_shape(dx, x));
+    double l = tn_dot(av, g), r = tn_dot(x, dx);
+    ck_assert_msg(fabs(l - r) <= 1e-13 * (1 + fabs(l)), "%.17g vs %.17g", l, r);
+    R(x); R(mx); R(av); R(arg); R(g); R(dx);
+  }
+  /* ties: the first maximum in row-major order */
+  blo_tensor *t = tn_from(&C, 4, (size_t[]){1, 1, 2, 2}, (double[]){1, 3, 3, 2}), *arg;
+  tn_conv_opt o2 = {2, 2, 0, 0};
+  blo_tensor *m = tn_maxpool2d(&C, t, 2, 2, &o2, &arg);
+  ck_assert(m->data[0] == 3 && arg->data[0] == 1);
+  R(m); R(arg);
+  assert_err(tn_maxpool2d(&C, t, 3, 2, &o2, NULL), "maxpool2d: window 3x2 is larger than the input [1, 1, 2, 2] padded to 2x2");
+  blo_tensor *v = rndn(2, (size_t[]){2, 2});
+  assert_err(tn_avgpool2d(&C, v, 1, 1, &o2), "avgpool2d: input must have shape [N, C, H, W], got [2, 2]");
+  R(t); R(v);
+  LEAK_CHECK();
+}
+END_TEST
+
+/* cross-entropy against -mean(sum(p * log(softmax(z)))) from the softmax kernel */
+START_TEST(test_cross_entropy) {
+  size_t sh[2] = {5, 4};
+  blo_tensor *z = rndn(2, sh), *p = rndn(2, sh);
+  for (size_t i = 0; i < z->size; i++) z->data[i] *= 30; /* wide logits: exp overflows without the shift */
+  blo_tensor *s = tn_softmax(&C, z, 1);
+  double want = 0;
+  for (size_t i = 0; i < z->size; i++) want -= p->data[i] * log(s->data[i]) / 5.0;
+  blo_tensor *l = tn_cross_entropy(&C, z, p);
+  ck_assert_msg(fabs(l->data[0] - want) <= 1e-12 * fabs(want), "%.17g vs %.17g", l->data[0], want);
+  R(l);
+  /* logits of 1000: the naive exp overflows, the shifted form does not */
+  for (size_t i = 0; i < z->size; i++) z->data[i] = 1000 + (double)(i % 4);
+  l = tn_cross_entropy(&C, z, p);
+  ck_assert(isfinite(l->data[0]));
+  R(l);
+  blo_tensor *v = rndn(1, (size_t[]){5});
+  assert_err(tn_cross_entropy(&C, v, p),
+             "cross_entropy: logits [5] and labels [5, 4]: want logits [N, K] and labels [N, K] or [N]");
+  R(z); R(p); R(s); R(v);
+  LEAK_CHECK();
+}
+END_TEST
+
 START_TEST(test_index_cases) {
   double v[12];
   for (int i = 0; i < 12; i++) v[i] = i;
@@ -1585,6 +1698,10 @@ static Suite *tensor_suite(void) {
   tcase_add_test(t, test_index_random);
   tcase_add_test(t, test_index_cases);
   tcase_add_test(t, test_rank5_6);
+  t = tc(s, "networks");
+  tcase_add_test(t, test_conv2d_vs_ref);
+  tcase_add_test(t, test_pool2d);
+  tcase_add_test(t, test_cross_entropy);
   tcase_add_test(t, test_take);
   t = tc(s, "rng");
   tcase_add_test(t, test_rng_fixed_values);
