@@ -1360,6 +1360,8 @@ int tn_window_out(tn_ctx *ctx, const char *what, const blo_tensor *x, size_t kh,
   if (o->sh == 0 || o->sw == 0) return tn_error(ctx, "%s: stride must be at least 1", what);
   if (kh == 0 || kw == 0) return tn_error(ctx, "%s: window %zux%zu is empty", what, kh, kw);
   size_t ph = x->shape[2] + 2 * o->ph, pw = x->shape[3] + 2 * o->pw;
+  if ((kh > ph || kw > pw) && !o->ph && !o->pw)
+    return tn_error(ctx, "%s: window %zux%zu is larger than the input %s", what, kh, kw, tn_shape_str(x, s1, SB));
   if (kh > ph || kw > pw)
     return tn_error(ctx, "%s: window %zux%zu is larger than the input %s padded to %zux%zu", what, kh, kw,
                     tn_shape_str(x, s1, SB), ph, pw);
