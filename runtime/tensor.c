@@ -427,6 +427,7 @@ static void unary_loop(tn_unary_op op, size_t n, const double *a, double *o) {
   case TN_LOG: UL(log(x));
   case TN_SQRT: UL(sqrt(x));
   case TN_STEP: UL(x > 0 ? 1.0 : 0.0);
+  case TN_RELU: UL(x > 0 ? x : (x != x ? x : 0.0)); /* networks apply it to every activation */
   default: UL(tn_unary_scalar(op, x));
   }
 #undef UL
