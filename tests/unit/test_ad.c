@@ -1754,6 +1754,46 @@ START_TEST(test_fault_injection) {
 }
 END_TEST
 
+/* A max-pool recording moved to a point whose window maxima are elsewhere
+ * routes the gradient to the new maxima: the pool does not bind the tape. */
+START_TEST(test_maxpool_move) {
+  alloc_state st;
+  tn_ctx ctx;
+  ctx_open(&ctx, &st);
+  size_t sh[4] = {1, 1, 2, 4}, shw[4] = {1, 1, 1, 2};
+  blo_tensor *x0 = tn_from(&ctx, 4, sh, (double[]){1, 2, 3, 4, 5, 6, 7, 8});
+  blo_tensor *x1 = tn_from(&ctx, 4, sh, (double[]){9, 2, 3, 4, 5, 6, 7, 1});
+  blo_tensor *w = tn_from(&ctx, 4, shw, (double[]){2, 3}), *v = tn_zeros_like(&ctx, x0);
+  for (size_t i = 0; i < v->size; i++) v->data[i] = (double)i + 1;
+  tn_conv_opt o = {2, 2, 0, 0};
+  ad_tape *tp = ad_tape_new(&ctx);
+  ad_val x = ad_const(x0), y, p, E;
+  ck_assert_int_eq(ad_leaf(&ctx, tp, &x), 0);
+  ck_assert_int_eq(ad_maxpool2d(&ctx, tp, x, 2, 2, &o, &y), 0);
+  ck_assert_int_eq(ad_binary(&ctx, tp, TN_MUL, y, ad_const(w), &p), 0);
+  ck_assert_int_eq(ad_reduce(&ctx, tp, TN_SUM, p, -1, &E), 0);
+  ck_assert_double_eq(E.v->data[0], 6 * 2 + 8 * 3);
+  ck_assert(ad_tape_movable(tp));
+  ck_assert_int_eq(ad_set_leaf(&ctx, tp, x.node, x1), 0);
+  blo_tensor *e, *g, *gt;
+  ck_assert_int_eq(ad_value(&ctx, tp, E.node, &e), 0);
+  ck_assert_double_eq(e->data[0], 9 * 2 + 7 * 3);
+  ck_assert_int_eq(ad_retangent(&ctx, tp, 1, &x.node, &v), 0);
+  ck_assert_int_eq(ad_backward(&ctx, tp, E, NULL), 0);
+  ck_assert_int_eq(ad_adjoint(&ctx, tp, x.node, &g, &gt), 0);
+  const double want[8] = {2, 0, 0, 0, 0, 0, 3, 0};
+  for (int i = 0; i < 8; i++) {
+    ck_assert_double_eq(g->data[i], want[i]);
+    ck_assert_double_eq(gt->data[i], 0); /* piecewise linear: no curvature */
+  }
+  tn_release(&ctx, e); tn_release(&ctx, g); tn_release(&ctx, gt);
+  ad_val_release(&ctx, &y); ad_val_release(&ctx, &p); ad_val_release(&ctx, &E);
+  ad_tape_free(&ctx, tp);
+  tn_release(&ctx, x0); tn_release(&ctx, x1); tn_release(&ctx, w); tn_release(&ctx, v);
+  ctx_close(&ctx, &st);
+}
+END_TEST
+
 /* Allocation failure inside the derivative rules of the C library functions
  * and of the network layers (three chains of the case table): record with tangents, sweep, move the
  * recording and sweep it tangent-only.  Every failure reports a message and
@@ -1916,6 +1956,7 @@ static Suite *ad_suite(void) {
   tcase_add_test(tc, test_seed_and_unreached);
   tcase_add_test(tc, test_replay_product_count);
   tcase_add_test(tc, test_accumulation);
+  tcase_add_test(tc, test_maxpool_move);
   tcase_add_loop_test(tc, test_many_inputs, 0, 2); /* 0: concat of [1]s, 1: stack of []s */
   suite_add_tcase(s, tc);
   tc = tcase_create("robustness");
