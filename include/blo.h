@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define BLO_VERSION "0.1.0"
-#define BLO_MAX_RANK 4      /* tensors have rank 0..4 */
+#define BLO_MAX_RANK 6      /* tensors have rank 0..6 */
 #define BLO_MAX_NATIVES 64  /* native functions per state */
 
 typedef struct blo_state blo_state;
@@ -140,7 +140,7 @@ typedef struct blo_array {
   double *data;                    /* size elements */
 } blo_array;
 
-/* Binds a global to a copy of data with the given shape (rank 0..4; rank 0
+/* Binds a global to a copy of data with the given shape (rank 0..6; rank 0
  * binds a number and ignores shape).  Fails with BLO_ERROR_ARGUMENT on a bad
  * rank or a zero dimension, BLO_ERROR_MEMORY past the memory cap. */
 int blo_set_tensor(blo_state *S, const char *name, int rank, const size_t *shape, const double *data);
@@ -235,7 +235,7 @@ typedef struct blo_native {
  * BLO_ERROR_ARGUMENT on a bad definition or when BLO_MAX_NATIVES are taken. */
 int blo_register(blo_state *S, const blo_native *def);
 /* Inside a native function: allocates its result tensor (zero-filled, rank
- * 0..4, counted against the memory cap) and describes it in *out.  A second
+ * 0..6, counted against the memory cap) and describes it in *out.  A second
  * call replaces the first result.  Derivative callbacks get their output
  * preallocated and must not call it (BLO_ERROR_ARGUMENT). */
 int blo_native_output(blo_state *S, blo_array *out, int rank, const size_t *shape);

@@ -446,7 +446,7 @@ int blo_set_tensor(blo_state *S, const char *name, int rank, const size_t *shape
   clear_error(S);
   if (check_name(S, "blo_set_tensor", "name", name)) return S->err.status;
   if (rank < 0 || rank > TN_MAX_RANK)
-    return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_tensor: rank out of range 0..4 for '%s'", name);
+    return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_tensor: rank out of range 0..6 for '%s'", name);
   if (!data || (rank > 0 && !shape))
     return api_error(S, BLO_ERROR_ARGUMENT, "blo_set_tensor: no data or shape for '%s'", name);
   if (rank == 0) return bind(S, name, v_num(data[0]));

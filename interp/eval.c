@@ -246,7 +246,7 @@ static NOINLINE int eval_list(blo_state *S, const ast_node *n, value *out) {
       size_t shape[TN_MAX_RANK];
       int rank = 1 + (first ? first->rank : 0);
       if (rank > TN_MAX_RANK) {
-        rc = interp_error(S, n, "list literal would have rank %d; tensors have rank at most 4", rank);
+        rc = interp_error(S, n, "list literal would have rank %d; tensors have rank at most %d", rank, TN_MAX_RANK);
       } else {
         shape[0] = (size_t)k;
         for (int d = 1; d < rank; d++) shape[d] = first->shape[d - 1];
@@ -420,7 +420,7 @@ static int index_spec(blo_state *S, const ast_node *n, const blo_tensor *base, i
                       blo_tensor **take) {
   *take = NULL;
   if (n->nkids > TN_MAX_RANK)
-    return interp_error(S, n, "too many indices: %d (tensors have rank at most 4)", n->nkids);
+    return interp_error(S, n, "too many indices: %d (tensors have rank at most %d)", n->nkids, TN_MAX_RANK);
   for (int i = 0; i < n->nkids; i++) {
     const ast_node *k = n->kids[i];
     long dim = i < base->rank ? (long)base->shape[i] : 0;

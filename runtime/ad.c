@@ -60,8 +60,14 @@
 enum {
   K_LEAF, K_UNARY, K_BINARY, K_MATMUL, K_TRANSPOSE, K_REDUCE, K_SOFTMAX, K_RESHAPE,
   K_CONCAT, K_STACK, K_INDEX, K_TAKE, K_LINSOLVE,
+  K_CONV,                       /* sub: CV_F conv2d, CV_BX / CV_BW its adjoints in x / w */
+  K_POOL,                       /* sub: PL_MAX, PL_AVG */
+  K_XENT,                       /* cross-entropy of logits against label rows */
   K_CUSTOM                      /* host callbacks: see the end of the file */
 };
+
+enum { CV_F, CV_BX, CV_BW };
+enum { PL_MAX, PL_AVG };
 
 typedef struct {
   int node;      /* input's node id (-1: constant, no adjoint needed) */
@@ -75,6 +81,9 @@ typedef struct {
   size_t shape[TN_MAX_RANK];
   int nix;                      /* index spec copy (K_INDEX) */
   tn_index_t ix[TN_MAX_RANK];
+  size_t prm[6];                /* K_CONV: stride, padding (h, w each), then the spatial
+                                   size of CV_BX's x or CV_BW's kernel; K_POOL: window,
+                                   stride */
   ad_val out;                   /* retained dual output (not for leaves) */
   blo_tensor *aux;              /* K_TAKE: private copy of the index vector */
   const ad_custom *custom;      /* K_CUSTOM: callbacks (see the end of the file) */
@@ -712,6 +721,140 @@ fail:
   return mk(ctx, NULL, NULL, out);
 }
 
+
+/* ---- convolution, pooling, cross-entropy ---- */
+
+static tn_conv_opt conv_opt(const size_t *prm) {
+  tn_conv_opt o = {prm[0], prm[1], prm[2], prm[3]};
+  return o;
+}
+
+/* the bilinear kernel kind: F (x, w) -> y, BX (g, w) -> dx, BW (x, g) -> dw */
+static blo_tensor *conv_k(tn_ctx *ctx, int kind, const blo_tensor *a, const blo_tensor *b, const size_t *prm) {
+  tn_conv_opt o = conv_opt(prm);
+  switch (kind) {
+  case CV_F: return tn_conv2d(ctx, a, b, &o);
+  case CV_BX: return tn_conv2d_bx(ctx, a, b, prm[4], prm[5], &o);
+  default: return tn_conv2d_bw(ctx, a, b, prm[4], prm[5], &o);
+  }
+}
+
+/* z = K(a, b), bilinear; tangent K(a.t, b) + K(a, b.t) */
+static int d_conv(tn_ctx *ctx, int kind, ad_val a, ad_val b, const size_t *prm, ad_val *out) {
+  blo_tensor *v = conv_k(ctx, kind, a.v, b.v, prm), *ta = NULL, *tb = NULL, *t = NULL;
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (a.t && !(ta = conv_k(ctx, kind, a.t, b.v, prm))) goto fail;
+  if (b.t && !(tb = conv_k(ctx, kind, a.v, b.t, prm))) goto fail;
+  if (tadd(ctx, ta, tb, &t)) { ta = tb = NULL; goto fail; }
+  return mk(ctx, v, t, out);
+fail:
+  tn_release(ctx, ta);
+  tn_release(ctx, tb);
+  tn_release(ctx, v);
+  return mk(ctx, NULL, NULL, out);
+}
+
+/* out[k] = a[arg[k]]: the values (or tangents) at the window maxima */
+static blo_tensor *gather_at(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *arg) {
+  blo_tensor *o = tn_new(ctx, arg->rank, arg->shape);
+  if (o) for (size_t k = 0; k < arg->size; k++) o->data[k] = a->data[(size_t)arg->data[k]];
+  return o;
+}
+
+/* zeros(like)[arg[k]] += g[k] */
+static blo_tensor *scatter_at(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *arg, const blo_tensor *like) {
+  blo_tensor *o = tn_zeros_like(ctx, like);
+  if (o) for (size_t k = 0; k < arg->size; k++) o->data[(size_t)arg->data[k]] += g->data[k];
+  return o;
+}
+
+/* z = pool(a) (prm: window kh, kw, stride sh, sw); tangent: avg of a.t, or
+ * a.t at the maxima of a (a constant selection) */
+static int d_pool(tn_ctx *ctx, int kind, ad_val a, const size_t *prm, ad_val *out) {
+  tn_conv_opt o = {prm[2], prm[3], 0, 0};
+  blo_tensor *v, *t = NULL, *arg = NULL;
+  if (kind == PL_AVG) {
+    if (!(v = tn_avgpool2d(ctx, a.v, prm[0], prm[1], &o))) return mk(ctx, NULL, NULL, out);
+    if (a.t && !(t = tn_avgpool2d(ctx, a.t, prm[0], prm[1], &o))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+    return mk(ctx, v, t, out);
+  }
+  if (!(v = tn_maxpool2d(ctx, a.v, prm[0], prm[1], &o, a.t ? &arg : NULL))) return mk(ctx, NULL, NULL, out);
+  if (a.t) {
+    t = gather_at(ctx, a.t, arg);
+    tn_release(ctx, arg);
+    if (!t) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  }
+  return mk(ctx, v, t, out);
+}
+
+/* The adjoint of pool at input a (a dual whose value locates the maxima):
+ * g (dual, shape of the output) spread back to the shape of a. */
+static int d_pool_adj(tn_ctx *ctx, int kind, ad_val a, ad_val g, const size_t *prm, ad_val *out) {
+  tn_conv_opt o = {prm[2], prm[3], 0, 0};
+  const size_t h = a.v->shape[2], w = a.v->shape[3];
+  blo_tensor *v = NULL, *t = NULL, *arg = NULL;
+  if (kind == PL_AVG) {
+    if (!(v = tn_avgpool2d_bwd(ctx, g.v, prm[0], prm[1], h, w, &o))) goto fail;
+    if (g.t && !(t = tn_avgpool2d_bwd(ctx, g.t, prm[0], prm[1], h, w, &o))) goto fail;
+    return mk(ctx, v, t, out);
+  }
+  blo_tensor *y = tn_maxpool2d(ctx, a.v, prm[0], prm[1], &o, &arg);
+  tn_release(ctx, y);
+  if (!y) goto fail;
+  if (!(v = scatter_at(ctx, g.v, arg, a.v))) goto fail;
+  if (g.t && !(t = scatter_at(ctx, g.t, arg, a.v))) goto fail;
+  tn_release(ctx, arg);
+  return mk(ctx, v, t, out);
+fail:
+  tn_release(ctx, arg);
+  tn_release(ctx, v);
+  return mk(ctx, NULL, NULL, out);
+}
+
+/* dL/dz (k = 0) or dL/dp (k = 1) of L = cross_entropy(z, p) as a dual:
+ * (softmax(z) * rowsum(p) - p) / N and (lse(z) - z) / N. */
+static int xent_partial(tn_ctx *ctx, int k, ad_val z, ad_val p, ad_val *out) {
+  ad_val s = NOVAL, r = NOVAL, ru = NOVAL, q = NOVAL;
+  double n = z.v->shape[0] ? 1.0 / (double)z.v->shape[0] : 0.0;
+  int rc = -1;
+  *out = NOVAL;
+  if (k == 0) {
+    if (d_softmax(ctx, z, 1, &s) == 0 && d_reduce(ctx, TN_SUM, p, 1, &r) == 0 && d_unsq(ctx, r, p.v, 1, &ru) == 0 &&
+        d_binary(ctx, TN_MUL, s, ru, &q) == 0) {
+      ad_val_release(ctx, &s);
+      if (d_binary(ctx, TN_SUB, q, p, &s) == 0) rc = d_affine(ctx, s, n, 0.0, out);
+    }
+  } else {
+    if (d_reduce(ctx, TN_LOGSUMEXP, z, 1, &r) == 0 && d_unsq(ctx, r, z.v, 1, &ru) == 0 &&
+        d_binary(ctx, TN_SUB, ru, z, &s) == 0)
+      rc = d_affine(ctx, s, n, 0.0, out);
+  }
+  ad_val_release(ctx, &s);
+  ad_val_release(ctx, &r);
+  ad_val_release(ctx, &ru);
+  ad_val_release(ctx, &q);
+  if (rc) *out = NOVAL;
+  return rc;
+}
+
+/* L = cross_entropy(z, p); tangent sum(dL/dz z.t) + sum(dL/dp p.t) */
+static int d_xent(tn_ctx *ctx, ad_val z, ad_val p, ad_val *out) {
+  blo_tensor *v = tn_cross_entropy(ctx, z.v, p.v), *t = NULL;
+  if (!v) return mk(ctx, NULL, NULL, out);
+  if (!z.t && !p.t) return mk(ctx, v, NULL, out);
+  double s = 0;
+  for (int k = 0; k < 2; k++) {
+    const blo_tensor *dt = k ? p.t : z.t;
+    ad_val d;
+    if (!dt) continue;
+    if (xent_partial(ctx, k, ad_const(z.v), ad_const(p.v), &d)) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+    s += tn_dot(d.v, dt);
+    ad_val_release(ctx, &d);
+  }
+  if (!(t = tn_scalar(ctx, s))) { tn_release(ctx, v); return mk(ctx, NULL, NULL, out); }
+  return mk(ctx, v, t, out);
+}
+
 /* ------------------------------------------------------------------------ */
 /* tape                                                                     */
 
@@ -789,7 +932,7 @@ static int record(tn_ctx *ctx, ad_tape *tp, int kind, int sub, int axis, const a
     tp->slots = p;
   }
   ad_node *nd = &tp->nodes[tp->n];
-  /* every field is set below (no memset of the whole node: ix[] alone is 96
+  /* every field is set below (no memset of the whole node: ix[] alone is 144
    * bytes, and only K_INDEX reads it, after setting nix) */
   nd->nix = 0;
   nd->custom = NULL;
@@ -963,6 +1106,52 @@ int ad_linsolve(tn_ctx *ctx, ad_tape *tape, ad_val A, ad_val b, ad_val *out) {
   return 0;
 }
 
+int ad_conv2d(tn_ctx *ctx, ad_tape *tape, ad_val x, ad_val w, const tn_conv_opt *o, ad_val *out) {
+  ad_val in[2] = {x, w};
+  size_t prm[6] = {o->sh, o->sw, o->ph, o->pw, 0, 0};
+  int rec;
+  ad_node *nd;
+  *out = NOVAL;
+  if (prep(ctx, tape, in, 2, &rec) || d_conv(ctx, CV_F, x, w, prm, out)) return -1;
+  if (rec) {
+    if (record(ctx, tape, K_CONV, CV_F, 0, in, 2, NULL, out, &nd)) return -1;
+    memcpy(nd->prm, prm, sizeof prm);
+  }
+  return 0;
+}
+
+static int pool(tn_ctx *ctx, ad_tape *tape, int kind, ad_val x, size_t kh, size_t kw, const tn_conv_opt *o,
+                ad_val *out) {
+  size_t prm[6] = {kh, kw, o->sh, o->sw, 0, 0};
+  int rec;
+  ad_node *nd;
+  *out = NOVAL;
+  if (o->ph || o->pw) return tn_error(ctx, "%s: no padding", kind == PL_MAX ? "maxpool2d" : "avgpool2d");
+  if (prep(ctx, tape, &x, 1, &rec) || d_pool(ctx, kind, x, prm, out)) return -1;
+  if (rec) {
+    if (record(ctx, tape, K_POOL, kind, 0, &x, 1, NULL, out, &nd)) return -1;
+    memcpy(nd->prm, prm, sizeof prm);
+  }
+  return 0;
+}
+
+int ad_maxpool2d(tn_ctx *ctx, ad_tape *tape, ad_val x, size_t kh, size_t kw, const tn_conv_opt *o, ad_val *out) {
+  return pool(ctx, tape, PL_MAX, x, kh, kw, o, out);
+}
+
+int ad_avgpool2d(tn_ctx *ctx, ad_tape *tape, ad_val x, size_t kh, size_t kw, const tn_conv_opt *o, ad_val *out) {
+  return pool(ctx, tape, PL_AVG, x, kh, kw, o, out);
+}
+
+int ad_cross_entropy(tn_ctx *ctx, ad_tape *tape, ad_val z, ad_val p, ad_val *out) {
+  ad_val in[2] = {z, p};
+  int rec;
+  *out = NOVAL;
+  if (prep(ctx, tape, in, 2, &rec) || d_xent(ctx, z, p, out)) return -1;
+  if (rec) return record(ctx, tape, K_XENT, 0, 0, in, 2, NULL, out, NULL);
+  return 0;
+}
+
 int ad_detach(tn_ctx *ctx, ad_val a, ad_val *out) {
   *out = NOVAL;
   if (!a.v) return tn_error(ctx, "autodiff: operand has no value");
@@ -1002,16 +1191,19 @@ static int node_dual(tn_ctx *ctx, const ad_node *nd, const ad_val *in, ad_val *o
   case K_INDEX: return d_index(ctx, in[0], nd->ix, nd->nix, o);
   case K_TAKE: return d_take(ctx, in[0], nd->aux, nd->axis, o);
   case K_LINSOLVE: return d_linsolve(ctx, in[0], in[1], o);
+  case K_CONV: return d_conv(ctx, nd->sub, in[0], in[1], nd->prm, o);
+  case K_POOL: return d_pool(ctx, nd->sub, in[0], nd->prm, o);
+  case K_XENT: return d_xent(ctx, in[0], in[1], o);
   default:
     *o = NOVAL;
     return tn_error(ctx, "autodiff: cannot recompute node kind %d", nd->kind);
   }
 }
 
-/* Products (matmul, elementwise mul): the tangent and the VJP into one
- * operand read only the other operand. */
+/* Products (matmul, elementwise mul, convolution): the tangent and the VJP
+ * into one operand read only the other operand. */
 static int is_bilinear(const ad_node *nd) {
-  return nd->kind == K_MATMUL || (nd->kind == K_BINARY && nd->sub == TN_MUL);
+  return nd->kind == K_MATMUL || nd->kind == K_CONV || (nd->kind == K_BINARY && nd->sub == TN_MUL);
 }
 
 /* Operations whose tangent and VJP read no value of their inputs, only
@@ -1022,6 +1214,7 @@ static int is_linear(const ad_node *nd) {
   case K_BINARY: return nd->sub == TN_ADD || nd->sub == TN_SUB;
   case K_REDUCE: return nd->sub == TN_SUM || nd->sub == TN_MEAN;
   case K_TRANSPOSE: case K_RESHAPE: case K_INDEX: case K_TAKE: case K_CONCAT: case K_STACK: return 1;
+  case K_POOL: return nd->sub == PL_AVG;
   default: return 0;
   }
 }
@@ -1042,6 +1235,12 @@ static int jvp_only(tn_ctx *ctx, const ad_node *nd, const ad_val *in, blo_tensor
     blo_tensor *ta = NULL, *tb = NULL;
     if (in[0].t && !(ta = tn_matmul_t(ctx, in[0].t, fa, in[1].v, fb))) return -1;
     if (in[1].t && !(tb = tn_matmul_t(ctx, in[0].v, fa, in[1].t, fb))) { tn_release(ctx, ta); return -1; }
+    return tadd(ctx, ta, tb, t);
+  }
+  case K_CONV: { /* K(a.t, b) + K(a, b.t), without K(a, b) */
+    blo_tensor *ta = NULL, *tb = NULL;
+    if (in[0].t && !(ta = conv_k(ctx, nd->sub, in[0].t, in[1].v, nd->prm))) return -1;
+    if (in[1].t && !(tb = conv_k(ctx, nd->sub, in[0].v, in[1].t, nd->prm))) { tn_release(ctx, ta); return -1; }
     return tadd(ctx, ta, tb, t);
   }
   case K_SOFTMAX: { /* J(s) a.t at the current s */
@@ -1541,6 +1740,50 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
     if (NEED(1)) TRY(acc(ctx, tp, TO, s[1].node, &q));
     break;
   }
+  case K_CONV: { /* bilinear K(a, b): each VJP is another of the three kernels
+                  * on the adjoint and the other operand (duals: second order) */
+    const ad_val a = IN(0), b = IN(1);
+    size_t prm[6];
+    memcpy(prm, nd->prm, sizeof prm);
+    if (NEED(0)) {
+      if (nd->sub == CV_F) {          /* y = F(x, w): g_x = BX(g, w) at x's size */
+        prm[4] = a.v->shape[2]; prm[5] = a.v->shape[3];
+        TRY(d_conv(ctx, CV_BX, g, b, prm, &c));
+      } else if (nd->sub == CV_BX) {  /* z = BX(g0, w): g_g0 = F(u, w) */
+        TRY(d_conv(ctx, CV_F, g, b, prm, &c));
+      } else {                        /* z = BW(x, g0): g_x = BX(g0, U) at x's size */
+        prm[4] = a.v->shape[2]; prm[5] = a.v->shape[3];
+        TRY(d_conv(ctx, CV_BX, b, g, prm, &c));
+      }
+      TRY(acc(ctx, tp, TO, s[0].node, &c));
+    }
+    if (NEED(1)) {
+      if (nd->sub == CV_F) {          /* g_w = BW(x, g) at w's kernel size */
+        prm[4] = b.v->shape[2]; prm[5] = b.v->shape[3];
+        TRY(d_conv(ctx, CV_BW, a, g, prm, &c));
+      } else if (nd->sub == CV_BX) {  /* g_w = BW(u, g0) at w's kernel size */
+        prm[4] = b.v->shape[2]; prm[5] = b.v->shape[3];
+        TRY(d_conv(ctx, CV_BW, g, a, prm, &c));
+      } else {                        /* g_g0 = F(x, U) */
+        TRY(d_conv(ctx, CV_F, a, g, prm, &c));
+      }
+      TRY(acc(ctx, tp, TO, s[1].node, &c));
+    }
+    break;
+  }
+  case K_POOL: /* avg: the window mean's adjoint; max: g to the maxima of a */
+    TRY(d_pool_adj(ctx, nd->sub, IN(0), g, nd->prm, &c));
+    TRY(acc(ctx, tp, TO, s[0].node, &c));
+    break;
+  case K_XENT: /* scalar L(z, p): g_z = g dL/dz, g_p = g dL/dp (duals) */
+    for (int k = 0; k < 2; k++) {
+      if (!NEED(k)) continue;
+      TRY(xent_partial(ctx, k, IN(0), IN(1), &p));
+      TRY(d_binary(ctx, TN_MUL, g, p, &c));
+      ad_val_release(ctx, &p);
+      TRY(acc(ctx, tp, TO, s[k].node, &c));
+    }
+    break;
   case K_CUSTOM: /* host callbacks, see the end of the file */
     TRY(custom_vjp(ctx, tp, nd, s, g));
     break;
@@ -1574,6 +1817,7 @@ static int uses_primal_adjoint(const ad_tape *tp, const ad_node *nd, const ad_sl
   switch (nd->kind) {
   case K_BINARY: return nd->sub != TN_MAX2 && nd->sub != TN_MIN2 && any_t; /* their partials are masks */
   case K_UNARY: case K_REDUCE: return any_t;
+  case K_POOL: return 0; /* max: a constant selection of g */
   default: return 1;
   }
 }

@@ -78,6 +78,17 @@ int ad_stack(tn_ctx *ctx, ad_tape *tape, const ad_val *as, int n, int axis, ad_v
 int ad_index(tn_ctx *ctx, ad_tape *tape, ad_val a, const tn_index_t *ix, int nix, ad_val *out);
 int ad_take(tn_ctx *ctx, ad_tape *tape, ad_val a, const blo_tensor *idx, int axis, ad_val *out);
 int ad_linsolve(tn_ctx *ctx, ad_tape *tape, ad_val A, ad_val b, ad_val *out);
+/* conv2d(x [N, C, H, W], w [O, C, kh, kw]) -> [N, O, H', W'] (tn_conv2d); bilinear,
+ * like matmul: each derivative reads only the other operand. */
+int ad_conv2d(tn_ctx *ctx, ad_tape *tape, ad_val x, ad_val w, const tn_conv_opt *o, ad_val *out);
+/* Pooling over kh x kw windows with stride (o->sh, o->sw), no padding.  max
+ * routes derivatives to the first maximum of each window, located at the
+ * point the sweep reads (a moved recording follows the new maxima). */
+int ad_maxpool2d(tn_ctx *ctx, ad_tape *tape, ad_val x, size_t kh, size_t kw, const tn_conv_opt *o, ad_val *out);
+int ad_avgpool2d(tn_ctx *ctx, ad_tape *tape, ad_val x, size_t kh, size_t kw, const tn_conv_opt *o, ad_val *out);
+/* Mean cross-entropy of logits z [N, K] against label rows p [N, K] (both
+ * differentiable: learned soft labels). */
+int ad_cross_entropy(tn_ctx *ctx, ad_tape *tape, ad_val z, ad_val p, ad_val *out);
 /* Stops differentiation: returns the primal as a constant. */
 int ad_detach(tn_ctx *ctx, ad_val a, ad_val *out);
 

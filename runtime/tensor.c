@@ -2,7 +2,8 @@
  * products, reductions, shape manipulation, indexing and the RNG.
  *
  * Layout conventions used throughout: a tensor of rank r is padded on the left
- * to 4 axes of size 1 ("pad4"), so every strided kernel is a fixed 4-deep loop.
+ * to NB = TN_MAX_RANK axes of size 1 ("padbox"), so every strided kernel walks one
+ * fixed-depth box: an odometer over the leading axes and a loop over the last.
  * A stride of 0 on an axis broadcasts (or, for a destination, accumulates).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -58,7 +59,8 @@ const char *tn_shape_str(const blo_tensor *t, char *buf, size_t n) {
   return tn_shape_str_raw(t->rank, t->shape, buf, n);
 }
 
-#define SB 96 /* enough for "[a, b, c, d]" with 20-digit sizes */
+#define SB 160 /* enough for a rank-6 shape with 20-digit sizes */
+#define NB TN_MAX_RANK /* axes of a padded box */
 
 /* Returns the class index for a byte count and the rounded class size; -1 on overflow. */
 static int size_class(size_t bytes, size_t *cls_bytes) {
@@ -270,37 +272,60 @@ void tn_free_(tn_ctx *ctx, blo_tensor *t) {
  * strided helpers
  * ====================================================================== */
 
-/* Left-pads a shape to 4 axes; strides are contiguous, 0 on size-1 axes (so they broadcast). */
-static void pad4(int rank, const size_t *shape, size_t ps[4], size_t st[4]) {
-  for (int i = 0; i < 4; i++) ps[i] = 1;
-  for (int i = 0; i < rank; i++) ps[4 - rank + i] = shape[i];
+/* Left-pads a shape to NB axes; strides are contiguous, 0 on size-1 axes (so they broadcast). */
+static void padbox(int rank, const size_t *shape, size_t ps[NB], size_t st[NB]) {
+  for (int i = 0; i < NB; i++) ps[i] = 1;
+  for (int i = 0; i < rank; i++) ps[NB - rank + i] = shape[i];
   size_t s = 1;
-  for (int i = 3; i >= 0; i--) { st[i] = ps[i] == 1 ? 0 : s; s *= ps[i]; }
+  for (int i = NB - 1; i >= 0; i--) { st[i] = ps[i] == 1 ? 0 : s; s *= ps[i]; }
 }
 
-/* Contiguous strides for a padded 4-d box (no zeroing). */
-static void contig4(const size_t ps[4], size_t st[4]) {
+/* Contiguous strides for a padded NB-d box (no zeroing). */
+static void contigbox(const size_t ps[NB], size_t st[NB]) {
   size_t s = 1;
-  for (int i = 3; i >= 0; i--) { st[i] = s; s *= ps[i]; }
+  for (int i = NB - 1; i >= 0; i--) { st[i] = s; s *= ps[i]; }
 }
 
-/* box cnt[4]: d[...] = s[...] (add == 0) or d[...] += s[...]; a 0 stride broadcasts/accumulates */
-static void strided2(const size_t cnt[4], double *d, const size_t ds[4], const double *s,
-                     const size_t ss[4], int add) {
-  size_t n = cnt[3], d3 = ds[3], s3 = ss[3];
-  for (size_t i0 = 0; i0 < cnt[0]; i0++)
-    for (size_t i1 = 0; i1 < cnt[1]; i1++)
-      for (size_t i2 = 0; i2 < cnt[2]; i2++) {
-        double *dp = d + i0 * ds[0] + i1 * ds[1] + i2 * ds[2];
-        const double *sp = s + i0 * ss[0] + i1 * ss[1] + i2 * ss[2];
-        if (add) {
-          if (d3 == 1 && s3 == 1) for (size_t j = 0; j < n; j++) dp[j] += sp[j];
-          else for (size_t j = 0; j < n; j++) dp[j * d3] += sp[j * s3];
-        } else {
-          if (d3 == 1 && s3 == 1) memcpy(dp, sp, n * sizeof(double));
-          else for (size_t j = 0; j < n; j++) dp[j * d3] = sp[j * s3];
-        }
-      }
+/* Rows of a box: the product of its counts on all axes but the last. */
+static size_t box_rows(const size_t cnt[NB]) {
+  size_t rows = 1;
+  for (int i = 0; i < NB - 1; i++) rows *= cnt[i];
+  return rows;
+}
+
+/* Steps the odometer idx over the leading NB-1 axes of box cnt, moving each
+ * offset off[j] by its strides st[j] (j < nptr).  Unsigned arithmetic wraps
+ * back exactly when an axis resets. */
+static void box_next(const size_t cnt[NB], size_t idx[NB], int nptr, size_t *off, const size_t *const *st) {
+  for (int k = NB - 2; k >= 0; k--) {
+    if (++idx[k] < cnt[k]) {
+      for (int j = 0; j < nptr; j++) off[j] += st[j][k];
+      return;
+    }
+    idx[k] = 0;
+    for (int j = 0; j < nptr; j++) off[j] -= (cnt[k] - 1) * st[j][k];
+  }
+}
+
+/* box cnt[NB]: d[...] = s[...] (add == 0) or d[...] += s[...]; a 0 stride broadcasts/accumulates */
+static void strided2(const size_t cnt[NB], double *d, const size_t ds[NB], const double *s,
+                     const size_t ss[NB], int add) {
+  size_t n = cnt[NB - 1], d3 = ds[NB - 1], s3 = ss[NB - 1], rows = box_rows(cnt);
+  size_t idx[NB] = {0}, off[2] = {0, 0};
+  const size_t *st[2] = {ds, ss};
+  if (n == 0) return;
+  for (size_t r = 0; r < rows; r++) {
+    double *dp = d + off[0];
+    const double *sp = s + off[1];
+    if (add) {
+      if (d3 == 1 && s3 == 1) for (size_t j = 0; j < n; j++) dp[j] += sp[j];
+      else for (size_t j = 0; j < n; j++) dp[j * d3] += sp[j * s3];
+    } else {
+      if (d3 == 1 && s3 == 1) memcpy(dp, sp, n * sizeof(double));
+      else for (size_t j = 0; j < n; j++) dp[j * d3] = sp[j * s3];
+    }
+    box_next(cnt, idx, 2, off, st);
+  }
 }
 
 /* ======================================================================
@@ -402,6 +427,7 @@ static void unary_loop(tn_unary_op op, size_t n, const double *a, double *o) {
   case TN_LOG: UL(log(x));
   case TN_SQRT: UL(sqrt(x));
   case TN_STEP: UL(x > 0 ? 1.0 : 0.0);
+  case TN_RELU: UL(x > 0 ? x : (x != x ? x : 0.0)); /* networks apply it to every activation */
   default: UL(tn_unary_scalar(op, x));
   }
 #undef UL
@@ -480,19 +506,18 @@ blo_tensor *tn_binary(tn_ctx *ctx, tn_binary_op op, const blo_tensor *a, const b
   size_t shape[TN_MAX_RANK];
   if (tn_broadcast_shape(ctx, tn_binary_name(op), a, b, &r, shape) < 0) return NULL;
   if (!(o = tn_new(ctx, r, shape))) return NULL;
-  size_t os[4], ost[4], as[4], ast[4], bs[4], bst[4];
-  pad4(r, shape, os, ost);
-  pad4(a->rank, a->shape, as, ast);
-  pad4(b->rank, b->shape, bs, bst);
+  size_t os[NB], ost[NB], as[NB], ast[NB], bs[NB], bst[NB];
+  padbox(r, shape, os, ost);
+  padbox(a->rank, a->shape, as, ast);
+  padbox(b->rank, b->shape, bs, bst);
   double *op_ = o->data;
-  for (size_t i0 = 0; i0 < os[0]; i0++)
-    for (size_t i1 = 0; i1 < os[1]; i1++)
-      for (size_t i2 = 0; i2 < os[2]; i2++) {
-        const double *ap = a->data + i0 * ast[0] + i1 * ast[1] + i2 * ast[2];
-        const double *bp = b->data + i0 * bst[0] + i1 * bst[1] + i2 * bst[2];
-        binary_loop(op, os[3], ap, ast[3] ? 1 : 0, bp, bst[3] ? 1 : 0, op_);
-        op_ += os[3];
-      }
+  size_t idx[NB] = {0}, off[2] = {0, 0}, rows = box_rows(os), n = os[NB - 1];
+  const size_t *st[2] = {ast, bst};
+  for (size_t i = 0; i < rows && n; i++) {
+    binary_loop(op, n, a->data + off[0], ast[NB - 1] ? 1 : 0, b->data + off[1], bst[NB - 1] ? 1 : 0, op_);
+    op_ += n;
+    box_next(os, idx, 2, off, st);
+  }
   return o;
 }
 
@@ -532,9 +557,9 @@ blo_tensor *tn_sum_to(tn_ctx *ctx, const blo_tensor *t, int rank, const size_t *
     for (size_t i = 0; i < t->size; i++) s += t->data[i];
     o->data[0] = s;
   } else {
-    size_t ts[4], tst[4], os[4], ost[4];
-    pad4(t->rank, t->shape, ts, tst);
-    pad4(rank, shape, os, ost);
+    size_t ts[NB], tst[NB], os[NB], ost[NB];
+    padbox(t->rank, t->shape, ts, tst);
+    padbox(rank, shape, os, ost);
     strided2(ts, o->data, ost, t->data, tst, 1);
   }
   return o;
@@ -560,10 +585,10 @@ blo_tensor *tn_broadcast_to(tn_ctx *ctx, const blo_tensor *t, int rank, const si
   } else if (t->size == 1) {
     for (size_t i = 0; i < o->size; i++) o->data[i] = t->data[0];
   } else {
-    size_t ts[4], tst[4], os[4], ost[4];
-    pad4(t->rank, t->shape, ts, tst);
-    pad4(rank, shape, os, ost);
-    contig4(os, ost);
+    size_t ts[NB], tst[NB], os[NB], ost[NB];
+    padbox(t->rank, t->shape, ts, tst);
+    padbox(rank, shape, os, ost);
+    contigbox(os, ost);
     strided2(os, o->data, ost, t->data, tst, 0);
   }
   return o;
@@ -708,7 +733,7 @@ blo_tensor *tn_outer(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b) {
   return o;
 }
 
-/* [m,n] -> [n,m]; [a,b,c(,d)] -> reversed axes; rank 0/1 copy */
+/* [m,n] -> [n,m]; rank 3 to 6: reversed axes; rank 0/1 copy */
 blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a) {
   if (a->rank < 2) return tn_copy(ctx, a);
   size_t shape[TN_MAX_RANK];
@@ -726,14 +751,14 @@ blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a) {
       }
     return o;
   }
-  size_t as[4], ast[4], os[4], ost[4], sst[4] = {0, 0, 0, 0};
-  pad4(a->rank, a->shape, as, ast);
-  contig4(as, ast);
-  pad4(o->rank, o->shape, os, ost);
-  contig4(os, ost);
-  /* output axis i (padded 4-r+i) reads input axis r-1-i */
+  size_t as[NB], ast[NB], os[NB], ost[NB], sst[NB] = {0};
+  padbox(a->rank, a->shape, as, ast);
+  contigbox(as, ast);
+  padbox(o->rank, o->shape, os, ost);
+  contigbox(os, ost);
+  /* output axis i (padded NB-r+i) reads input axis r-1-i */
   int r = a->rank;
-  for (int i = 0; i < r; i++) sst[4 - r + i] = ast[4 - r + (r - 1 - i)];
+  for (int i = 0; i < r; i++) sst[NB - r + i] = ast[NB - r + (r - 1 - i)];
   strided2(os, o->data, ost, a->data, sst, 0);
   return o;
 }
@@ -1138,14 +1163,14 @@ int tn_index_check(tn_ctx *ctx, const blo_tensor *a, tn_index_t *ix, int nix) {
   return 0;
 }
 
-/* Indexed region of a as a padded 4-d box: base offset, counts, a's strides,
+/* Indexed region of a as a padded NB-d box: base offset, counts, a's strides,
  * plus the result shape (INDEX axes dropped) and, per padded box axis, the
  * position of that axis in the result (-1 if dropped). */
 typedef struct {
-  size_t off, cnt[4], st[4];
+  size_t off, cnt[NB], st[NB];
   int rrank;
   size_t rshape[TN_MAX_RANK];
-  int rpos[4];
+  int rpos[NB];
 } ix_box;
 
 static int index_box(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix_in, int nix, ix_box *b) {
@@ -1153,13 +1178,13 @@ static int index_box(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix_in, 
   if (nix > a->rank || nix < 0) return tn_error(ctx, "too many indices: %d for a tensor of rank %d", nix, a->rank);
   if (nix) memcpy(ix, ix_in, (size_t)nix * sizeof *ix);
   if (tn_index_check(ctx, a, ix, nix) < 0) return -1;
-  size_t ps[4];
-  pad4(a->rank, a->shape, ps, b->st);
-  contig4(ps, b->st);
-  int pad = 4 - a->rank;
+  size_t ps[NB];
+  padbox(a->rank, a->shape, ps, b->st);
+  contigbox(ps, b->st);
+  int pad = NB - a->rank;
   b->off = 0;
   b->rrank = 0;
-  for (int p = 0; p < 4; p++) { b->cnt[p] = 1; b->rpos[p] = -1; }
+  for (int p = 0; p < NB; p++) { b->cnt[p] = 1; b->rpos[p] = -1; }
   for (int i = 0; i < a->rank; i++) {
     size_t lo = 0, hi = a->shape[i];
     int keep = 1;
@@ -1179,7 +1204,7 @@ static int index_box(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix_in, 
  * same normalisation as tn_index_check; -1 when ix is not of that form or is
  * out of range (the general path then does the work or reports the error).
  * Scalar picks from tiny tensors are the common case of small scripts, and
- * the box machinery (pad4, index_box, strided2) cost more than the copy. */
+ * the box machinery (padbox, index_box, strided2) cost more than the copy. */
 static long elem_offset(const blo_tensor *a, const tn_index_t *ix, int nix) {
   if (nix != a->rank) return -1;
   size_t off = 0;
@@ -1205,8 +1230,8 @@ blo_tensor *tn_index(tn_ctx *ctx, const blo_tensor *a, const tn_index_t *ix, int
   if (index_box(ctx, a, ix, nix, &b) < 0) return NULL;
   blo_tensor *o = tn_new(ctx, b.rrank, b.rshape);
   if (!o) return NULL;
-  size_t ost[4];
-  contig4(b.cnt, ost);
+  size_t ost[NB];
+  contigbox(b.cnt, ost);
   strided2(b.cnt, o->data, ost, a->data + b.off, b.st, 0);
   return o;
 }
@@ -1227,8 +1252,8 @@ int tn_index_add(tn_ctx *ctx, blo_tensor *dst, const tn_index_t *ix, int nix, co
     return tn_error(ctx, "index_add: shape mismatch: source is %s, indexed region is %s",
                     tn_shape_str(src, s1, SB), tn_shape_str_raw(b.rrank, b.rshape, s2, SB));
   }
-  size_t sst[4];
-  contig4(b.cnt, sst);
+  size_t sst[NB];
+  contigbox(b.cnt, sst);
   strided2(b.cnt, dst->data + b.off, b.st, src->data, sst, 1);
   return 0;
 }
@@ -1248,13 +1273,13 @@ int tn_index_set(tn_ctx *ctx, blo_tensor *dst, const tn_index_t *ix, int nix, co
                     tn_shape_str(src, s1, SB), tn_shape_str_raw(b.rrank, b.rshape, s2, SB));
   }
   /* src strides per result axis (0 where src broadcasts), then mapped to box axes */
-  size_t rst[TN_MAX_RANK], s = 1, sst[4];
+  size_t rst[TN_MAX_RANK], s = 1, sst[NB];
   for (int i = b.rrank - 1; i >= 0; i--) {
     int si = src->rank - (b.rrank - i);
     if (si < 0 || src->shape[si] == 1) rst[i] = 0;
     else { rst[i] = s; s *= src->shape[si]; }
   }
-  for (int p = 0; p < 4; p++) sst[p] = b.rpos[p] < 0 ? 0 : rst[b.rpos[p]];
+  for (int p = 0; p < NB; p++) sst[p] = b.rpos[p] < 0 ? 0 : rst[b.rpos[p]];
   strided2(b.cnt, dst->data + b.off, b.st, src->data, sst, 0);
   return 0;
 }
@@ -1320,6 +1345,383 @@ int tn_take_add(tn_ctx *ctx, blo_tensor *dst, const blo_tensor *idx, int axis, c
       for (size_t q = 0; q < inner; q++) d[q] += s[q];
     }
   return 0;
+}
+
+/* ======================================================================
+ * convolution and pooling on [N, C, H, W] images
+ * ====================================================================== */
+
+static int is_image(const blo_tensor *t) { return t->rank == 4; }
+
+int tn_window_out(tn_ctx *ctx, const char *what, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                  size_t *oh, size_t *ow) {
+  char s1[SB];
+  if (!is_image(x))
+    return tn_error(ctx, "%s: input must have shape [N, C, H, W], got %s", what, tn_shape_str(x, s1, SB));
+  if (o->sh == 0 || o->sw == 0) return tn_error(ctx, "%s: stride must be at least 1", what);
+  if (kh == 0 || kw == 0) return tn_error(ctx, "%s: window %zux%zu is empty", what, kh, kw);
+  size_t ph = x->shape[2] + 2 * o->ph, pw = x->shape[3] + 2 * o->pw;
+  if ((kh > ph || kw > pw) && !o->ph && !o->pw)
+    return tn_error(ctx, "%s: window %zux%zu is larger than the input %s", what, kh, kw, tn_shape_str(x, s1, SB));
+  if (kh > ph || kw > pw)
+    return tn_error(ctx, "%s: window %zux%zu is larger than the input %s padded to %zux%zu", what, kh, kw,
+                    tn_shape_str(x, s1, SB), ph, pw);
+  *oh = (ph - kh) / o->sh + 1;
+  *ow = (pw - kw) / o->sw + 1;
+  return 0;
+}
+
+/* Checks x [N, C, H, W] against w [O, C, kh, kw]; the output's spatial size. */
+static int conv_check(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o, size_t *oh,
+                      size_t *ow) {
+  char s1[SB], s2[SB];
+  if (!is_image(x))
+    return tn_error(ctx, "conv2d: input must have shape [N, C, H, W], got %s", tn_shape_str(x, s1, SB));
+  if (w->rank != 4)
+    return tn_error(ctx, "conv2d: weight must have shape [O, C, kh, kw], got %s (input %s)",
+                    tn_shape_str(w, s2, SB), tn_shape_str(x, s1, SB));
+  if (x->shape[1] != w->shape[1])
+    return tn_error(ctx, "conv2d: input %s has %zu channels, weight %s expects %zu", tn_shape_str(x, s1, SB),
+                    x->shape[1], tn_shape_str(w, s2, SB), w->shape[1]);
+  size_t ph = x->shape[2] + 2 * o->ph, pw = x->shape[3] + 2 * o->pw;
+  if (o->sh == 0 || o->sw == 0) return tn_error(ctx, "conv2d: stride must be at least 1");
+  if (w->shape[2] == 0 || w->shape[3] == 0 || w->shape[2] > ph || w->shape[3] > pw)
+    return tn_error(ctx, "conv2d: kernel of weight %s does not fit the input %s padded to %zux%zu",
+                    tn_shape_str(w, s2, SB), tn_shape_str(x, s1, SB), ph, pw);
+  *oh = (ph - w->shape[2]) / o->sh + 1;
+  *ow = (pw - w->shape[3]) / o->sw + 1;
+  size_t ckk = w->shape[1] * w->shape[2] * w->shape[3];
+  if (ckk > INT_MAX || *oh * *ow > INT_MAX || w->shape[0] > INT_MAX)
+    return tn_error(ctx, "conv2d: input %s with weight %s is too large for BLAS", tn_shape_str(x, s1, SB),
+                    tn_shape_str(w, s2, SB));
+  return 0;
+}
+
+/* im2col of one image xi [C, H, W]: col [C kh kw, oh ow], zeros in the padding. */
+static void im2col(const double *xi, size_t C, size_t H, size_t W, size_t kh, size_t kw, size_t oh, size_t ow,
+                   const tn_conv_opt *o, double *col) {
+  for (size_t c = 0; c < C; c++)
+    for (size_t i = 0; i < kh; i++)
+      for (size_t j = 0; j < kw; j++) {
+        double *row = col + ((c * kh + i) * kw + j) * oh * ow;
+        for (size_t y = 0; y < oh; y++) {
+          size_t r = y * o->sh + i; /* row in the padded image */
+          if (r < o->ph || r - o->ph >= H) {
+            memset(row + y * ow, 0, ow * sizeof(double));
+            continue;
+          }
+          const double *xr = xi + (c * H + (r - o->ph)) * W;
+          for (size_t xo = 0; xo < ow; xo++) {
+            size_t q = xo * o->sw + j;
+            row[y * ow + xo] = q < o->pw || q - o->pw >= W ? 0.0 : xr[q - o->pw];
+          }
+        }
+      }
+}
+
+/* col2im: xi [C, H, W] += the columns of col [C kh kw, oh ow] at their windows. */
+static void col2im(const double *col, size_t C, size_t H, size_t W, size_t kh, size_t kw, size_t oh, size_t ow,
+                   const tn_conv_opt *o, double *xi) {
+  for (size_t c = 0; c < C; c++)
+    for (size_t i = 0; i < kh; i++)
+      for (size_t j = 0; j < kw; j++) {
+        const double *row = col + ((c * kh + i) * kw + j) * oh * ow;
+        for (size_t y = 0; y < oh; y++) {
+          size_t r = y * o->sh + i;
+          if (r < o->ph || r - o->ph >= H) continue;
+          double *xr = xi + (c * H + (r - o->ph)) * W;
+          for (size_t xo = 0; xo < ow; xo++) {
+            size_t q = xo * o->sw + j;
+            if (q >= o->pw && q - o->pw < W) xr[q - o->pw] += row[y * ow + xo];
+          }
+        }
+      }
+}
+
+/* x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, oh, ow]: per image,
+ * y[n] [O, oh ow] = w [O, C kh kw] @ im2col(x[n]) [C kh kw, oh ow] */
+blo_tensor *tn_conv2d(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (conv_check(ctx, x, w, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  size_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3], ckk = C * kh * kw, P = oh * ow;
+  blo_tensor *y = tn_zeros(ctx, 4, (size_t[]){N, O, oh, ow});
+  if (!y || !N || !O || !P || !ckk) return y;
+  size_t cs[2] = {ckk, P};
+  blo_tensor *col = tn_new(ctx, 2, cs);
+  if (!col) { tn_release(ctx, y); return NULL; }
+  for (size_t n = 0; n < N; n++) {
+    im2col(x->data + n * C * H * W, C, H, W, kh, kw, oh, ow, o, col->data);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)P, (int)ckk, 1.0, w->data, (int)ckk,
+                col->data, (int)P, 0.0, y->data + n * O * P, (int)P);
+    ctx->n_products++;
+  }
+  tn_release(ctx, col);
+  return y;
+}
+
+/* x [N, C, H, W], w [O, C, kh, kw] -> y [N, O, oh, ow]:
+ * y[n,o,u,v] = sum_{c,i,j} w[o,c,i,j] x[n, c, u sh + i - ph, v sw + j - pw] (zero outside) */
+blo_tensor *tn_conv2d_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (conv_check(ctx, x, w, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  size_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3];
+  blo_tensor *y = tn_zeros(ctx, 4, (size_t[]){N, O, oh, ow});
+  if (!y) return NULL;
+  for (size_t n = 0; n < N; n++)
+    for (size_t oc = 0; oc < O; oc++)
+      for (size_t u = 0; u < oh; u++)
+        for (size_t v = 0; v < ow; v++) {
+          double s = 0;
+          for (size_t c = 0; c < C; c++)
+            for (size_t i = 0; i < kh; i++)
+              for (size_t j = 0; j < kw; j++) {
+                long r = (long)(u * o->sh + i) - (long)o->ph, q = (long)(v * o->sw + j) - (long)o->pw;
+                if (r < 0 || q < 0 || r >= (long)H || q >= (long)W) continue;
+                s += w->data[((oc * C + c) * kh + i) * kw + j] * x->data[((n * C + c) * H + (size_t)r) * W + (size_t)q];
+              }
+          y->data[((n * O + oc) * oh + u) * ow + v] = s;
+        }
+  return y;
+}
+
+/* Checks g [N, O, oh, ow] against w [O, C, kh, kw] and an input of h x wd. */
+static int bx_check(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                    const tn_conv_opt *o, size_t *oh, size_t *ow) {
+  char s1[SB], s2[SB];
+  if (g->rank != 4 || w->rank != 4 || g->shape[1] != w->shape[0])
+    return tn_error(ctx, "conv2d: gradient %s does not match weight %s", tn_shape_str(g, s1, SB),
+                    tn_shape_str(w, s2, SB));
+  blo_tensor xs = {0};
+  xs.rank = 4;
+  xs.shape[0] = g->shape[0];
+  xs.shape[1] = w->shape[1];
+  xs.shape[2] = h;
+  xs.shape[3] = wd;
+  if (conv_check(ctx, &xs, w, o, oh, ow)) return -1;
+  if (*oh != g->shape[2] || *ow != g->shape[3])
+    return tn_error(ctx, "conv2d: gradient %s does not match an output of %zux%zu", tn_shape_str(g, s1, SB), *oh, *ow);
+  return 0;
+}
+
+/* g [N, O, oh, ow], w [O, C, kh, kw] -> dx [N, C, h, wd]: per image,
+ * col [C kh kw, oh ow] = w' @ g[n] [O, oh ow], then col2im */
+blo_tensor *tn_conv2d_bx(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                         const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bx_check(ctx, g, w, h, wd, o, &oh, &ow)) return NULL;
+  size_t N = g->shape[0], O = w->shape[0], C = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+  size_t ckk = C * kh * kw, P = oh * ow;
+  blo_tensor *dx = tn_zeros(ctx, 4, (size_t[]){N, C, h, wd});
+  if (!dx || !N || !O || !P || !ckk) return dx;
+  blo_tensor *col = tn_new(ctx, 2, (size_t[]){ckk, P});
+  if (!col) { tn_release(ctx, dx); return NULL; }
+  for (size_t n = 0; n < N; n++) {
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)P, (int)O, 1.0, w->data, (int)ckk,
+                g->data + n * O * P, (int)P, 0.0, col->data, (int)P);
+    ctx->n_products++;
+    col2im(col->data, C, h, wd, kh, kw, oh, ow, o, dx->data + n * C * h * wd);
+  }
+  tn_release(ctx, col);
+  return dx;
+}
+
+/* g [N, O, oh, ow], w [O, C, kh, kw] -> dx [N, C, h, wd]:
+ * dx[n, c, u sh + i - ph, v sw + j - pw] += w[o,c,i,j] g[n,o,u,v] (inside the image) */
+blo_tensor *tn_conv2d_bx_ref(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                             const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bx_check(ctx, g, w, h, wd, o, &oh, &ow)) return NULL;
+  size_t N = g->shape[0], O = w->shape[0], C = w->shape[1], kh = w->shape[2], kw = w->shape[3];
+  blo_tensor *dx = tn_zeros(ctx, 4, (size_t[]){N, C, h, wd});
+  if (!dx) return NULL;
+  for (size_t n = 0; n < N; n++)
+    for (size_t oc = 0; oc < O; oc++)
+      for (size_t u = 0; u < oh; u++)
+        for (size_t v = 0; v < ow; v++) {
+          double gv = g->data[((n * O + oc) * oh + u) * ow + v];
+          for (size_t c = 0; c < C; c++)
+            for (size_t i = 0; i < kh; i++)
+              for (size_t j = 0; j < kw; j++) {
+                long r = (long)(u * o->sh + i) - (long)o->ph, q = (long)(v * o->sw + j) - (long)o->pw;
+                if (r < 0 || q < 0 || r >= (long)h || q >= (long)wd) continue;
+                dx->data[((n * C + c) * h + (size_t)r) * wd + (size_t)q] += w->data[((oc * C + c) * kh + i) * kw + j] * gv;
+              }
+        }
+  return dx;
+}
+
+/* Checks x [N, C, H, W] and g [N, O, oh, ow] for a kh x kw kernel. */
+static int bw_check(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                    const tn_conv_opt *o, size_t *oh, size_t *ow) {
+  char s1[SB], s2[SB];
+  if (x->rank != 4 || g->rank != 4 || x->shape[0] != g->shape[0])
+    return tn_error(ctx, "conv2d: gradient %s does not match input %s", tn_shape_str(g, s1, SB),
+                    tn_shape_str(x, s2, SB));
+  blo_tensor ws = {0};
+  ws.rank = 4;
+  ws.shape[0] = g->shape[1];
+  ws.shape[1] = x->shape[1];
+  ws.shape[2] = kh;
+  ws.shape[3] = kw;
+  if (conv_check(ctx, x, &ws, o, oh, ow)) return -1;
+  if (*oh != g->shape[2] || *ow != g->shape[3])
+    return tn_error(ctx, "conv2d: gradient %s does not match an output of %zux%zu", tn_shape_str(g, s1, SB), *oh, *ow);
+  return 0;
+}
+
+/* x [N, C, H, W], g [N, O, oh, ow] -> dw [O, C, kh, kw]:
+ * dw [O, C kh kw] = sum_n g[n] [O, oh ow] @ im2col(x[n])' */
+blo_tensor *tn_conv2d_bw(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                         const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bw_check(ctx, x, g, kh, kw, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = g->shape[1];
+  size_t ckk = C * kh * kw, P = oh * ow;
+  blo_tensor *dw = tn_zeros(ctx, 4, (size_t[]){O, C, kh, kw});
+  if (!dw || !N || !O || !P || !ckk) return dw;
+  blo_tensor *col = tn_new(ctx, 2, (size_t[]){ckk, P});
+  if (!col) { tn_release(ctx, dw); return NULL; }
+  for (size_t n = 0; n < N; n++) {
+    im2col(x->data + n * C * H * W, C, H, W, kh, kw, oh, ow, o, col->data);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)ckk, (int)P, 1.0, g->data + n * O * P,
+                (int)P, col->data, (int)P, 1.0, dw->data, (int)ckk);
+    ctx->n_products++;
+  }
+  tn_release(ctx, col);
+  return dw;
+}
+
+/* x [N, C, H, W], g [N, O, oh, ow] -> dw [O, C, kh, kw]:
+ * dw[o,c,i,j] = sum_{n,u,v} g[n,o,u,v] x[n, c, u sh + i - ph, v sw + j - pw] */
+blo_tensor *tn_conv2d_bw_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                             const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (bw_check(ctx, x, g, kh, kw, o, &oh, &ow)) return NULL;
+  size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = g->shape[1];
+  blo_tensor *dw = tn_zeros(ctx, 4, (size_t[]){O, C, kh, kw});
+  if (!dw) return NULL;
+  for (size_t oc = 0; oc < O; oc++)
+    for (size_t c = 0; c < C; c++)
+      for (size_t i = 0; i < kh; i++)
+        for (size_t j = 0; j < kw; j++) {
+          double s = 0;
+          for (size_t n = 0; n < N; n++)
+            for (size_t u = 0; u < oh; u++)
+              for (size_t v = 0; v < ow; v++) {
+                long r = (long)(u * o->sh + i) - (long)o->ph, q = (long)(v * o->sw + j) - (long)o->pw;
+                if (r < 0 || q < 0 || r >= (long)H || q >= (long)W) continue;
+                s += g->data[((n * O + oc) * oh + u) * ow + v] * x->data[((n * C + c) * H + (size_t)r) * W + (size_t)q];
+              }
+          dw->data[((oc * C + c) * kh + i) * kw + j] = s;
+        }
+  return dw;
+}
+
+/* x [N, C, H, W] -> y [N, C, oh, ow] (max over each window), arg the flat
+ * offset in x of the first maximum (NaN wins, as in max()) */
+blo_tensor *tn_maxpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                         blo_tensor **arg) {
+  size_t oh, ow;
+  if (arg) *arg = NULL;
+  if (tn_window_out(ctx, "maxpool2d", x, kh, kw, o, &oh, &ow)) return NULL;
+  size_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+  size_t sh[4] = {x->shape[0], x->shape[1], oh, ow};
+  blo_tensor *y = tn_new(ctx, 4, sh), *ag = NULL;
+  if (!y || (arg && !(ag = tn_new(ctx, 4, sh)))) { tn_release(ctx, y); return NULL; }
+  for (size_t p = 0; p < NC; p++)
+    for (size_t u = 0; u < oh; u++)
+      for (size_t v = 0; v < ow; v++) {
+        size_t best = p * H * W + (u * o->sh) * W + v * o->sw;
+        for (size_t i = 0; i < kh; i++)
+          for (size_t j = 0; j < kw; j++) {
+            size_t q = p * H * W + (u * o->sh + i) * W + v * o->sw + j;
+            if (x->data[q] > x->data[best] || (x->data[q] != x->data[q] && x->data[best] == x->data[best])) best = q;
+          }
+        size_t k = (p * oh + u) * ow + v;
+        y->data[k] = x->data[best];
+        if (ag) ag->data[k] = (double)best;
+      }
+  if (arg) *arg = ag;
+  return y;
+}
+
+/* x [N, C, H, W] -> y [N, C, oh, ow] (mean over each window) */
+blo_tensor *tn_avgpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o) {
+  size_t oh, ow;
+  if (tn_window_out(ctx, "avgpool2d", x, kh, kw, o, &oh, &ow)) return NULL;
+  size_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
+  blo_tensor *y = tn_new(ctx, 4, (size_t[]){x->shape[0], x->shape[1], oh, ow});
+  if (!y) return NULL;
+  double sc = 1.0 / (double)(kh * kw);
+  for (size_t p = 0; p < NC; p++)
+    for (size_t u = 0; u < oh; u++)
+      for (size_t v = 0; v < ow; v++) {
+        double s = 0;
+        for (size_t i = 0; i < kh; i++)
+          for (size_t j = 0; j < kw; j++) s += x->data[p * H * W + (u * o->sh + i) * W + v * o->sw + j];
+        y->data[(p * oh + u) * ow + v] = s * sc;
+      }
+  return y;
+}
+
+/* g [N, C, oh, ow] -> dx [N, C, h, wd]: each window receives g / (kh kw) */
+blo_tensor *tn_avgpool2d_bwd(tn_ctx *ctx, const blo_tensor *g, size_t kh, size_t kw, size_t h, size_t wd,
+                             const tn_conv_opt *o) {
+  blo_tensor *dx = NULL;
+  size_t oh = 0, ow = 0;
+  if (g->rank == 4) {
+    blo_tensor xs = {0};
+    xs.rank = 4;
+    xs.shape[0] = g->shape[0];
+    xs.shape[1] = g->shape[1];
+    xs.shape[2] = h;
+    xs.shape[3] = wd;
+    if (tn_window_out(ctx, "avgpool2d", &xs, kh, kw, o, &oh, &ow)) return NULL;
+  }
+  if (g->rank != 4 || oh != g->shape[2] || ow != g->shape[3]) {
+    char s1[SB];
+    tn_error(ctx, "avgpool2d: gradient %s does not match an input of %zux%zu", tn_shape_str(g, s1, SB), h, wd);
+    return NULL;
+  }
+  if (!(dx = tn_zeros(ctx, 4, (size_t[]){g->shape[0], g->shape[1], h, wd}))) return NULL;
+  size_t NC = g->shape[0] * g->shape[1];
+  double sc = 1.0 / (double)(kh * kw);
+  for (size_t p = 0; p < NC; p++)
+    for (size_t u = 0; u < oh; u++)
+      for (size_t v = 0; v < ow; v++) {
+        double gv = g->data[(p * oh + u) * ow + v] * sc;
+        for (size_t i = 0; i < kh; i++)
+          for (size_t j = 0; j < kw; j++) dx->data[p * h * wd + (u * o->sh + i) * wd + v * o->sw + j] += gv;
+      }
+  return dx;
+}
+
+/* z [N, K], p [N, K] -> scalar -(1/N) sum_i sum_k p_ik (z_ik - lse(z_i)) */
+blo_tensor *tn_cross_entropy(tn_ctx *ctx, const blo_tensor *z, const blo_tensor *p) {
+  if (z->rank != 2 || !tn_same_shape(z, p)) {
+    char s1[SB], s2[SB];
+    tn_error(ctx, "cross_entropy: logits %s and labels %s: want logits [N, K] and labels [N, K] or [N]",
+             tn_shape_str(z, s1, SB), tn_shape_str(p, s2, SB));
+    return NULL;
+  }
+  size_t N = z->shape[0], K = z->shape[1];
+  double tot = 0;
+  for (size_t i = 0; i < N; i++) {
+    const double *zr = z->data + i * K, *pr = p->data + i * K;
+    double m = -INFINITY;
+    for (size_t k = 0; k < K; k++) if (zr[k] > m || zr[k] != zr[k]) m = zr[k];
+    double se = 0, pz = 0, ps = 0;
+    if (m == -INFINITY || m == INFINITY) m = 0; /* all -inf rows give -inf lse; +inf gives inf - inf = NaN */
+    for (size_t k = 0; k < K; k++) {
+      se += exp(zr[k] - m);
+      pz += pr[k] * (zr[k] - m);
+      ps += pr[k];
+    }
+    tot += ps * log(se) - pz; /* sum_k p_k (lse - z_k), lse = m + log(se) */
+  }
+  return tn_scalar(ctx, N ? tot / (double)N : NAN);
 }
 
 /* ======================================================================

@@ -1,4 +1,4 @@
-/* tensor.h: dense row-major double tensors of rank 0..4 and their kernels.
+/* tensor.h: dense row-major double tensors of rank 0..6 and their kernels.
  *
  * This is the only layer that talks to OpenBLAS/LAPACKE (tensor.c, linalg.c).
  * Every operation takes a tn_ctx, which carries the allocator (with a buffer
@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TN_MAX_RANK 4
+#define TN_MAX_RANK 6
 #define TN_ERR_LEN 512
 
 /* Host-supplied allocator, Lua style: realloc(ud, ptr, old, new); new == 0 frees. */
@@ -129,9 +129,46 @@ blo_tensor *tn_matmul_t(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tens
 blo_tensor *tn_matmul_t_ref(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb);
 /* outer product of two vectors [m],[n] -> [m,n] */
 blo_tensor *tn_outer(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
-/* Transpose: rank 2 swaps axes, rank 0/1 returns a copy, rank 3/4 reverses axes. */
+/* Transpose: rank 2 swaps axes, rank 0/1 returns a copy, rank 3 to 6 reverses axes. */
 blo_tensor *tn_transpose(tn_ctx *ctx, const blo_tensor *a);
 double tn_dot(const blo_tensor *a, const blo_tensor *b); /* same size, flat dot */
+
+/* ---- convolution and pooling on [N, C, H, W] images ----
+ * A window of kh x kw moves by stride (sh, sw) over the input padded with ph
+ * rows and pw columns of zeros on each side: H' = (H + 2 ph - kh) / sh + 1,
+ * W' likewise.  Errors name both shapes. */
+typedef struct { size_t sh, sw, ph, pw; } tn_conv_opt;
+/* Output size of the sliding window, or -1 with a message when the window
+ * does not fit (what: "conv2d" or "maxpool2d" ...). */
+int tn_window_out(tn_ctx *ctx, const char *what, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                  size_t *oh, size_t *ow);
+/* y [N, O, H', W'] = conv(x [N, C, H, W], w [O, C, kh, kw]) (cross-correlation,
+ * as in PyTorch).  Fast path: im2col and one dgemm per image; _ref: loops. */
+blo_tensor *tn_conv2d(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o);
+blo_tensor *tn_conv2d_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, const tn_conv_opt *o);
+/* The adjoint in x: dx [N, C, H, W] = conv^T(g [N, O, H', W'], w) for an input
+ * of spatial size h x w (col2im of w^T g). */
+blo_tensor *tn_conv2d_bx(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                         const tn_conv_opt *o);
+blo_tensor *tn_conv2d_bx_ref(tn_ctx *ctx, const blo_tensor *g, const blo_tensor *w, size_t h, size_t wd,
+                             const tn_conv_opt *o);
+/* The adjoint in w: dw [O, C, kh, kw] = sum over images of g (im2col x)^T. */
+blo_tensor *tn_conv2d_bw(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                         const tn_conv_opt *o);
+blo_tensor *tn_conv2d_bw_ref(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, size_t kh, size_t kw,
+                             const tn_conv_opt *o);
+/* Pooling over kh x kw windows (no padding): y [N, C, H', W'].  max: ties go
+ * to the first maximum of the window in row-major order, whose flat offset
+ * in x is stored in arg (a [N, C, H', W'] tensor) when arg is not NULL. */
+blo_tensor *tn_maxpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o,
+                         blo_tensor **arg);
+blo_tensor *tn_avgpool2d(tn_ctx *ctx, const blo_tensor *x, size_t kh, size_t kw, const tn_conv_opt *o);
+/* Adjoint of avgpool2d: [N, C, H', W'] -> [N, C, h, w]. */
+blo_tensor *tn_avgpool2d_bwd(tn_ctx *ctx, const blo_tensor *g, size_t kh, size_t kw, size_t h, size_t wd,
+                             const tn_conv_opt *o);
+/* Mean cross-entropy -(1/N) sum_ik p_ik log softmax(z)_ik of logits z [N, K]
+ * against p [N, K] (one pass per row: max, log-sum-exp, sum). */
+blo_tensor *tn_cross_entropy(tn_ctx *ctx, const blo_tensor *z, const blo_tensor *p);
 
 /* ---- reductions ----
  * axis = -1 means "all axes" -> rank 0.  Otherwise axis in [0, rank) (negative

@@ -1334,6 +1334,233 @@ static int bi_time(blo_state *S, callargs *a, value *out) {
 }
 
 /* ======================================================================
+ * network layers: convolution, pooling, classification losses
+ * ====================================================================== */
+
+/* A size option: a number or a pair [rows, cols], integers >= lo; v == NULL
+ * keeps out[] (the default). */
+static int size_pair(blo_state *S, callargs *a, const char *fn, const char *what, const value *v, long lo,
+                     size_t out[2]) {
+  double d[2];
+  int n = 0;
+  if (!v) return EV_OK;
+  if (v->kind == V_NUM) {
+    d[0] = d[1] = v->u.num;
+    n = 2;
+  } else if (v->kind == V_TENSOR && v->u.t->rank == 1 && v->u.t->size == 2) {
+    d[0] = v->u.t->data[0];
+    d[1] = v->u.t->data[1];
+    n = 2;
+  } else if (v->kind == V_LIST && ((olist *)v->u.o)->n == 2) {
+    olist *l = (olist *)v->u.o;
+    for (int i = 0; i < 2; i++)
+      if (l->items[i].kind == V_NUM) d[n++] = l->items[i].u.num;
+  }
+  if (n != 2) {
+    char desc[96];
+    v_describe(*v, desc, sizeof desc);
+    return interp_error(S, a->call, "%s: %s must be a number or a pair [rows, cols], got %s", fn, what, desc);
+  }
+  for (int i = 0; i < 2; i++)
+    if (!(d[i] == floor(d[i]) && d[i] >= (double)lo && d[i] < 1e9)) {
+      char num[40];
+      fmt_double(num, sizeof num, d[i]);
+      return interp_error(S, a->call, "%s: %s must be %s integer, got %s", fn, what,
+                          lo > 0 ? "a positive" : "a non-negative", num);
+    }
+  out[0] = (size_t)d[0];
+  out[1] = (size_t)d[1];
+  return EV_OK;
+}
+
+static const char *const CONV_NAMED[] = {"b", "stride", "padding", NULL};
+
+/* conv2d(x, w, b = none, stride = 1, padding = 0) */
+static int bi_conv2d(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, CONV_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "conv2d", 0) || need_numeric(S, a, "conv2d", 1)) return EV_ERR;
+  size_t st[2] = {1, 1}, pd[2] = {0, 0};
+  const value *bv = a->npos > 2 ? &a->pos[2] : arg_named(a, "b");
+  if (a->npos > 2 && arg_named(a, "b")) return interp_error(S, a->call, "conv2d: bias given twice");
+  if (size_pair(S, a, "conv2d", "stride", arg_named(a, "stride"), 1, st) ||
+      size_pair(S, a, "conv2d", "padding", arg_named(a, "padding"), 0, pd))
+    return EV_ERR;
+  if (bv && bv->kind == V_NIL) bv = NULL;
+  if (bv && !v_is_numeric(*bv)) {
+    char desc[96];
+    v_describe(*bv, desc, sizeof desc);
+    return interp_error(S, a->call, "conv2d: bias must be a vector, got %s", desc);
+  }
+  tn_conv_opt o = {st[0], st[1], pd[0], pd[1]};
+  ad_val x, w, b = {0}, y = {0}, bb = {0}, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
+  if (v_to_ad(S, a->call, a->pos[1], &w)) { ad_val_release(&S->tn, &x); return EV_ERR; }
+  int rc;
+  if (bv && v_to_ad(S, a->call, *bv, &b)) {
+    rc = EV_ERR;
+    goto done;
+  }
+  if (ad_conv2d(&S->tn, S->tape, x, w, &o, bv ? &y : &r)) {
+    rc = interp_tn_error(S, a->call);
+    goto done;
+  }
+  if (bv) {
+    if (b.v->rank != 1 || b.v->size != w.v->shape[0]) {
+      char s1[96], s2[96];
+      rc = interp_error(S, a->call, "conv2d: bias %s does not match weight %s (one bias per output channel)",
+                        shape_text(b.v, s1, sizeof s1), shape_text(w.v, s2, sizeof s2));
+      goto done;
+    }
+    size_t bs[3] = {b.v->size, 1, 1};
+    if (ad_reshape(&S->tn, S->tape, b, 3, bs, &bb) || ad_binary(&S->tn, S->tape, TN_ADD, y, bb, &r)) {
+      rc = interp_tn_error(S, a->call);
+      goto done;
+    }
+  }
+  *out = v_from_ad(S, r);
+  rc = EV_OK;
+done:
+  ad_val_release(&S->tn, &x);
+  ad_val_release(&S->tn, &w);
+  ad_val_release(&S->tn, &b);
+  ad_val_release(&S->tn, &y);
+  ad_val_release(&S->tn, &bb);
+  return rc;
+}
+
+static const char *const POOL_NAMED[] = {"stride", NULL};
+
+static int pool2d(blo_state *S, callargs *a, value *out, const char *name, int is_max) {
+  if (arg_check_named(S, a, POOL_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, name, 0)) return EV_ERR;
+  size_t k[2], st[2];
+  if (size_pair(S, a, name, "size", &a->pos[1], 1, k)) return EV_ERR;
+  st[0] = k[0];
+  st[1] = k[1];
+  if (size_pair(S, a, name, "stride", arg_named(a, "stride"), 1, st)) return EV_ERR;
+  tn_conv_opt o = {st[0], st[1], 0, 0};
+  ad_val x, r;
+  if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
+  int rc = is_max ? ad_maxpool2d(&S->tn, S->tape, x, k[0], k[1], &o, &r)
+                  : ad_avgpool2d(&S->tn, S->tape, x, k[0], k[1], &o, &r);
+  return ad_done(S, a, rc, &x, r, out);
+}
+
+static int bi_maxpool2d(blo_state *S, callargs *a, value *out) { return pool2d(S, a, out, "maxpool2d", 1); }
+static int bi_avgpool2d(blo_state *S, callargs *a, value *out) { return pool2d(S, a, out, "avgpool2d", 0); }
+
+/* Class labels: a vector of integers in [0, K) (n of them) read into a new
+ * one-hot [n, K] tensor. */
+static int labels_one_hot(blo_state *S, callargs *a, const char *name, const blo_tensor *lab, size_t K,
+                          blo_tensor **out) {
+  *out = NULL;
+  size_t n = lab->size, sh[2] = {n, K};
+  for (size_t i = 0; i < n; i++) {
+    double d = lab->data[i];
+    if (!(d == floor(d) && d >= 0 && d < (double)K)) {
+      char num[40];
+      fmt_double(num, sizeof num, d);
+      return interp_error(S, a->call, "%s: label %zu is %s, not a class in 0..%zu", name, i, num, K ? K - 1 : 0);
+    }
+  }
+  blo_tensor *t = tn_zeros(&S->tn, 2, sh);
+  if (!t) return interp_tn_error(S, a->call);
+  for (size_t i = 0; i < n; i++) t->data[i * K + (size_t)lab->data[i]] = 1.0;
+  *out = t;
+  return EV_OK;
+}
+
+/* cross_entropy(logits [N, K], labels [N] of classes or [N, K] of rows) */
+static int bi_cross_entropy(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "cross_entropy", 0) || need_numeric(S, a, "cross_entropy", 1)) return EV_ERR;
+  value zv = a->pos[0], lv = a->pos[1];
+  char s1[96], s2[96];
+  const blo_tensor *zt = zv.kind == V_TENSOR ? zv.u.t : NULL, *lt = lv.kind == V_TENSOR ? lv.u.t : NULL;
+  if (!zt || zt->rank != 2)
+    return interp_error(S, a->call, "cross_entropy: logits must have shape [N, K], got %s",
+                        zt ? shape_text(zt, s1, sizeof s1) : "a number");
+  int classes = lt && lt->rank == 1;
+  if (!lt || (classes ? lt->shape[0] != zt->shape[0] : !tn_same_shape(lt, zt)))
+    return interp_error(S, a->call, "cross_entropy: labels %s do not match logits %s (want [%zu] classes or [%zu, %zu] rows)",
+                        lt ? shape_text(lt, s1, sizeof s1) : "(a number)", shape_text(zt, s2, sizeof s2),
+                        zt->shape[0], zt->shape[0], zt->shape[1]);
+  ad_val z, p, r;
+  if (classes) {
+    blo_tensor *oh;
+    if (no_ad(S, a, "cross_entropy (class labels)", lv)) return EV_ERR;
+    if (labels_one_hot(S, a, "cross_entropy", lt, zt->shape[1], &oh)) return EV_ERR;
+    p = ad_const(oh);
+  } else if (v_to_ad(S, a->call, lv, &p)) {
+    return EV_ERR;
+  }
+  if (v_to_ad(S, a->call, zv, &z)) { ad_val_release(&S->tn, &p); return EV_ERR; }
+  int rc = ad_cross_entropy(&S->tn, S->tape, z, p, &r);
+  ad_val_release(&S->tn, &p);
+  return ad_done(S, a, rc, &z, r, out);
+}
+
+/* one_hot(labels, K) */
+static int bi_one_hot(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  long K;
+  blo_tensor *lab, *oh;
+  if (arg_int(S, a, 1, &K)) return EV_ERR;
+  if (K < 1) return interp_error(S, a->call, "one_hot: the number of classes must be at least 1, got %ld", K);
+  if (arg_tensor(S, a, 0, &lab)) return EV_ERR;
+  if (lab->rank > 1) {
+    char s1[96];
+    int rc = interp_error(S, a->call, "one_hot: labels must be a vector of classes, got %s", shape_text(lab, s1, sizeof s1));
+    tn_release(&S->tn, lab);
+    return rc;
+  }
+  int rc = labels_one_hot(S, a, "one_hot", lab, (size_t)K, &oh);
+  tn_release(&S->tn, lab);
+  if (rc) return rc;
+  return ret_tn(S, a, oh, out);
+}
+
+/* accuracy(logits [N, K], labels [N] or [N, K]): the fraction of rows whose
+ * largest logit is at the label (a row label's largest entry) */
+static int bi_accuracy(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (need_numeric(S, a, "accuracy", 0) || need_numeric(S, a, "accuracy", 1)) return EV_ERR;
+  value zv = a->pos[0], lv = a->pos[1];
+  char s1[96], s2[96];
+  const blo_tensor *zt = zv.kind == V_TENSOR ? zv.u.t : NULL, *lt = lv.kind == V_TENSOR ? lv.u.t : NULL;
+  if (!zt || zt->rank != 2)
+    return interp_error(S, a->call, "accuracy: logits must have shape [N, K], got %s",
+                        zt ? shape_text(zt, s1, sizeof s1) : "a number");
+  int classes = lt && lt->rank == 1;
+  if (!lt || (classes ? lt->shape[0] != zt->shape[0] : !tn_same_shape(lt, zt)))
+    return interp_error(S, a->call, "accuracy: labels %s do not match logits %s (want [%zu] classes or [%zu, %zu] rows)",
+                        lt ? shape_text(lt, s1, sizeof s1) : "(a number)", shape_text(zt, s2, sizeof s2),
+                        zt->shape[0], zt->shape[0], zt->shape[1]);
+  blo_tensor *pz = tn_reduce(&S->tn, TN_ARGMAX, zt, 1), *pl = classes ? NULL : tn_reduce(&S->tn, TN_ARGMAX, lt, 1);
+  if (!pz || (!classes && !pl)) {
+    tn_release(&S->tn, pz);
+    return interp_tn_error(S, a->call);
+  }
+  size_t N = zt->shape[0], hit = 0, K = zt->shape[1];
+  int rc = EV_OK;
+  for (size_t i = 0; i < N; i++) {
+    double want = classes ? lt->data[i] : pl->data[i];
+    if (classes && !(want == floor(want) && want >= 0 && want < (double)K)) {
+      char num[40];
+      fmt_double(num, sizeof num, want);
+      rc = interp_error(S, a->call, "accuracy: label %zu is %s, not a class in 0..%zu", i, num, K - 1);
+      break;
+    }
+    hit += pz->data[i] == want;
+  }
+  tn_release(&S->tn, pz);
+  tn_release(&S->tn, pl);
+  if (rc) return rc;
+  *out = v_num(N ? (double)hit / (double)N : NAN);
+  return EV_OK;
+}
+
+/* ======================================================================
  * the table (sorted by name for binary search)
  * ====================================================================== */
 
@@ -1344,6 +1571,7 @@ int bi_hvp(blo_state *S, callargs *a, value *out);
 
 static const builtin_def builtins[] = {
   {"abs", bi_abs, 1, 1, "abs(x)", "absolute value, elementwise", BI_OPS_ALL},
+  {"accuracy", bi_accuracy, 2, 2, "accuracy(logits, labels)", "fraction of the rows of logits [N, K] whose largest entry is at the label (labels: [N] classes or [N, K] rows, their largest entry); not differentiated", 0},
   {"acos", bi_acos, 1, 1, "acos(x)", "arccosine in [0, pi], elementwise; NaN outside [-1, 1] (as in C and NumPy)", BI_OPS_ALL},
   {"all", bi_all, 1, 1, "all(x)", "1 if every element of x is nonzero, else 0", 0},
   {"any", bi_any, 1, 1, "any(x)", "1 if some element of x is nonzero, else 0", 0},
@@ -1355,11 +1583,14 @@ static const builtin_def builtins[] = {
   {"assert", bi_assert, 1, 2, "assert(cond, msg = \"\")", "stop with \"assertion failed: msg\" unless every element of cond is nonzero", 0},
   {"atan", bi_atan, 1, 1, "atan(x)", "arctangent in (-pi/2, pi/2), elementwise", BI_OPS_ALL},
   {"atan2", bi_atan2, 2, 2, "atan2(y, x)", "angle of the point (x, y) in [-pi, pi], elementwise with broadcasting; atan2(0, 0) = 0, derivative NaN there", BI_OPS_ALL},
+  {"avgpool2d", bi_avgpool2d, 2, 2, "avgpool2d(x, size, stride = size)", "mean over size x size windows (size, stride: a number or a pair [rows, cols]) of x [N, C, H, W], no padding", BI_OPS_FIRST},
   {"chol", bi_chol, 1, 1, "chol(A)", "lower Cholesky factor L of a symmetric positive definite A = L L'", 0},
   {"clip", bi_clip, 3, 3, "clip(x, lo, hi)", "x limited to [lo, hi] elementwise: min(max(x, lo), hi)", BI_OPS_ALL},
   {"concat", bi_concat, 1, -1, "concat(a, b, ..., axis = 0)", "join tensors along an existing axis (also concat(list))", BI_OPS_ALL},
+  {"conv2d", bi_conv2d, 2, 3, "conv2d(x, w, b = none, stride = 1, padding = 0)", "2-D convolution (cross-correlation, as in PyTorch) of x [N, C, H, W] with w [O, C, kh, kw] plus b [O]: [N, O, H', W'] with H' = (H + 2 padding - kh) / stride + 1 rounded down; stride, padding: a number or a pair [rows, cols]", BI_OPS_ALL},
   {"cos", bi_cos, 1, 1, "cos(x)", "cosine, elementwise", BI_OPS_ALL},
   {"cosh", bi_cosh, 1, 1, "cosh(x)", "hyperbolic cosine, elementwise (inf beyond |x| ~ 710)", BI_OPS_ALL},
+  {"cross_entropy", bi_cross_entropy, 2, 2, "cross_entropy(logits, labels)", "mean over rows of -sum(p * log(softmax(logits row))) for logits [N, K] and labels [N] of classes 0..K-1 or rows p [N, K] (learned soft labels; differentiable), computed stably in one pass", BI_OPS_ALL},
   {"det", bi_det, 1, 1, "det(A)", "determinant of a square matrix", 0},
   {"diag", bi_diag, 1, 1, "diag(v) | diag(A)", "square matrix with diagonal v, or the diagonal of matrix A", BI_OPS_ALL},
   {"dot", bi_dot, 2, 2, "dot(a, b)", "sum(a * b) for two tensors of the same shape", BI_OPS_ALL},
@@ -1389,10 +1620,12 @@ static const builtin_def builtins[] = {
   {"logsumexp", bi_logsumexp, 1, 1, "logsumexp(x, axis = all)", "log(sum(exp(x))) computed without overflow", BI_OPS_ALL},
   {"lstsq", bi_lstsq, 2, 2, "lstsq(A, b)", "least-squares solution x minimising norm(A @ x - b)", 0},
   {"max", bi_max, 1, 2, "max(x, axis = all) | max(a, b)", "largest element (along axis), or the elementwise maximum of a and b", BI_OPS_ALL},
+  {"maxpool2d", bi_maxpool2d, 2, 2, "maxpool2d(x, size, stride = size)", "maximum over size x size windows (size, stride: a number or a pair) of x [N, C, H, W], no padding; the derivative goes to the first maximum of each window", BI_OPS_FIRST},
   {"mean", bi_mean, 1, 1, "mean(x, axis = all)", "arithmetic mean of the elements (along axis)", BI_OPS_ALL},
   {"min", bi_min, 1, 2, "min(x, axis = all) | min(a, b)", "smallest element (along axis), or the elementwise minimum of a and b", BI_OPS_ALL},
   {"norm", bi_norm, 1, 1, "norm(x, axis = all)", "Euclidean norm of the elements (along axis)", BI_OPS_ALL},
   {"num", bi_num, 1, 1, "num(s)", "the number written in string s", 0},
+  {"one_hot", bi_one_hot, 2, 2, "one_hot(labels, K)", "[N, K] rows with a 1 at each label (a vector of classes 0..K-1)", 0},
   {"ones", bi_ones, 0, -1, "ones(d1, d2, ...) | ones(shape)", "tensor of ones", 0},
   {"outer", bi_outer, 2, 2, "outer(a, b)", "outer product of two vectors: the matrix a[i] * b[j]", BI_OPS_ALL},
   {"pi", bi_pi, 0, 0, "pi", "the constant 3.141592653589793: a name, not a call (a 'let pi' hides it)", BI_CONST},
@@ -1426,7 +1659,7 @@ static const builtin_def builtins[] = {
   {"tanh", bi_tanh, 1, 1, "tanh(x)", "hyperbolic tangent, elementwise", BI_OPS_ALL},
   {"time", bi_time, 0, 0, "time()", "seconds on a monotonic clock, for timing", 0},
   {"trace", bi_trace, 1, 1, "trace(A)", "sum of the diagonal of a matrix", BI_OPS_ALL},
-  {"transpose", bi_transpose, 1, 1, "transpose(x)", "x' : swap the axes of a matrix (reverse them for rank 3, 4)", BI_OPS_ALL},
+  {"transpose", bi_transpose, 1, 1, "transpose(x)", "x' : swap the axes of a matrix (reverse them for ranks 3 to 6)", BI_OPS_ALL},
   {"zeros", bi_zeros, 0, -1, "zeros(d1, d2, ...) | zeros(shape)", "tensor of zeros", 0},
 };
 

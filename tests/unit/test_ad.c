@@ -122,6 +122,7 @@ typedef struct {
 #define T1(a, d) {1, {a, 1, 1, 1}, d}
 #define T2(a, b, d) {2, {a, b, 1, 1}, d}
 #define T3(a, b, c, d) {3, {a, b, c, 1}, d}
+#define T4(a, b, c, e, d) {4, {a, b, c, e}, d}
 
 static int f_unary(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const prm *p) {
   return ad_unary(ctx, tp, (tn_unary_op)p->op, x[0], y);
@@ -374,6 +375,64 @@ fail:
   return rc;
 }
 
+/* conv2d(x, w) with stride (shape[0], shape[1]) and padding (shape[2], shape[3]) */
+static int f_conv(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const prm *p) {
+  tn_conv_opt o = {p->shape[0], p->shape[1], p->shape[2], p->shape[3]};
+  return ad_conv2d(ctx, tp, x[0], x[1], &o, y);
+}
+
+/* maxpool2d (op 0) or avgpool2d (op 1), window (shape[0], shape[1]), stride (shape[2], shape[3]) */
+static int f_pool(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const prm *p) {
+  tn_conv_opt o = {p->shape[2], p->shape[3], 0, 0};
+  return p->op == 0 ? ad_maxpool2d(ctx, tp, x[0], p->shape[0], p->shape[1], &o, y)
+                    : ad_avgpool2d(ctx, tp, x[0], p->shape[0], p->shape[1], &o, y);
+}
+
+/* one-hot rows [N, K] of the classes (3 i + 1) mod K: constant labels */
+static blo_tensor *fixed_labels(tn_ctx *ctx, size_t N, size_t K) {
+  size_t sh[2] = {N, K};
+  blo_tensor *t = tn_zeros(ctx, 2, sh);
+  if (t) for (size_t i = 0; i < N; i++) t->data[i * K + (3 * i + 1) % K] = 1.0;
+  return t;
+}
+
+/* cross_entropy(z, p) with both differentiated (soft labels, any rows), or
+ * (nin 1) against constant one-hot labels */
+static int f_cross_entropy(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const prm *p) {
+  (void)p;
+  if (p->n == 2) return ad_cross_entropy(ctx, tp, x[0], x[1], y);
+  blo_tensor *lab = fixed_labels(ctx, x[0].v->shape[0], x[0].v->shape[1]);
+  if (!lab) return -1;
+  int rc = ad_cross_entropy(ctx, tp, x[0], ad_const(lab), y);
+  tn_release(ctx, lab);
+  return rc;
+}
+
+/* a small CNN: x [2,2,6,6] (distinct values: no ties in the pool), w [3,2,2,2], b [3]:
+ * cross_entropy(reshape(tanh(conv2d(maxpool2d(x, 2), w) + b), [2, 12]), labels) */
+static int f_cnn(tn_ctx *ctx, ad_tape *tp, const ad_val *x, ad_val *y, const prm *p) {
+  ad_val m = NOV, c = NOV, br = NOV, a = NOV, t = NOV, r = NOV;
+  tn_conv_opt o2 = {2, 2, 0, 0}, o1 = {1, 1, 0, 0};
+  size_t bs[3] = {3, 1, 1}, rs[2] = {2, 12};
+  blo_tensor *lab = fixed_labels(ctx, 2, 12);
+  int rc = -1;
+  (void)p;
+  if (!lab) return -1;
+  STEP(ad_maxpool2d(ctx, tp, x[0], 2, 2, &o2, &m));
+  STEP(ad_conv2d(ctx, tp, m, x[1], &o1, &c));
+  STEP(ad_reshape(ctx, tp, x[2], 3, bs, &br));
+  STEP(ad_binary(ctx, tp, TN_ADD, c, br, &a));
+  STEP(ad_unary(ctx, tp, TN_TANH, a, &t));
+  STEP(ad_reshape(ctx, tp, t, 2, rs, &r));
+  STEP(ad_cross_entropy(ctx, tp, r, ad_const(lab), y));
+  rc = 0;
+fail:
+  tn_release(ctx, lab);
+  ad_val_release(ctx, &m); ad_val_release(ctx, &c); ad_val_release(ctx, &br);
+  ad_val_release(ctx, &a); ad_val_release(ctx, &t); ad_val_release(ctx, &r);
+  return rc;
+}
+
 #define UN(op_, dom, sh) {"unary " #op_ " " #sh, f_unary, {.op = op_}, 1, {sh}}
 #define UZ(op_, dom) {"zero-derivative " #op_, f_unary_mulx, {.op = op_}, 1, {T2(3, 4, dom)}}
 #define BI(op_, a, b) {"binary " #op_ " " #a " " #b, f_binary, {.op = op_}, 2, {a, b}}
@@ -541,6 +600,19 @@ static const opcase cases[] = {
   /* linear solve */
   {"linsolve A [3,3], b [3]", f_linsolve, {0}, 2, {T2(3, 3, D_WELL), T1(3, D_ANY)}},
   {"linsolve A [3,3], b [3,2]", f_linsolve, {0}, 2, {T2(3, 3, D_WELL), T2(3, 2, D_ANY)}},
+  /* convolution: stride (s0, s1), padding (s2, s3) in .shape; kh != kw, non-square images */
+  {"conv2d [2,3,5,4]*[2,3,2,3]", f_conv, {.shape = {1, 1, 0, 0}}, 2, {T4(2, 3, 5, 4, D_ANY), T4(2, 3, 2, 3, D_ANY)}},
+  {"conv2d stride 2 padding 1", f_conv, {.shape = {2, 2, 1, 1}}, 2, {T4(2, 2, 6, 5, D_ANY), T4(3, 2, 3, 2, D_ANY)}},
+  {"conv2d stride [1,2] padding [2,0]", f_conv, {.shape = {1, 2, 2, 0}}, 2, {T4(1, 2, 4, 7, D_ANY), T4(2, 2, 3, 3, D_ANY)}},
+  /* pooling: window (s0, s1), stride (s2, s3) */
+  {"maxpool2d 2 [2,2,4,4]", f_pool, {.op = 0, .shape = {2, 2, 2, 2}}, 1, {T4(2, 2, 4, 4, D_DISTINCT)}},
+  {"maxpool2d [3,2] stride [1,2]", f_pool, {.op = 0, .shape = {3, 2, 1, 2}}, 1, {T4(1, 2, 5, 4, D_DISTINCT)}},
+  {"avgpool2d 2 [2,2,4,6]", f_pool, {.op = 1, .shape = {2, 2, 2, 2}}, 1, {T4(2, 2, 4, 6, D_ANY)}},
+  {"avgpool2d [2,3] stride 1", f_pool, {.op = 1, .shape = {2, 3, 1, 1}}, 1, {T4(1, 1, 4, 5, D_ANY)}},
+  /* cross-entropy: soft labels (both differentiated), constant class labels */
+  {"cross_entropy soft labels [4,3]", f_cross_entropy, {.n = 2}, 2, {T2(4, 3, D_ANY), T2(4, 3, D_ANY)}},
+  {"cross_entropy class labels [5,4]", f_cross_entropy, {.n = 1}, 1, {T2(5, 4, D_ANY)}},
+  {"cnn maxpool-conv-tanh-cross_entropy", f_cnn, {0}, 3, {T4(2, 2, 6, 6, D_DISTINCT), T4(3, 2, 2, 2, D_ANY), T1(3, D_ANY)}},
   /* compositions: second order through chains, mixed blocks */
   {"mlp W2 tanh(W1 x + b)", f_mlp, {0}, 4, {T2(3, 2, D_ANY), T1(2, D_ANY), T1(3, D_ANY), T2(2, 3, D_ANY)}},
   {"inner objective f(x, y)", f_inner, {0}, 2, {T1(3, D_ANY), T1(3, D_ANY)}},
@@ -1682,14 +1754,55 @@ START_TEST(test_fault_injection) {
 }
 END_TEST
 
+/* A max-pool recording moved to a point whose window maxima are elsewhere
+ * routes the gradient to the new maxima: the pool does not bind the tape. */
+START_TEST(test_maxpool_move) {
+  alloc_state st;
+  tn_ctx ctx;
+  ctx_open(&ctx, &st);
+  size_t sh[4] = {1, 1, 2, 4}, shw[4] = {1, 1, 1, 2};
+  blo_tensor *x0 = tn_from(&ctx, 4, sh, (double[]){1, 2, 3, 4, 5, 6, 7, 8});
+  blo_tensor *x1 = tn_from(&ctx, 4, sh, (double[]){9, 2, 3, 4, 5, 6, 7, 1});
+  blo_tensor *w = tn_from(&ctx, 4, shw, (double[]){2, 3}), *v = tn_zeros_like(&ctx, x0);
+  for (size_t i = 0; i < v->size; i++) v->data[i] = (double)i + 1;
+  tn_conv_opt o = {2, 2, 0, 0};
+  ad_tape *tp = ad_tape_new(&ctx);
+  ad_val x = ad_const(x0), y, p, E;
+  ck_assert_int_eq(ad_leaf(&ctx, tp, &x), 0);
+  ck_assert_int_eq(ad_maxpool2d(&ctx, tp, x, 2, 2, &o, &y), 0);
+  ck_assert_int_eq(ad_binary(&ctx, tp, TN_MUL, y, ad_const(w), &p), 0);
+  ck_assert_int_eq(ad_reduce(&ctx, tp, TN_SUM, p, -1, &E), 0);
+  ck_assert_double_eq(E.v->data[0], 6 * 2 + 8 * 3);
+  ck_assert(ad_tape_movable(tp));
+  ck_assert_int_eq(ad_set_leaf(&ctx, tp, x.node, x1), 0);
+  blo_tensor *e, *g, *gt;
+  ck_assert_int_eq(ad_value(&ctx, tp, E.node, &e), 0);
+  ck_assert_double_eq(e->data[0], 9 * 2 + 7 * 3);
+  ck_assert_int_eq(ad_retangent(&ctx, tp, 1, &x.node, &v), 0);
+  ck_assert_int_eq(ad_backward(&ctx, tp, E, NULL), 0);
+  ck_assert_int_eq(ad_adjoint(&ctx, tp, x.node, &g, &gt), 0);
+  const double want[8] = {2, 0, 0, 0, 0, 0, 3, 0};
+  for (int i = 0; i < 8; i++) {
+    ck_assert_double_eq(g->data[i], want[i]);
+    ck_assert_double_eq(gt->data[i], 0); /* piecewise linear: no curvature */
+  }
+  tn_release(&ctx, e); tn_release(&ctx, g); tn_release(&ctx, gt);
+  ad_val_release(&ctx, &y); ad_val_release(&ctx, &p); ad_val_release(&ctx, &E);
+  ad_tape_free(&ctx, tp);
+  tn_release(&ctx, x0); tn_release(&ctx, x1); tn_release(&ctx, w); tn_release(&ctx, v);
+  ctx_close(&ctx, &st);
+}
+END_TEST
+
 /* Allocation failure inside the derivative rules of the C library functions
- * (the two chains of the case table): record with tangents, sweep, move the
+ * and of the network layers (three chains of the case table): record with tangents, sweep, move the
  * recording and sweep it tangent-only.  Every failure reports a message and
  * leaks nothing; the first run that succeeds gives the reference results. */
 START_TEST(test_fault_injection_elementwise) {
   const opcase *c = NULL;
+  static const op_fn chains[] = {f_trig, f_trig2, f_cnn};
   for (int i = 0; i < NCASES; i++)
-    if (cases[i].f == (_i ? f_trig2 : f_trig)) c = &cases[i];
+    if (cases[i].f == chains[_i]) c = &cases[i];
   ck_assert_ptr_nonnull(c);
   double ref[2] = {0, 0};
   int failures = 0, done = 0;
@@ -1843,13 +1956,14 @@ static Suite *ad_suite(void) {
   tcase_add_test(tc, test_seed_and_unreached);
   tcase_add_test(tc, test_replay_product_count);
   tcase_add_test(tc, test_accumulation);
+  tcase_add_test(tc, test_maxpool_move);
   tcase_add_loop_test(tc, test_many_inputs, 0, 2); /* 0: concat of [1]s, 1: stack of []s */
   suite_add_tcase(s, tc);
   tc = tcase_create("robustness");
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, test_errors);
   tcase_add_loop_test(tc, test_fault_injection, 0, 2);
-  tcase_add_loop_test(tc, test_fault_injection_elementwise, 0, 2);
+  tcase_add_loop_test(tc, test_fault_injection_elementwise, 0, 3);
   tcase_add_test(tc, test_no_alloc_steady_state);
   tcase_add_test(tc, test_tape_growth);
   suite_add_tcase(s, tc);

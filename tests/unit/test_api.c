@@ -425,8 +425,8 @@ END_TEST
 START_TEST(bad_shapes_and_names) {
   blo_state *S = open_capturing();
   double d[4] = {0};
-  size_t shape[5] = {2, 2, 1, 1, 1}, zero[2] = {0, 2};
-  ck_assert_int_eq(blo_set_tensor(S, "t", 5, shape, d), BLO_ERROR_ARGUMENT);
+  size_t shape[7] = {2, 2, 1, 1, 1, 1, 1}, zero[2] = {0, 2};
+  ck_assert_int_eq(blo_set_tensor(S, "t", 7, shape, d), BLO_ERROR_ARGUMENT);
   ck_assert_int_eq(blo_set_tensor(S, "t", -1, shape, d), BLO_ERROR_ARGUMENT);
   ck_assert_int_eq(blo_set_tensor(S, "t", 2, zero, d), BLO_ERROR_ARGUMENT);
   ck_assert_int_eq(blo_set_tensor(S, "t", 2, NULL, d), BLO_ERROR_ARGUMENT);

@@ -461,11 +461,11 @@ START_TEST(idx_bad_header) {
   snprintf(want, sizeof want, "'%s': unknown IDX data type 0x07", p);
   ck_assert_str_eq(err, want);
 
-  unsigned char img3[4] = {0, 0, 0x08, 5};
+  unsigned char img3[4] = {0, 0, 0x08, 7};
   write_bytes(p, img3, 4, 0);
   t = io_load_idx(&ctx, p, err, sizeof err);
   ck_assert_ptr_null(t);
-  snprintf(want, sizeof want, "'%s': IDX file has 5 dimensions (1 to 4 are supported)", p);
+  snprintf(want, sizeof want, "'%s': IDX file has 7 dimensions (1 to 6 are supported)", p);
   ck_assert_str_eq(err, want);
 
   unsigned char img4[2] = {0, 0};

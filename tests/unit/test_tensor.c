@@ -195,7 +195,7 @@ START_TEST(test_lifetime) {
   R(f);
   ck_assert_int_eq(f->refcount, 1);
   tn_release(&C, NULL);
-  assert_err(tn_new(&C, 5, (size_t[]){1, 1, 1, 1, 1}), "rank 5 is not supported (maximum 4)");
+  assert_err(tn_new(&C, 7, (size_t[]){1, 1, 1, 1, 1, 1, 1}), "rank 7 is not supported (maximum 6)");
   R(s); R(z); R(f); R(c); R(zl); R(e);
   LEAK_CHECK();
 }
@@ -483,15 +483,16 @@ END_TEST
 /* Naive broadcasting written with explicit multi-indices (independent of tensor.c). */
 static blo_tensor *bcast_naive(tn_binary_op op, const blo_tensor *a, const blo_tensor *b) {
   int r = a->rank > b->rank ? a->rank : b->rank;
-  size_t s[4] = {1, 1, 1, 1};
+  size_t s[TN_MAX_RANK] = {1, 1, 1, 1, 1, 1};
   for (int i = 0; i < r; i++) {
     int ia = a->rank - r + i, ib = b->rank - r + i;
     size_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
     if (da != db && da != 1 && db != 1) return NULL;
     s[i] = da == 1 ? db : da;
   }
-  blo_tensor *o = mk(r, s[0], s[1], s[2], s[3]);
-  size_t idx[4];
+  blo_tensor *o = tn_new(&C, r, s);
+  ck_assert_msg(o != NULL, "tn_new failed: %s", C.err);
+  size_t idx[TN_MAX_RANK];
   for (size_t f = 0; f < o->size; f++) {
     size_t rem = f;
     for (int i = r - 1; i >= 0; i--) { idx[i] = rem % s[i]; rem /= s[i]; }
@@ -569,26 +570,34 @@ START_TEST(test_broadcast_cases) {
 }
 END_TEST
 
-static void rand_shape(int *rank, size_t s[4]) {
-  *rank = (int)(tn_rng_next(&G) % 5);
-  for (int i = 0; i < 4; i++) s[i] = 1 + tn_rng_next(&G) % 3;
+/* rank 0 to TN_MAX_RANK, sizes 1 to 3 */
+static void rand_shape(int *rank, size_t s[TN_MAX_RANK]) {
+  *rank = (int)(tn_rng_next(&G) % (TN_MAX_RANK + 1));
+  for (int i = 0; i < TN_MAX_RANK; i++) s[i] = 1 + tn_rng_next(&G) % 3;
+}
+
+static blo_tensor *rndn(int rank, const size_t *s) {
+  blo_tensor *t = tn_new(&C, rank, s);
+  ck_assert_msg(t != NULL, "tn_new failed: %s", C.err);
+  fill_rand(t, -1, 1);
+  return t;
 }
 
 START_TEST(test_broadcast_random_vs_naive) {
   int checked = 0;
   for (int trial = 0; trial < 400; trial++) {
     int ra, rb;
-    size_t sa[4], sb[4] = {1, 1, 1, 1};
+    size_t sa[TN_MAX_RANK], sb[TN_MAX_RANK] = {1, 1, 1, 1, 1, 1};
     rand_shape(&ra, sa);
     /* b derives from a's trailing axes, with random 1s, so most pairs broadcast */
-    rb = (int)(tn_rng_next(&G) % 5);
+    rb = (int)(tn_rng_next(&G) % (TN_MAX_RANK + 1));
     for (int i = 0; i < rb; i++) {
       int ia = ra - rb + i;
       size_t d = ia >= 0 ? sa[ia] : 1 + tn_rng_next(&G) % 3;
       sb[i] = tn_rng_next(&G) % 3 == 0 ? 1 : d;
     }
     for (int i = 0; i < ra; i++) if (tn_rng_next(&G) % 4 == 0) sa[i] = 1;
-    blo_tensor *a = rnd(ra, sa[0], sa[1], sa[2], sa[3]), *b = rnd(rb, sb[0], sb[1], sb[2], sb[3]);
+    blo_tensor *a = rndn(ra, sa), *b = rndn(rb, sb);
     tn_binary_op op = (tn_binary_op)(tn_rng_next(&G) % TN_BINARY_COUNT);
     blo_tensor *want = bcast_naive(op, a, b);
     blo_tensor *got = tn_binary(&C, op, a, b);
@@ -1103,6 +1112,210 @@ START_TEST(test_index_random) {
 }
 END_TEST
 
+/* flat offset of multi-index idx in a contiguous tensor of shape s */
+static size_t flat_of(int rank, const size_t *s, const size_t *idx) {
+  size_t f = 0;
+  for (int i = 0; i < rank; i++) f = f * s[i] + idx[i];
+  return f;
+}
+
+/* multi-index of flat offset f */
+static void unflat(int rank, const size_t *s, size_t f, size_t *idx) {
+  for (int i = rank - 1; i >= 0; i--) { idx[i] = f % s[i]; f /= s[i]; }
+}
+
+/* Ranks 5 and 6 through every kernel with a fixed-size layout: creation,
+ * reductions along each axis, transpose, reshape, indexing, concat/stack,
+ * each against index arithmetic written here. */
+START_TEST(test_rank5_6) {
+  size_t s6[6] = {2, 3, 1, 2, 3, 2}, s5[5] = {3, 2, 4, 1, 2};
+  blo_tensor *a = rndn(6, s6), *b = rndn(5, s5);
+  ck_assert_int_eq(a->rank, 6);
+  ck_assert_uint_eq(a->size, 72);
+  char buf[160];
+  ck_assert_str_eq(tn_shape_str(a, buf, sizeof buf), "[2, 3, 1, 2, 3, 2]");
+  check_reduce_all_ops(a);
+  check_reduce_all_ops(b);
+  /* sum along each axis against a naive loop */
+  for (int ax = 0; ax < 6; ax++) {
+    blo_tensor *r = tn_reduce(&C, TN_SUM, a, ax);
+    blo_tensor *w = tn_zeros(&C, 5, r->shape);
+    size_t idx[6], ridx[5];
+    for (size_t f = 0; f < a->size; f++) {
+      unflat(6, s6, f, idx);
+      for (int i = 0, j = 0; i < 6; i++) if (i != ax) ridx[j++] = idx[i];
+      w->data[flat_of(5, r->shape, ridx)] += a->data[f];
+    }
+    assert_close(r, w, 1e-14, 1e-15);
+    R(r); R(w);
+  }
+  /* transpose reverses all six axes */
+  blo_tensor *t = tn_transpose(&C, a);
+  ck_assert_str_eq(tn_shape_str(t, buf, sizeof buf), "[2, 3, 2, 1, 3, 2]");
+  for (size_t f = 0; f < a->size; f++) {
+    size_t idx[6], ridx[6];
+    unflat(6, s6, f, idx);
+    for (int i = 0; i < 6; i++) ridx[i] = idx[5 - i];
+    ck_assert(t->data[flat_of(6, t->shape, ridx)] == a->data[f]);
+  }
+  R(t);
+  /* reshape to rank 6 and back keeps the data */
+  blo_tensor *v = tn_reshape(&C, a, 1, (size_t[]){72});
+  blo_tensor *v6 = tn_reshape(&C, v, 6, (size_t[]){1, 2, 2, 3, 3, 2});
+  ck_assert_int_eq(v6->rank, 6);
+  for (size_t i = 0; i < 72; i++) ck_assert(v6->data[i] == a->data[i]);
+  assert_err(tn_reshape(&C, v, 7, (size_t[]){1, 2, 2, 3, 3, 2, 1}), "reshape: rank 7 is not supported (maximum 6)");
+  R(v); R(v6);
+  /* a[1, :, 0, 1:2, -1] (an index and slices on the leading five axes) */
+  tn_index_t ix[5] = {{TN_IX_INDEX, 1, 2}, {TN_IX_ALL, 0, 0}, {TN_IX_INDEX, 0, 1}, {TN_IX_SLICE, 1, 2},
+                      {TN_IX_INDEX, -1, 0}};
+  blo_tensor *g = tn_index(&C, a, ix, 5);
+  ck_assert_str_eq(tn_shape_str(g, buf, sizeof buf), "[3, 1, 2]");
+  for (size_t i = 0; i < 3; i++)
+    for (size_t k = 0; k < 2; k++)
+      ck_assert(g->data[i * 2 + k] == a->data[flat_of(6, s6, (size_t[]){1, i, 0, 1, 2, k})]);
+  /* scattering back adds exactly there */
+  blo_tensor *z = tn_zeros_like(&C, a);
+  ck_assert_int_eq(tn_index_add(&C, z, ix, 5, g), 0);
+  double tot = 0;
+  for (size_t f = 0; f < z->size; f++) tot += fabs(z->data[f]);
+  double want = 0;
+  for (size_t f = 0; f < g->size; f++) want += fabs(g->data[f]);
+  ck_assert(fabs(tot - want) <= 1e-14 * want);
+  R(g); R(z);
+  /* stack of two rank-5 tensors is rank 6; of rank-6 ones an error */
+  blo_tensor *st = tn_stack(&C, (blo_tensor *[]){b, b}, 2, 5);
+  ck_assert_str_eq(tn_shape_str(st, buf, sizeof buf), "[3, 2, 4, 1, 2, 2]");
+  for (size_t f = 0; f < b->size; f++) ck_assert(st->data[2 * f] == b->data[f] && st->data[2 * f + 1] == b->data[f]);
+  assert_err(tn_stack(&C, (blo_tensor *[]){a, a}, 2, 0), "stack: result rank 7 exceeds the maximum 6");
+  blo_tensor *cc = tn_concat(&C, (blo_tensor *[]){a, a}, 2, 2);
+  ck_assert_str_eq(tn_shape_str(cc, buf, sizeof buf), "[2, 3, 2, 2, 3, 2]");
+  R(st); R(cc);
+  /* a rank-5 operand broadcasts against a rank-6 one along its leading axis */
+  blo_tensor *b5 = rndn(5, (size_t[]){3, 1, 2, 1, 2});
+  blo_tensor *sum = tn_binary(&C, TN_ADD, a, b5), *nv = bcast_naive(TN_ADD, a, b5);
+  assert_close(sum, nv, 0, 0);
+  blo_tensor *back = tn_sum_to(&C, sum, 5, b5->shape);
+  ck_assert_str_eq(tn_shape_str(back, buf, sizeof buf), "[3, 1, 2, 1, 2]");
+  R(sum); R(nv); R(back); R(b5);
+  R(a); R(b);
+  LEAK_CHECK();
+}
+END_TEST
+
+/* conv2d's three kernels (im2col + dgemm) against their reference loops at
+ * shapes with non-square images, kh != kw, stride 2, padding 1 and 2; the
+ * adjoints satisfy <F(x, w), g> = <x, BX(g, w)> = <w, BW(x, g)>. */
+START_TEST(test_conv2d_vs_ref) {
+  struct { size_t N, C, H, W, O, kh, kw, sh, sw, ph, pw; } cs[] = {
+    {1, 1, 4, 4, 1, 2, 2, 1, 1, 0, 0}, {2, 3, 8, 8, 4, 3, 3, 1, 1, 0, 0}, {2, 3, 7, 9, 4, 3, 2, 2, 2, 1, 1},
+    {3, 2, 5, 6, 3, 1, 3, 2, 1, 0, 2}, {1, 4, 6, 5, 2, 5, 5, 1, 2, 2, 1}, {2, 1, 9, 7, 5, 2, 4, 3, 2, 1, 0},
+    {1, 2, 3, 3, 2, 3, 3, 2, 2, 1, 1}, {2, 6, 12, 10, 8, 5, 3, 1, 1, 2, 1}};
+  for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+    tn_conv_opt o = {cs[k].sh, cs[k].sw, cs[k].ph, cs[k].pw};
+    blo_tensor *x = rndn(4, (size_t[]){cs[k].N, cs[k].C, cs[k].H, cs[k].W});
+    blo_tensor *w = rndn(4, (size_t[]){cs[k].O, cs[k].C, cs[k].kh, cs[k].kw});
+    blo_tensor *y = tn_conv2d(&C, x, w, &o), *yr = tn_conv2d_ref(&C, x, w, &o);
+    ck_assert_msg(y && yr, "case %zu: %s", k, C.err);
+    size_t oh = (cs[k].H + 2 * cs[k].ph - cs[k].kh) / cs[k].sh + 1, ow = (cs[k].W + 2 * cs[k].pw - cs[k].kw) / cs[k].sw + 1;
+    assert_shape_(y, 4, (size_t[]){cs[k].N, cs[k].O, oh, ow}, __LINE__);
+    assert_close(y, yr, 1e-12, 1e-13);
+    blo_tensor *g = rndn(4, y->shape);
+    blo_tensor *dx = tn_conv2d_bx(&C, g, w, cs[k].H, cs[k].W, &o), *dxr = tn_conv2d_bx_ref(&C, g, w, cs[k].H, cs[k].W, &o);
+    blo_tensor *dw = tn_conv2d_bw(&C, x, g, cs[k].kh, cs[k].kw, &o), *dwr = tn_conv2d_bw_ref(&C, x, g, cs[k].kh, cs[k].kw, &o);
+    ck_assert_msg(dx && dxr && dw && dwr, "case %zu: %s", k, C.err);
+    ck_assert(tn_same_shape(dx, x) && tn_same_shape(dw, w));
+    assert_close(dx, dxr, 1e-12, 1e-13);
+    assert_close(dw, dwr, 1e-12, 1e-13);
+    double yg = tn_dot(yr, g), xdx = tn_dot(x, dxr), wdw = tn_dot(w, dwr);
+    ck_assert_msg(fabs(yg - xdx) <= 1e-12 * (1 + fabs(yg)) && fabs(yg - wdw) <= 1e-12 * (1 + fabs(yg)),
+                  "case %zu: adjoint identity %.17g %.17g %.17g", k, yg, xdx, wdw);
+    R(x); R(w); R(y); R(yr); R(g); R(dx); R(dxr); R(dw); R(dwr);
+  }
+  /* errors name both shapes */
+  blo_tensor *x = rndn(4, (size_t[]){2, 3, 8, 8}), *w = rndn(4, (size_t[]){4, 2, 3, 3}), *x3 = rndn(3, (size_t[]){3, 8, 8});
+  blo_tensor *big = rndn(4, (size_t[]){4, 3, 9, 3});
+  tn_conv_opt o = {1, 1, 0, 0}, o0 = {0, 1, 0, 0};
+  assert_err(tn_conv2d(&C, x, w, &o), "conv2d: input [2, 3, 8, 8] has 3 channels, weight [4, 2, 3, 3] expects 2");
+  assert_err(tn_conv2d_ref(&C, x, w, &o), "conv2d: input [2, 3, 8, 8] has 3 channels, weight [4, 2, 3, 3] expects 2");
+  assert_err(tn_conv2d(&C, x3, w, &o), "conv2d: input must have shape [N, C, H, W], got [3, 8, 8]");
+  assert_err(tn_conv2d(&C, x, x3, &o), "conv2d: weight must have shape [O, C, kh, kw], got [3, 8, 8] (input [2, 3, 8, 8])");
+  assert_err(tn_conv2d(&C, x, big, &o), "conv2d: kernel of weight [4, 3, 9, 3] does not fit the input [2, 3, 8, 8] padded to 8x8");
+  assert_err(tn_conv2d(&C, x, big, &o0), "conv2d: stride must be at least 1");
+  R(x); R(w); R(x3); R(big);
+  LEAK_CHECK();
+}
+END_TEST
+
+/* pooling against loops written here; avgpool2d_bwd is avgpool2d's adjoint */
+START_TEST(test_pool2d) {
+  struct { size_t N, C, H, W, kh, kw, sh, sw; } cs[] = {
+    {1, 1, 4, 4, 2, 2, 2, 2}, {2, 3, 7, 6, 3, 2, 2, 2}, {1, 2, 5, 9, 2, 3, 1, 3}, {3, 1, 6, 6, 3, 3, 3, 3}};
+  for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+    tn_conv_opt o = {cs[k].sh, cs[k].sw, 0, 0};
+    blo_tensor *x = rndn(4, (size_t[]){cs[k].N, cs[k].C, cs[k].H, cs[k].W}), *arg;
+    blo_tensor *mx = tn_maxpool2d(&C, x, cs[k].kh, cs[k].kw, &o, &arg), *av = tn_avgpool2d(&C, x, cs[k].kh, cs[k].kw, &o);
+    ck_assert_msg(mx && av && arg, "%s", C.err);
+    size_t oh = (cs[k].H - cs[k].kh) / cs[k].sh + 1, ow = (cs[k].W - cs[k].kw) / cs[k].sw + 1;
+    assert_shape_(mx, 4, (size_t[]){cs[k].N, cs[k].C, oh, ow}, __LINE__);
+    for (size_t p = 0; p < cs[k].N * cs[k].C; p++)
+      for (size_t u = 0; u < oh; u++)
+        for (size_t v = 0; v < ow; v++) {
+          double m = -INFINITY, s = 0;
+          for (size_t i = 0; i < cs[k].kh; i++)
+            for (size_t j = 0; j < cs[k].kw; j++) {
+              double e = x->data[(p * cs[k].H + u * cs[k].sh + i) * cs[k].W + v * cs[k].sw + j];
+              if (e > m) m = e;
+              s += e;
+            }
+          size_t q = (p * oh + u) * ow + v;
+          ck_assert(mx->data[q] == m && x->data[(size_t)arg->data[q]] == m);
+          ck_assert(fabs(av->data[q] - s / (double)(cs[k].kh * cs[k].kw)) <= 1e-15);
+        }
+    blo_tensor *g = rndn(4, av->shape), *dx = tn_avgpool2d_bwd(&C, g, cs[k].kh, cs[k].kw, cs[k].H, cs[k].W, &o);
+    ck_assert(dx && tn_same_shape(dx, x));
+    double l = tn_dot(av, g), r = tn_dot(x, dx);
+    ck_assert_msg(fabs(l - r) <= 1e-13 * (1 + fabs(l)), "%.17g vs %.17g", l, r);
+    R(x); R(mx); R(av); R(arg); R(g); R(dx);
+  }
+  /* ties: the first maximum in row-major order */
+  blo_tensor *t = tn_from(&C, 4, (size_t[]){1, 1, 2, 2}, (double[]){1, 3, 3, 2}), *arg;
+  tn_conv_opt o2 = {2, 2, 0, 0};
+  blo_tensor *m = tn_maxpool2d(&C, t, 2, 2, &o2, &arg);
+  ck_assert(m->data[0] == 3 && arg->data[0] == 1);
+  R(m); R(arg);
+  assert_err(tn_maxpool2d(&C, t, 3, 2, &o2, NULL), "maxpool2d: window 3x2 is larger than the input [1, 1, 2, 2]");
+  blo_tensor *v = rndn(2, (size_t[]){2, 2});
+  assert_err(tn_avgpool2d(&C, v, 1, 1, &o2), "avgpool2d: input must have shape [N, C, H, W], got [2, 2]");
+  R(t); R(v);
+  LEAK_CHECK();
+}
+END_TEST
+
+/* cross-entropy against -mean(sum(p * log(softmax(z)))) from the softmax kernel */
+START_TEST(test_cross_entropy) {
+  size_t sh[2] = {5, 4};
+  blo_tensor *z = rndn(2, sh), *p = rndn(2, sh);
+  for (size_t i = 0; i < z->size; i++) z->data[i] *= 30; /* wide logits: exp overflows without the shift */
+  blo_tensor *s = tn_softmax(&C, z, 1);
+  double want = 0;
+  for (size_t i = 0; i < z->size; i++) want -= p->data[i] * log(s->data[i]) / 5.0;
+  blo_tensor *l = tn_cross_entropy(&C, z, p);
+  ck_assert_msg(fabs(l->data[0] - want) <= 1e-12 * fabs(want), "%.17g vs %.17g", l->data[0], want);
+  R(l);
+  /* logits of 1000: the naive exp overflows, the shifted form does not */
+  for (size_t i = 0; i < z->size; i++) z->data[i] = 1000 + (double)(i % 4);
+  l = tn_cross_entropy(&C, z, p);
+  ck_assert(isfinite(l->data[0]));
+  R(l);
+  blo_tensor *v = rndn(1, (size_t[]){5});
+  assert_err(tn_cross_entropy(&C, v, p),
+             "cross_entropy: logits [5] and labels [5, 4]: want logits [N, K] and labels [N, K] or [N]");
+  R(z); R(p); R(s); R(v);
+  LEAK_CHECK();
+}
+END_TEST
+
 START_TEST(test_index_cases) {
   double v[12];
   for (int i = 0; i < 12; i++) v[i] = i;
@@ -1484,6 +1697,11 @@ static Suite *tensor_suite(void) {
   tcase_add_test(t, test_index_check);
   tcase_add_test(t, test_index_random);
   tcase_add_test(t, test_index_cases);
+  tcase_add_test(t, test_rank5_6);
+  t = tc(s, "networks");
+  tcase_add_test(t, test_conv2d_vs_ref);
+  tcase_add_test(t, test_pool2d);
+  tcase_add_test(t, test_cross_entropy);
   tcase_add_test(t, test_take);
   t = tc(s, "rng");
   tcase_add_test(t, test_rng_fixed_values);
