@@ -1470,21 +1470,35 @@ static int labels_one_hot(blo_state *S, callargs *a, const char *name, const blo
   return EV_OK;
 }
 
-/* cross_entropy(logits [N, K], labels [N] of classes or [N, K] of rows) */
-static int bi_cross_entropy(blo_state *S, callargs *a, value *out) {
+/* The arguments of cross_entropy and accuracy: logits [N, K] and labels,
+ * either [N] classes (*classes = 1) or [N, K] rows.  Errors name both shapes. */
+static int logits_and_labels(blo_state *S, callargs *a, const char *name, const blo_tensor **zt_out,
+                             const blo_tensor **lt_out, int *classes_out) {
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
-  if (need_numeric(S, a, "cross_entropy", 0) || need_numeric(S, a, "cross_entropy", 1)) return EV_ERR;
+  if (need_numeric(S, a, name, 0) || need_numeric(S, a, name, 1)) return EV_ERR;
   value zv = a->pos[0], lv = a->pos[1];
   char s1[96], s2[96];
   const blo_tensor *zt = zv.kind == V_TENSOR ? zv.u.t : NULL, *lt = lv.kind == V_TENSOR ? lv.u.t : NULL;
   if (!zt || zt->rank != 2)
-    return interp_error(S, a->call, "cross_entropy: logits must have shape [N, K], got %s",
+    return interp_error(S, a->call, "%s: logits must have shape [N, K], got %s", name,
                         zt ? shape_text(zt, s1, sizeof s1) : "a number");
   int classes = lt && lt->rank == 1;
   if (!lt || (classes ? lt->shape[0] != zt->shape[0] : !tn_same_shape(lt, zt)))
-    return interp_error(S, a->call, "cross_entropy: labels %s do not match logits %s (want [%zu] classes or [%zu, %zu] rows)",
-                        lt ? shape_text(lt, s1, sizeof s1) : "(a number)", shape_text(zt, s2, sizeof s2),
+    return interp_error(S, a->call, "%s: labels %s do not match logits %s (want [%zu] classes or [%zu, %zu] rows)",
+                        name, lt ? shape_text(lt, s1, sizeof s1) : "(a number)", shape_text(zt, s2, sizeof s2),
                         zt->shape[0], zt->shape[0], zt->shape[1]);
+  *zt_out = zt;
+  *lt_out = lt;
+  *classes_out = classes;
+  return EV_OK;
+}
+
+/* cross_entropy(logits [N, K], labels [N] of classes or [N, K] of rows) */
+static int bi_cross_entropy(blo_state *S, callargs *a, value *out) {
+  const blo_tensor *zt, *lt;
+  int classes;
+  if (logits_and_labels(S, a, "cross_entropy", &zt, &lt, &classes)) return EV_ERR;
+  value zv = a->pos[0], lv = a->pos[1];
   ad_val z, p, r;
   if (classes) {
     blo_tensor *oh;
@@ -1523,19 +1537,9 @@ static int bi_one_hot(blo_state *S, callargs *a, value *out) {
 /* accuracy(logits [N, K], labels [N] or [N, K]): the fraction of rows whose
  * largest logit is at the label (a row label's largest entry) */
 static int bi_accuracy(blo_state *S, callargs *a, value *out) {
-  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
-  if (need_numeric(S, a, "accuracy", 0) || need_numeric(S, a, "accuracy", 1)) return EV_ERR;
-  value zv = a->pos[0], lv = a->pos[1];
-  char s1[96], s2[96];
-  const blo_tensor *zt = zv.kind == V_TENSOR ? zv.u.t : NULL, *lt = lv.kind == V_TENSOR ? lv.u.t : NULL;
-  if (!zt || zt->rank != 2)
-    return interp_error(S, a->call, "accuracy: logits must have shape [N, K], got %s",
-                        zt ? shape_text(zt, s1, sizeof s1) : "a number");
-  int classes = lt && lt->rank == 1;
-  if (!lt || (classes ? lt->shape[0] != zt->shape[0] : !tn_same_shape(lt, zt)))
-    return interp_error(S, a->call, "accuracy: labels %s do not match logits %s (want [%zu] classes or [%zu, %zu] rows)",
-                        lt ? shape_text(lt, s1, sizeof s1) : "(a number)", shape_text(zt, s2, sizeof s2),
-                        zt->shape[0], zt->shape[0], zt->shape[1]);
+  const blo_tensor *zt, *lt;
+  int classes;
+  if (logits_and_labels(S, a, "accuracy", &zt, &lt, &classes)) return EV_ERR;
   blo_tensor *pz = tn_reduce(&S->tn, TN_ARGMAX, zt, 1), *pl = classes ? NULL : tn_reduce(&S->tn, TN_ARGMAX, lt, 1);
   if (!pz || (!classes && !pl)) {
     tn_release(&S->tn, pz);
