@@ -1332,6 +1332,8 @@ static int npz_flatten(blo_state *S, callargs *a, orec *r, const char *prefix, i
     if (!v_is_numeric(v)) {
       char d[96];
       v_describe(v, d, sizeof d);
+      for (char *c = name; *c; c++)   /* the field as the script writes it: sub.name */
+        if (*c == '/') *c = '.';
       return interp_error(S, a->call, "save_npz: field '%s' is a %s, expected a number, tensor or record", name, d);
     }
     if (l->n == l->cap) {

@@ -195,10 +195,8 @@ static int parse_shape(pstate *s, npy_hdr *h) {
       s->p++;
     }
     if (s->p < s->end && *s->p == 'L') s->p++;  /* Python 2 long literal */
-    if (n >= TN_MAX_RANK)
-      return fail(s->err, s->errlen, s->w, "holds an array of rank above %d, the most blo tensors have",
-                  TN_MAX_RANK);
-    h->shape[n++] = v;
+    if (n < TN_MAX_RANK) h->shape[n] = v;
+    n++;
     skip_ws(s);
     trailing_comma = 0;
     if (s->p < s->end && *s->p == ',') { s->p++; trailing_comma = 1; continue; }
@@ -206,6 +204,9 @@ static int parse_shape(pstate *s, npy_hdr *h) {
     return perr(s, "expected ',' or ')' in the shape");
   }
   if (n == 1 && !trailing_comma) return perr(s, "a one-element shape needs a trailing comma");
+  if (n > TN_MAX_RANK)
+    return fail(s->err, s->errlen, s->w, "holds an array of rank %d: blo tensors have at most %d dimensions", n,
+                TN_MAX_RANK);
   h->rank = n;
   return 0;
 }
