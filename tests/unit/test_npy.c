@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../include/blo.h"
 #include "../../stdlib/npy.h"
 
 static tn_ctx ctx;
@@ -601,6 +602,146 @@ START_TEST(npy_no_tensor_leak_on_errors) {
 }
 END_TEST
 
+/* ---------------- arbitrary damage never crashes ---------------- */
+
+/* Every single-byte change (three values per position) and every truncation
+ * of NumPy's files either loads or fails with a message naming the file;
+ * under the sanitizers this also proves no read goes out of bounds. */
+static void mutate_file(const char *name, int npz) {
+  size_t n;
+  unsigned char *orig = read_all(fixture(name), &n);
+  unsigned char *b = malloc(n);
+  /* thousands of small files: in memory (/dev/shm) where there is one, as
+   * writing them to a disk-backed /tmp takes milliseconds each */
+  char shm[128];
+  snprintf(shm, sizeof shm, "/dev/shm/blo_test_npy_%ld.%s", (long)getpid(), npz ? "npz" : "npy");
+  FILE *probe = fopen(shm, "wb");
+  if (probe) fclose(probe);
+  const char *p = probe ? shm : path_of(npz ? "m.npz" : "m.npy");
+  static const unsigned char vals[3] = {0x00, 0xff, 0x7f};
+  for (size_t i = 0; i <= n; i++) {
+    for (int k = 0; k < 4; k++) {
+      size_t len = n;
+      memcpy(b, orig, n);
+      if (k == 3) len = i;              /* truncated at i */
+      else if (i < n) b[i] = orig[i] != vals[k] ? vals[k] : (unsigned char)(vals[k] ^ 0x55);
+      else continue;
+      write_bytes(p, b, len);
+      err[0] = 0;
+      if (npz) {
+        npz_entry *e;
+        size_t ne;
+        if (npz_load(&ctx, p, &e, &ne, err, sizeof err) == 0) npz_free(&ctx, e, ne);
+        else ck_assert_msg(strstr(err, p) != NULL, "%s byte %zu: '%s'", name, i, err);
+      } else {
+        blo_tensor *t = npy_load(&ctx, p, err, sizeof err);
+        if (t) tn_release(&ctx, t);
+        else ck_assert_msg(strstr(err, p) != NULL, "%s byte %zu: '%s'", name, i, err);
+      }
+    }
+  }
+  if (probe) unlink(shm);
+  free(b);
+  free(orig);
+}
+
+START_TEST(npy_mutations_are_errors_or_values) {
+  mutate_file("f4.npy", 0);
+  mutate_file("fortran_u1.npy", 0);
+  mutate_file("fortran.npy", 0);
+  mutate_file("v3.npy", 0);
+  mutate_file("stored.npz", 1);
+  mutate_file("deflated.npz", 1);
+  mutate_file("positional.npz", 1);
+  tn_ctx_trim(&ctx);
+  ck_assert_uint_eq(ctx.mem_used, 0);
+}
+END_TEST
+
+/* ---------------- the builtins ---------------- */
+
+static int run(blo_state *S, const char *src) { return blo_eval_string(S, "t.blo", src, strlen(src)); }
+
+START_TEST(builtins_respect_allow_files) {
+  blo_config c;
+  blo_config_defaults(&c);
+  c.allow_files = 0;
+  blo_state *S = blo_open(&c);
+  ck_assert_ptr_nonnull(S);
+  char code[1024];
+  const char *calls[4] = {"save_npy(\"%s\", [1, 2])", "save_npz(\"%s\", {a = 1})", "let x = load_npy(\"%s\")",
+                          "let x = load_npz(\"%s\")"};
+  const char *files[4] = {path_of("no.npy"), path_of("no.npz"), fixture("f4.npy"), fixture("stored.npz")};
+  for (int i = 0; i < 4; i++) {
+    snprintf(code, sizeof code, calls[i], files[i]);
+    ck_assert_int_eq(run(S, code), BLO_ERROR_RUNTIME);
+    ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "file access is disabled"));
+  }
+  ck_assert_int_eq(access(files[0], F_OK), -1);
+  ck_assert_int_eq(access(files[1], F_OK), -1);
+  blo_close(S);
+}
+END_TEST
+
+START_TEST(builtins_memory_cap) {
+  const char *p = path_of("big.npy");
+  write_npy_raw(p, 1, "{'descr': '|u1', 'fortran_order': False, 'shape': (1000, 1000), }", 0);
+  blo_config c;
+  blo_config_defaults(&c);
+  c.mem_cap = 1 << 20;
+  blo_state *S = blo_open(&c);
+  char code[1024];
+  snprintf(code, sizeof code, "let x = load_npy(\"%s\")", p);
+  ck_assert_int_eq(run(S, code), BLO_ERROR_MEMORY);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "memory cap exceeded"));
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "big.npy'"));
+  blo_close(S);
+}
+END_TEST
+
+START_TEST(builtins_records) {
+  blo_config c;
+  blo_config_defaults(&c);
+  blo_state *S = blo_open(&c);
+  char code[2048];
+  const char *p = path_of("net.npz");
+  snprintf(code, sizeof code,
+           "let net = {c1 = [[1, 2], [3, 4]], b = 0.5, deep = {w = [1, 2, 3], deeper = {s = -1}}}\n"
+           "save_npz(\"%s\", net)\n"
+           "let r = load_npz(\"%s\")\n"
+           "let total = sum(r.c1) + r.b + sum(r.deep.w) + r.deep.deeper.s\n", p, p);
+  ck_assert_int_eq(run(S, code), BLO_OK);
+  double total = 0;
+  ck_assert_int_eq(blo_get_number(S, "total", &total), BLO_OK);
+  ck_assert(total == 10 + 0.5 + 6 - 1);
+  /* the members are flat names with '/' */
+  npz_entry *e;
+  size_t n;
+  ck_assert_msg(npz_load(&ctx, p, &e, &n, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(n, 4);
+  ck_assert_str_eq(e[0].name, "c1");
+  ck_assert_str_eq(e[1].name, "b");
+  ck_assert_str_eq(e[2].name, "deep/w");
+  ck_assert_str_eq(e[3].name, "deep/deeper/s");
+  npz_free(&ctx, e, n);
+  /* a member that is both an array and a record */
+  const char *q = path_of("both.npz");
+  size_t s1[1] = {1};
+  blo_tensor *t = tn_zeros(&ctx, 1, s1);
+  const char *names[2] = {"a", "a/b"};
+  const blo_tensor *ts[2] = {t, t};
+  ck_assert_int_eq(npz_save(&ctx, q, names, ts, 2, err, sizeof err), 0);
+  tn_release(&ctx, t);
+  snprintf(code, sizeof code, "let z = load_npz(\"%s\")", q);
+  ck_assert_int_eq(run(S, code), BLO_ERROR_RUNTIME);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "member 'a/b.npy' maps to field 'a', which another member uses"));
+  snprintf(code, sizeof code, "save_npz(\"%s\", [1, 2])", q);
+  ck_assert_int_eq(run(S, code), BLO_ERROR_RUNTIME);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "save_npz: argument 2 must be a record of tensors"));
+  blo_close(S);
+}
+END_TEST
+
 /* ---------------- NumPy reads blo's files ---------------- */
 
 /* A Python 3 with NumPy, or NULL. */
@@ -688,6 +829,10 @@ int main(void) {
   tcase_add_test(tc, npz_corrupt);
   tcase_add_test(tc, npz_corrupt_deflate);
   tcase_add_test(tc, npy_no_tensor_leak_on_errors);
+  tcase_add_test(tc, npy_mutations_are_errors_or_values);
+  tcase_add_test(tc, builtins_respect_allow_files);
+  tcase_add_test(tc, builtins_memory_cap);
+  tcase_add_test(tc, builtins_records);
   tcase_add_test(tc, numpy_reads_blo_files);
   suite_add_tcase(s, tc);
   return check_run(s, "test_npy", CK_NOFORK);
