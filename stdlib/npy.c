@@ -354,6 +354,7 @@ static blo_tensor *npy_read(tn_ctx *ctx, src *s, const where *w, char *err, size
   unsigned char pre[12];
   size_t k = src_read(s, pre, 8);
   if (s->zerr) { fail(err, errlen, w, "has corrupt compressed data"); return NULL; }
+  if (k < 8 && ferror(s->f)) { fail(err, errlen, w, "cannot be read: %s", strerror(errno)); return NULL; }
   if (k < 6 || memcmp(pre, MAGIC, 6)) {
     fail(err, errlen, w, "is not a NumPy .npy file (bad magic)");
     return NULL;

@@ -472,6 +472,9 @@ START_TEST(npy_corrupt_preamble) {
   write_bytes(p, "\x93NUMPY\x02\x00\xff\xff\xff\xff", 12);
   ck_assert_ptr_null(npy_load(&ctx, p, err, sizeof err));
   expect_err("has a header of 4294967295 bytes, above the limit of 10000");
+  /* a directory opens but cannot be read */
+  ck_assert_ptr_null(npy_load(&ctx, dir, err, sizeof err));
+  expect_err("' cannot be read: Is a directory");
   ck_assert_ptr_null(npy_load(&ctx, path_of("missing.npy"), err, sizeof err));
   expect_err("cannot open '");
   expect_err("No such file");
