@@ -13,6 +13,7 @@
 #endif
 #include "interp.h"
 #include "io.h"
+#include "npy.h"
 
 #include <errno.h>
 #include <math.h>
@@ -1260,6 +1261,195 @@ static int bi_load_idx(blo_state *S, callargs *a, value *out) {
   return EV_OK;
 }
 
+/* ---- NumPy files (stdlib/npy.c holds the formats) ---- */
+
+/* save_npy(path, x): x as a float64 C-order .npy file (a number as shape ()). */
+static int bi_save_npy(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (files_allowed(S, a, "save_npy")) return EV_ERR;
+  const char *path;
+  if (arg_str(S, a, 0, &path) || need_numeric(S, a, "save_npy", 1)) return EV_ERR;
+  blo_tensor *t = v_to_tensor(S, a->pos[1]);
+  if (!t) return interp_tn_error(S, a->call);
+  char err[600];
+  int rc = npy_save(&S->tn, path, t, err, sizeof err);
+  tn_release(&S->tn, t);
+  if (rc) return interp_error(S, a->call, "save_npy: %s", err);
+  *out = v_nil();
+  return EV_OK;
+}
+
+static int bi_load_npy(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (files_allowed(S, a, "load_npy")) return EV_ERR;
+  const char *path;
+  if (arg_str(S, a, 0, &path)) return EV_ERR;
+  char err[600];
+  blo_tensor *t = npy_load(&S->tn, path, err, sizeof err);
+  if (!t) return interp_error(S, a->call, "load_npy: %s", err);
+  return ret_tn(S, a, t, out);
+}
+
+/* The arrays of a record, flattened depth first in field order: field b of
+ * field a is member "a/b" (what numpy.savez writes for the key "a/b"). */
+typedef struct npz_list {
+  char **names;
+  blo_tensor **ts;
+  size_t n, cap;
+} npz_list;
+
+enum { NPZ_MAX_DEPTH = 64, NPZ_MAX_NAME = 1000 };
+
+static void npz_list_free(blo_state *S, npz_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    free(l->names[i]);
+    tn_release(&S->tn, l->ts[i]);
+  }
+  free(l->names);
+  free(l->ts);
+}
+
+static int npz_flatten(blo_state *S, callargs *a, orec *r, const char *prefix, int depth, npz_list *l) {
+  if (depth > NPZ_MAX_DEPTH)
+    return interp_error(S, a->call, "save_npz: records nested deeper than %d levels", NPZ_MAX_DEPTH);
+  for (int i = 0; i < r->n; i++) {
+    const char *key = r->keys[i];
+    size_t plen = strlen(prefix), klen = strlen(key);
+    if (plen + klen + 2 > NPZ_MAX_NAME)
+      return interp_error(S, a->call, "save_npz: the name of field '%s' is longer than %d bytes", key, NPZ_MAX_NAME);
+    char name[NPZ_MAX_NAME + 2];   /* prefix, key and, for a nested record, '/' */
+    memcpy(name, prefix, plen);
+    memcpy(name + plen, key, klen + 1);
+    if (!klen || strchr(key, '/'))
+      return interp_error(S, a->call, "save_npz: field '%s' is empty or contains '/', which separates nested records",
+                          name);
+    value v = r->vals[i];
+    if (v.kind == V_REC) {
+      memcpy(name + plen + klen, "/", 2);
+      if (npz_flatten(S, a, (orec *)v.u.o, name, depth + 1, l)) return EV_ERR;
+      continue;
+    }
+    if (!v_is_numeric(v)) {
+      char d[96];
+      v_describe(v, d, sizeof d);
+      for (char *c = name; *c; c++)   /* the field as the script writes it: sub.name */
+        if (*c == '/') *c = '.';
+      return interp_error(S, a->call, "save_npz: field '%s' is a %s, expected a number, tensor or record", name, d);
+    }
+    if (l->n == l->cap) {
+      size_t cap = l->cap ? 2 * l->cap : 16;
+      char **nn = realloc(l->names, cap * sizeof *nn);
+      if (nn) l->names = nn;
+      blo_tensor **nt = realloc(l->ts, cap * sizeof *nt);
+      if (nt) l->ts = nt;
+      if (!nn || !nt) return oom(S, a);
+      l->cap = cap;
+    }
+    char *dup = strdup(name);
+    if (!dup) return oom(S, a);
+    blo_tensor *t = v_to_tensor(S, v);
+    if (!t) { free(dup); return interp_tn_error(S, a->call); }
+    l->names[l->n] = dup;
+    l->ts[l->n] = t;
+    l->n++;
+  }
+  return EV_OK;
+}
+
+/* save_npz(path, rec): the record's arrays as an uncompressed .npz archive. */
+static int bi_save_npz(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (files_allowed(S, a, "save_npz")) return EV_ERR;
+  const char *path;
+  if (arg_str(S, a, 0, &path)) return EV_ERR;
+  if (a->pos[1].kind != V_REC) return type_err(S, a, "save_npz", 1, "a record of tensors");
+  npz_list l = {0};
+  if (npz_flatten(S, a, (orec *)a->pos[1].u.o, "", 1, &l)) { npz_list_free(S, &l); return EV_ERR; }
+  char err[600];
+  int rc = npz_save(&S->tn, path, (const char *const *)l.names, (const blo_tensor *const *)l.ts, l.n, err, sizeof err);
+  npz_list_free(S, &l);
+  if (rc) return interp_error(S, a->call, "save_npz: %s", err);
+  *out = v_nil();
+  return EV_OK;
+}
+
+/* A member name component as a field name: characters other than letters,
+ * digits and '_' become '_', a leading digit gets a '_' in front and a
+ * keyword gets one behind ("1st-layer" -> "_1st_layer", "if" -> "if_"). */
+static void npz_field_name(const char *s, size_t n, char *out) {
+  static const char *const kw[] = {"let", "fn", "if", "else", "for", "in", "while", "break", "continue", "return",
+                                   "print", "problem", "outer", "inner", "minimize", "maximize", "every", "solve",
+                                   "with", "true", "false", NULL};
+  size_t k = 0;
+  if (s[0] >= '0' && s[0] <= '9') out[k++] = '_';
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    out[k++] = ok ? c : '_';
+  }
+  out[k] = 0;
+  for (int i = 0; kw[i]; i++)
+    if (!strcmp(out, kw[i])) { out[k++] = '_'; out[k] = 0; break; }
+}
+
+/* load_npz(path): a record with one field per member; "a/b.npy" becomes
+ * field b of the record in field a. */
+static int bi_load_npz(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (files_allowed(S, a, "load_npz")) return EV_ERR;
+  const char *path;
+  if (arg_str(S, a, 0, &path)) return EV_ERR;
+  char err[600];
+  npz_entry *e;
+  size_t n;
+  if (npz_load(&S->tn, path, &e, &n, err, sizeof err)) return interp_error(S, a->call, "load_npz: %s", err);
+  orec *root = rec_new(S);
+  if (!root) { npz_free(&S->tn, e, n); return oom(S, a); }
+  value rv = v_obj(V_REC, &root->h);
+  int rc = EV_OK;
+  for (size_t i = 0; i < n && rc == EV_OK; i++) {
+    const char *name = e[i].name;
+    orec *cur = root;
+    for (const char *p = name;;) {
+      const char *slash = strchr(p, '/');
+      size_t len = slash ? (size_t)(slash - p) : strlen(p);
+      if (len == 0 || len > NPZ_MAX_NAME) {
+        rc = interp_error(S, a->call, "load_npz: '%s' member '%s.npy' has an empty or overlong name part", path, name);
+        break;
+      }
+      char field[NPZ_MAX_NAME + 3];
+      npz_field_name(p, len, field);
+      value *have = rec_get(cur, field);
+      if (have && (!slash || have->kind != V_REC)) {
+        rc = interp_error(S, a->call, "load_npz: '%s' member '%s.npy' maps to field '%s', which another member uses",
+                          path, name, field);
+        break;
+      }
+      if (slash) {
+        if (!have) {
+          orec *sub = rec_new(S);
+          if (!sub || rec_set(S, cur, field, v_obj(V_REC, &sub->h))) { rc = oom(S, a); break; }
+          have = rec_get(cur, field);
+        }
+        cur = (orec *)have->u.o;
+        p = slash + 1;
+        continue;
+      }
+      blo_tensor *t = e[i].t;
+      e[i].t = NULL;
+      value v;
+      if (t->rank == 0) { v = v_num(t->data[0]); tn_release(&S->tn, t); }
+      else v = v_tensor(t);
+      if (rec_set(S, cur, field, v)) rc = oom(S, a);
+      break;
+    }
+  }
+  npz_free(&S->tn, e, n);
+  if (rc != EV_OK) { v_release(S, &rv); return rc; }
+  *out = rv;
+  return EV_OK;
+}
+
 /* ======================================================================
  * checks, lists, records, time
  * ====================================================================== */
@@ -1619,6 +1809,8 @@ static const builtin_def builtins[] = {
   {"linspace", bi_linspace, 3, 3, "linspace(a, b, n)", "n evenly spaced points from a to b inclusive", 0},
   {"load_csv", bi_load_csv, 1, 1, "load_csv(path, header = false, cols = all)", "numeric CSV file as a [rows, cols] tensor ([rows] for one column)", 0},
   {"load_idx", bi_load_idx, 1, 1, "load_idx(path)", "IDX file (MNIST format, plain or .gz) as a tensor with the file's dimensions", 0},
+  {"load_npy", bi_load_npy, 1, 1, "load_npy(path)", "NumPy .npy file as a tensor (a number for shape ()); float, int, uint and bool dtypes convert to double", 0},
+  {"load_npz", bi_load_npz, 1, 1, "load_npz(path)", "NumPy .npz archive (stored or deflated) as a record of tensors; member \"a/b.npy\" becomes field a.b", 0},
   {"log", bi_log, 1, 1, "log(x)", "natural logarithm, elementwise; -inf at 0, NaN below", BI_OPS_ALL},
   {"log1p", bi_log1p, 1, 1, "log1p(x)", "log(1 + x), elementwise, accurate for small x; -inf at -1, NaN below", BI_OPS_ALL},
   {"logsumexp", bi_logsumexp, 1, 1, "logsumexp(x, axis = all)", "log(sum(exp(x))) computed without overflow", BI_OPS_ALL},
@@ -1644,6 +1836,8 @@ static const builtin_def builtins[] = {
   {"relu", bi_relu, 1, 1, "relu(x)", "max(x, 0), elementwise", BI_OPS_ALL},
   {"reshape", bi_reshape, 2, -1, "reshape(x, d1, d2, ...) | reshape(x, shape)", "same elements in a new shape; one dimension may be -1", BI_OPS_FIRST},
   {"save_csv", bi_save_csv, 2, 2, "save_csv(path, x, header = [names])", "write a number, vector (one column) or matrix as CSV", 0},
+  {"save_npy", bi_save_npy, 2, 2, "save_npy(path, x)", "write a number or tensor as a NumPy .npy file (float64, C order)", 0},
+  {"save_npz", bi_save_npz, 2, 2, "save_npz(path, rec)", "write a record of tensors (nested records as \"a/b\") as an uncompressed NumPy .npz archive", 0},
   {"seed", bi_seed, 1, 1, "seed(n)", "reseed the random generator (same seed, same numbers on every machine)", 0},
   {"shape", bi_shape, 1, 1, "shape(x)", "vector of dimensions (empty for a number)", BI_OPS_ALL},
   {"shuffle", bi_shuffle, 1, 1, "shuffle(x)", "random permutation of the first axis of a tensor, or of a list", 0},
