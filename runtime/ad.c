@@ -1008,8 +1008,8 @@ int ad_matmul_t(tn_ctx *ctx, ad_tape *tape, ad_val a, int ta, ad_val b, int tb, 
   int rec;
   *out = NOVAL;
   if (!a.v || !b.v) return tn_error(ctx, "autodiff: operand has no value");
-  ta = ta && a.v->rank == 2;
-  tb = tb && b.v->rank == 2;
+  ta = ta && a.v->rank >= 2;
+  tb = tb && b.v->rank >= 2;
   if (prep(ctx, tape, in, 2, &rec) || d_matmul_t(ctx, a, ta, b, tb, out)) return -1;
   if (rec) return record(ctx, tape, K_MATMUL, ta | tb << 1, 0, in, 2, NULL, out, NULL);
   return 0;
@@ -1626,8 +1626,13 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
                     * transposes below are BLAS flags (tn_matmul_t): no n x d copy. */
     const ad_val a = IN(0), b = IN(1);
     const int ra = a.v->rank, rb = b.v->rank, fa = nd->sub & 1, fb = (nd->sub >> 1) & 1;
+    /* batched ([B,m,k] or [m,k] @ [B,k,n] or [k,n], one operand of rank 3): the
+     * matrix rules per batch element, the transposes acting on the last two
+     * axes; the gradient of a rank-2 operand shared by every batch element is
+     * the sum over B of the per-element ones (acc_to sums the leading axis) */
+    const int bat = ra == 3 || rb == 3;
     if (NEED(0)) {
-      if (ra == 2 && rb == 2) { /* [m,k]@[k,n]: g_A = g @ B'; g_a = g_A, or B @ g' when fa */
+      if ((ra == 2 && rb == 2) || bat) { /* [m,k]@[k,n]: g_A = g @ B'; g_a = g_A, or B @ g' when fa */
         TRY(fa ? d_matmul_t(ctx, b, fb, g, 1, &c) : d_matmul_t(ctx, g, 0, b, !fb, &c));
       } else if (ra == 2) {     /* [m,k]@[k]: g_A = outer(g [m], b [k]); g_a = outer(b, g) when fa */
         TRY(fa ? d_outer(ctx, b, g, &c) : d_outer(ctx, g, b, &c));
@@ -1636,10 +1641,10 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
       } else {                  /* [k]@[k]: g_a = g (scalar) * b */
         TRY(d_binary(ctx, TN_MUL, g, b, &c));
       }
-      TRY(acc(ctx, tp, TO, s[0].node, &c));
+      TRY(bat && ra < 3 ? acc_to(ctx, tp, TO, s[0].node, a.v, &c) : acc(ctx, tp, TO, s[0].node, &c));
     }
     if (NEED(1)) {
-      if (ra == 2 && rb == 2) { /* g_B = A' @ g; g_b = g_B, or g' @ A when fb */
+      if ((ra == 2 && rb == 2) || bat) { /* g_B = A' @ g; g_b = g_B, or g' @ A when fb */
         TRY(fb ? d_matmul_t(ctx, g, 1, a, fa, &c) : d_matmul_t(ctx, a, !fa, g, 0, &c));
       } else if (ra == 2) {     /* [m,k]@[k]: g_b = A' [k,m] @ g (one dgemv, transposed when !fa) */
         TRY(d_matmul_t(ctx, a, !fa, g, 0, &c));
@@ -1648,7 +1653,7 @@ static int vjp(tn_ctx *ctx, ad_tape *tp, int i) {
       } else {                  /* [k]@[k]: g_b = g * a */
         TRY(d_binary(ctx, TN_MUL, g, a, &c));
       }
-      TRY(acc(ctx, tp, TO, s[1].node, &c));
+      TRY(bat && rb < 3 ? acc_to(ctx, tp, TO, s[1].node, b.v, &c) : acc(ctx, tp, TO, s[1].node, &c));
     }
     break;
   }

@@ -63,10 +63,13 @@ int ad_leaf(tn_ctx *ctx, ad_tape *tape, ad_val *a);
  * tape may be NULL (no recording).  Inputs are borrowed. */
 int ad_unary(tn_ctx *ctx, ad_tape *tape, tn_unary_op op, ad_val a, ad_val *out);
 int ad_binary(tn_ctx *ctx, ad_tape *tape, tn_binary_op op, ad_val a, ad_val b, ad_val *out);
+/* a @ b as tn_matmul, including the batched product of rank-3 operands
+ * ([B,m,k] @ [B,k,n], a rank-2 operand shared by every batch element; its
+ * gradient sums over B). */
 int ad_matmul(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val b, ad_val *out);
-/* op(a) @ op(b), op = transpose of a rank-2 operand whose flag is set: the
- * product and its derivatives read the operands transposed through BLAS
- * flags, so a' @ b never materializes a'. */
+/* op(a) @ op(b), op = transpose of a rank-2 operand (of the last two axes of
+ * a rank-3 one) whose flag is set: the product and its derivatives read the
+ * operands transposed through BLAS flags, so a' @ b never materializes a'. */
 int ad_matmul_t(tn_ctx *ctx, ad_tape *tape, ad_val a, int ta, ad_val b, int tb, ad_val *out);
 int ad_transpose(tn_ctx *ctx, ad_tape *tape, ad_val a, ad_val *out);
 int ad_reduce(tn_ctx *ctx, ad_tape *tape, tn_reduce_op op, ad_val a, int axis, ad_val *out);

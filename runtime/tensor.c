@@ -610,7 +610,38 @@ blo_tensor *tn_affine(tn_ctx *ctx, const blo_tensor *a, double s, double b) {
  * operands are ignored (their transpose is the identity). */
 static void op_shape(const blo_tensor *a, int ta, size_t *shape) {
   for (int i = 0; i < a->rank; i++) shape[i] = a->shape[i];
-  if (ta && a->rank == 2) { shape[0] = a->shape[1]; shape[1] = a->shape[0]; }
+  if (ta && a->rank >= 2) {
+    shape[a->rank - 2] = a->shape[a->rank - 1];
+    shape[a->rank - 1] = a->shape[a->rank - 2];
+  }
+}
+
+/* Batched product: at least one operand of rank 3.  Both operands must be of
+ * rank 2 or 3; a rank-2 operand is the same matrix for every batch element.
+ * op(a) [B,m,k] or [m,k] @ op(b) [B,k,n] or [k,n] -> [B,m,n]; op transposes
+ * the last two axes of an operand whose flag is set.  *sa, *sb: distance
+ * between batch elements of a and b (0 for a broadcast rank-2 operand). */
+static blo_tensor *bmm_prep(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb, size_t *B,
+                            size_t *m, size_t *k, size_t *n, size_t *sa, size_t *sb) {
+  char s1[SB], s2[SB];
+  size_t xa[TN_MAX_RANK], xb[TN_MAX_RANK];
+  op_shape(a, ta, xa);
+  op_shape(b, tb, xb);
+  const int ra = a->rank, rb = b->rank;
+  if (ra < 2 || ra > 3 || rb < 2 || rb > 3 || (ra == 3 && rb == 3 && xa[0] != xb[0]) ||
+      xa[ra - 1] != xb[rb - 2]) {
+    tn_error(ctx, "shape mismatch in '@': %s and %s", tn_shape_str_raw(ra, xa, s1, SB),
+             tn_shape_str_raw(rb, xb, s2, SB));
+    return NULL;
+  }
+  *B = ra == 3 ? xa[0] : xb[0];
+  *m = xa[ra - 2];
+  *k = xa[ra - 1];
+  *n = xb[rb - 1];
+  *sa = ra == 3 ? *m * *k : 0;
+  *sb = rb == 3 ? *k * *n : 0;
+  size_t shape[3] = {*B, *m, *n};
+  return tn_new(ctx, 3, shape);
 }
 
 /* Validates op(a) @ op(b) and views both as matrices: A [m,k], B [k,n]
@@ -622,7 +653,7 @@ static blo_tensor *matmul_prep(tn_ctx *ctx, const blo_tensor *a, int ta, const b
     size_t sa[TN_MAX_RANK], sb[TN_MAX_RANK];
     op_shape(a, ta, sa);
     op_shape(b, tb, sb);
-    tn_error(ctx, "matmul: operands must be vectors or matrices, got %s @ %s",
+    tn_error(ctx, "matmul: operands must be vectors, matrices or batches of matrices (rank 3), got %s @ %s",
              tn_shape_str_raw(a->rank, sa, s1, SB), tn_shape_str_raw(b->rank, sb, s2, SB));
     return NULL;
   }
@@ -672,9 +703,62 @@ blo_tensor *tn_matmul_ref(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b)
   return tn_matmul_t_ref(ctx, a, 0, b, 0);
 }
 
+/* Batched reference, plain loops:
+ *   op(a) [B,m,k] (or [m,k], the same for every b) @ op(b) [B,k,n] (or [k,n]) -> C [B,m,n]
+ * a's element (bi, i, p) is at a[bi*sa + i*k + p], or a[bi*sa + p*m + i] when
+ * transposed (stored [k,m]); b's (bi, p, j) at b[bi*sb + p*n + j], or
+ * b[bi*sb + j*k + p] when transposed (stored [n,k]). */
+static blo_tensor *bmm_ref(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb) {
+  size_t B, m, k, n, sa, sb;
+  blo_tensor *o = bmm_prep(ctx, a, ta, b, tb, &B, &m, &k, &n, &sa, &sb);
+  if (!o) return NULL;
+  for (size_t bi = 0; bi < B; bi++)
+    for (size_t i = 0; i < m; i++)
+      for (size_t j = 0; j < n; j++) {
+        double s = 0;
+        for (size_t p = 0; p < k; p++) {
+          double x = ta ? a->data[bi * sa + p * m + i] : a->data[bi * sa + i * k + p];
+          double y = tb ? b->data[bi * sb + j * k + p] : b->data[bi * sb + p * n + j];
+          s += x * y;
+        }
+        o->data[(bi * m + i) * n + j] = s;
+      }
+  return o;
+}
+
+/* Batched fast path: one dgemm per batch element, or a single dgemm
+ * [B*m,k] @ op(b) [k,n] when b is a shared matrix and a is not transposed
+ * (the B matrices of a are then one [B*m,k] matrix in memory). */
+static blo_tensor *bmm(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb) {
+  size_t B, m, k, n, sa, sb;
+  blo_tensor *o = bmm_prep(ctx, a, ta, b, tb, &B, &m, &k, &n, &sa, &sb);
+  if (!o || o->size == 0) return o;
+  if (k == 0) { memset(o->data, 0, o->size * sizeof(double)); return o; }
+  ctx->n_products++;
+  const int one = sb == 0 && !ta;
+  if (m > INT_MAX || k > INT_MAX || n > INT_MAX || (one && B * m > INT_MAX)) {
+    tn_release(ctx, o);
+    return bmm_ref(ctx, a, ta, b, tb);
+  }
+  const int M = (int)m, K = (int)k, N = (int)n;
+  const enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  if (one) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, TB, (int)(B * m), N, K, 1.0, a->data, K, b->data, tb ? K : N, 0.0,
+                o->data, N);
+    return o;
+  }
+  for (size_t bi = 0; bi < B; bi++)
+    cblas_dgemm(CblasRowMajor, TA, TB, M, N, K, 1.0, a->data + bi * sa, ta ? M : K, b->data + bi * sb,
+                tb ? K : N, 0.0, o->data + bi * m * n, N);
+  return o;
+}
+
 /* op(a) @ op(b), the same shapes after transposition (reference, plain loops) */
 blo_tensor *tn_matmul_t_ref(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb) {
   size_t m, k, n;
+  ta = ta && a->rank >= 2;
+  tb = tb && b->rank >= 2;
+  if (a->rank == 3 || b->rank == 3) return bmm_ref(ctx, a, ta, b, tb);
   blo_tensor *o = matmul_prep(ctx, a, ta, b, tb, &m, &k, &n);
   if (o) matmul_loops_t(a, ta, b, tb, m, k, n, o->data);
   return o;
@@ -694,8 +778,9 @@ blo_tensor *tn_matmul(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b) {
  *   [k] @ [k]                 -> []        ddot */
 blo_tensor *tn_matmul_t(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb) {
   size_t m, k, n;
-  ta = ta && a->rank == 2;
-  tb = tb && b->rank == 2;
+  ta = ta && a->rank >= 2;
+  tb = tb && b->rank >= 2;
+  if (a->rank == 3 || b->rank == 3) return bmm(ctx, a, ta, b, tb);
   blo_tensor *o = matmul_prep(ctx, a, ta, b, tb, &m, &k, &n);
   if (!o || o->size == 0) return o;
   double *C = o->data;

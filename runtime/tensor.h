@@ -119,11 +119,17 @@ blo_tensor *tn_affine(tn_ctx *ctx, const blo_tensor *a, double s, double b);
 /* ---- linear algebra products (BLAS) ----
  * tn_matmul follows NumPy's matmul for rank 1 and 2:
  *   [m,k]@[k,n] -> [m,n] (dgemm), [m,k]@[k] -> [m] (dgemv), [k]@[k,n] -> [n],
- *   [k]@[k] -> [] (ddot). Other ranks: error naming both shapes. */
+ *   [k]@[k] -> [] (ddot).
+ * Rank 3 is a batch of matrices: [B,m,k]@[B,k,n] -> [B,m,n] (a dgemm per batch
+ * element); a rank-2 operand is shared by every batch element: [m,k]@[B,k,n],
+ * and [B,m,k]@[k,n] (one dgemm on the [B*m,k] matrix).  A rank-3 operand with
+ * a vector, or differing batch sizes: "shape mismatch in '@': A and B".
+ * Other ranks: error naming both shapes. */
 blo_tensor *tn_matmul(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b);
 blo_tensor *tn_matmul_ref(tn_ctx *ctx, const blo_tensor *a, const blo_tensor *b); /* plain loops */
 /* op(a) @ op(b), op = transpose of a rank-2 operand whose flag is set (a BLAS
- * flag, no copy; flags on vectors are ignored).  Shapes and errors as
+ * flag, no copy; flags on vectors are ignored; on a rank-3 operand the flag
+ * transposes each batch element).  Shapes and errors as
  * tn_matmul on the transposed operands.  _ref: plain loops. */
 blo_tensor *tn_matmul_t(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb);
 blo_tensor *tn_matmul_t_ref(tn_ctx *ctx, const blo_tensor *a, int ta, const blo_tensor *b, int tb);

@@ -538,6 +538,17 @@ static const opcase cases[] = {
   {"matmul_t a'@v", f_matmul_t, {.n = 1}, 2, {T2(4, 3, D_ANY), T1(4, D_ANY)}},
   {"matmul_t v@b'", f_matmul_t, {.n = 2}, 2, {T1(4, D_ANY), T2(2, 4, D_ANY)}},
   {"matmul_t v@v (flags ignored)", f_matmul_t, {.n = 3}, 2, {T1(4, D_ANY), T1(4, D_ANY)}},
+  /* batched products (rank 3); a rank-2 operand is shared over the batch and
+   * its gradient sums over B */
+  {"bmm [2,3,4]@[2,4,2]", f_matmul, {0}, 2, {T3(2, 3, 4, D_ANY), T3(2, 4, 2, D_ANY)}},
+  {"bmm [3,4]@[2,4,2]", f_matmul, {0}, 2, {T2(3, 4, D_ANY), T3(2, 4, 2, D_ANY)}},
+  {"bmm [2,3,4]@[4,2]", f_matmul, {0}, 2, {T3(2, 3, 4, D_ANY), T2(4, 2, D_ANY)}},
+  {"bmm [1,3,4]@[1,4,2]", f_matmul, {0}, 2, {T3(1, 3, 4, D_ANY), T3(1, 4, 2, D_ANY)}},
+  {"bmm [3,2,2]@[2,1]", f_matmul, {0}, 2, {T3(3, 2, 2, D_ANY), T2(2, 1, D_ANY)}},
+  {"bmm_t a'@b [2,4,3]'@[2,4,2]", f_matmul_t, {.n = 1}, 2, {T3(2, 4, 3, D_ANY), T3(2, 4, 2, D_ANY)}},
+  {"bmm_t a@b' [2,3,4]@[2,4]'", f_matmul_t, {.n = 2}, 2, {T3(2, 3, 4, D_ANY), T2(2, 4, D_ANY)}},
+  {"bmm_t a'@b' [4,3]'@[2,2,4]'", f_matmul_t, {.n = 3}, 2, {T2(4, 3, D_ANY), T3(2, 2, 4, D_ANY)}},
+  {"bmm_t a'@b [2,4,3]'@[4,2]", f_matmul_t, {.n = 1}, 2, {T3(2, 4, 3, D_ANY), T2(4, 2, D_ANY)}},
   /* transpose, ranks 0..3 */
   {"transpose []", f_transpose, {0}, 1, {T0(D_ANY)}},
   {"transpose [4]", f_transpose, {0}, 1, {T1(4, D_ANY)}},

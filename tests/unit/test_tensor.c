@@ -686,6 +686,85 @@ static void check_matmul_t(int ra, size_t a0, size_t a1, int ta, int rb, size_t 
   R(a); R(b); R(f); R(r); R(at); R(bt); R(m);
 }
 
+/* Batched products op(a) @ op(b) with a of rank ra and b of rank rb (2 or 3;
+ * at least one 3): tn_matmul_t (BLAS) vs tn_matmul_t_ref (plain loops), and
+ * each batch element vs the 2-D product of the slices (an independent
+ * computation through the rank-2 kernel).  Shapes are the logical ones:
+ * op(a) [B,m,k] or [m,k], op(b) [B,k,n] or [k,n]. */
+static void check_bmm(int ra, int ta, int rb, int tb, size_t B, size_t m, size_t k, size_t n) {
+  blo_tensor *a = ra == 3 ? (ta ? rnd(3, B, k, m, 1) : rnd(3, B, m, k, 1)) : (ta ? rnd(2, k, m, 1, 1) : rnd(2, m, k, 1, 1));
+  blo_tensor *b = rb == 3 ? (tb ? rnd(3, B, n, k, 1) : rnd(3, B, k, n, 1)) : (tb ? rnd(2, n, k, 1, 1) : rnd(2, k, n, 1, 1));
+  blo_tensor *f = tn_matmul_t(&C, a, ta, b, tb), *r = tn_matmul_t_ref(&C, a, ta, b, tb);
+  ck_assert_msg(f && r, "%s", C.err);
+  ck_assert_int_eq(f->rank, 3);
+  ck_assert(f->shape[0] == B && f->shape[1] == m && f->shape[2] == n);
+  assert_close(f, r, 1e-12, 1e-14 * (double)(k + 1));
+  for (size_t bi = 0; bi < B; bi++) {
+    blo_tensor *as = ra == 3 ? mk(2, a->shape[1], a->shape[2], 1, 1) : tn_copy(&C, a);
+    blo_tensor *bs = rb == 3 ? mk(2, b->shape[1], b->shape[2], 1, 1) : tn_copy(&C, b);
+    if (ra == 3) memcpy(as->data, a->data + bi * m * k, m * k * sizeof(double));
+    if (rb == 3) memcpy(bs->data, b->data + bi * k * n, k * n * sizeof(double));
+    blo_tensor *p = tn_matmul_t(&C, as, ta, bs, tb), *fs = mk(2, m, n, 1, 1);
+    memcpy(fs->data, f->data + bi * m * n, m * n * sizeof(double));
+    assert_close(fs, p, 1e-12, 1e-14 * (double)(k + 1));
+    R(as); R(bs); R(p); R(fs);
+  }
+  R(a); R(b); R(f); R(r);
+}
+
+START_TEST(test_bmm) {
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      check_bmm(3, ta, 3, tb, 4, 3, 5, 2);   /* [B,n,k] @ [B,k,m] */
+      check_bmm(2, ta, 3, tb, 4, 3, 5, 2);   /* [n,k] @ [B,k,m]: a broadcasts */
+      check_bmm(3, ta, 2, tb, 4, 3, 5, 2);   /* [B,n,k] @ [k,m]: one dgemm when !ta */
+      check_bmm(3, ta, 3, tb, 1, 3, 5, 2);   /* B = 1 */
+      check_bmm(2, ta, 3, tb, 1, 6, 4, 3);
+      check_bmm(3, ta, 2, tb, 1, 6, 4, 3);
+      check_bmm(3, ta, 3, tb, 3, 37, 53, 29);
+      check_bmm(3, ta, 2, tb, 5, 40, 33, 17);
+      check_bmm(2, ta, 3, tb, 5, 40, 33, 17);
+      check_bmm(3, ta, 3, tb, 2, 1, 7, 1);   /* 1 x 1 results */
+    }
+  /* a known product: stacking the 2-D products */
+  blo_tensor *a = tn_from(&C, 3, (size_t[]){2, 1, 2}, (double[]){1, 2, 3, 4});
+  blo_tensor *b = tn_from(&C, 3, (size_t[]){2, 2, 1}, (double[]){5, 6, 7, 8});
+  blo_tensor *w = tn_from(&C, 2, (size_t[]){2, 1}, (double[]){5, 6});
+  blo_tensor *p = tn_matmul(&C, a, b);
+  assert_vals(p, 0, 17, 53);   /* [1*5+2*6], [3*7+4*8] */
+  R(p);
+  p = tn_matmul(&C, a, w);
+  assert_vals(p, 0, 17, 39);   /* [1*5+2*6], [3*5+4*6] */
+  R(p);
+  /* errors name both shapes: inner sizes, batch sizes, ranks */
+  blo_tensor *x = mk(3, 2, 3, 4, 1), *y = mk(3, 2, 5, 6, 1), *z = mk(3, 3, 4, 6, 1), *v = mk(1, 4, 1, 1, 1);
+  blo_tensor *r4 = mk(4, 2, 2, 3, 4);
+  assert_err(tn_matmul(&C, x, y), "shape mismatch in '@': [2, 3, 4] and [2, 5, 6]");
+  assert_err(tn_matmul_ref(&C, x, y), "shape mismatch in '@': [2, 3, 4] and [2, 5, 6]");
+  assert_err(tn_matmul(&C, x, z), "shape mismatch in '@': [2, 3, 4] and [3, 4, 6]");
+  assert_err(tn_matmul_ref(&C, x, z), "shape mismatch in '@': [2, 3, 4] and [3, 4, 6]");
+  assert_err(tn_matmul(&C, x, v), "shape mismatch in '@': [2, 3, 4] and [4]");
+  assert_err(tn_matmul(&C, v, y), "shape mismatch in '@': [4] and [2, 5, 6]");
+  assert_err(tn_matmul(&C, r4, x), "shape mismatch in '@': [2, 2, 3, 4] and [2, 3, 4]");
+  assert_err(tn_matmul(&C, r4, r4), "matmul: operands must be vectors, matrices or batches of matrices (rank 3), got [2, 2, 3, 4] @ [2, 2, 3, 4]");
+  assert_err(tn_matmul(&C, w, y), "shape mismatch in '@': [2, 1] and [2, 5, 6]");
+  R(a); R(b); R(w); R(x); R(y); R(z); R(v); R(r4);
+  /* empty dimensions: k = 0 gives zeros, B = 0 an empty result */
+  a = mk(3, 2, 3, 0, 1);
+  b = mk(2, 0, 4, 1, 1);
+  p = tn_matmul(&C, a, b);
+  ck_assert(p && p->rank == 3 && p->shape[0] == 2 && p->shape[1] == 3 && p->shape[2] == 4);
+  ck_assert(maxabs(p) == 0);
+  R(p); R(a); R(b);
+  a = mk(3, 0, 3, 2, 1);
+  b = mk(3, 0, 2, 4, 1);
+  p = tn_matmul(&C, a, b);
+  ck_assert(p && p->rank == 3 && p->size == 0);
+  R(p); R(a); R(b);
+  LEAK_CHECK();
+}
+END_TEST
+
 START_TEST(test_matmul_t_vs_ref) {
   check_matmul_t(2, 5, 3, 1, 2, 5, 4, 0);    /* [5,3]' @ [5,4] */
   check_matmul_t(2, 3, 5, 0, 2, 4, 5, 1);    /* [3,5] @ [4,5]' */
@@ -741,8 +820,8 @@ START_TEST(test_matmul_vs_ref) {
   assert_err(tn_matmul(&C, m, v3), "matmul: shape mismatch: [3, 5] @ [3]");
   assert_err(tn_matmul_ref(&C, m, v3), "matmul: shape mismatch: [3, 5] @ [3]");
   blo_tensor *t3 = mk(3, 2, 3, 5, 1), *s = tn_scalar(&C, 1);
-  assert_err(tn_matmul(&C, t3, v5), "matmul: operands must be vectors or matrices, got [2, 3, 5] @ [5]");
-  assert_err(tn_matmul(&C, s, v5), "matmul: operands must be vectors or matrices, got [] @ [5]");
+  assert_err(tn_matmul(&C, t3, v5), "shape mismatch in '@': [2, 3, 5] and [5]");
+  assert_err(tn_matmul(&C, s, v5), "matmul: operands must be vectors, matrices or batches of matrices (rank 3), got [] @ [5]");
   R(m); R(v5); R(w); R(v3); R(t3); R(s);
   /* a known product */
   blo_tensor *a = tn_from(&C, 2, (size_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
@@ -1686,6 +1765,7 @@ static Suite *tensor_suite(void) {
   t = tc(s, "products");
   tcase_add_test(t, test_matmul_vs_ref);
   tcase_add_test(t, test_matmul_t_vs_ref);
+  tcase_add_test(t, test_bmm);
   tcase_add_test(t, test_outer_transpose_dot);
   t = tc(s, "reductions");
   tcase_add_test(t, test_reduce_vs_ref);
