@@ -4,7 +4,7 @@
 # flagship example.  Pass configure options as arguments.
 set -e
 cd "$(dirname "$0")"
-pkgs="build-essential autoconf automake libtool pkg-config bison flex libopenblas-dev liblapacke-dev libreadline-dev check zlib1g-dev libcairo2-dev dataset-fashion-mnist clang libclang-rt-14-dev"
+pkgs="build-essential autoconf automake libtool pkg-config bison flex libopenblas-dev liblapacke-dev libreadline-dev check zlib1g-dev libcairo2-dev libjansson-dev dataset-fashion-mnist clang libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

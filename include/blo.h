@@ -74,7 +74,7 @@ typedef struct blo_config {
   void *write_ud;
   blo_error_fn error_fn;       /* NULL: errors are only kept for blo_last_error */
   void *error_ud;
-  int allow_files;             /* 0: load_csv, save_csv, load_idx, load/save_npy, load/save_npz, trace files are refused */
+  int allow_files;             /* 0: load_csv, save_csv, load_idx, load/save_npy, load/save_npz, load_json, trace files are refused */
   size_t mem_cap;              /* bytes of tensor data allowed, 0 = unlimited (tensors of
                                   at most 2 elements, stored in their header, are not counted) */
   unsigned long long seed;     /* initial random seed (scripts may call seed()) */

@@ -14,6 +14,7 @@
 #include "interp.h"
 #include "io.h"
 #include "npy.h"
+#include "json.h"
 
 #include <errno.h>
 #include <math.h>
@@ -1375,8 +1376,9 @@ static int bi_save_npz(blo_state *S, callargs *a, value *out) {
 
 /* A member name component as a field name: characters other than letters,
  * digits and '_' become '_', a leading digit gets a '_' in front and a
- * keyword gets one behind ("1st-layer" -> "_1st_layer", "if" -> "if_"). */
-static void npz_field_name(const char *s, size_t n, char *out) {
+ * keyword gets one behind ("1st-layer" -> "_1st_layer", "if" -> "if_").
+ * load_json maps object keys with it too (json.h). */
+void npz_field_name(const char *s, size_t n, char *out) {
   static const char *const kw[] = {"let", "fn", "if", "else", "for", "in", "while", "break", "continue", "return",
                                    "print", "problem", "outer", "inner", "minimize", "maximize", "every", "solve",
                                    "with", "true", "false", NULL};
@@ -1448,6 +1450,15 @@ static int bi_load_npz(blo_state *S, callargs *a, value *out) {
   if (rc != EV_OK) { v_release(S, &rv); return rc; }
   *out = rv;
   return EV_OK;
+}
+
+/* load_json(path): the JSON document as a value (stdlib/json.c). */
+static int bi_load_json(blo_state *S, callargs *a, value *out) {
+  if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (files_allowed(S, a, "load_json")) return EV_ERR;
+  const char *path;
+  if (arg_str(S, a, 0, &path)) return EV_ERR;
+  return json_load_value(S, a->call, path, out);
 }
 
 /* ======================================================================
@@ -1809,6 +1820,7 @@ static const builtin_def builtins[] = {
   {"linspace", bi_linspace, 3, 3, "linspace(a, b, n)", "n evenly spaced points from a to b inclusive", 0},
   {"load_csv", bi_load_csv, 1, 1, "load_csv(path, header = false, cols = all)", "numeric CSV file as a [rows, cols] tensor ([rows] for one column)", 0},
   {"load_idx", bi_load_idx, 1, 1, "load_idx(path)", "IDX file (MNIST format, plain or .gz) as a tensor with the file's dimensions", 0},
+  {"load_json", bi_load_json, 1, 1, "load_json(path)", "JSON file as a value: numbers, strings, true/false as 1/0, objects as records, numeric arrays (nested, equal lengths) as tensors, other arrays as lists", 0},
   {"load_npy", bi_load_npy, 1, 1, "load_npy(path)", "NumPy .npy file as a tensor (a number for shape ()); float, int, uint and bool dtypes convert to double", 0},
   {"load_npz", bi_load_npz, 1, 1, "load_npz(path)", "NumPy .npz archive (stored or deflated) as a record of tensors; member \"a/b.npy\" becomes field a.b", 0},
   {"log", bi_log, 1, 1, "log(x)", "natural logarithm, elementwise; -inf at 0, NaN below", BI_OPS_ALL},

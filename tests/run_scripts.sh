@@ -3,9 +3,10 @@
 # must equal NAME.out (when present) and, when NAME.err exists, it must fail
 # with exit code 1 and that exact stderr; otherwise it must exit 0.
 # A first-line comment "# args: a b" passes arguments to the script.
+# SCRIPT_DIR names another directory of such scripts (tests/run_json.sh).
 BLO=${BLO:-$(pwd)/blo}
 SRCDIR=${SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
-dir="$SRCDIR/tests/scripts"
+dir=${SCRIPT_DIR:-"$SRCDIR/tests/scripts"}
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 pass=0
