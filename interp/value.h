@@ -9,6 +9,7 @@
 #define BLO_VALUE_H
 
 #include <stdint.h>
+#include <string.h>
 #include "../runtime/tensor.h"
 #include "../grammar/ast.h"
 
@@ -63,6 +64,11 @@ value v_str(blo_state *S, const char *s, size_t len);   /* nil kind on OOM */
 /* A string's bytes (NUL-terminated, but it may also hold NUL: use its length). */
 static inline const char *v_cstr(value v) { return ((ostr *)v.u.o)->s; }
 static inline size_t v_strlen(value v) { return ((ostr *)v.u.o)->len; }
+/* A string that reads the same as C text (no NUL inside): what a name,
+ * option value or path must be, so "cg\0x" is never taken for "cg". */
+static inline int v_is_text(value v) {
+  return v.kind == V_STR && strlen(((ostr *)v.u.o)->s) == ((ostr *)v.u.o)->len;
+}
 
 olist *list_new(blo_state *S, int cap);
 int list_push(blo_state *S, olist *l, value v);          /* takes ownership of v */

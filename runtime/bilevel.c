@@ -44,9 +44,19 @@ int bl_finite(const double *a, size_t n) {
 void bl_describe(value v, char *buf, size_t n) {
   double d;
   if (v.kind == V_STR) {
+    /* quoted, NUL shown as \0, at most 37 bytes of the string */
     const char *t = v_cstr(v);
-    if (strlen(t) > 40) snprintf(buf, n, "\"%.37s...\"", t);
-    else snprintf(buf, n, "\"%s\"", t);
+    size_t len = v_strlen(v), o = 0;
+    char q[64];
+    q[o++] = '"';
+    for (size_t i = 0; i < len && i < 37; i++) {
+      if (t[i] == 0) { q[o++] = '\\'; q[o++] = '0'; }
+      else q[o++] = t[i];
+    }
+    if (len > 37) { memcpy(q + o, "...", 3); o += 3; }
+    q[o++] = '"';
+    q[o] = 0;
+    snprintf(buf, n, "%s", q);
   } else if (v_to_double(v, &d) == 0) {
     fmt_double(buf, n, d);
   } else {
@@ -959,7 +969,7 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
     char what[96];
     snprintf(what, sizeof what, "%s option '%s'", ctx, key);
     if (strcmp(key, "start") == 0) {
-      if (v.kind != V_STR || (strcmp(v_cstr(v), "cold") != 0 && strcmp(v_cstr(v), "warm") != 0))
+      if (!v_is_text(v) || (strcmp(v_cstr(v), "cold") != 0 && strcmp(v_cstr(v), "warm") != 0))
         return opt_type_error(S, loc, ctx, key, v, "\"cold\" or \"warm\"");
       s->cold = strcmp(v_cstr(v), "cold") == 0;
       start_given = 1;
@@ -985,7 +995,7 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       s->has_seed = 1;
       s->seed = (unsigned long long)sd;
     } else if (strcmp(key, "trace") == 0) {
-      if (v.kind != V_STR || !v_cstr(v)[0] || strlen(v_cstr(v)) >= sizeof s->trace)
+      if (!v_is_text(v) || !v_cstr(v)[0] || strlen(v_cstr(v)) >= sizeof s->trace)
         return opt_type_error(S, loc, ctx, key, v, "a file name (string)");
       snprintf(s->trace, sizeof s->trace, "%s", v_cstr(v));
     } else if (strcmp(key, "quiet") == 0) {
@@ -997,7 +1007,7 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       if (v_to_double(v, &d) != 0 || !(d > 0) || !isfinite(d)) return opt_type_error(S, loc, ctx, key, v, "a number > 0");
       *extra_h = d;
     } else if (strcmp(key, "against") == 0 && extra_exact) {
-      if (v.kind != V_STR || (strcmp(v_cstr(v), "fd") != 0 && strcmp(v_cstr(v), "exact") != 0))
+      if (!v_is_text(v) || (strcmp(v_cstr(v), "fd") != 0 && strcmp(v_cstr(v), "exact") != 0))
         return opt_type_error(S, loc, ctx, key, v, "\"fd\" or \"exact\"");
       *extra_exact = strcmp(v_cstr(v), "exact") == 0;
     } else if (strcmp(key, "info") == 0 && extra_info) {

@@ -68,10 +68,10 @@ static int check_param(blo_state *S, const ast_node *at, const char *what, const
 int hg_parse(blo_state *S, const ast_node *at, const char *what, value v, hg_spec *out) {
   const char *mname = NULL;
   orec *r = NULL;
-  if (v.kind == V_STR) {
+  if (v_is_text(v)) {
     mname = v_cstr(v);
   } else if (v.kind == V_REC && rec_get((orec *)v.u.o, "method") &&
-             rec_get((orec *)v.u.o, "method")->kind == V_STR) {
+             v_is_text(*rec_get((orec *)v.u.o, "method"))) {
     r = (orec *)v.u.o;
     mname = v_cstr(*rec_get(r, "method"));
   } else {

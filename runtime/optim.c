@@ -102,12 +102,12 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
   static const char *const kinds[] = {"sgd", "momentum", "adam", NULL};
   const char *kname = NULL;
   orec *r = NULL;
-  if (v.kind == V_STR) {
+  if (v_is_text(v)) {
     kname = v_cstr(v);
   } else if (v.kind == V_REC) {
     r = (orec *)v.u.o;
     value *k = rec_get(r, "optimizer");
-    if (!k || k->kind != V_STR)
+    if (!k || !v_is_text(*k))
       return spec_error(S, at, what, v, "an optimizer such as sgd(lr = 0.1), momentum() or adam()");
     kname = v_cstr(*k);
   } else {
