@@ -84,6 +84,11 @@ int env_set_global(blo_state *S, const char *name, value v);      /* takes owner
 const char *env_suggest(blo_state *S, const char *name);          /* "did you mean" or NULL */
 /* The closest of a NULL-terminated list of names (option keys, methods), or NULL. */
 const char *env_suggest_in(const char *name, const char *const *cands);
+/* A key from a file (n bytes, maybe holding NUL) as a field name: characters
+ * other than letters, digits and '_' become '_', a leading digit gets a '_'
+ * in front and a keyword one behind.  out holds n + 3 bytes.  load_npz maps
+ * member names and load_json object keys with it (stdlib/builtins.c). */
+void field_name_from_key(const char *s, size_t n, char *out);
 void env_push(blo_state *S, scope *sc, int is_fn);
 void env_pop(blo_state *S, scope *sc);
 

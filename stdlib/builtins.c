@@ -1377,8 +1377,8 @@ static int bi_save_npz(blo_state *S, callargs *a, value *out) {
 /* A member name component as a field name: characters other than letters,
  * digits and '_' become '_', a leading digit gets a '_' in front and a
  * keyword gets one behind ("1st-layer" -> "_1st_layer", "if" -> "if_").
- * load_json maps object keys with it too (json.h). */
-void npz_field_name(const char *s, size_t n, char *out) {
+ * load_json maps object keys with it too. */
+void field_name_from_key(const char *s, size_t n, char *out) {
   static const char *const kw[] = {"let", "fn", "if", "else", "for", "in", "while", "break", "continue", "return",
                                    "print", "problem", "outer", "inner", "minimize", "maximize", "every", "solve",
                                    "with", "true", "false", NULL};
@@ -1420,7 +1420,7 @@ static int bi_load_npz(blo_state *S, callargs *a, value *out) {
         break;
       }
       char field[NPZ_MAX_NAME + 3];
-      npz_field_name(p, len, field);
+      field_name_from_key(p, len, field);
       value *have = rec_get(cur, field);
       if (have && (!slash || have->kind != V_REC)) {
         rc = interp_error(S, a->call, "load_npz: '%s' member '%s.npy' maps to field '%s', which another member uses",

@@ -136,7 +136,7 @@ static int convert_object(jctx *c, json_t *j, value *out) {
     }
     char *field = malloc(klen + 3);
     if (!field) { v_release(c->S, &rv); return oom(c); }
-    npz_field_name(key, klen, field);
+    field_name_from_key(key, klen, field);
     if (rec_get(r, field)) {
       int rc = interp_error(c->S, c->at, "load_json: '%s' at %s: key \"%s\" maps to field '%s', which an earlier key uses",
                             c->path, c->where, key, field);

@@ -17,10 +17,4 @@
  * syntax errors, its line and column; nothing is left allocated. */
 int json_load_value(blo_state *S, const ast_node *at, const char *path, value *out);
 
-/* A name (n bytes, not NUL-terminated, maybe holding NUL) as a field name:
- * characters other than letters, digits and '_' become '_', a leading digit
- * gets a '_' in front and a keyword gets one behind.  out holds n + 3 bytes.
- * Defined in builtins.c, where load_npz maps member names with it. */
-void npz_field_name(const char *s, size_t n, char *out);
-
 #endif
