@@ -95,10 +95,10 @@ int arg_tensor(blo_state *S, callargs *a, int i, blo_tensor **out) {
 int arg_str(blo_state *S, callargs *a, int i, const char **out) {
   if (need(S, a, i)) return EV_ERR;
   if (a->pos[i].kind != V_STR) return type_error(S, a, i, "a string");
-  *out = v_cstr(a->pos[i]);
   /* read as C text (names, paths, numbers): a NUL would hide the rest */
-  if (strlen(*out) != v_strlen(a->pos[i]))
+  if (!v_is_text(a->pos[i]))
     return interp_error(S, a->call, "%s: argument %d must not contain a NUL byte", fname(a), i + 1);
+  *out = v_cstr(a->pos[i]);
   return EV_OK;
 }
 
