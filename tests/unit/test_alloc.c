@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "blo.h"
+#include "capture_sink.h"
 #ifdef HAVE_CAIRO
 #include <cairo.h>
 #endif
@@ -287,18 +288,7 @@ static void *host_realloc(void *ud, void *p, size_t old, size_t n) {
 
 /* ---- output capture ---- */
 
-typedef struct { char buf[4096]; size_t n; } sink;
 static sink out_sink, err_sink;
-
-static void sink_write(void *ud, const char *s, size_t n) {
-  sink *k = ud;
-  if (k->n + n >= sizeof k->buf) n = sizeof k->buf - 1 - k->n;
-  memcpy(k->buf + k->n, s, n);
-  k->n += n;
-  k->buf[k->n] = 0;
-}
-
-static void sink_error(void *ud, const char *s) { sink_write(ud, s, strlen(s)); }
 
 /* ---- scenarios ---- */
 

@@ -17,22 +17,10 @@
 #include <unistd.h>
 
 #include "blo.h"
+#include "capture_sink.h"
 #include "../../runtime/ad.h"
 
 /* ---- helpers ---- */
-
-typedef struct { char buf[8192]; size_t n; int calls; } sink;
-
-static void sink_write(void *ud, const char *s, size_t n) {
-  sink *k = ud;
-  k->calls++;
-  if (k->n + n >= sizeof k->buf) n = sizeof k->buf - 1 - k->n;
-  memcpy(k->buf + k->n, s, n);
-  k->n += n;
-  k->buf[k->n] = 0;
-}
-
-static void sink_error(void *ud, const char *s) { sink_write(ud, s, strlen(s)); }
 
 static sink out_sink, err_sink;
 

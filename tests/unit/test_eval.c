@@ -13,16 +13,7 @@
 #include <string.h>
 
 #include "blo.h"
-
-typedef struct { char buf[1 << 16]; size_t n; } sink;
-
-static void sink_write(void *ud, const char *s, size_t n) {
-  sink *k = ud;
-  if (k->n + n >= sizeof k->buf) n = sizeof k->buf - 1 - k->n;
-  memcpy(k->buf + k->n, s, n);
-  k->n += n;
-  k->buf[k->n] = 0;
-}
+#include "capture_sink.h"
 
 static sink out;
 
