@@ -44,8 +44,6 @@ static int setup(bl_run *r, const hg_spec *sp, void **out) {
   return EV_OK;
 }
 
-static double noise(size_t n) { return bl_curv_noise(n); }
-
 /* Minimum-norm least-squares solution of H q = b by CG on H^2 q = H b from
  * q = 0 (every iterate is in the range of H).  Stops when ||H r|| <= tol
  * ||H b||, after iters iterations, or when H p vanishes (p in the null
@@ -61,7 +59,7 @@ static int min_norm(bl_run *r, cg_st *st, const double *b, long iters, double to
     if (bl_hvp(r, st->p, NULL, st->Ap)) return EV_ERR;
     double pp = bl_dot(st->p, st->p, n), aa = bl_dot(st->Ap, st->Ap, n);
     if (sqrt(aa / pp) > *hnorm) *hnorm = sqrt(aa / pp);
-    if (!(aa > noise(n) * noise(n) * pp * *hnorm * *hnorm)) break;
+    if (!(aa > bl_curv_noise(n) * bl_curv_noise(n) * pp * *hnorm * *hnorm)) break;
     double alpha = gam / aa;
     for (size_t i = 0; i < n; i++) {
       st->q[i] += alpha * st->p[i];
@@ -106,7 +104,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
     double pp = bl_dot(st->p, st->p, n), pAp = bl_dot(st->p, st->Ap, n);
     double an = bl_norm(st->Ap, n) / sqrt(pp);
     if (an > hnorm) hnorm = an;
-    double floor_ = noise(n) * pp * hnorm;
+    double floor_ = bl_curv_noise(n) * pp * hnorm;
     if (!isfinite(pAp)) break;   /* a non-finite product: reported by the caller's check */
     if (pAp < -floor_) {
       char c[40];
