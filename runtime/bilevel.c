@@ -1429,6 +1429,9 @@ static int solve_run(bl_run *r, value *out) {
   if (set->has_seed) tn_rng_seed(&S->rng, set->seed);
   project_box(r, r->x);
   if (scatter(r, 1, r->x)) return EV_ERR;
+  /* the peak of this solve's tensor data; an enclosing span keeps its own peak */
+  size_t live0 = S->tn.mem_live, peak_prev = S->tn.mem_peak;
+  S->tn.mem_peak = live0;
   double *d = bl_alloc(r, r->m), *xnew = bl_alloc(r, r->m);
   outer_last last = {bl_alloc(r, r->m), bl_alloc(r, r->n), 0, 0, 0, 0};
   FILE *tf = NULL;
@@ -1522,6 +1525,9 @@ static int solve_run(bl_run *r, value *out) {
   free(xnew);
   free(last.x);
   free(last.y);
+  /* tensor data above the start at its peak, plus the stored trajectory (plain arrays) */
+  double peak_mem = (double)(S->tn.mem_peak - live0) + (double)r->traj_cap * (double)(p->n + 1) * sizeof(double);
+  if (peak_prev > S->tn.mem_peak) S->tn.mem_peak = peak_prev;
   if (rc) return rc;
   orec *rec = rec_new(S);
   if (!rec) return bl_error(r, "out of memory");
@@ -1535,7 +1541,8 @@ static int solve_run(bl_run *r, value *out) {
   if (!bad) { bad = rec_set(S, rec, "y", yv); yv = v_nil(); }
   bad = bad || rec_set(S, rec, "steps", v_num((double)steps)) || rec_set(S, rec, "inner_grad_norm", v_num(gnorm)) ||
         rec_set(S, rec, "hypergrad_norm", v_num(hnorm)) || rec_set(S, rec, "x_dist2", v_num(dist2_init(r, 1))) ||
-        rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0));
+        rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0)) ||
+        rec_set(S, rec, "peak_memory", v_num(peak_mem));
   bad = bad || status_fields(r, rec) || rec_set(S, rec, "hypergrad_failures", v_num((double)r->hg_failures));
   v_release(S, &xv);
   v_release(S, &yv);

@@ -134,6 +134,11 @@ void tn_ctx_free(tn_ctx *ctx) {
   ctx->pool = NULL;
 }
 
+static void mem_live_add(tn_ctx *ctx, size_t cb) {
+  ctx->mem_live += cb;
+  if (ctx->mem_live > ctx->mem_peak) ctx->mem_peak = ctx->mem_live;
+}
+
 static double *data_alloc(tn_ctx *ctx, size_t n_elem, size_t *cap) {
   size_t cb;
   int c = n_elem > SIZE_MAX / sizeof(double) ? -1 : size_class(n_elem * sizeof(double), &cb);
@@ -144,6 +149,7 @@ static double *data_alloc(tn_ctx *ctx, size_t n_elem, size_t *cap) {
     void *buf = p->free_data[c];
     p->free_data[c] = *(void **)buf;
     *cap = cb;
+    mem_live_add(ctx, cb);
     return buf;
   }
   /* pooled buffers of other sizes count against the cap: drop them before giving up */
@@ -163,11 +169,13 @@ static double *data_alloc(tn_ctx *ctx, size_t n_elem, size_t *cap) {
   }
   ctx->mem_used += cb;
   *cap = cb;
+  mem_live_add(ctx, cb);
   return buf;
 }
 
 static void data_free(tn_ctx *ctx, double *data, size_t cap) {
   size_t cb;
+  ctx->mem_live -= cap;
   int c = size_class(cap, &cb);
   if (ctx->pool && c >= 0 && cb == cap) {
     *(void **)(void *)data = ctx->pool->free_data[c];

@@ -28,6 +28,9 @@ typedef struct tn_ctx {
   void *alloc_ud;
   size_t mem_cap;           /* bytes of tensor data allowed, 0 = unlimited */
   size_t mem_used;          /* bytes of tensor data live (including pooled) */
+  size_t mem_live;          /* bytes of tensor data held by tensors (not pooled) */
+  size_t mem_peak;          /* high-water mark of mem_live; a caller may lower it to
+                               mem_live to measure the peak of a span (solve does) */
   size_t n_sys_alloc;       /* calls that reached realloc_fn for tensor data: tests use it
                                to prove that a steady-state loop allocates nothing */
   size_t n_products;        /* matrix products computed (dgemm/dgemv): tests count what a

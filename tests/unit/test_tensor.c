@@ -234,6 +234,29 @@ START_TEST(test_pool_steady_state) {
 }
 END_TEST
 
+START_TEST(test_mem_live_peak) {
+  /* live bytes count tensors, not pooled buffers; the peak is their high-water mark */
+  size_t live = C.mem_live;
+  C.mem_peak = live;
+  blo_tensor *a = mk(1, 1000, 1, 1, 1), *b = mk(1, 3000, 1, 1, 1);
+  ck_assert_uint_eq(C.mem_live, live + a->cap + b->cap);
+  ck_assert_uint_ge(a->cap, 1000 * sizeof(double));
+  ck_assert_uint_le(a->cap, 1250 * sizeof(double));
+  size_t both = C.mem_live;
+  R(b);
+  ck_assert_uint_eq(C.mem_live, live + a->cap);
+  ck_assert_uint_eq(C.mem_peak, both);
+  blo_tensor *c = mk(1, 3000, 1, 1, 1); /* from the pool: live again, peak unchanged */
+  ck_assert_uint_eq(C.mem_live, both);
+  ck_assert_uint_eq(C.mem_peak, both);
+  blo_tensor *s = mk(0, 1, 1, 1, 1);   /* a scalar keeps its data in the header */
+  ck_assert_uint_eq(C.mem_live, both);
+  R(a); R(c); R(s);
+  ck_assert_uint_eq(C.mem_live, live);
+  LEAK_CHECK();
+}
+END_TEST
+
 START_TEST(test_mem_cap) {
   C.mem_cap = 1000;
   assert_err(tn_new(&C, 1, (size_t[]){200}), "memory cap exceeded: 1600 bytes requested, cap 1000 bytes");
@@ -1751,6 +1774,7 @@ static Suite *tensor_suite(void) {
   tcase_add_test(t, test_shape_str);
   tcase_add_test(t, test_lifetime);
   tcase_add_test(t, test_pool_steady_state);
+  tcase_add_test(t, test_mem_live_peak);
   tcase_add_test(t, test_mem_cap);
   tcase_add_test(t, test_default_allocator);
   tcase_add_test(t, test_alloc_failure_paths);
