@@ -1490,24 +1490,41 @@ static int conv_check(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, con
   return 0;
 }
 
-/* im2col of one image xi [C, H, W]: col [C kh kw, oh ow], zeros in the padding. */
+/* The output columns xo in [*lo, *hi) whose input column xo sw + j - pw lies
+ * inside the image (0 <= . < W); the others read the zero padding. */
+static void conv_cols(size_t j, size_t W, size_t ow, const tn_conv_opt *o, size_t *lo, size_t *hi) {
+  size_t a = j >= o->pw ? 0 : (o->pw - j + o->sw - 1) / o->sw;
+  size_t b = o->pw + W > j ? (o->pw + W - j + o->sw - 1) / o->sw : 0;
+  if (b > ow) b = ow;
+  if (a > b) a = b;
+  *lo = a;
+  *hi = b;
+}
+
+/* im2col of one image xi [C, H, W]: col [C kh kw, oh ow], zeros in the padding.
+ * Each row is a run of copies (contiguous for stride 1) between zeroed ends. */
 static void im2col(const double *xi, size_t C, size_t H, size_t W, size_t kh, size_t kw, size_t oh, size_t ow,
                    const tn_conv_opt *o, double *col) {
   for (size_t c = 0; c < C; c++)
     for (size_t i = 0; i < kh; i++)
       for (size_t j = 0; j < kw; j++) {
         double *row = col + ((c * kh + i) * kw + j) * oh * ow;
+        size_t lo, hi;
+        conv_cols(j, W, ow, o, &lo, &hi);
         for (size_t y = 0; y < oh; y++) {
+          double *out = row + y * ow;
           size_t r = y * o->sh + i; /* row in the padded image */
-          if (r < o->ph || r - o->ph >= H) {
-            memset(row + y * ow, 0, ow * sizeof(double));
+          if (r < o->ph || r - o->ph >= H || lo == hi) {
+            memset(out, 0, ow * sizeof(double));
             continue;
           }
+          /* out[xo] = xr[q] with q = xo sw + j - pw, from q0 at xo = lo */
           const double *xr = xi + (c * H + (r - o->ph)) * W;
-          for (size_t xo = 0; xo < ow; xo++) {
-            size_t q = xo * o->sw + j;
-            row[y * ow + xo] = q < o->pw || q - o->pw >= W ? 0.0 : xr[q - o->pw];
-          }
+          size_t q0 = lo * o->sw + j - o->pw;
+          if (lo) memset(out, 0, lo * sizeof(double));
+          if (o->sw == 1) memcpy(out + lo, xr + q0, (hi - lo) * sizeof(double));
+          else for (size_t xo = lo, q = q0; xo < hi; xo++, q += o->sw) out[xo] = xr[q];
+          if (hi < ow) memset(out + hi, 0, (ow - hi) * sizeof(double));
         }
       }
 }
@@ -1519,14 +1536,17 @@ static void col2im(const double *col, size_t C, size_t H, size_t W, size_t kh, s
     for (size_t i = 0; i < kh; i++)
       for (size_t j = 0; j < kw; j++) {
         const double *row = col + ((c * kh + i) * kw + j) * oh * ow;
+        size_t lo, hi;
+        conv_cols(j, W, ow, o, &lo, &hi);
         for (size_t y = 0; y < oh; y++) {
           size_t r = y * o->sh + i;
-          if (r < o->ph || r - o->ph >= H) continue;
-          double *xr = xi + (c * H + (r - o->ph)) * W;
-          for (size_t xo = 0; xo < ow; xo++) {
-            size_t q = xo * o->sw + j;
-            if (q >= o->pw && q - o->pw < W) xr[q - o->pw] += row[y * ow + xo];
-          }
+          if (r < o->ph || r - o->ph >= H || lo == hi) continue;
+          double *xr = xi + (c * H + (r - o->ph)) * W + (lo * o->sw + j - o->pw); /* input column at xo = lo */
+          const double *in = row + y * ow;
+          if (o->sw == 1)
+            for (size_t xo = lo; xo < hi; xo++) xr[xo - lo] += in[xo];
+          else
+            for (size_t xo = lo, q = 0; xo < hi; xo++, q += o->sw) xr[q] += in[xo];
         }
       }
 }
@@ -1538,8 +1558,10 @@ blo_tensor *tn_conv2d(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *w, con
   if (conv_check(ctx, x, w, o, &oh, &ow)) return NULL;
   size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
   size_t O = w->shape[0], kh = w->shape[2], kw = w->shape[3], ckk = C * kh * kw, P = oh * ow;
-  blo_tensor *y = tn_zeros(ctx, 4, (size_t[]){N, O, oh, ow});
-  if (!y || !N || !O || !P || !ckk) return y;
+  /* every element is written by a product below unless the sizes leave nothing to multiply */
+  int empty = !N || !O || !P || !ckk;
+  blo_tensor *y = empty ? tn_zeros(ctx, 4, (size_t[]){N, O, oh, ow}) : tn_new(ctx, 4, (size_t[]){N, O, oh, ow});
+  if (!y || empty) return y;
   size_t cs[2] = {ckk, P};
   blo_tensor *col = tn_new(ctx, 2, cs);
   if (!col) { tn_release(ctx, y); return NULL; }
@@ -1672,14 +1694,16 @@ blo_tensor *tn_conv2d_bw(tn_ctx *ctx, const blo_tensor *x, const blo_tensor *g, 
   if (bw_check(ctx, x, g, kh, kw, o, &oh, &ow)) return NULL;
   size_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = g->shape[1];
   size_t ckk = C * kh * kw, P = oh * ow;
-  blo_tensor *dw = tn_zeros(ctx, 4, (size_t[]){O, C, kh, kw});
-  if (!dw || !N || !O || !P || !ckk) return dw;
+  /* the first image's product overwrites dw (beta 0), the others add to it */
+  int empty = !N || !O || !P || !ckk;
+  blo_tensor *dw = empty ? tn_zeros(ctx, 4, (size_t[]){O, C, kh, kw}) : tn_new(ctx, 4, (size_t[]){O, C, kh, kw});
+  if (!dw || empty) return dw;
   blo_tensor *col = tn_new(ctx, 2, (size_t[]){ckk, P});
   if (!col) { tn_release(ctx, dw); return NULL; }
   for (size_t n = 0; n < N; n++) {
     im2col(x->data + n * C * H * W, C, H, W, kh, kw, oh, ow, o, col->data);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)ckk, (int)P, 1.0, g->data + n * O * P,
-                (int)P, col->data, (int)P, 1.0, dw->data, (int)ckk);
+                (int)P, col->data, (int)P, n ? 1.0 : 0.0, dw->data, (int)ckk);
     ctx->n_products++;
   }
   tn_release(ctx, col);
