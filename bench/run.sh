@@ -4,6 +4,8 @@
 # algorithm, iteration counts, float64 and thread count, checks that the three
 # agree on the final outer objective F, and prints median times, the ratios
 # blo/C and torch/blo, blo's peak memory (W4) and whether the targets are met.
+# W5 (a LeNet) has no C column; CONV (one convolution layer against the
+# matrix products beneath it) has no torch column.
 #
 #   make bench          or, from the top build directory after a build,
 #   sh bench/run.sh
@@ -15,7 +17,7 @@
 #   BENCH_REPEATS        runs per measurement, the median is shown (default 5)
 #   BENCH_SLOW_REPEATS   runs of torch on W3, ~17 s each (default 1)
 #   BENCH_THREADS_LIST   thread counts (default "1 2")
-#   BENCH_ONLY           a subset of "W1 W2 W3 W4 AD" (default all)
+#   BENCH_ONLY           a subset of "W1 W2 W3 W4 W5 CONV AD" (default all)
 #   BENCH_QUICK=1        small step counts, to check the runner itself
 #   BENCH_FMNIST         Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)
 #   BENCH_TOL            relative tolerance on F (default 1e-6)
@@ -28,14 +30,15 @@ CC=${CC:-cc}
 REPEATS=${BENCH_REPEATS:-5}
 SLOW_REPEATS=${BENCH_SLOW_REPEATS:-1}
 THREADS_LIST=${BENCH_THREADS_LIST:-"1 2"}
-ONLY=${BENCH_ONLY:-"W1 W2 W3 W4 AD"}
+ONLY=${BENCH_ONLY:-"W1 W2 W3 W4 W5 CONV AD"}
 QUICK=${BENCH_QUICK:-0}
 FMNIST=${BENCH_FMNIST:-/usr/share/datasets/fashion-mnist}
 TOL=${BENCH_TOL:-1e-6}
 
 # sizes and step counts (bench/README.md)
 W1_OUTER=20; W2_OUTER=50; W3_OUTER=20000; W4_KS="10 100 1000"
-if [ "$QUICK" = 1 ]; then W1_OUTER=2; W2_OUTER=4; W3_OUTER=500; W4_KS="10 100"; fi
+W5_FWD=20; W5_BWD=10; W5_HYPER=3; CONV_COUNT=20
+if [ "$QUICK" = 1 ]; then W1_OUTER=2; W2_OUTER=4; W3_OUTER=500; W4_KS="10 100"; W5_FWD=2; W5_BWD=1; W5_HYPER=1; CONV_COUNT=2; fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/blo-bench.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
@@ -62,7 +65,7 @@ else
   say "bench: torch is not available to $PYTHON: the PyTorch column is skipped (install it with: apt-get install python3-torch)"
 fi
 have_c=1
-for r in w1 w2 w3; do
+for r in w1 w2 w3 conv; do
   libs="-lopenblas -lm"
   [ $r = w2 ] && libs="-lopenblas -lz -lm"
   # shellcheck disable=SC2086
@@ -123,11 +126,11 @@ measure() {
     # shellcheck disable=SC2086
     run "$key" blo $bcmd
     # shellcheck disable=SC2086
-    [ $have_c = 1 ] && run "$key" c $ccmd
+    [ $have_c = 1 ] && [ -n "$ccmd" ] && run "$key" c $ccmd
     # shellcheck disable=SC2086
     [ $have_c = 1 ] && [ -n "$c2cmd" ] && run "$key" c2 $c2cmd
     # shellcheck disable=SC2086
-    [ $have_torch = 1 ] && [ "$i" -le "$treps" ] && run "$key" torch $tcmd
+    [ $have_torch = 1 ] && [ -n "$tcmd" ] && [ "$i" -le "$treps" ] && run "$key" torch $tcmd
     i=$((i + 1))
   done
   [ -n "$c2cmd" ] && echo "$c2cmd" >"$work/c2cmd.$key"
@@ -151,6 +154,20 @@ for th in $THREADS_LIST; do
     measure "w2.$th" "W2 distill unroll(10) $th" "$REPEATS" \
       "$BLO $here/w2.blo 10 $W2_OUTER 10000 $FMNIST" "$PYTHON $here/w2.py 10 $W2_OUTER 10000 $FMNIST" \
       "$work/ref_w2 10 $W2_OUTER 10000 $FMNIST" "env REF_FUSED=$alt $work/ref_w2 10 $W2_OUTER 10000 $FMNIST"
+  fi
+  if want W5; then
+    for m in "fwd $W5_FWD" "bwd $W5_BWD" "hyper $W5_HYPER"; do
+      md=${m%% *} cnt=${m#* }
+      measure "w5$md.$th" "$(printf 'W5 LeNet %-5s %s' "$md" "$th")" "$REPEATS" \
+        "$BLO $here/w5.blo $md $cnt" "$PYTHON $here/w5.py $md $cnt" ""
+    done
+  fi
+  if want CONV; then
+    for l in conv1 conv2; do
+      measure "$l.$th" "$(printf 'CONV %s fwd+bwd   %s' "$l" "$th")" "$REPEATS" \
+        "$BLO $here/conv.blo $l $CONV_COUNT" "" "$work/ref_conv $l $CONV_COUNT" \
+        "env REF_BATCH=1 $work/ref_conv $l $CONV_COUNT"
+    done
   fi
   if want W3; then
     measure "w3.$th" "W3 P6 unroll(10)     $th" "$SLOW_REPEATS" \
@@ -196,6 +213,7 @@ if [ -s "$work/rows" ]; then
       nc2=$(wc -l <"$work/$key.c2" | tr -d ' ')
       rbc2=$(awk -v a="$tb" -v b="$tc2" 'BEGIN { if (b == "-" || b + 0 == 0) print "-"; else printf "%.6g\n", a / b }')
       lay="fused blocks"; grep -q 'REF_FUSED=0' "$work/c2cmd.$key" 2>/dev/null && lay="whole-matrix"
+      grep -q 'REF_BATCH=1' "$work/c2cmd.$key" 2>/dev/null && lay="whole batch"
       printf '%-24s %-21s %-9s %-5s %-11s %-11s %-11s %-7s\n' "  C, $lay" "" "" "" "" "" "$tc2 ($nc2)" "$(r2 "$rbc2")"
     fi
   done <"$work/rows"
@@ -286,6 +304,10 @@ w2c=$(verdict w2 3 "<=" 1.3)
 w1t=$(both w1cg w1un 4 ">=" 3)
 w2t=$(verdict w2 4 ">=" 3)
 w3t=$(verdict w3 4 ">=" 20)
+w5t=$( a=$(verdict w5fwd 4 ">=" 1); b=$(verdict w5bwd 4 ">=" 1); c=$(verdict w5hyper 4 ">=" 1)
+  if [ "$a" = met ] && [ "$b" = met ] && [ "$c" = met ]; then echo met
+  elif [ "$a" = "not met" ] || [ "$b" = "not met" ] || [ "$c" = "not met" ]; then echo "not met"; else echo n/a; fi )
+convc=$(both conv1 conv2 3 "<=" 1.5)
 echo
 echo "targets (ratios listed per thread count: $THREADS_LIST)"
 printf '  %-52s %-8s %s\n' "blo within 1.3x of C on W1 (blo/C <= 1.3)" "$w1c" "cg $(ratios w1cg 3), unroll $(ratios w1un 3)"
@@ -295,6 +317,9 @@ printf '  %-52s %-8s %s\n' "blo >= 3x faster than torch on W2 (torch/blo >= 3)" 
 printf '  %-52s %-8s %s\n' "  (torch/C = torch/blo if blo matched C)" "" \
   "W1 cg $(ratios w1cg 5), unroll $(ratios w1un 5); W2 $(ratios w2 5)"
 printf '  %-52s %-8s %s\n' "blo >= 20x faster than torch on W3 (torch/blo >= 20)" "$w3t" "$(ratios w3 4)"
+printf '  %-52s %-8s %s\n' "W5: blo no slower than torch (torch/blo >= 1)" "$w5t" \
+  "fwd $(ratios w5fwd 4), bwd $(ratios w5bwd 4), hyper $(ratios w5hyper 4)"
+printf '  %-52s %-8s %s\n' "CONV: conv2d fwd+bwd within 1.5x of its dgemm floor" "$convc" "conv1 $(ratios conv1 3), conv2 $(ratios conv2 3)"
 printf '  %-52s %-8s\n' "W4: unroll memory grows no faster than its iterates" "$w4_unroll"
 printf '  %-52s %-8s\n' "W4: cg memory does not grow with its iterations" "$w4_cg"
 printf '  %-52s %-8s %s\n' "AD: a gradient costs <= 4x an evaluation" "$ad_g" "${rg:-}"
