@@ -21,7 +21,8 @@ for spec in \
   "maml_sine: maml_sine.csv maml_sine.png maml_sine_fit.png" \
   "hyperopt_ridge: hyperopt_ridge.csv hyperopt_ridge.png" \
   "distill_fashion: distill_fashion.csv distill_fashion.png" \
-  "penalty_denoise: penalty_denoise.csv penalty_denoise.png"; do
+  "penalty_denoise: penalty_denoise.csv penalty_denoise.png" \
+  "fewshot_cnn: fewshot_cnn.csv fewshot_cnn.png"; do
   name=${spec%%:*}
   files=${spec#*:}
   f="$SRCDIR/examples/$name.blo"
@@ -32,8 +33,17 @@ for spec in \
         skip=$((skip + 1)); echo "SKIP $name: Fashion-MNIST is not installed"; continue
       fi ;;
   esac
+  # fewshot_cnn reads the IDX files from its second argument (FASHION_MNIST or the default)
+  dir_arg=""
+  case $name in
+    fewshot_cnn)
+      dir_arg=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+      if [ ! -r "$dir_arg/t10k-images-idx3-ubyte.gz" ]; then
+        skip=$((skip + 1)); echo "SKIP $name: Fashion-MNIST is not installed"; continue
+      fi ;;
+  esac
   mkdir -p "$tmp/$name"
-  (cd "$tmp/$name" && "$BLO" "$f" fast >out 2>err </dev/null)
+  (cd "$tmp/$name" && "$BLO" "$f" fast ${dir_arg:+"$dir_arg"} >out 2>err </dev/null)
   code=$?
   ok=1
   if [ "$code" -ne 0 ]; then
