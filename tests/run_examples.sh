@@ -22,7 +22,7 @@ for spec in \
   "hyperopt_ridge: hyperopt_ridge.csv hyperopt_ridge.png" \
   "distill_fashion: distill_fashion.csv distill_fashion.png" \
   "penalty_denoise: penalty_denoise.csv penalty_denoise.png" \
-  "fewshot_cnn: fewshot_cnn.csv fewshot_cnn.png"; do
+  "fewshot_cnn: fewshot_cnn.csv fewshot_cnn_methods.csv fewshot_cnn.png"; do
   name=${spec%%:*}
   files=${spec#*:}
   f="$SRCDIR/examples/$name.blo"
