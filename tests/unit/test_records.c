@@ -2,6 +2,7 @@
  * records of tensors.  A record variable must behave exactly as the same
  * problem written with one tensor variable per field: every comparison here
  * is against that flat form (or finite differences, or a closed form). */
+#define _POSIX_C_SOURCE 200809L
 #include <check.h>
 
 #include "check_run.h"
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../include/blo.h"
 #include "../../runtime/bilevel.h"
@@ -337,6 +339,40 @@ START_TEST(record_steady_state_no_allocation) {
 }
 END_TEST
 
+/* The trace names each element of an outer record's fields, and its x
+ * columns are the record's leaves in field order. */
+START_TEST(record_trace_columns) {
+  run_ok(PAIR);
+  char path[] = "/tmp/blo_test_records_XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  char src[400];
+  snprintf(src, sizeof src, "let r = solve rec with {outer_steps = 2, inner_steps = 20, trace = \"%s\", quiet = true}\n"
+           "let lam1 = hp.lam[1]\n", path);
+  run_ok(src);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  char head[400], row1[800] = "", row2[800] = "";
+  ck_assert_ptr_nonnull(fgets(head, sizeof head, f));
+  ck_assert_ptr_nonnull(fgets(row1, sizeof row1, f));
+  ck_assert_ptr_nonnull(fgets(row2, sizeof row2, f));
+  fclose(f);
+  unlink(path);
+  ck_assert_str_eq(head, "step,F,f,inner_grad_norm,hypergrad_norm,x_dist2,y_dist2,time,hp.lam[0],hp.lam[1],hp.lam[2],hp.c\n");
+  /* row 1 holds x0 = (-1, -1, -1, 0.3) */
+  double v[12];
+  char *q = row1;
+  for (int i = 0; i < 12; i++) {
+    v[i] = strtod(q, &q);
+    if (*q == ',') q++;
+  }
+  ck_assert_double_eq(v[8], -1);
+  ck_assert_double_eq(v[11], 0.3);
+  ck_assert_double_eq(v[0], 1);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("records");
   TCase *tc = tcase_create("records");
@@ -350,6 +386,7 @@ int main(void) {
   tcase_add_test(tc, record_box_projects_each_field);
   tcase_add_test(tc, record_errors_have_locations);
   tcase_add_test(tc, record_steady_state_no_allocation);
+  tcase_add_test(tc, record_trace_columns);
   suite_add_tcase(s, tc);
   return check_run(s, "test_records", CK_FORK);
 }
