@@ -655,6 +655,8 @@ static int scatter(bl_run *r, int outer, const double *src) {
 /* Reads the globals into flat x or y, checking they still hold what was declared. */
 static int gather(bl_run *r, int outer, double *dst) {
   problem *p = r->p;
+  /* dst NULL: only check, after script code (an `every` line) ran mid-solve */
+  const char *during = dst ? "" : " (script code of an `every` line assigned it during the solve)";
   int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
   for (int i = lo; i < hi; i++) {
     const bl_var *v = &p->vars[i];
@@ -662,27 +664,27 @@ static int gather(bl_run *r, int outer, double *dst) {
     int ok = 0;
     if (v->rec) {
       char err[400], want[300], d[96] = "nothing";
-      if (slot && blr_read(v, *slot, 0, dst + v->off, err, sizeof err) == 0) continue;
+      if (slot && blr_read(v, *slot, 0, dst ? dst + v->off : NULL, err, sizeof err) == 0) continue;
       blr_describe(v, want, sizeof want);
       if (!slot) snprintf(err, sizeof err, "it holds %s", d);
-      return bl_error(r, "%s variable '%s' must hold a record like %s: %s", v->outer ? "outer" : "inner", v->name,
-                      want, err);
+      return bl_error(r, "%s variable '%s' must hold a record like %s: %s%s", v->outer ? "outer" : "inner", v->name,
+                      want, err, during);
     }
     if (slot && slot->kind == V_NUM && v->size == 1) {
-      dst[v->off] = slot->u.num;
+      if (dst) dst[v->off] = slot->u.num;
       ok = 1;
     } else if (slot && slot->kind == V_TENSOR) {
       const blo_tensor *t = slot->u.t;
       ok = t->rank == v->rank || (v->size == 1 && t->size == 1);
       for (int d = 0; ok && d < v->rank && t->rank == v->rank; d++) ok = t->shape[d] == v->shape[d];
-      if (ok) memcpy(dst + v->off, t->data, v->size * sizeof(double));
+      if (ok && dst) memcpy(dst + v->off, t->data, v->size * sizeof(double));
     }
     if (!ok) {
       char s[64], d[96] = "nothing";
       shape_text(v->rank, v->shape, s, sizeof s);
       if (slot) v_describe(*slot, d, sizeof d);
-      return bl_error(r, "%s variable '%s' must hold %s%s, but it holds %s", v->outer ? "outer" : "inner", v->name,
-                      v->is_num ? "a number" : "a tensor of shape ", v->is_num ? "" : s, d);
+      return bl_error(r, "%s variable '%s' must hold %s%s, but it holds %s%s", v->outer ? "outer" : "inner", v->name,
+                      v->is_num ? "a number" : "a tensor of shape ", v->is_num ? "" : s, d, during);
     }
   }
   return EV_OK;
@@ -1246,6 +1248,8 @@ static int draw(bl_run *r, int level) {
     }
     if (env_set_global(S, e->name, v)) return bl_error(r, "out of memory");
   }
+  /* the draws ran script code: the variables must still hold what was declared */
+  if (p->nevery && (gather(r, 1, NULL) || gather(r, 0, NULL))) return EV_ERR;
   return EV_OK;
 }
 

@@ -148,8 +148,9 @@ typedef struct bl_var {
 /* v's fields and leaves from its init (a record); v->size their total. */
 int blr_layout(blo_state *S, const ast_node *at, bl_var *v, value init);
 void blr_free(bl_rec *r);
-/* Copies val, a record shaped like v's, into dst (v->size doubles).  bcast:
- * a number may fill a tensor field (an init).  -1 with err set on a mismatch. */
+/* Copies val, a record shaped like v's, into dst (v->size doubles; NULL:
+ * only check).  bcast: a number may fill a tensor field (an init).  -1 with
+ * err set on a mismatch. */
 int blr_read(const bl_var *v, value val, int bcast, double *dst, char *err, size_t errn);
 /* A new record shaped like v holding src (v->size doubles); nil on out of memory. */
 value blr_value(blo_state *S, const bl_var *v, const double *src);

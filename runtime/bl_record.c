@@ -167,9 +167,9 @@ static int read_rec(const bl_rec *r, const bl_leaf *leaves, int *k, size_t base,
       continue;
     }
     const bl_leaf *l = &leaves[(*k)++];
-    double *out = dst + (l->off - base);
+    double *out = dst ? dst + (l->off - base) : NULL;   /* NULL: only check */
     if (f->kind == V_NUM && (l->is_num || bcast)) {
-      for (size_t e = 0; e < l->size; e++) out[e] = f->u.num;
+      for (size_t e = 0; out && e < l->size; e++) out[e] = f->u.num;
       continue;
     }
     if (f->kind == V_TENSOR) {
@@ -177,11 +177,11 @@ static int read_rec(const bl_rec *r, const bl_leaf *leaves, int *k, size_t base,
       int same = !l->is_num && t->rank == l->rank;
       for (int a = 0; same && a < l->rank; a++) same = t->shape[a] == l->shape[a];
       if (same || (l->size == 1 && t->size == 1)) {
-        memcpy(out, t->data, l->size * sizeof(double));
+        if (out) memcpy(out, t->data, l->size * sizeof(double));
         continue;
       }
       if (bcast && t->size == 1) {
-        for (size_t e = 0; e < l->size; e++) out[e] = t->data[0];
+        for (size_t e = 0; out && e < l->size; e++) out[e] = t->data[0];
         continue;
       }
     }
