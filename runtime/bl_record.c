@@ -295,6 +295,7 @@ int blr_nleaves(const bl_var *v) { return v->rec ? count_leaves(v->rec) : 1; }
  * bound of every element of every field) or a record shaped like the
  * variable whose fields are numbers or tensors of the field's shape. */
 int blr_box(blo_state *S, bl_var *v, const ast_node *e) {
+  const char *lvl = v->outer ? "outer" : "inner";
   value bv;
   if (eval_expr(S, e, &bv)) return EV_ERR;
   int rc = EV_OK;
@@ -319,7 +320,8 @@ int blr_box(blo_state *S, bl_var *v, const ast_node *e) {
   if (bv.kind != V_LIST || ((olist *)bv.u.o)->n != 2) {
     char d[96];
     bl_describe(bv, d, sizeof d);
-    rc = interp_error(S, e, "outer %s: a box must be [lo, hi] with numbers or records like %s, got %s", v->name, want, d);
+    rc = interp_error(S, e, "%s %s: a box must be [lo, hi] with numbers or records like %s, got %s", lvl, v->name,
+                      want, d);
   }
   if (rc == EV_OK && (!(v->lo = malloc(v->size * sizeof(double))) || !(v->hi = malloc(v->size * sizeof(double)))))
     rc = interp_error(S, e, "out of memory");
@@ -330,7 +332,7 @@ int blr_box(blo_state *S, bl_var *v, const ast_node *e) {
     if (b.kind == V_NUM) {
       for (size_t i = 0; i < v->size; i++) dst[i] = b.u.num;
     } else if (blr_read(v, b, 1, dst, err, sizeof err) != 0) {
-      rc = interp_error(S, e, "outer %s: the %s bound of the box must be a number or a record like %s: %s", v->name,
+      rc = interp_error(S, e, "%s %s: the %s bound of the box must be a number or a record like %s: %s", lvl, v->name,
                         k ? "upper" : "lower", want, err);
     }
   }
@@ -340,10 +342,10 @@ int blr_box(blo_state *S, bl_var *v, const ast_node *e) {
     for (size_t i = 0; i < l->size && rc == EV_OK; i++) {
       size_t o = l->off - v->off + i;
       if (!(v->lo[o] <= v->hi[o]))
-        rc = interp_error(S, e, "outer %s: empty box (lower bound above upper bound at element %zu of field '%s')",
+        rc = interp_error(S, e, "%s %s: empty box (lower bound above upper bound at element %zu of field '%s')", lvl,
                           v->name, i, l->path);
       else if (!(v->init0[o] >= v->lo[o] && v->init0[o] <= v->hi[o]))
-        rc = interp_error(S, e, "outer %s: the initial value is outside its box (element %zu of field '%s')", v->name,
+        rc = interp_error(S, e, "%s %s: the initial value is outside its box (element %zu of field '%s')", lvl, v->name,
                           i, l->path);
     }
   }
