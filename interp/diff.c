@@ -707,14 +707,13 @@ static int tangent_args(blo_state *S, const ast_node *call, int k, int n, const 
   return rc;
 }
 
-/* Per-call arrays of a builtin: first[n + 1] leaf offsets, then leaf tensors. */
+/* Per-call arrays of a builtin: first[n + 1] leaf offsets, two leaf tensor arrays, want per leaf. */
 typedef struct call_bufs { int *first; blo_tensor **a, **b; unsigned char *want; } call_bufs;
 
-static int bufs_alloc(blo_state *S, const ast_node *at, call_bufs *cb, int n, int nl) {
+static int bufs_alloc(blo_state *S, const ast_node *at, call_bufs *cb, int nl) {
   cb->a = calloc((size_t)nl + 1, sizeof(blo_tensor *));
   cb->b = calloc((size_t)nl + 1, sizeof(blo_tensor *));
   cb->want = calloc((size_t)nl + 1, 1);
-  (void)n;
   if (!cb->a || !cb->b || !cb->want) return interp_error(S, at, "out of memory");
   return EV_OK;
 }
@@ -739,7 +738,7 @@ static int call_setup(blo_state *S, const ast_node *call, int k, const char ***n
   if (var_names(S, call, k, names, one, n, is_list)) return EV_ERR;
   if (!(cb->first = malloc(((size_t)*n + 1) * sizeof(int)))) return interp_error(S, call, "out of memory");
   if (count_all(S, call->kids[k], *n, *names, cb->first, nl)) return EV_ERR;
-  return bufs_alloc(S, call, cb, *n, *nl);
+  return bufs_alloc(S, call, cb, *nl);
 }
 
 int bi_grad(blo_state *S, callargs *a, value *out) {
@@ -826,7 +825,7 @@ int bi_hvp(blo_state *S, callargs *a, value *out) {
   call_bufs cb;
   memset(&cb, 0, sizeof cb);
   int rc = count_all(S, x, n, names, first, &nl);
-  if (rc == EV_OK) rc = bufs_alloc(S, call, &cb, n, nl);
+  if (rc == EV_OK) rc = bufs_alloc(S, call, &cb, nl);
   /* the tangent is on x, the first variable */
   if (rc == EV_OK) rc = tangent_args(S, call, 2, 1, names, 0, first, cb.a);
   if (rc == EV_OK) {
