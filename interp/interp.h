@@ -159,49 +159,64 @@ int arg_axis(blo_state *S, callargs *a, int rank, int *axis);   /* axis = named,
  * Evaluates expr with the named variables as independent variables, at
  * their current values.  Forward mode when tangents are given; reverse mode
  * (gradients, and with tangents the second-order products) when reverse is
- * set.  The variables keep their values; outputs are new references. */
+ * set.  The variables keep their values; outputs are new references.
+ *
+ * A variable holds a number, a tensor, or a record of numbers, tensors and
+ * records (nested): its leaves are its numbers and tensors, depth first in
+ * field order.  Every per-variable array (tangents, grads, hvs, want) has one
+ * entry per leaf, the variables' leaves one after the other. */
 typedef struct diff_req {
   int n;
   const char *const *names;
-  blo_tensor *const *tangents;   /* NULL, or n entries (each may be NULL = zero) */
+  blo_tensor *const *tangents;   /* NULL, or one per leaf (each may be NULL = zero) */
   int reverse;
   value result;                  /* out: value of expr (constant) */
-  blo_tensor *dir;               /* out: tangent of expr (forward), NULL if zero */
-  blo_tensor **grads;            /* out (reverse): n gradients shaped like the variables; NULL when only
+  blo_tensor *dir;               /* out: tangent of expr (forward), NULL if zero; for a
+                                    record-valued expr, its leaves' tangents flattened */
+  blo_tensor **grads;            /* out (reverse): one gradient per leaf, shaped like it; NULL when only
                                     hvs are wanted (a cheaper second-order sweep) */
-  blo_tensor **hvs;              /* out (reverse + tangents): n second-order products, or NULL */
-  unsigned want;                 /* in (reverse): 0 = every variable's results; else only those
-                                    of variable i with bit i set are computed (the others stay
-                                    NULL), and the sweep skips what only the others depend on */
+  blo_tensor **hvs;              /* out (reverse + tangents): second-order products per leaf, or NULL */
+  const unsigned char *want;     /* in (reverse): NULL = every leaf's results; else only those of leaf
+                                    i with want[i] set are computed (the others stay NULL), and the
+                                    sweep skips what only the others depend on */
+  int nleaves;                   /* in: entries of the per-leaf arrays (0: n, each variable a number or
+                                    tensor); another count is an error */
 } diff_req;
 int diff_run(blo_state *S, const ast_node *at, const ast_node *expr, diff_req *r);
 void diff_req_free(blo_state *S, diff_req *r);
+/* The number of leaves of v (a variable named name): 1 for a number or
+ * tensor; an empty record, a field that is neither numeric nor a record,
+ * and records nested more than 64 deep are errors naming the field. */
+int diff_count_leaves(blo_state *S, const ast_node *at, const char *name, value v, int *count);
 
 /* A recorded objective: expr evaluated once at the current values of names
  * (all of them leaves, no tangents), its tape kept.  Hessian-vector products
  * at that point then replay the tape with new tangents (ad_retangent)
  * instead of evaluating expr again, which skips the primal work (X y) of
  * every product.  The caller drops the recording when the point moves.
- * Set n and names, zero the rest, before the first diff_record. */
+ * Set n, names and nleaves (0: n), zero the rest, before the first
+ * diff_record. */
 typedef struct diff_rec {
   int n;
   const char *const *names;
+  int nleaves;                   /* leaves expected (0: n) */
   ad_tape *tape;                 /* owned, reused by the next recording */
-  int nodes[16];                 /* leaf node of each variable */
+  int *nodes;                    /* leaf node of each leaf (owned) */
+  int nodes_cap, nl;             /* its capacity; the leaves recorded */
   ad_val out;                    /* the recorded value (a scalar) */
   double value;
   const ast_node *expr;
   int live;
 } diff_rec;
 int diff_record(blo_state *S, const ast_node *at, const ast_node *expr, diff_rec *rec);
-/* A sweep of the recording for each variable i whose bit is set in want
- * (the others' entries are NULL): grads[i] (NULL array: none wanted) gets
- * its gradient, hvs[i] (NULL array: none) the tangent of its adjoint,
- * H_{i,*} t for the tangents t (n entries, an entry or the array NULL =
- * zero).  Without grads the sweep is tangent-only. */
-int diff_replay(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, unsigned want, blo_tensor **grads,
-                blo_tensor **hvs);
-/* Moves variable i of the recording to value v (its shape) without
+/* A sweep of the recording for each leaf i with want[i] set (want NULL:
+ * every leaf; the others' entries are NULL): grads[i] (NULL array: none
+ * wanted) gets its gradient, hvs[i] (NULL array: none) the tangent of its
+ * adjoint, H_{i,*} t for the tangents t (one per leaf, an entry or the array
+ * NULL = zero).  Without grads the sweep is tangent-only. */
+int diff_replay(blo_state *S, diff_rec *rec, blo_tensor *const *tangents, const unsigned char *want,
+                blo_tensor **grads, blo_tensor **hvs);
+/* Moves leaf i of the recording to value v (its shape) without
  * evaluating expr again (ad_set_leaf): only a movable recording, see below. */
 int diff_rec_move(blo_state *S, diff_rec *rec, int i, blo_tensor *v);
 int diff_rec_movable(const diff_rec *rec);

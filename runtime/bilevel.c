@@ -70,13 +70,6 @@ static double now_sec(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Hidden globals that carry the adjoint into the init's vector-Jacobian
- * product; the names cannot be written in a script. */
-static const char *const adj_names[BL_MAX_VARS] = {
-  "#adj0", "#adj1", "#adj2", "#adj3", "#adj4", "#adj5", "#adj6", "#adj7",
-  "#adj8", "#adj9", "#adj10", "#adj11", "#adj12", "#adj13", "#adj14", "#adj15",
-};
-
 /* ------------------------------------------------------------------ */
 /* problem lifetime                                                     */
 
@@ -97,10 +90,19 @@ void problem_free(blo_state *S, struct problem *p) {
   for (problem **pp = &S->problems; *pp; pp = &(*pp)->next)
     if (*pp == p) { *pp = p->next; break; }
   for (int i = 0; i < p->nvars; i++) {
-    free(p->vars[i].lo);
-    free(p->vars[i].hi);
-    free(p->vars[i].init0);
+    bl_var *v = &p->vars[i];
+    free(v->lo);
+    free(v->hi);
+    free(v->init0);
+    for (int k = 0; k < v->nleaves; k++) free(v->leaves[k].path);
+    free(v->leaves);
+    blr_free(v->rec);
+    if (p->adj_names) free(p->adj_names[i]);
   }
+  free(p->adj_names);
+  free(p->vars);
+  free(p->names);
+  free(p->leaves);
   free(p->every);
   free(p->y_written);
   ast_arena_free(p->arena);
@@ -166,6 +168,12 @@ static int eval_shape(blo_state *S, const ast_node *e, int *rank, size_t *shape)
 static int init_from_value(blo_state *S, const bl_var *v, value iv, double *dst) {
   const ast_node *e = v->decl->b;
   const char *lvl = v->outer ? "outer" : "inner";
+  if (v->rec) {
+    char err[400], want[300];
+    if (blr_read(v, iv, 1, dst, err, sizeof err) == 0) return EV_OK;
+    blr_describe(v, want, sizeof want);
+    return interp_error(S, e, "%s %s: the init must be a record like %s: %s", lvl, v->name, want, err);
+  }
   if (!v_is_numeric(iv)) {
     char d[96];
     v_describe(iv, d, sizeof d);
@@ -204,6 +212,14 @@ static int eval_init(blo_state *S, const bl_var *v, double *dst) {
  * only reference (so a steady-state loop allocates nothing). */
 static int put_var(blo_state *S, const bl_var *v, const double *src) {
   value *slot = env_lookup(S, v->name);
+  if (v->rec) {
+    if (slot && blr_write_in_place(v, slot, src)) return EV_OK;
+    S->tn.err[0] = 0;
+    value nv = blr_value(S, v, src);
+    if (nv.kind == V_NIL) return S->tn.err[0] ? interp_tn_error(S, NULL) : interp_error(S, NULL, "out of memory");
+    if (env_set_global(S, v->name, nv)) return interp_error(S, NULL, "out of memory");
+    return EV_OK;
+  }
   if (slot && v->is_num && slot->kind == V_NUM) {
     slot->u.num = src[0];
     return EV_OK;
@@ -228,6 +244,7 @@ static int put_var(blo_state *S, const bl_var *v, const double *src) {
 }
 
 static value var_value(blo_state *S, const bl_var *v, const double *src) {
+  if (v->rec) return blr_value(S, v, src);
   if (v->is_num) return v_num(src[0]);
   blo_tensor *t = tn_from(&S->tn, v->rank, v->shape, src);
   return t ? v_tensor(t) : v_nil();
@@ -236,6 +253,7 @@ static value var_value(blo_state *S, const bl_var *v, const double *src) {
 /* Box `in [lo, hi]`: numbers, or tensors shaped like the variable. */
 static int eval_box(blo_state *S, bl_var *v) {
   const ast_node *e = v->decl->c;
+  if (v->rec) return blr_box(S, v, e);
   value bv;
   if (eval_expr(S, e, &bv)) return EV_ERR;
   int rc = EV_OK, form = 1;   /* form: the value has the form [lo, hi] */
@@ -285,6 +303,7 @@ static int eval_box(blo_state *S, bl_var *v) {
 static int build_init_dot(blo_state *S, problem *p) {
   if (!p->any_init_uses_outer) return EV_OK;
   if (!(p->arena = ast_arena_new())) return interp_error(S, p->node, "out of memory");
+  if (!(p->adj_names = calloc((size_t)p->nvars, sizeof(char *)))) return interp_error(S, p->node, "out of memory");
   ast_node *acc = NULL;
   for (int i = p->nouter; i < p->nvars; i++) {
     bl_var *v = &p->vars[i];
@@ -296,15 +315,31 @@ static int build_init_dot(blo_state *S, problem *p) {
     ast_node *call = ast_new(p->arena, N_CALL, loc);
     ast_node **kids = ast_alloc(p->arena, sizeof(ast_node *));
     if (!adj || !mul || !fn || !call || !kids) return interp_error(S, p->node, "out of memory");
-    adj->name = adj_names[i];
-    mul->op = OP_MUL;
-    mul->a = v->decl->b;
-    mul->b = adj;
-    fn->name = "sum";
-    kids[0] = mul;
-    call->a = fn;
-    call->kids = kids;
-    call->nkids = 1;
+    /* a name a script cannot write */
+    char nm[32];
+    snprintf(nm, sizeof nm, "#adj%d", i);
+    if (!(p->adj_names[i] = strdup(nm))) return interp_error(S, p->node, "out of memory");
+    adj->name = p->adj_names[i];
+    if (v->rec) {
+      /* dot(init, adjoint): a record's fields paired by name */
+      ast_node **two = ast_alloc(p->arena, 2 * sizeof(ast_node *));
+      if (!two) return interp_error(S, p->node, "out of memory");
+      fn->name = "dot";
+      two[0] = v->decl->b;
+      two[1] = adj;
+      call->a = fn;
+      call->kids = two;
+      call->nkids = 2;
+    } else {
+      mul->op = OP_MUL;
+      mul->a = v->decl->b;
+      mul->b = adj;
+      fn->name = "sum";
+      kids[0] = mul;
+      call->a = fn;
+      call->kids = kids;
+      call->nkids = 1;
+    }
     if (!acc) {
       acc = call;
     } else {
@@ -338,21 +373,33 @@ static int check_objective(blo_state *S, const ast_node *obj) {
 
 static int declare_items(blo_state *S, problem *p, const ast_node *n) {
   const char *pname = n->name;
-  bl_var outer[BL_MAX_VARS], inner[BL_MAX_VARS];
-  int no = 0, ni = 0;
+  int no = 0, ni = 0, ndecl = 0;
+  for (int i = 0; i < n->nkids; i++)
+    if (n->kids[i] && n->kids[i]->kind == N_VARDECL) ndecl++;
+  size_t cap = (size_t)(ndecl ? ndecl : 1);
+  /* p->vars first, so that problem_free finds whatever is handed over below */
+  bl_var *outer = calloc(cap, sizeof(bl_var)), *inner = calloc(cap, sizeof(bl_var));
+  const char **onames = calloc(cap, sizeof(char *));
+  p->vars = calloc(cap, sizeof(bl_var));
+  p->names = calloc(cap, sizeof(char *));
+  if (!outer || !inner || !onames || !p->vars || !p->names) {
+    free(outer);
+    free(inner);
+    free(onames);
+    return interp_error(S, n, "out of memory");
+  }
   const ast_node *objs[2] = {NULL, NULL};
   int nevery = 0;
   for (int i = 0; i < n->nkids; i++)
     if (n->kids[i] && n->kids[i]->kind == N_EVERY && n->kids[i]->op != 2) nevery++;
-  if (nevery && !(p->every = calloc((size_t)nevery, sizeof(bl_every)))) return interp_error(S, n, "out of memory");
+  int rc = EV_OK;
+  if (nevery && !(p->every = calloc((size_t)nevery, sizeof(bl_every)))) rc = interp_error(S, n, "out of memory");
   /* outer names first: an inner init may name an outer variable declared later */
-  const char *onames[BL_MAX_VARS];
   int nonames = 0;
   for (int i = 0; i < n->nkids; i++) {
     const ast_node *k = n->kids[i];
-    if (k && k->kind == N_VARDECL && k->op == 0 && nonames < BL_MAX_VARS) onames[nonames++] = k->name;
+    if (k && k->kind == N_VARDECL && k->op == 0) onames[nonames++] = k->name;
   }
-  int rc = EV_OK;
   for (int i = 0; i < n->nkids && rc == EV_OK; i++) {
     const ast_node *k = n->kids[i];
     if (!k) continue;
@@ -377,10 +424,6 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       for (int j = 0; j < ni; j++)
         if (strcmp(inner[j].name, k->name) == 0) rc = interp_error(S, k, "variable '%s' declared twice in problem %s", k->name, pname);
       if (rc) break;
-      if (no + ni >= BL_MAX_VARS) {
-        rc = interp_error(S, k, "a problem can have at most %d variables (outer and inner together)", BL_MAX_VARS);
-        break;
-      }
       if (strcmp(k->name, pname) == 0) {
         rc = interp_error(S, k, "variable '%s' has the name of its problem", k->name);
         break;
@@ -398,7 +441,15 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       value iv;
       if (k->a && (rc = eval_shape(S, k->a, &v->rank, v->shape)) != EV_OK) break;
       if ((rc = eval_expr(S, k->b, &iv)) != EV_OK) break;
-      if (k->a) {
+      if (iv.kind == V_REC) {
+        /* a record variable: its fields give the shapes */
+        if (k->a)
+          rc = interp_error(S, k->a, "%s %s: a record variable takes the shapes of its fields from its init; leave "
+                            "out ': SHAPE'", v->outer ? "outer" : "inner", k->name);
+        else
+          rc = blr_layout(S, k->b, v, iv);
+        if (rc) { v_release(S, &iv); break; }
+      } else if (k->a) {
         v->size = 1;
         for (int d = 0; d < v->rank; d++) v->size *= v->shape[d];
         v->is_num = v->rank == 0;
@@ -432,6 +483,9 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
   p->nouter = no;
   for (int j = 0; j < ni; j++) p->vars[p->nvars++] = inner[j];
   p->ninner = ni;
+  free(outer);
+  free(inner);
+  free(onames);
   if (rc) return rc;
   if (no == 0) return interp_error(S, n, "problem %s has no outer variable (declare one with 'outer NAME = init')", pname);
   if (ni == 0) return interp_error(S, n, "problem %s has no inner variable (declare one with 'inner NAME = init')", pname);
@@ -442,14 +496,36 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
   p->F = objs[0]->a;
   p->F_max = objs[0]->is_block;
   size_t off = 0;
+  int nl = 0;
   for (int j = 0; j < p->nvars; j++) {
     if (j == p->nouter) { p->m = off; off = 0; }
     p->vars[j].off = off;
     off += p->vars[j].size;
     p->names[j] = p->vars[j].name;
     if (p->vars[j].init_uses_outer) p->any_init_uses_outer = 1;
+    nl += p->vars[j].rec ? p->vars[j].nleaves : 1;
   }
   p->n = off;
+  /* the leaves: a tensor or number variable is one, a record variable has one per field */
+  if (!(p->leaves = calloc((size_t)nl, sizeof(bl_leaf)))) return interp_error(S, n, "out of memory");
+  for (int j = 0; j < p->nvars; j++) {
+    bl_var *v = &p->vars[j];
+    v->leaf0 = p->nleaves;
+    if (j == p->nouter) p->nleaves_outer = p->nleaves;
+    if (v->rec) {
+      for (int k = 0; k < v->nleaves; k++) {
+        v->leaves[k].off += v->off;
+        p->leaves[p->nleaves++] = v->leaves[k];
+      }
+    } else {
+      bl_leaf *l = &p->leaves[p->nleaves++];
+      l->rank = v->rank;
+      memcpy(l->shape, v->shape, sizeof l->shape);
+      l->size = v->size;
+      l->off = v->off;
+      l->is_num = v->is_num;
+    }
+  }
   if (!(p->y_written = malloc((p->n ? p->n : 1) * sizeof(double)))) return interp_error(S, n, "out of memory");
   for (int j = p->nouter; j < p->nvars; j++)
     memcpy(p->y_written + p->vars[j].off, p->vars[j].init0, p->vars[j].size * sizeof(double));
@@ -550,9 +626,9 @@ static int move_point(bl_run *r, const double *src) {
   chunk *saved = S->cur_chunk;
   S->cur_chunk = p->chunk;
   int rc = EV_OK;
-  for (int i = p->nouter; i < p->nvars && rc == EV_OK; i++) {
-    const bl_var *v = &p->vars[i];
-    blo_tensor *t = tn_from(&S->tn, v->rank, v->shape, src + v->off);
+  for (int i = p->nleaves_outer; i < p->nleaves && rc == EV_OK; i++) {
+    const bl_leaf *l = &p->leaves[i];
+    blo_tensor *t = tn_from(&S->tn, l->rank, l->shape, src + l->off);
     rc = t ? diff_rec_move(S, &r->held, i, t) : bl_error(r, "%s", S->tn.err);
     tn_release(&S->tn, t);
   }
@@ -579,26 +655,36 @@ static int scatter(bl_run *r, int outer, const double *src) {
 /* Reads the globals into flat x or y, checking they still hold what was declared. */
 static int gather(bl_run *r, int outer, double *dst) {
   problem *p = r->p;
+  /* dst NULL: only check, after script code (an `every` line) ran mid-solve */
+  const char *during = dst ? "" : " (script code of an `every` line assigned it during the solve)";
   int lo = outer ? 0 : p->nouter, hi = outer ? p->nouter : p->nvars;
   for (int i = lo; i < hi; i++) {
     const bl_var *v = &p->vars[i];
     value *slot = env_lookup(r->S, v->name);
     int ok = 0;
+    if (v->rec) {
+      char err[400], want[300], d[96] = "nothing";
+      if (slot && blr_read(v, *slot, 0, dst ? dst + v->off : NULL, err, sizeof err) == 0) continue;
+      blr_describe(v, want, sizeof want);
+      if (!slot) snprintf(err, sizeof err, "it holds %s", d);
+      return bl_error(r, "%s variable '%s' must hold a record like %s: %s%s", v->outer ? "outer" : "inner", v->name,
+                      want, err, during);
+    }
     if (slot && slot->kind == V_NUM && v->size == 1) {
-      dst[v->off] = slot->u.num;
+      if (dst) dst[v->off] = slot->u.num;
       ok = 1;
     } else if (slot && slot->kind == V_TENSOR) {
       const blo_tensor *t = slot->u.t;
       ok = t->rank == v->rank || (v->size == 1 && t->size == 1);
       for (int d = 0; ok && d < v->rank && t->rank == v->rank; d++) ok = t->shape[d] == v->shape[d];
-      if (ok) memcpy(dst + v->off, t->data, v->size * sizeof(double));
+      if (ok && dst) memcpy(dst + v->off, t->data, v->size * sizeof(double));
     }
     if (!ok) {
       char s[64], d[96] = "nothing";
       shape_text(v->rank, v->shape, s, sizeof s);
       if (slot) v_describe(*slot, d, sizeof d);
-      return bl_error(r, "%s variable '%s' must hold %s%s, but it holds %s", v->outer ? "outer" : "inner", v->name,
-                      v->is_num ? "a number" : "a tensor of shape ", v->is_num ? "" : s, d);
+      return bl_error(r, "%s variable '%s' must hold %s%s, but it holds %s%s", v->outer ? "outer" : "inner", v->name,
+                      v->is_num ? "a number" : "a tensor of shape ", v->is_num ? "" : s, d, during);
     }
   }
   return EV_OK;
@@ -611,19 +697,20 @@ int bl_set_y(bl_run *r, const double *y) {
   return scatter(r, 0, r->y);
 }
 
-/* dst (the flat x or y) at v's offset = t, or zeros when t is missing */
-static void put_flat(const bl_var *v, const blo_tensor *t, double *dst) {
+/* dst (the flat x or y) at leaf l's offset = t, or zeros when t is missing */
+static void put_flat(const bl_leaf *l, const blo_tensor *t, double *dst) {
   if (!dst) return;
-  if (t && t->size == v->size) memcpy(dst + v->off, t->data, v->size * sizeof(double));
-  else memset(dst + v->off, 0, v->size * sizeof(double));
+  if (t && t->size == l->size) memcpy(dst + l->off, t->data, l->size * sizeof(double));
+  else memset(dst + l->off, 0, l->size * sizeof(double));
 }
 
-/* Bit i - first set for each variable i >= first whose side is wanted. */
-static unsigned side_mask(const problem *p, int first, int outer, int inner) {
-  unsigned m = 0;
-  for (int i = first; i < p->nvars; i++)
-    if (p->vars[i].outer ? outer : inner) m |= 1u << (i - first);
-  return m;
+static int leaf_outer(const problem *p, int i) { return i < p->nleaves_outer; }
+
+/* r->lf_want[i - first] set for each leaf i >= first whose side is wanted. */
+static const unsigned char *side_mask(bl_run *r, int first, int outer, int inner) {
+  const problem *p = r->p;
+  for (int i = first; i < p->nleaves; i++) r->lf_want[i - first] = (unsigned char)(leaf_outer(p, i) ? outer : inner);
+  return r->lf_want;
 }
 
 /* One diff_run over expr (in the problem's chunk, so errors point into it).
@@ -636,17 +723,17 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   blo_state *S = r->S;
   problem *p = r->p;
   int first = with_outer ? 0 : p->nouter;
-  int cnt = p->nvars - first;
-  /* only the cnt entries in use are cleared: "= {0}" on all three arrays
-   * (rep stos) was a visible part of every evaluation of a tiny problem */
-  blo_tensor *tg[BL_MAX_VARS], *grads[BL_MAX_VARS], *hvs[BL_MAX_VARS];
+  int lfirst = with_outer ? 0 : p->nleaves_outer;
+  int cnt = p->nleaves - lfirst;
+  /* only the cnt entries in use are cleared */
+  blo_tensor **tg = r->lf_tg, **grads = r->lf_grads, **hvs = r->lf_hvs;
   for (int i = 0; i < cnt; i++) tg[i] = grads[i] = hvs[i] = NULL;
   int any_tan = 0, rc = EV_OK;
-  for (int i = first; i < p->nvars && rc == EV_OK; i++) {
-    const bl_var *v = &p->vars[i];
-    const double *src = v->outer ? tx : ty;
+  for (int i = lfirst; i < p->nleaves && rc == EV_OK; i++) {
+    const bl_leaf *l = &p->leaves[i];
+    const double *src = leaf_outer(p, i) ? tx : ty;
     if (!src) continue;
-    if (!(tg[i - first] = tn_from(&S->tn, v->rank, v->shape, src + v->off))) rc = bl_error(r, "%s", S->tn.err);
+    if (!(tg[i - lfirst] = tn_from(&S->tn, l->rank, l->shape, src + l->off))) rc = bl_error(r, "%s", S->tn.err);
     any_tan = 1;
   }
   /* second-order products without gradients (bl_hvp, bl_dgrad): a tangent-only
@@ -654,9 +741,9 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
   int want_grads = reverse && (gx || gy || !any_tan);
   /* results only for the side asked for: the mixed product alone (hx) skips
    * the sweep into y (X' u) */
-  unsigned want = side_mask(p, first, gx || hx, gy || hy);
-  diff_req req = {cnt, p->names + first, any_tan ? tg : NULL, reverse, v_nil(), NULL,
-                  want_grads ? grads : NULL, reverse && any_tan ? hvs : NULL, want};
+  const unsigned char *want = side_mask(r, lfirst, gx || hx, gy || hy);
+  diff_req req = {p->nvars - first, p->names + first, any_tan ? tg : NULL, reverse, v_nil(), NULL,
+                  want_grads ? grads : NULL, reverse && any_tan ? hvs : NULL, want, cnt};
   int ran = 0;
   if (rc == EV_OK) {
     chunk *saved = S->cur_chunk;
@@ -676,10 +763,10 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
     }
   }
   if (rc == EV_OK && reverse) {
-    for (int i = first; i < p->nvars; i++) {
-      const bl_var *v = &p->vars[i];
-      put_flat(v, grads[i - first], v->outer ? gx : gy);
-      put_flat(v, hvs[i - first], v->outer ? hx : hy);
+    for (int i = lfirst; i < p->nleaves; i++) {
+      const bl_leaf *l = &p->leaves[i];
+      put_flat(l, grads[i - lfirst], leaf_outer(p, i) ? gx : gy);
+      put_flat(l, hvs[i - lfirst], leaf_outer(p, i) ? hx : hy);
     }
   }
   if (rc == EV_OK && dir) {
@@ -689,7 +776,7 @@ static int run_diff(bl_run *r, const ast_node *expr, int with_outer, const doubl
     else rc = bl_error(r, "internal error: directional derivative has %zu elements, expected %zu", req.dir->size, dir_n);
   }
   if (ran) diff_req_free(S, &req);
-  for (int i = 0; i < cnt; i++) tn_release(&S->tn, tg[i]);
+  for (int i = 0; i < cnt; i++) { tn_release(&S->tn, tg[i]); tg[i] = NULL; }
   return rc;
 }
 
@@ -739,6 +826,7 @@ int bl_hold_point(bl_run *r) {
   if (r->held.live) return EV_OK;   /* still this point: anything that moves it releases it */
   r->held.n = p->nvars;
   r->held.names = p->names;
+  r->held.nleaves = p->nleaves;
   chunk *saved = S->cur_chunk;
   S->cur_chunk = p->chunk;
   int rc = diff_record(S, p->f, p->f, &r->held);
@@ -756,26 +844,28 @@ void bl_release_point(bl_run *r) {
 static int held_products(bl_run *r, const double *tx, const double *ty, double *hxy, double *hyy) {
   blo_state *S = r->S;
   problem *p = r->p;
-  blo_tensor *tg[BL_MAX_VARS], *hvs[BL_MAX_VARS];
-  unsigned want = side_mask(p, 0, hxy != NULL, hyy != NULL);
+  blo_tensor **tg = r->lf_tg, **hvs = r->lf_hvs;
+  const unsigned char *want = side_mask(r, 0, hxy != NULL, hyy != NULL);
   int rc = EV_OK;
-  for (int i = 0; i < p->nvars; i++) {
-    const bl_var *bv = &p->vars[i];
-    const double *src = bv->outer ? tx : ty;
-    tg[i] = NULL;
-    if (src && rc == EV_OK && !(tg[i] = tn_from(&S->tn, bv->rank, bv->shape, src + bv->off)))
+  for (int i = 0; i < p->nleaves; i++) {
+    const bl_leaf *l = &p->leaves[i];
+    const double *src = leaf_outer(p, i) ? tx : ty;
+    tg[i] = hvs[i] = NULL;
+    if (src && rc == EV_OK && !(tg[i] = tn_from(&S->tn, l->rank, l->shape, src + l->off)))
       rc = bl_error(r, "%s", S->tn.err);
   }
   chunk *saved = S->cur_chunk;
   S->cur_chunk = p->chunk;
   if (rc == EV_OK) rc = diff_replay(S, &r->held, tg, want, NULL, hvs);
   S->cur_chunk = saved;
-  for (int i = 0; i < p->nvars; i++) {
+  for (int i = 0; i < p->nleaves; i++) {
     if (rc == EV_OK) {
-      put_flat(&p->vars[i], hvs[i], p->vars[i].outer ? hxy : hyy);
+      put_flat(&p->leaves[i], hvs[i], leaf_outer(p, i) ? hxy : hyy);
       tn_release(&S->tn, hvs[i]);
     }
+    hvs[i] = NULL;
     tn_release(&S->tn, tg[i]);
+    tg[i] = NULL;
   }
   return rc;
 }
@@ -784,8 +874,8 @@ static int held_products(bl_run *r, const double *tx, const double *ty, double *
 static int held_grad(bl_run *r, double *f, double *gx, double *gy) {
   blo_state *S = r->S;
   problem *p = r->p;
-  blo_tensor *gs[BL_MAX_VARS];
-  unsigned want = side_mask(p, 0, gx != NULL, gy != NULL);
+  blo_tensor **gs = r->lf_grads;
+  const unsigned char *want = side_mask(r, 0, gx != NULL, gy != NULL);
   chunk *saved = S->cur_chunk;
   S->cur_chunk = p->chunk;
   int rc = diff_replay(S, &r->held, NULL, want, gs, NULL), err = 0;  /* gs all NULL on failure */
@@ -794,9 +884,10 @@ static int held_grad(bl_run *r, double *f, double *gx, double *gy) {
     if (err) rc = EV_ERR;
   }
   S->cur_chunk = saved;
-  for (int i = 0; i < p->nvars; i++) {
-    if (rc == EV_OK) put_flat(&p->vars[i], gs[i], p->vars[i].outer ? gx : gy);
+  for (int i = 0; i < p->nleaves; i++) {
+    if (rc == EV_OK) put_flat(&p->leaves[i], gs[i], leaf_outer(p, i) ? gx : gy);
     tn_release(&S->tn, gs[i]);
+    gs[i] = NULL;
   }
   return rc;
 }
@@ -861,7 +952,7 @@ int bl_init_vjp(bl_run *r, const double *a, double *out) {
     const bl_var *v = &p->vars[i];
     if (!v->init_uses_outer) continue;
     value av = var_value(S, v, a + v->off);
-    if (av.kind == V_NIL || env_set_global(S, adj_names[i], av)) return bl_error(r, "out of memory");
+    if (av.kind == V_NIL || env_set_global(S, p->adj_names[i], av)) return bl_error(r, "out of memory");
   }
   /* re-evaluating the init must not move the random stream */
   tn_rng saved = S->rng;
@@ -869,7 +960,7 @@ int bl_init_vjp(bl_run *r, const double *a, double *out) {
   int rc = run_diff(r, p->init_dot, 1, NULL, NULL, 1, NULL, gx, NULL, NULL, NULL, NULL, 0);
   S->rng = saved;
   for (int i = p->nouter; i < p->nvars; i++)
-    if (p->vars[i].init_uses_outer) env_set_global(S, adj_names[i], v_nil());
+    if (p->vars[i].init_uses_outer) env_set_global(S, p->adj_names[i], v_nil());
   if (rc) return rc;
   for (size_t j = 0; j < r->m; j++) out[j] += gx[j];
   return EV_OK;
@@ -1050,6 +1141,10 @@ static void run_free(bl_run *r) {
   free(r->Fy);
   free(r->scratch);
   free(r->scratch2);
+  free(r->lf_tg);
+  free(r->lf_grads);
+  free(r->lf_hvs);
+  free(r->lf_want);
   opt_free(&r->iopt);
   opt_free(&r->oopt);
   memset(r, 0, sizeof *r);
@@ -1071,6 +1166,10 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
       !(r->gy = bl_alloc(r, p->n)) || !(r->Fx = bl_alloc(r, p->m)) || !(r->Fy = bl_alloc(r, p->n)) ||
       !(r->scratch = bl_alloc(r, mn)) || !(r->scratch2 = bl_alloc(r, mn)))
     return EV_ERR;
+  size_t nl = (size_t)p->nleaves;
+  if (!(r->lf_tg = calloc(nl, sizeof(blo_tensor *))) || !(r->lf_grads = calloc(nl, sizeof(blo_tensor *))) ||
+      !(r->lf_hvs = calloc(nl, sizeof(blo_tensor *))) || !(r->lf_want = calloc(nl, 1)))
+    return bl_error(r, "out of memory");
   if (opt_init(&r->iopt, &set->inner_opt, p->n) || opt_init(&r->oopt, &set->outer_opt, p->m))
     return bl_error(r, "out of memory");
   if (gather(r, 1, r->x) || gather(r, 0, r->y)) return EV_ERR;
@@ -1149,6 +1248,8 @@ static int draw(bl_run *r, int level) {
     }
     if (env_set_global(S, e->name, v)) return bl_error(r, "out of memory");
   }
+  /* the draws ran script code: the variables must still hold what was declared */
+  if (p->nevery && (gather(r, 1, NULL) || gather(r, 0, NULL))) return EV_ERR;
   return EV_OK;
 }
 
@@ -1334,8 +1435,17 @@ static FILE *trace_open(bl_run *r) {
   if (r->m <= 64)
     for (int i = 0; i < p->nouter; i++) {
       const bl_var *v = &p->vars[i];
-      if (v->size == 1 && v->rank == 0) fprintf(f, ",%s", v->name);
-      else for (size_t k = 0; k < v->size; k++) fprintf(f, ",%s[%zu]", v->name, k);
+      if (!v->rec) {
+        if (v->size == 1 && v->rank == 0) fprintf(f, ",%s", v->name);
+        else for (size_t k = 0; k < v->size; k++) fprintf(f, ",%s[%zu]", v->name, k);
+        continue;
+      }
+      /* a record: one column per element of each field, "net.b[1]" */
+      for (int j = 0; j < v->nleaves; j++) {
+        const bl_leaf *l = &v->leaves[j];
+        if (l->is_num) fprintf(f, ",%s", l->path);
+        else for (size_t k = 0; k < l->size; k++) fprintf(f, ",%s[%zu]", l->path, k);
+      }
     }
   fputc('\n', f);
   return f;

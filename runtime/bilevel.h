@@ -9,7 +9,9 @@
  * diff_run on the problem's ASTs at the current values of the globals.
  *
  * Flat vectors: the outer variables are concatenated (declaration order,
- * row-major) into x of length m, the inner ones into y of length n.
+ * row-major) into x of length m, the inner ones into y of length n.  A
+ * variable may be a record of tensors (bl_record.c): its leaves, depth first
+ * in field order, lie one after the other in its part of x or y.
  */
 #ifndef BLO_BILEVEL_H
 #define BLO_BILEVEL_H
@@ -17,7 +19,6 @@
 #include <stdio.h>
 #include "../interp/interp.h"
 
-#define BL_MAX_VARS 16        /* diff_run differentiates at most 16 variables at once */
 #define HG_MAX_PARAMS 6
 
 /* ---- optimizers (optim.c) ---- */
@@ -108,6 +109,24 @@ double hg_get(const hg_spec *sp, const char *name);   /* NAN if absent */
 int hg_from_args(blo_state *S, callargs *a, const hg_method *m, value *out);
 
 /* ---- problems ---- */
+/* One number or tensor of a variable: the whole variable, or a field of a
+ * record variable. */
+typedef struct bl_leaf {
+  int rank;
+  size_t shape[TN_MAX_RANK];
+  size_t size, off;           /* element count, offset in x or y */
+  int is_num;                 /* a number */
+  char *path;                 /* "net.c1" (record fields; NULL for a whole variable) */
+} bl_leaf;
+
+/* The fields of a record variable, fixed at declaration: field i is the
+ * record kids[i], or (kids[i] NULL) the next leaf. */
+typedef struct bl_rec {
+  int n;
+  char **keys;
+  struct bl_rec **kids;
+} bl_rec;
+
 typedef struct bl_var {
   const char *name;
   const ast_node *decl;       /* N_VARDECL */
@@ -116,10 +135,33 @@ typedef struct bl_var {
   size_t shape[TN_MAX_RANK];
   size_t size, off;           /* element count, offset in x or y */
   int is_num;                 /* held as a number (scalar declared from a number) */
+  bl_rec *rec;                /* a record variable's fields, NULL otherwise */
+  bl_leaf *leaves;            /* a record variable's leaves (owned), NULL otherwise */
+  int nleaves;
+  int leaf0;                  /* index of its first leaf in the problem's leaf list */
   double *lo, *hi;            /* box, size entries each, or NULL */
   double *init0;              /* value at declaration: x0 / y0 of the diagnostics */
   int init_uses_outer;        /* the init expression names an outer variable */
 } bl_var;
+
+/* record variables (bl_record.c) */
+/* v's fields and leaves from its init (a record); v->size their total. */
+int blr_layout(blo_state *S, const ast_node *at, bl_var *v, value init);
+void blr_free(bl_rec *r);
+/* Copies val, a record shaped like v's, into dst (v->size doubles; NULL:
+ * only check).  bcast: a number may fill a tensor field (an init).  -1 with
+ * err set on a mismatch. */
+int blr_read(const bl_var *v, value val, int bcast, double *dst, char *err, size_t errn);
+/* A new record shaped like v holding src (v->size doubles); nil on out of memory. */
+value blr_value(blo_state *S, const bl_var *v, const double *src);
+/* Writes src into *slot in place when it is a record shaped like v that only
+ * the variable holds: 1 if done, 0 if the caller must store a new value. */
+int blr_write_in_place(const bl_var *v, value *slot, const double *src);
+/* Box `in [lo, hi]` (expression e) of a record variable: lo and hi each a
+ * number or a record like v; fills v->lo, v->hi. */
+int blr_box(blo_state *S, bl_var *v, const ast_node *e);
+/* v's fields as text, "{w = [3], b = number}", for messages. */
+void blr_describe(const bl_var *v, char *buf, size_t cap);
 
 typedef struct bl_every {
   const char *name;
@@ -146,9 +188,12 @@ struct problem {
   const char *name;
   const ast_node *node;
   struct chunk *chunk;        /* where it was declared (error locations) */
-  bl_var vars[BL_MAX_VARS];   /* outer variables first, then inner */
+  bl_var *vars;               /* outer variables first, then inner */
   int nvars, nouter, ninner;
-  const char *names[BL_MAX_VARS];  /* parallel to vars: outer then inner */
+  const char **names;         /* parallel to vars: outer then inner */
+  bl_leaf *leaves;            /* every leaf (outer variables' first), paths shared with vars */
+  int nleaves, nleaves_outer;
+  char **adj_names;           /* nvars hidden globals of the init's vector-Jacobian product */
   size_t m, n;
   const ast_node *F, *f;      /* objective expressions */
   int F_max, f_max;           /* maximize: minimized as the negation */
@@ -190,6 +235,9 @@ typedef struct bl_run {
   double *scratch2;
   void *hg_state;
   diff_rec held;              /* f recorded at the held point (bl_hold_point) */
+  /* per-leaf arrays of the evaluations (p->nleaves entries) */
+  blo_tensor **lf_tg, **lf_grads, **lf_hvs;
+  unsigned char *lf_want;
   int expectation;            /* check_hypergrad: a random method returns its expectation */
   /* What the method reported (bl_hg_report): the first failure of the run,
    * and how many hypergradients reported one. */

@@ -1069,9 +1069,83 @@ static int bi_outer(blo_state *S, callargs *a, value *out) {
   return EV_OK;
 }
 
-/* dot(a, b) = sum(a * b) for two tensors of the same shape. */
+/* acc += dot(x, y) for two records with the same fields (nested; paired
+ * by name), or two numbers / tensors of one shape (a number pairs with any
+ * shape).  path names the fields in errors; *have: acc holds a value. */
+static int dot_rec(blo_state *S, callargs *a, value x, value y, char *path, size_t cap, ad_val *acc, int *have) {
+  if (x.kind == V_REC || y.kind == V_REC) {
+    char d1[96], d2[96];
+    if (x.kind != V_REC || y.kind != V_REC) {
+      v_describe(x, d1, sizeof d1);
+      v_describe(y, d2, sizeof d2);
+      return interp_error(S, a->call, "dot: %s%s is %s in the first argument and %s in the second", path[0] ? "field " : "",
+                          path[0] ? path : "", d1, d2);
+    }
+    orec *rx = (orec *)x.u.o, *ry = (orec *)y.u.o;
+    size_t len = strlen(path);
+    for (int i = 0; i < ry->n; i++)
+      if (!rec_get(rx, ry->keys[i]))
+        return interp_error(S, a->call, "dot: field '%s%s%s' is in the second record only", path, len ? "." : "",
+                            ry->keys[i]);
+    for (int i = 0; i < rx->n; i++) {
+      value *f = rec_get(ry, rx->keys[i]);
+      if (!f)
+        return interp_error(S, a->call, "dot: field '%s%s%s' is in the first record only", path, len ? "." : "",
+                            rx->keys[i]);
+      snprintf(path + len, cap - len, "%s%s", len ? "." : "", rx->keys[i]);
+      int rc = dot_rec(S, a, rx->vals[i], *f, path, cap, acc, have);
+      path[len] = 0;
+      if (rc) return rc;
+    }
+    return EV_OK;
+  }
+  if (!v_is_numeric(x) || !v_is_numeric(y)) {
+    char d[96];
+    v_describe(v_is_numeric(x) ? y : x, d, sizeof d);
+    return interp_error(S, a->call, "dot: field '%s' is %s, not a number or tensor", path, d);
+  }
+  ad_val u, v, p = {0}, r = {0}, s = {0};
+  if (v_to_ad(S, a->call, x, &u)) return EV_ERR;
+  if (v_to_ad(S, a->call, y, &v)) { ad_val_release(&S->tn, &u); return EV_ERR; }
+  int rc = EV_OK;
+  if (!tn_same_shape(u.v, v.v) && u.v->rank != 0 && v.v->rank != 0) {
+    char s1[96], s2[96];
+    rc = interp_error(S, a->call, "dot: shape mismatch at field '%s': %s and %s", path, shape_text(u.v, s1, sizeof s1),
+                      shape_text(v.v, s2, sizeof s2));
+  } else if (ad_binary(&S->tn, S->tape, TN_MUL, u, v, &p) || ad_reduce(&S->tn, S->tape, TN_SUM, p, -1, &r)) {
+    rc = interp_tn_error(S, a->call);
+  } else if (*have) {
+    if (ad_binary(&S->tn, S->tape, TN_ADD, *acc, r, &s)) rc = interp_tn_error(S, a->call);
+    else { ad_val_release(&S->tn, acc); *acc = s; s.v = NULL; s.t = NULL; }
+  } else {
+    *acc = r;
+    r.v = NULL;
+    r.t = NULL;
+    *have = 1;
+  }
+  ad_val_release(&S->tn, &u);
+  ad_val_release(&S->tn, &v);
+  ad_val_release(&S->tn, &p);
+  ad_val_release(&S->tn, &r);
+  return rc;
+}
+
+/* dot(a, b) = sum(a * b) for two tensors of the same shape; for two records
+ * with the same fields, the sum over the fields. */
 static int bi_dot(blo_state *S, callargs *a, value *out) {
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (a->pos[0].kind == V_REC || a->pos[1].kind == V_REC) {
+    char path[256] = "";
+    ad_val acc = {0};
+    int have = 0;
+    if (dot_rec(S, a, a->pos[0], a->pos[1], path, sizeof path, &acc, &have)) {
+      if (have) ad_val_release(&S->tn, &acc);
+      return EV_ERR;
+    }
+    if (!have) return interp_error(S, a->call, "dot: the records have no numbers or tensors");
+    *out = v_from_ad(S, acc);
+    return EV_OK;
+  }
   if (need_numeric(S, a, "dot", 0) || need_numeric(S, a, "dot", 1)) return EV_ERR;
   ad_val x, y, p = {0}, r;
   if (v_to_ad(S, a->call, a->pos[0], &x)) return EV_ERR;
@@ -1798,7 +1872,7 @@ static const builtin_def builtins[] = {
   {"cross_entropy", bi_cross_entropy, 2, 2, "cross_entropy(logits, labels)", "mean over rows of -sum(p * log(softmax(logits row))) for logits [N, K] and labels [N] of classes 0..K-1 or rows p [N, K] (learned soft labels; differentiable), computed stably in one pass", BI_OPS_ALL},
   {"det", bi_det, 1, 1, "det(A)", "determinant of a square matrix", 0},
   {"diag", bi_diag, 1, 1, "diag(v) | diag(A)", "square matrix with diagonal v, or the diagonal of matrix A", BI_OPS_ALL},
-  {"dot", bi_dot, 2, 2, "dot(a, b)", "sum(a * b) for two tensors of the same shape", BI_OPS_ALL},
+  {"dot", bi_dot, 2, 2, "dot(a, b)", "sum(a * b) for two tensors of the same shape, or over the fields of two records with the same fields", BI_OPS_ALL},
   {"eigh", bi_eigh, 1, 1, "eigh(A)", "eigen-decomposition of a symmetric matrix: {values (ascending), vectors (columns)}", 0},
   {"erf", bi_erf, 1, 1, "erf(x)", "error function 2/sqrt(pi) * integral of exp(-t^2) over [0, x], in (-1, 1), elementwise", BI_OPS_ALL},
   {"exp", bi_exp, 1, 1, "exp(x)", "exponential, elementwise", BI_OPS_ALL},
@@ -1808,12 +1882,12 @@ static const builtin_def builtins[] = {
   {"flatten", bi_flatten, 1, 1, "flatten(x)", "the elements of x as a vector, in row-major order", BI_OPS_ALL},
   {"floor", bi_floor, 1, 1, "floor(x)", "largest integer not above x, elementwise", 0},
   {"format", bi_format, 1, -1, "format(fmt, values...)", "printf-style string: %d %i %f %e %g %s %% with flags, width and precision", 0},
-  {"grad", bi_grad, 2, 2, "grad(expr, x) | grad(expr, [x, y])", "gradient of the scalar expr with respect to variable x (or a list of gradients)", 1},
+  {"grad", bi_grad, 2, 2, "grad(expr, x) | grad(expr, [x, y])", "gradient of the scalar expr with respect to variable x, shaped like x (a record variable: a record of gradients; a list of variables: a list)", 1},
   {"has", bi_has, 2, 2, "has(record, \"name\")", "1 if the record has the field, else 0", 0},
-  {"hvp", bi_hvp, 3, 4, "hvp(expr, x, v) | hvp(expr, x, v, y)", "Hessian-vector product H_xx v of the scalar expr (mixed H_yx v with y)", 1},
+  {"hvp", bi_hvp, 3, 4, "hvp(expr, x, v) | hvp(expr, x, v, y)", "Hessian-vector product H_xx v of the scalar expr (mixed H_yx v with y); x, v, y may be records of tensors", 1},
   {"inv", bi_inv, 1, 1, "inv(A)", "inverse of a square matrix (prefer linsolve for solving systems)", BI_OPS_ALL},
   {"isnan", bi_isnan, 1, 1, "isnan(x)", "1 where x is NaN, else 0, elementwise", 0},
-  {"jvp", bi_jvp, 3, 3, "jvp(expr, x, v)", "directional derivative of expr along v at the current x (forward mode)", 1},
+  {"jvp", bi_jvp, 3, 3, "jvp(expr, x, v)", "directional derivative of expr along v at the current x (forward mode); a record variable takes a record v", 1},
   {"keys", bi_keys, 1, 1, "keys(record)", "list of the record's field names", 0},
   {"len", bi_len, 1, 1, "len(x)", "length of the first axis of a tensor, or of a list, string or record", BI_OPS_ALL},
   {"linsolve", bi_linsolve, 2, 2, "linsolve(A, b)", "solution x of A x = b (b a vector or a matrix of right-hand sides)", BI_OPS_ALL},

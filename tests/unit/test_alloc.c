@@ -377,6 +377,25 @@ static int sc_autodiff(blo_state *S) {
               "print r.s, sum(m), m[1, :], x[0:2], h[0] > 0\n");
 }
 
+/* record variables: a solve over records (the meta-learning init, a box),
+ * grad/jvp/hvp of a record shared with another name (the copy path) */
+static int sc_records(blo_state *S) {
+  return eval(S,
+              "let xs = [1, 2]\n"
+              "problem pr {\n"
+              "  outer th = {w = [0.1, 0.2], s = {b = 0.5}} in [-1, {w = 2, s = {b = 1}}]\n"
+              "  inner p = th\n"
+              "  inner minimize 0.5 * sum((p.w - xs)^2) + 0.5 * th.s.b * sum(p.w^2) + p.s.b^2\n"
+              "  outer minimize 0.5 * sum((p.w - [0.5, 0.5])^2) + p.s.b^2\n"
+              "}\n"
+              "let r = solve pr with {outer_steps = 2, inner_steps = 3, hypergrad = unroll()}\n"
+              "let q = th\n"
+              "let g = grad(sum(th.w^2) * th.s.b, [th, xs])\n"
+              "let j = jvp({u = th.w * 2}, th, {w = [1, 0], s = {b = 1}})\n"
+              "let h = hvp(sum(th.w^3), th, {w = [1, 0], s = {b = 1}})\n"
+              "print r.x.w, g[0].s.b, j.u, h.w, dot(q, q)\n");
+}
+
 static int sc_repl(blo_state *S) {
   const char *lines[] = {"let a = [1, 2]\n", "fn k(z) = z * 2\n", "k(a) + 1\n", "{u = a, w = \"s\"}\n"};
   for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
@@ -430,6 +449,7 @@ static const scenario scenarios[] = {
   {"plot", sc_plot, BLO_OK, "plot: cannot draw"},
   {"host_api", sc_host, BLO_OK, NULL},
   {"autodiff", sc_autodiff, BLO_OK, NULL},
+  {"records", sc_records, BLO_OK, NULL},
   {"repl", sc_repl, BLO_OK, NULL},
   {"nested", sc_nested, BLO_OK, NULL},
 };
