@@ -390,10 +390,6 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       v->name = k->name;
       v->decl = k;
       v->outer = k->op == 0;
-      if (k->c && !v->outer) {
-        rc = interp_error(S, k->c, "inner %s: boxes are supported on outer variables only", k->name);
-        break;
-      }
       /* shape: declared, or taken from the init (evaluated once: it may draw random numbers) */
       value iv;
       if (k->a && (rc = eval_shape(S, k->a, &v->rank, v->shape)) != EV_OK) break;
@@ -420,7 +416,7 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       rc = init_from_value(S, v, iv, v->init0);
       v_release(S, &iv);
       if (rc) break;
-      if (k->c && (rc = eval_box(S, v)) != EV_OK) break;
+      if (k->c && (rc = v->outer ? eval_box(S, v) : blc_declare(S, p, v)) != EV_OK) break;
       if (!v->outer)
         for (int j = 0; j < nonames; j++)
           if (uses_name(k->b, onames[j])) v->init_uses_outer = 1;
@@ -455,7 +451,8 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
     memcpy(p->y_written + p->vars[j].off, p->vars[j].init0, p->vars[j].size * sizeof(double));
   if ((rc = check_objective(S, objs[1])) != EV_OK) return rc;
   if ((rc = check_objective(S, objs[0])) != EV_OK) return rc;
-  return build_init_dot(S, p);
+  if ((rc = build_init_dot(S, p)) != EV_OK) return rc;
+  return blc_finish(S, p);
 }
 
 int problem_declare(blo_state *S, const ast_node *n) {
@@ -722,6 +719,11 @@ int bl_grad_F(bl_run *r, double *F, double *gx, double *gy) {
 static int held_products(bl_run *r, const double *tx, const double *ty, double *hxy, double *hyy);
 
 int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
+  if (blc_reducing(r)) return blc_hvp(r, v, hxy, hyy);
+  return bl_hvp_raw(r, v, hxy, hyy);
+}
+
+int bl_hvp_raw(bl_run *r, const double *v, double *hxy, double *hyy) {
   if (r->held.live ? held_products(r, NULL, v, hxy, hyy)
                    : run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0))
     return EV_ERR;
@@ -873,6 +875,10 @@ int bl_init_vjp(bl_run *r, const double *a, double *out) {
   if (rc) return rc;
   for (size_t j = 0; j < r->m; j++) out[j] += gx[j];
   return EV_OK;
+}
+
+int bl_expr_grad_x(bl_run *r, const ast_node *e, double *gx) {
+  return run_diff(r, e, 1, NULL, NULL, 1, NULL, gx, NULL, NULL, NULL, NULL, 0);
 }
 
 int bl_init_jac(bl_run *r, double *Z) {
@@ -1035,6 +1041,7 @@ static void run_free(bl_run *r) {
   if (r->S) diff_rec_free(r->S, &r->held);
   if (r->hg_state && r->set.hg.m->cleanup) r->set.hg.m->cleanup(r, r->hg_state);
   r->hg_state = NULL;
+  blc_free(r);
   if (r->traj_mb) {
     size_t k = ((size_t)r->traj_cap + 1) * (size_t)r->p->nevery_inner;
     for (size_t i = 0; i < k; i++) v_release(r->S, &r->traj_mb[i]);
@@ -1090,7 +1097,9 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
     }
     if (m->check && m->check(r, &set->hg)) return EV_ERR;
     if (m->setup && m->setup(r, &set->hg, &r->hg_state)) return EV_ERR;
-  } else if (p->nevery_inner) {
+  }
+  if (blc_setup(r)) return EV_ERR;
+  if (!hooks && p->nevery_inner) {
     if (!(r->traj_mb = calloc((size_t)p->nevery_inner, sizeof(value)))) return bl_error(r, "out of memory");
     for (int i = 0; i < p->nevery_inner; i++) r->traj_mb[i] = v_nil();
   }
@@ -1190,6 +1199,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
   long T = r->set.inner_steps;
   double *ynew = r->scratch;
   if (r->set.cold && reinit_y(r)) return EV_ERR;
+  if (r->con && blc_begin(r)) return EV_ERR;
   memcpy(r->y_prev, r->y, r->n * sizeof(double));
   if (hooks && m->begin && m->begin(r, &r->set.hg, r->hg_state)) return EV_ERR;
   long t;
@@ -1206,7 +1216,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
     if (bl_grad_f(r, &r->f, NULL, r->gy)) return EV_ERR;
     if (!isfinite(r->f)) return nonfinite(r, "inner objective", r->f, t);
     if (!bl_finite(r->gy, r->n)) return nonfinite(r, "inner gradient", first_bad(r->gy, r->n), t);
-    gn = bl_norm(r->gy, r->n);
+    gn = r->con ? blc_gap(r, r->y, r->gy) : bl_norm(r->gy, r->n);
     if (t >= T || (r->set.inner_tol > 0 && gn <= r->set.inner_tol)) break;
     if (hooks && r->traj_cap > 0) {
       long slot = t % r->traj_cap;
@@ -1222,6 +1232,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
     if (hooks && m->inner_step && m->inner_step(r, &r->set.hg, r->hg_state, t)) return EV_ERR;
     memcpy(ynew, r->y, r->n * sizeof(double));
     opt_step(&r->iopt, ynew, r->gy);
+    if (r->con) blc_project(r, ynew, hooks ? t : -1);
     if (!bl_finite(ynew, r->n)) return nonfinite(r, "the inner variable after the step", first_bad(ynew, r->n), t + 1);
     if (bl_set_y(r, ynew)) return EV_ERR;
     if (check_interrupt(r)) return EV_ERR;
@@ -1242,7 +1253,9 @@ static int hypergradient(bl_run *r, double *d, double *gnorm) {
     if (b == 0) b = first_bad(r->Fy, r->n);
     return nonfinite(r, "outer gradient", b, r->T);
   }
+  if (r->con && blc_pre(r)) return EV_ERR;
   int rc = r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d);
+  blc_post(r);
   bl_release_point(r);
   if (rc) return EV_ERR;
   if (!bl_finite(d, r->m)) return nonfinite(r, "hypergradient", first_bad(d, r->m), r->T);

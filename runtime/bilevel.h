@@ -119,7 +119,15 @@ typedef struct bl_var {
   double *lo, *hi;            /* box, size entries each, or NULL */
   double *init0;              /* value at declaration: x0 / y0 of the diagnostics */
   int init_uses_outer;        /* the init expression names an outer variable */
+  /* inner constraint (bl_constrain.c): BLC_BOX with cexpr = {lo, hi},
+   * BLC_SIMPLEX, BLC_BALL with cexpr[0] = r; cadj: hidden adjoint names */
+  int ckind;
+  const ast_node *cexpr[2];
+  const char *cadj[2];
+  int c_uses_outer;           /* a bound names an outer variable */
 } bl_var;
+
+enum { BLC_NONE, BLC_BOX, BLC_SIMPLEX, BLC_BALL };
 
 typedef struct bl_every {
   const char *name;
@@ -157,6 +165,8 @@ struct problem {
   int any_init_uses_outer;
   ast_arena *arena;           /* synthetic ASTs (the init's vector-Jacobian product) */
   const ast_node *init_dot;   /* sum_i sum(init_i * adjoint_i), NULL if not needed */
+  int ncon;                   /* inner variables with a constraint */
+  const ast_node *con_dot;    /* sum over bounds of sum(bound * adjoint), NULL if none names x */
   bl_settings last;           /* settings of the last solve (defaults before) */
   double *y_written;          /* n: y as the problem last wrote it (declaration,
                                  end of a solve): a cold solve warns when the
@@ -189,6 +199,7 @@ typedef struct bl_run {
   double *scratch;            /* n + m doubles for the services */
   double *scratch2;
   void *hg_state;
+  struct blc_state *con;      /* inner constraints (bl_constrain.c), NULL if none */
   diff_rec held;              /* f recorded at the held point (bl_hold_point) */
   int expectation;            /* check_hypergrad: a random method returns its expectation */
   /* What the method reported (bl_hg_report): the first failure of the run,
@@ -268,6 +279,47 @@ double bl_dot(const double *a, const double *b, size_t n);
 double bl_curv_noise(size_t n);
 double bl_norm(const double *a, size_t n);
 int bl_finite(const double *a, size_t n);
+
+/* bl_hvp without the constrained-problem reduction (bl_constrain.c). */
+int bl_hvp_raw(bl_run *r, const double *v, double *hxy, double *hyy);
+/* gx (length m) = gradient over x of the scalar expression e at the current
+ * globals (e in the problem's chunk). */
+int bl_expr_grad_x(bl_run *r, const ast_node *e, double *gx);
+
+/* ---- inner constraints (bl_constrain.c) ----
+ * `inner y ... in [lo, hi]`, `in simplex`, `in ball(r)`: the inner steps are
+ * projected, and the implicit methods (cg, neumann, exact) see the reduced
+ * system of the projected fixed point through bl_hvp (see the file). */
+/* At declaration, for an inner variable with `in ...` (shape and init known). */
+int blc_declare(blo_state *S, problem *p, bl_var *v);
+/* After all variables are laid out: checks the bounds at the inits and
+ * builds p->con_dot. */
+int blc_finish(blo_state *S, problem *p);
+int blc_setup(bl_run *r);                 /* in run_init, after the method's setup */
+void blc_free(bl_run *r);
+/* Start of an inner loop (x fixed from here): evaluates the bounds at x and
+ * projects y (the globals too). */
+int blc_begin(bl_run *r);
+/* Projects a new inner iterate in place; t >= 0: the step it ends, whose
+ * pre-projection point unroll() keeps. */
+void blc_project(bl_run *r, double *y, long t);
+/* |y - P(y - eta g)| / eta, eta the inner lr: the stationarity measure that
+ * replaces |grad_y f| (inner_tol, inner_grad_norm). */
+double blc_gap(bl_run *r, const double *y, const double *g);
+/* Around the method's compute(): for cg, neumann and exact, find the active
+ * set at (x, y_T), fold the bounds' dependence on x into r->Fx and project
+ * r->Fy; bl_hvp then returns the reduced operator. */
+int blc_pre(bl_run *r);
+void blc_post(bl_run *r);
+int blc_reducing(const bl_run *r);
+/* The reduced operator (see the file): bl_hvp while blc_reducing. */
+int blc_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
+/* unroll(): a (the adjoint of y_{t+1}) <- J_t a at the kept pre-projection
+ * point of step t, t = -1 for the projection of the init; the part that
+ * follows the bounds is kept for blc_bound_vjp. */
+void blc_unroll_step(bl_run *r, long t, double *a);
+/* d += (d bounds / dx)^T (the kept bound adjoints), which are then cleared. */
+int blc_bound_vjp(bl_run *r, double *d);
 
 /* ---- entry points used by the builtins ---- */
 /* hypergrad(problem, method, options...) and check_hypergrad(...). */
