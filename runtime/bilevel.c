@@ -85,6 +85,7 @@ static void settings_default(bl_settings *s) {
   s->cold = 1;
   s->inner_steps = 100;
   s->outer_steps = 100;
+  s->rho = 10;
   opt_default(&s->inner_opt, OPT_SGD);
   opt_default(&s->outer_opt, OPT_SGD);
   s->hg.m = hg_find("cg");
@@ -102,6 +103,7 @@ void problem_free(blo_state *S, struct problem *p) {
     free(p->vars[i].init0);
   }
   free(p->every);
+  bls_free(p);
   free(p->y_written);
   ast_arena_free(p->arena);
   free(p);
@@ -367,6 +369,8 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
         e->level = k->op;
         if (k->op == 1) p->nevery_inner++;
       }
+    } else if (k->kind == N_SUBJECT) {
+      rc = bls_declare(S, p, k);
     } else if (k->kind == N_OBJECTIVE) {
       if (objs[k->op])
         rc = interp_error(S, k, "problem %s has two %s objectives", pname, k->op ? "inner" : "outer");
@@ -452,7 +456,8 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
   if ((rc = check_objective(S, objs[1])) != EV_OK) return rc;
   if ((rc = check_objective(S, objs[0])) != EV_OK) return rc;
   if ((rc = build_init_dot(S, p)) != EV_OK) return rc;
-  return blc_finish(S, p);
+  if ((rc = blc_finish(S, p)) != EV_OK) return rc;
+  return bls_finish(S, p);
 }
 
 int problem_declare(blo_state *S, const ast_node *n) {
@@ -912,13 +917,13 @@ int bl_init_jac(bl_run *r, double *Z) {
 
 static const char *const solve_keys[] = {
   "start", "inner_steps", "inner_tol", "inner_opt", "outer_steps", "outer_tol", "outer_opt",
-  "hypergrad", "proximal", "seed", "trace", "quiet", NULL,
+  "hypergrad", "proximal", "seed", "trace", "quiet", "constraint_rho", NULL,
 };
 /* hypergrad() / check_hypergrad() take the inner-loop subset (plus h, against). */
 static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", "info",
-                                      NULL};
+                                      "constraint_rho", NULL};
 static const char *const check_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed",
-                                         "h", "against", NULL};
+                                         "h", "against", "constraint_rho", NULL};
 
 /* Location of option `key` when the options are a record literal. */
 static const ast_node *opt_node(const ast_node *lit, const ast_node *dflt, const char *key) {
@@ -987,6 +992,10 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       if (get_nonneg(S, loc, ctx, key, v, &s->inner_tol)) return EV_ERR;
     } else if (strcmp(key, "outer_tol") == 0) {
       if (get_nonneg(S, loc, ctx, key, v, &s->outer_tol)) return EV_ERR;
+    } else if (strcmp(key, "constraint_rho") == 0) {
+      double d;
+      if (v_to_double(v, &d) != 0 || !(d > 0) || !isfinite(d)) return opt_type_error(S, loc, ctx, key, v, "a number > 0");
+      s->rho = d;
     } else if (strcmp(key, "proximal") == 0) {
       if (get_nonneg(S, loc, ctx, key, v, &s->prox)) return EV_ERR;
     } else if (strcmp(key, "inner_opt") == 0) {
@@ -1098,7 +1107,7 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
     if (m->check && m->check(r, &set->hg)) return EV_ERR;
     if (m->setup && m->setup(r, &set->hg, &r->hg_state)) return EV_ERR;
   }
-  if (blc_setup(r)) return EV_ERR;
+  if (blc_setup(r) || bls_begin(r)) return EV_ERR;
   if (!hooks && p->nevery_inner) {
     if (!(r->traj_mb = calloc((size_t)p->nevery_inner, sizeof(value)))) return bl_error(r, "out of memory");
     for (int i = 0; i < p->nevery_inner; i++) r->traj_mb[i] = v_nil();
@@ -1459,6 +1468,7 @@ static int solve_run(bl_run *r, value *out) {
       break;
     }
     hnorm = bl_norm(d, r->m);
+    if ((rc = bls_update(r)) != EV_OK) break;
     double el = now_sec() - t0;
     if (tf) trace_row(r, tf, k, gnorm, hnorm, el);
     int converged = set->outer_tol > 0 && hnorm <= set->outer_tol;
@@ -1525,7 +1535,7 @@ static int solve_run(bl_run *r, value *out) {
   } else if (rc == EV_OK) {
     rc = inner_loop(r, 0, &gnorm);
   }
-  if (rc == EV_OK) rc = eval_number(r, p->F, &F);
+  if (rc == EV_OK) rc = eval_number(r, p->F_written ? p->F_written : p->F, &F);
   if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
   if (loop_ok && rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last, 1);
   if (tf) {
@@ -1550,6 +1560,7 @@ static int solve_run(bl_run *r, value *out) {
         rec_set(S, rec, "hypergrad_norm", v_num(hnorm)) || rec_set(S, rec, "x_dist2", v_num(dist2_init(r, 1))) ||
         rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0));
   bad = bad || status_fields(r, rec) || rec_set(S, rec, "hypergrad_failures", v_num((double)r->hg_failures));
+  bad = bad || bls_result(r, rec);
   v_release(S, &xv);
   v_release(S, &yv);
   if (bad) { v_release(S, &rv); return S->err.status ? EV_ERR : bl_error(r, "out of memory"); }

@@ -135,11 +135,23 @@ typedef struct bl_every {
   int level;                  /* 0 every outer step, 1 every inner step */
 } bl_every;
 
+/* `inner subject to g <= h` / `outer subject to ...` (bl_subject.c) */
+typedef struct bl_subject {
+  const ast_node *decl;       /* N_SUBJECT */
+  int inner;                  /* level */
+  const ast_node *c;          /* c = g - h (or h - g for >=): c <= 0 */
+  int rank;
+  size_t shape[TN_MAX_RANK], size;
+  double *mu;                 /* multiplier estimates (size), >= 0 */
+  const char *mu_name;        /* the hidden global holding mu */
+} bl_subject;
+
 /* Settings of one solve (also remembered by the problem for hypergrad()). */
 typedef struct bl_settings {
   int cold;
   long inner_steps, outer_steps;
   double inner_tol, outer_tol, prox;
+  double rho;                 /* augmented-Lagrangian penalty of `subject to` */
   bl_optspec inner_opt, outer_opt;
   hg_spec hg;
   int has_seed;
@@ -167,6 +179,10 @@ struct problem {
   const ast_node *init_dot;   /* sum_i sum(init_i * adjoint_i), NULL if not needed */
   int ncon;                   /* inner variables with a constraint */
   const ast_node *con_dot;    /* sum over bounds of sum(bound * adjoint), NULL if none names x */
+  bl_subject *subj;           /* `subject to` constraints; F and f then carry their terms */
+  int nsubj;
+  const char *rho_name;
+  const ast_node *F_written, *f_written;   /* the objectives as written, when they carry terms */
   bl_settings last;           /* settings of the last solve (defaults before) */
   double *y_written;          /* n: y as the problem last wrote it (declaration,
                                  end of a solve): a cold solve warns when the
@@ -320,6 +336,16 @@ int blc_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
 void blc_unroll_step(bl_run *r, long t, double *a);
 /* d += (d bounds / dx)^T (the kept bound adjoints), which are then cleared. */
 int blc_bound_vjp(bl_run *r, double *d);
+
+/* ---- general constraints (bl_subject.c) ---- */
+int bls_declare(blo_state *S, problem *p, const ast_node *k);   /* an N_SUBJECT item */
+/* After the objectives: checks the constraints and adds their augmented-
+ * Lagrangian terms to F and f. */
+int bls_finish(blo_state *S, problem *p);
+void bls_free(problem *p);
+int bls_begin(bl_run *r);                 /* in run_init: rho and the multipliers into their globals */
+int bls_update(bl_run *r);                /* after an outer step: mu <- relu(mu + rho c(x, y)) */
+int bls_result(bl_run *r, orec *rec);     /* the solve result's multiplier fields */
 
 /* ---- entry points used by the builtins ---- */
 /* hypergrad(problem, method, options...) and check_hypergrad(...). */
