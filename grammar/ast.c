@@ -93,7 +93,8 @@ const char *ast_kind_name(ast_kind k) {
     "number", "string", "name", "list", "record", "field", "unary", "binary", "and", "or",
     "range", "call", "index", "slice", "field access", "transpose", "solve",
     "block", "let", "assignment", "fn", "if", "while", "for", "break", "continue",
-    "return", "print", "expression", "problem", "variable declaration", "objective", "every"};
+    "return", "print", "expression", "problem", "variable declaration", "objective", "every",
+    "constraint"};
   return (k >= 0 && k < N_KIND_COUNT) ? names[k] : "?";
 }
 

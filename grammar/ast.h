@@ -27,10 +27,11 @@ typedef enum {
   N_FNDEF,                           /* name, params in kids (N_NAME), body a (expr or block), is_block */
   N_IF, N_WHILE, N_FOR,              /* FOR: name, iterable a, body b */
   N_BREAK, N_CONTINUE, N_RETURN, N_PRINT, N_EXPR,
-  N_PROBLEM,                         /* name, kids are N_VARDECL / N_OBJECTIVE / N_EVERY */
+  N_PROBLEM,                         /* name, kids are N_VARDECL / N_OBJECTIVE / N_EVERY / N_SUBJECT */
   N_VARDECL,                         /* op = 0 outer / 1 inner; name; a shape, b init, c box */
   N_OBJECTIVE,                       /* op = 0 outer / 1 inner; a expr */
   N_EVERY,                           /* op = 0 outer / 1 inner; name; a expr */
+  N_SUBJECT,                         /* subject to: op = 0 outer / 1 inner; a the constraint (g <= h, g >= h) */
   N_KIND_COUNT
 } ast_kind;
 

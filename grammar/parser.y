@@ -51,6 +51,21 @@ static ast_node *mk1(parse_state *ps, ast_kind k, ast_node *a, BLO_YYLTYPE l) {
   return n;
 }
 static void blo_yyerror(BLO_YYLTYPE *l, void *scanner, parse_state *ps, const char *msg);
+/* `inner subject to EXPR` / `outer subject to EXPR`: subject and to are
+ * names, not keywords, so scripts may still use them as variables. */
+static ast_node *mk_subject(parse_state *ps, void *scanner, int inner, const char *w1, const char *w2, ast_node *e,
+                            BLO_YYLTYPE l, BLO_YYLTYPE l1) {
+  if (strcmp(w1, "subject") != 0 || strcmp(w2, "to") != 0) {
+    blo_yyerror(&l1, scanner, ps, inner ? "syntax error, after 'inner' comes a variable (inner y = init), an objective "
+                                          "(inner minimize f) or a constraint (inner subject to g <= 0)"
+                                        : "syntax error, after 'outer' comes a variable (outer x = init), an objective "
+                                          "(outer minimize F) or a constraint (outer subject to g <= 0)");
+    return NULL;
+  }
+  ast_node *n = NEW(N_SUBJECT, l);
+  if (n) { n->op = inner; n->a = e; }
+  return n;
+}
 
 /* The parser's stacks are arrays in yyparse's frame (about 34 bytes a
  * state) that never grow: running out of them means input nested too
@@ -165,6 +180,8 @@ pitems
 pitem
   : OUTER NAME opt_shape '=' expr opt_box { $$ = NEW(N_VARDECL, @$); if ($$) { $$->op = 0; $$->name = $2; $$->a = $3; $$->b = $5; $$->c = $6; } }
   | INNER NAME opt_shape '=' expr opt_box { $$ = NEW(N_VARDECL, @$); if ($$) { $$->op = 1; $$->name = $2; $$->a = $3; $$->b = $5; $$->c = $6; } }
+  | INNER NAME NAME expr  { $$ = mk_subject(ps, scanner, 1, $2, $3, $4, @$, @2); }
+  | OUTER NAME NAME expr  { $$ = mk_subject(ps, scanner, 0, $2, $3, $4, @$, @2); }
   | INNER MINIMIZE expr   { $$ = NEW(N_OBJECTIVE, @$); if ($$) { $$->op = 1; $$->a = $3; } }
   | OUTER MINIMIZE expr   { $$ = NEW(N_OBJECTIVE, @$); if ($$) { $$->op = 0; $$->a = $3; } }
   | INNER MAXIMIZE expr   { $$ = NEW(N_OBJECTIVE, @$); if ($$) { $$->op = 1; $$->is_block = 1; $$->a = $3; } }

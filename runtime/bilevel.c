@@ -78,6 +78,7 @@ static void settings_default(bl_settings *s) {
   s->cold = 1;
   s->inner_steps = 100;
   s->outer_steps = 100;
+  s->rho = 10;
   opt_default(&s->inner_opt, OPT_SGD);
   opt_default(&s->outer_opt, OPT_SGD);
   s->hg.m = hg_find("cg");
@@ -104,6 +105,7 @@ void problem_free(blo_state *S, struct problem *p) {
   free(p->names);
   free(p->leaves);
   free(p->every);
+  bls_free(p);
   free(p->y_written);
   ast_arena_free(p->arena);
   free(p);
@@ -414,6 +416,8 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
         e->level = k->op;
         if (k->op == 1) p->nevery_inner++;
       }
+    } else if (k->kind == N_SUBJECT) {
+      rc = bls_declare(S, p, k);
     } else if (k->kind == N_OBJECTIVE) {
       if (objs[k->op])
         rc = interp_error(S, k, "problem %s has two %s objectives", pname, k->op ? "inner" : "outer");
@@ -433,10 +437,6 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       v->name = k->name;
       v->decl = k;
       v->outer = k->op == 0;
-      if (k->c && !v->outer) {
-        rc = interp_error(S, k->c, "inner %s: boxes are supported on outer variables only", k->name);
-        break;
-      }
       /* shape: declared, or taken from the init (evaluated once: it may draw random numbers) */
       value iv;
       if (k->a && (rc = eval_shape(S, k->a, &v->rank, v->shape)) != EV_OK) break;
@@ -471,7 +471,7 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
       rc = init_from_value(S, v, iv, v->init0);
       v_release(S, &iv);
       if (rc) break;
-      if (k->c && (rc = eval_box(S, v)) != EV_OK) break;
+      if (k->c && (rc = v->outer ? eval_box(S, v) : blc_declare(S, p, v)) != EV_OK) break;
       if (!v->outer)
         for (int j = 0; j < nonames; j++)
           if (uses_name(k->b, onames[j])) v->init_uses_outer = 1;
@@ -531,7 +531,9 @@ static int declare_items(blo_state *S, problem *p, const ast_node *n) {
     memcpy(p->y_written + p->vars[j].off, p->vars[j].init0, p->vars[j].size * sizeof(double));
   if ((rc = check_objective(S, objs[1])) != EV_OK) return rc;
   if ((rc = check_objective(S, objs[0])) != EV_OK) return rc;
-  return build_init_dot(S, p);
+  if ((rc = build_init_dot(S, p)) != EV_OK) return rc;
+  if ((rc = blc_finish(S, p)) != EV_OK) return rc;
+  return bls_finish(S, p);
 }
 
 int problem_declare(blo_state *S, const ast_node *n) {
@@ -809,6 +811,11 @@ int bl_grad_F(bl_run *r, double *F, double *gx, double *gy) {
 static int held_products(bl_run *r, const double *tx, const double *ty, double *hxy, double *hyy);
 
 int bl_hvp(bl_run *r, const double *v, double *hxy, double *hyy) {
+  if (blc_reducing(r)) return blc_hvp(r, v, hxy, hyy);
+  return bl_hvp_raw(r, v, hxy, hyy);
+}
+
+int bl_hvp_raw(bl_run *r, const double *v, double *hxy, double *hyy) {
   if (r->held.live ? held_products(r, NULL, v, hxy, hyy)
                    : run_diff(r, r->p->f, hxy != NULL, NULL, v, 1, NULL, NULL, NULL, hxy, hyy, NULL, 0))
     return EV_ERR;
@@ -966,6 +973,10 @@ int bl_init_vjp(bl_run *r, const double *a, double *out) {
   return EV_OK;
 }
 
+int bl_expr_grad_x(bl_run *r, const ast_node *e, double *gx) {
+  return run_diff(r, e, 1, NULL, NULL, 1, NULL, gx, NULL, NULL, NULL, NULL, 0);
+}
+
 int bl_init_jac(bl_run *r, double *Z) {
   problem *p = r->p;
   blo_state *S = r->S;
@@ -997,13 +1008,13 @@ int bl_init_jac(bl_run *r, double *Z) {
 
 static const char *const solve_keys[] = {
   "start", "inner_steps", "inner_tol", "inner_opt", "outer_steps", "outer_tol", "outer_opt",
-  "hypergrad", "proximal", "seed", "trace", "quiet", NULL,
+  "hypergrad", "proximal", "seed", "trace", "quiet", "constraint_rho", NULL,
 };
 /* hypergrad() / check_hypergrad() take the inner-loop subset (plus h, against). */
 static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", "info",
-                                      NULL};
+                                      "constraint_rho", NULL};
 static const char *const check_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed",
-                                         "h", "against", NULL};
+                                         "h", "against", "constraint_rho", NULL};
 
 /* Location of option `key` when the options are a record literal. */
 static const ast_node *opt_node(const ast_node *lit, const ast_node *dflt, const char *key) {
@@ -1072,6 +1083,10 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       if (get_nonneg(S, loc, ctx, key, v, &s->inner_tol)) return EV_ERR;
     } else if (strcmp(key, "outer_tol") == 0) {
       if (get_nonneg(S, loc, ctx, key, v, &s->outer_tol)) return EV_ERR;
+    } else if (strcmp(key, "constraint_rho") == 0) {
+      double d;
+      if (v_to_double(v, &d) != 0 || !(d > 0) || !isfinite(d)) return opt_type_error(S, loc, ctx, key, v, "a number > 0");
+      s->rho = d;
     } else if (strcmp(key, "proximal") == 0) {
       if (get_nonneg(S, loc, ctx, key, v, &s->prox)) return EV_ERR;
     } else if (strcmp(key, "inner_opt") == 0) {
@@ -1126,6 +1141,7 @@ static void run_free(bl_run *r) {
   if (r->S) diff_rec_free(r->S, &r->held);
   if (r->hg_state && r->set.hg.m->cleanup) r->set.hg.m->cleanup(r, r->hg_state);
   r->hg_state = NULL;
+  blc_free(r);
   if (r->traj_mb) {
     size_t k = ((size_t)r->traj_cap + 1) * (size_t)r->p->nevery_inner;
     for (size_t i = 0; i < k; i++) v_release(r->S, &r->traj_mb[i]);
@@ -1189,7 +1205,9 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
     }
     if (m->check && m->check(r, &set->hg)) return EV_ERR;
     if (m->setup && m->setup(r, &set->hg, &r->hg_state)) return EV_ERR;
-  } else if (p->nevery_inner) {
+  }
+  if (blc_setup(r) || bls_begin(r)) return EV_ERR;
+  if (!hooks && p->nevery_inner) {
     if (!(r->traj_mb = calloc((size_t)p->nevery_inner, sizeof(value)))) return bl_error(r, "out of memory");
     for (int i = 0; i < p->nevery_inner; i++) r->traj_mb[i] = v_nil();
   }
@@ -1291,6 +1309,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
   long T = r->set.inner_steps;
   double *ynew = r->scratch;
   if (r->set.cold && reinit_y(r)) return EV_ERR;
+  if (r->con && blc_begin(r)) return EV_ERR;
   memcpy(r->y_prev, r->y, r->n * sizeof(double));
   if (hooks && m->begin && m->begin(r, &r->set.hg, r->hg_state)) return EV_ERR;
   long t;
@@ -1307,7 +1326,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
     if (bl_grad_f(r, &r->f, NULL, r->gy)) return EV_ERR;
     if (!isfinite(r->f)) return nonfinite(r, "inner objective", r->f, t);
     if (!bl_finite(r->gy, r->n)) return nonfinite(r, "inner gradient", first_bad(r->gy, r->n), t);
-    gn = bl_norm(r->gy, r->n);
+    gn = r->con ? blc_gap(r, r->y, r->gy) : bl_norm(r->gy, r->n);
     if (t >= T || (r->set.inner_tol > 0 && gn <= r->set.inner_tol)) break;
     if (hooks && r->traj_cap > 0) {
       long slot = t % r->traj_cap;
@@ -1323,6 +1342,7 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
     if (hooks && m->inner_step && m->inner_step(r, &r->set.hg, r->hg_state, t)) return EV_ERR;
     memcpy(ynew, r->y, r->n * sizeof(double));
     opt_step(&r->iopt, ynew, r->gy);
+    if (r->con) blc_project(r, ynew, hooks ? t : -1);
     if (!bl_finite(ynew, r->n)) return nonfinite(r, "the inner variable after the step", first_bad(ynew, r->n), t + 1);
     if (bl_set_y(r, ynew)) return EV_ERR;
     if (check_interrupt(r)) return EV_ERR;
@@ -1343,7 +1363,9 @@ static int hypergradient(bl_run *r, double *d, double *gnorm) {
     if (b == 0) b = first_bad(r->Fy, r->n);
     return nonfinite(r, "outer gradient", b, r->T);
   }
+  if (r->con && blc_pre(r)) return EV_ERR;
   int rc = r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d);
+  blc_post(r);
   bl_release_point(r);
   if (rc) return EV_ERR;
   if (!bl_finite(d, r->m)) return nonfinite(r, "hypergradient", first_bad(d, r->m), r->T);
@@ -1559,6 +1581,7 @@ static int solve_run(bl_run *r, value *out) {
       break;
     }
     hnorm = bl_norm(d, r->m);
+    if ((rc = bls_update(r)) != EV_OK) break;
     double el = now_sec() - t0;
     if (tf) trace_row(r, tf, k, gnorm, hnorm, el);
     int converged = set->outer_tol > 0 && hnorm <= set->outer_tol;
@@ -1625,7 +1648,7 @@ static int solve_run(bl_run *r, value *out) {
   } else if (rc == EV_OK) {
     rc = inner_loop(r, 0, &gnorm);
   }
-  if (rc == EV_OK) rc = eval_number(r, p->F, &F);
+  if (rc == EV_OK) rc = eval_number(r, p->F_written ? p->F_written : p->F, &F);
   if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
   if (loop_ok && rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last, 1);
   if (tf) {
@@ -1654,6 +1677,7 @@ static int solve_run(bl_run *r, value *out) {
         rec_set(S, rec, "y_dist2", v_num(dist2_init(r, 0))) || rec_set(S, rec, "time", v_num(now_sec() - t0)) ||
         rec_set(S, rec, "peak_memory", v_num(peak_mem));
   bad = bad || status_fields(r, rec) || rec_set(S, rec, "hypergrad_failures", v_num((double)r->hg_failures));
+  bad = bad || bls_result(r, rec);
   v_release(S, &xv);
   v_release(S, &yv);
   if (bad) { v_release(S, &rv); return S->err.status ? EV_ERR : bl_error(r, "out of memory"); }

@@ -142,6 +142,12 @@ typedef struct bl_var {
   double *lo, *hi;            /* box, size entries each, or NULL */
   double *init0;              /* value at declaration: x0 / y0 of the diagnostics */
   int init_uses_outer;        /* the init expression names an outer variable */
+  /* inner constraint (bl_constrain.c): BLC_BOX with cexpr = {lo, hi},
+   * BLC_SIMPLEX, BLC_BALL with cexpr[0] = r; cadj: hidden adjoint names */
+  int ckind;
+  const ast_node *cexpr[2];
+  const char *cadj[2];
+  int c_uses_outer;           /* a bound names an outer variable */
 } bl_var;
 
 /* record variables (bl_record.c) */
@@ -162,6 +168,7 @@ int blr_write_in_place(const bl_var *v, value *slot, const double *src);
 int blr_box(blo_state *S, bl_var *v, const ast_node *e);
 /* v's fields as text, "{w = [3], b = number}", for messages. */
 void blr_describe(const bl_var *v, char *buf, size_t cap);
+enum { BLC_NONE, BLC_BOX, BLC_SIMPLEX, BLC_BALL };
 
 typedef struct bl_every {
   const char *name;
@@ -169,11 +176,23 @@ typedef struct bl_every {
   int level;                  /* 0 every outer step, 1 every inner step */
 } bl_every;
 
+/* `inner subject to g <= h` / `outer subject to ...` (bl_subject.c) */
+typedef struct bl_subject {
+  const ast_node *decl;       /* N_SUBJECT */
+  int inner;                  /* level */
+  const ast_node *c;          /* c = g - h (or h - g for >=): c <= 0 */
+  int rank;
+  size_t shape[TN_MAX_RANK], size;
+  double *mu;                 /* multiplier estimates (size), >= 0 */
+  const char *mu_name;        /* the hidden global holding mu */
+} bl_subject;
+
 /* Settings of one solve (also remembered by the problem for hypergrad()). */
 typedef struct bl_settings {
   int cold;
   long inner_steps, outer_steps;
   double inner_tol, outer_tol, prox;
+  double rho;                 /* augmented-Lagrangian penalty of `subject to` */
   bl_optspec inner_opt, outer_opt;
   hg_spec hg;
   int has_seed;
@@ -202,6 +221,12 @@ struct problem {
   int any_init_uses_outer;
   ast_arena *arena;           /* synthetic ASTs (the init's vector-Jacobian product) */
   const ast_node *init_dot;   /* sum_i sum(init_i * adjoint_i), NULL if not needed */
+  int ncon;                   /* inner variables with a constraint */
+  const ast_node *con_dot;    /* sum over bounds of sum(bound * adjoint), NULL if none names x */
+  bl_subject *subj;           /* `subject to` constraints; F and f then carry their terms */
+  int nsubj;
+  const char *rho_name;
+  const ast_node *F_written, *f_written;   /* the objectives as written, when they carry terms */
   bl_settings last;           /* settings of the last solve (defaults before) */
   double *y_written;          /* n: y as the problem last wrote it (declaration,
                                  end of a solve): a cold solve warns when the
@@ -234,6 +259,7 @@ typedef struct bl_run {
   double *scratch;            /* n + m doubles for the services */
   double *scratch2;
   void *hg_state;
+  struct blc_state *con;      /* inner constraints (bl_constrain.c), NULL if none */
   diff_rec held;              /* f recorded at the held point (bl_hold_point) */
   /* per-leaf arrays of the evaluations (p->nleaves entries) */
   blo_tensor **lf_tg, **lf_grads, **lf_hvs;
@@ -316,6 +342,57 @@ double bl_dot(const double *a, const double *b, size_t n);
 double bl_curv_noise(size_t n);
 double bl_norm(const double *a, size_t n);
 int bl_finite(const double *a, size_t n);
+
+/* bl_hvp without the constrained-problem reduction (bl_constrain.c). */
+int bl_hvp_raw(bl_run *r, const double *v, double *hxy, double *hyy);
+/* gx (length m) = gradient over x of the scalar expression e at the current
+ * globals (e in the problem's chunk). */
+int bl_expr_grad_x(bl_run *r, const ast_node *e, double *gx);
+
+/* ---- inner constraints (bl_constrain.c) ----
+ * `inner y ... in [lo, hi]`, `in simplex`, `in ball(r)`: the inner steps are
+ * projected, and the implicit methods (cg, neumann, exact) see the reduced
+ * system of the projected fixed point through bl_hvp (see the file). */
+/* At declaration, for an inner variable with `in ...` (shape and init known). */
+int blc_declare(blo_state *S, problem *p, bl_var *v);
+/* After all variables are laid out: checks the bounds at the inits and
+ * builds p->con_dot. */
+int blc_finish(blo_state *S, problem *p);
+int blc_setup(bl_run *r);                 /* in run_init, after the method's setup */
+void blc_free(bl_run *r);
+/* Start of an inner loop (x fixed from here): evaluates the bounds at x and
+ * projects y (the globals too). */
+int blc_begin(bl_run *r);
+/* Projects a new inner iterate in place; t >= 0: the step it ends, whose
+ * pre-projection point unroll() keeps. */
+void blc_project(bl_run *r, double *y, long t);
+/* |y - P(y - eta g)| / eta, eta the inner lr: the stationarity measure that
+ * replaces |grad_y f| (inner_tol, inner_grad_norm). */
+double blc_gap(bl_run *r, const double *y, const double *g);
+/* Around the method's compute(): for cg, neumann and exact, find the active
+ * set at (x, y_T), fold the bounds' dependence on x into r->Fx and project
+ * r->Fy; bl_hvp then returns the reduced operator. */
+int blc_pre(bl_run *r);
+void blc_post(bl_run *r);
+int blc_reducing(const bl_run *r);
+/* The reduced operator (see the file): bl_hvp while blc_reducing. */
+int blc_hvp(bl_run *r, const double *v, double *hxy, double *hyy);
+/* unroll(): a (the adjoint of y_{t+1}) <- J_t a at the kept pre-projection
+ * point of step t, t = -1 for the projection of the init; the part that
+ * follows the bounds is kept for blc_bound_vjp. */
+void blc_unroll_step(bl_run *r, long t, double *a);
+/* d += (d bounds / dx)^T (the kept bound adjoints), which are then cleared. */
+int blc_bound_vjp(bl_run *r, double *d);
+
+/* ---- general constraints (bl_subject.c) ---- */
+int bls_declare(blo_state *S, problem *p, const ast_node *k);   /* an N_SUBJECT item */
+/* After the objectives: checks the constraints and adds their augmented-
+ * Lagrangian terms to F and f. */
+int bls_finish(blo_state *S, problem *p);
+void bls_free(problem *p);
+int bls_begin(bl_run *r);                 /* in run_init: rho and the multipliers into their globals */
+int bls_update(bl_run *r);                /* after an outer step: mu <- relu(mu + rho c(x, y)) */
+int bls_result(bl_run *r, orec *rec);     /* the solve result's multiplier fields */
 
 /* ---- entry points used by the builtins ---- */
 /* hypergrad(problem, method, options...) and check_hypergrad(...). */

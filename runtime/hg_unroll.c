@@ -9,6 +9,9 @@
  *   c = a_v - lr a_y,   a_y += H_yy c,   d += H_xy c,   a_v = beta c.
  * Plain sgd is the case beta = 0, a_v = 0.  When every step is unrolled and
  * the start is cold, the init path (dy0/dx)^T a_y is added (meta-learning).
+ * A constrained inner variable (bl_constrain.c) is stepped as
+ * y' = P(y - lr v'): a_y first goes back through P's Jacobian at that step's
+ * pre-projection point, and the bounds' dependence on x is added at the end.
  * Time: K HVP+mixed passes; memory O(K n). */
 #include "bilevel.h"
 
@@ -55,6 +58,7 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
   long first = bl_traj_first(r);
   for (long t = r->T - 1; t >= first; t--) {
     double lr = bl_traj_lr(r, t);
+    if (r->con) blc_unroll_step(r, t, st->ay);   /* through the projection y_{t+1} = P(z_t) */
     for (size_t i = 0; i < n; i++) st->c[i] = st->av[i] - lr * st->ay[i];
     if (bl_traj_load(r, t) || bl_hvp(r, st->c, st->hxy, st->hyy)) return EV_ERR;
     for (size_t i = 0; i < n; i++) {
@@ -64,6 +68,8 @@ static int compute(bl_run *r, const hg_spec *sp, void *vst, double *d) {
     for (size_t j = 0; j < m; j++) d[j] += st->hxy[j];
   }
   if (bl_traj_restore(r)) return EV_ERR;
+  if (r->con && first == 0 && bl_init_path(r)) blc_unroll_step(r, -1, st->ay);   /* y_0 = P(init) */
+  if (r->con && blc_bound_vjp(r, d)) return EV_ERR;
   if (first == 0 && bl_init_path(r) && bl_init_vjp(r, st->ay, d)) return EV_ERR;
   return EV_OK;
 }

@@ -344,7 +344,10 @@ START_TEST(bad_declarations) {
   expect_error("problem q {\n outer a = 1.0\n inner minimize a\n outer minimize a\n}", "problem q has no inner variable");
   expect_error("problem q {\n outer a = 2.0 in [0, 1]\n inner w = 0\n}", "outer a: the initial value is outside its box");
   expect_error("problem q {\n outer a = 0.5 in [0, 1, 2]\n inner w = 0\n}", "outer a: a box must be [lo, hi]");
-  expect_error("problem q {\n outer a = 0.5\n inner w = 0 in [0, 1]\n}", "boxes are supported on outer variables only");
+  expect_error("problem q {\n outer a = 0.5\n inner w = 0 in [0, 1, 2]\n inner minimize w^2\n outer minimize a\n}",
+               "inner w: a constraint on an inner variable is 'in [lo, hi]', 'in simplex' or 'in ball(r)'");
+  expect_error("problem q {\n outer a = 0.5\n inner w = zeros(2) in [0, a - 1]\n inner minimize sum(w^2)\n outer minimize a\n}",
+               "inner w: empty box: the lower bound 0 is above the upper bound -0.5 (element 0)");
   expect_error("problem q {\n outer a = 0.5\n inner a = 0\n}", "variable 'a' declared twice in problem q");
   expect_error("problem q {\n outer a = 0.5\n inner w = zeros(2)\n inner minimize w\n outer minimize a\n}",
                "the inner objective must be a number, got tensor [2]");

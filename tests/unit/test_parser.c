@@ -206,6 +206,42 @@ START_TEST(test_problem_and_solve) {
 }
 END_TEST
 
+/* inner constraints (`in simplex`, `in ball(r)`) and `subject to`, whose
+ * words stay ordinary names elsewhere */
+START_TEST(test_problem_constraints) {
+  const char *src =
+      "problem q {\n"
+      "  outer x = 1.0\n"
+      "  inner y : [3] = zeros(3) in simplex\n"
+      "  inner z = [0, 0] in ball(2 * x)\n"
+      "  inner subject to sum(z) <= x\n"
+      "  outer subject to x >= 0\n"
+      "}\n"
+      "let subject = 1; let to = subject\n";
+  ast_node *r = parse(src);
+  ck_assert_int_eq(E.n, 0);
+  ast_node *p = r->kids[0];
+  ck_assert_int_eq(p->nkids, 5);
+  ck_assert_int_eq(p->kids[1]->c->kind, N_NAME);
+  ck_assert_str_eq(p->kids[1]->c->name, "simplex");
+  ck_assert_int_eq(p->kids[2]->c->kind, N_CALL);
+  ck_assert_int_eq(p->kids[3]->kind, N_SUBJECT);
+  ck_assert_int_eq(p->kids[3]->op, 1);
+  ck_assert_int_eq(p->kids[3]->a->kind, N_BINARY);
+  ck_assert_int_eq(p->kids[3]->a->op, OP_LE);
+  ck_assert_int_eq(p->kids[4]->kind, N_SUBJECT);
+  ck_assert_int_eq(p->kids[4]->op, 0);
+  ck_assert_int_eq(r->nkids, 3);
+  done();
+  /* any other pair of words after inner is a syntax error at the first */
+  parse("problem q {\n  inner subject too y <= 1\n}\n");
+  ck_assert_int_eq(E.n, 1);
+  ck_assert_int_eq(E.lines[0], 2);
+  ck_assert_int_eq(E.cols[0], 9);
+  done();
+}
+END_TEST
+
 START_TEST(test_error_location) {
   parse("let x = 1\nlet y = (2 + )\n");
   ck_assert_int_eq(E.n, 1);
@@ -283,6 +319,7 @@ int main(void) {
   tcase_add_test(tc, test_numbers_and_strings);
   tcase_add_test(tc, test_line_continuation);
   tcase_add_test(tc, test_problem_and_solve);
+  tcase_add_test(tc, test_problem_constraints);
   tcase_add_test(tc, test_error_location);
   tcase_add_test(tc, test_error_recovery_reports_several);
   tcase_add_test(tc, test_error_bad_character_and_string);
