@@ -17,7 +17,8 @@
  * along a step falls below its rounding: when f at the first trial point is
  * within rounding of f at y and the gradient there is smaller, the step is
  * taken on that evidence (sgd follows the gradient alone to the same place).  If no trial point decreases f
- * sufficiently, y stays and the loop stops: quietly when every trial value
+ * sufficiently, the search is tried once more along -g with the memory
+ * cleared; if that fails too, y stays and the loop stops: quietly when every trial value
  * was within rounding of phi(0) (f cannot resolve the step; reported only
  * when inner_tol is not met), else as a line-search failure
  * (bl_inner_report).  Memory: (2 memory + 3) n doubles, allocated once
@@ -191,30 +192,40 @@ int inner_lbfgs_step(bl_run *r, int *stop) {
   view(o, n, &v);
   double gn = bl_norm(r->gy, n);
   if (gn == 0) { *stop = 1; return EV_OK; }
-  direction(o, n, r->gy, &v);
-  double dphi0 = bl_dot(r->gy, v.d, n);
-  if (!(dphi0 < 0)) {
-    /* rounding in the pairs can cost descent: start the memory afresh */
-    o->pairs = 0;
-    for (size_t i = 0; i < n; i++) v.d[i] = -r->gy[i];
-    dphi0 = -gn * gn;
-  }
   memcpy(v.y0, r->y, n * sizeof(double));
-  ls_t ls = {r, &v, inner_phi(r), dphi0, 0, 0, 0, 0, 0, 0, 0};
-  double a1 = o->pairs > 0 ? 1 : fmin(1, 1 / gn);
+  ls_t ls;
   int ok = 0;
-  if (trial(&ls, a1, &ls.phi1, &ls.dphi1)) return EV_ERR;
-  if (unresolved(&ls, ls.phi1) && bl_norm(v.gt, n) < gn) {
-    /* f cannot tell y0 from the trial point (the change is below its
-     * rounding), the gradient can: near the minimum a decrease of |grad f|
-     * is the progress that is still measurable */
-    ok = 1;
-  } else {
-    ls.cached = 1;
-    if ((o->sp.wolfe ? wolfe(&ls, a1, &ok) : armijo(&ls, a1, &ok))) return EV_ERR;
-    /* at the resolution of y a "sufficient decrease" can be rounding that
-     * leaves f and its gradient where they were: no progress */
-    if (ok && !(ls.last < ls.phi0) && !(bl_norm(v.gt, n) < gn)) ok = 0;
+  /* a failed search along the quasi-Newton direction is tried once more
+   * along -g with the memory cleared (stale pairs can point it badly) */
+  for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+    if (attempt == 1) {
+      if (o->pairs == 0) break;
+      if (bl_set_y(r, v.y0)) return EV_ERR;
+      o->pairs = 0;
+    }
+    direction(o, n, r->gy, &v);
+    double dphi0 = bl_dot(r->gy, v.d, n);
+    if (!(dphi0 < 0)) {
+      /* rounding in the pairs can cost descent: start the memory afresh */
+      o->pairs = 0;
+      for (size_t i = 0; i < n; i++) v.d[i] = -r->gy[i];
+      dphi0 = -gn * gn;
+    }
+    ls = (ls_t){r, &v, inner_phi(r), dphi0, 0, 0, 0, 0, 0, 0, 0};
+    double a1 = o->pairs > 0 ? 1 : fmin(1, 1 / gn);
+    if (trial(&ls, a1, &ls.phi1, &ls.dphi1)) return EV_ERR;
+    if (unresolved(&ls, ls.phi1) && bl_norm(v.gt, n) < gn) {
+      /* f cannot tell y0 from the trial point (the change is below its
+       * rounding), the gradient can: near the minimum a decrease of |grad f|
+       * is the progress that is still measurable */
+      ok = 1;
+    } else {
+      ls.cached = 1;
+      if ((o->sp.wolfe ? wolfe(&ls, a1, &ok) : armijo(&ls, a1, &ok))) return EV_ERR;
+      /* at the resolution of y a "sufficient decrease" can be rounding that
+       * leaves f and its gradient where they were: no progress */
+      if (ok && !(ls.last < ls.phi0) && !(bl_norm(v.gt, n) < gn)) ok = 0;
+    }
   }
   if (!ok) {
     /* back to y0, where r->f and r->gy still hold */
