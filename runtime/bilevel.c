@@ -84,6 +84,9 @@ static void settings_default(bl_settings *s) {
   s->hg.m = hg_find("cg");
   for (int i = 0; i < HG_MAX_PARAMS; i++) s->hg.p[i] = i < s->hg.m->nparams ? s->hg.m->params[i].dflt : NAN;
   s->quiet = -1;
+  s->inner_starts = 1;
+  s->inner_spread = 1;
+  s->certificate = BL_CERT_FINAL;
 }
 
 void problem_free(blo_state *S, struct problem *p) {
@@ -1008,13 +1011,16 @@ int bl_init_jac(bl_run *r, double *Z) {
 
 static const char *const solve_keys[] = {
   "start", "inner_steps", "inner_tol", "inner_opt", "outer_steps", "outer_tol", "outer_opt",
-  "hypergrad", "proximal", "seed", "trace", "quiet", "constraint_rho", NULL,
+  "hypergrad", "proximal", "seed", "trace", "quiet", "inner_starts", "inner_spread", "certificate",
+  "constraint_rho", NULL,
 };
 /* hypergrad() / check_hypergrad() take the inner-loop subset (plus h, against). */
 static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", "info",
+                                      "inner_starts", "inner_spread", "certificate",
                                       "constraint_rho", NULL};
 static const char *const check_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed",
-                                         "h", "against", "constraint_rho", NULL};
+                                         "h", "against", "inner_starts", "inner_spread", "certificate",
+                                         "constraint_rho", NULL};
 
 /* Location of option `key` when the options are a record literal. */
 static const ast_node *opt_node(const ast_node *lit, const ast_node *dflt, const char *key) {
@@ -1093,6 +1099,25 @@ static int parse_options(blo_state *S, const ast_node *lit, const ast_node *at, 
       if (opt_parse(S, loc, what, v, &s->inner_opt)) return EV_ERR;
     } else if (strcmp(key, "outer_opt") == 0) {
       if (opt_parse(S, loc, what, v, &s->outer_opt)) return EV_ERR;
+      if (opt_is_second(s->outer_opt.kind))
+        return interp_error(S, loc, "%s: %s() is an inner optimizer only: its steps search along a line on values "
+                            "of the objective, and the outer objective's gradient is a hypergradient of an inner "
+                            "solve (approximate, and each value costs an inner solve); use sgd(), momentum() or adam()",
+                            what, opt_name(s->outer_opt.kind));
+    } else if (strcmp(key, "inner_starts") == 0) {
+      long k;
+      if (get_count(S, loc, ctx, key, v, &k)) return EV_ERR;
+      if (k < 1) return opt_type_error(S, loc, ctx, key, v, "an integer >= 1");
+      s->inner_starts = k;
+    } else if (strcmp(key, "inner_spread") == 0) {
+      if (get_nonneg(S, loc, ctx, key, v, &s->inner_spread)) return EV_ERR;
+    } else if (strcmp(key, "certificate") == 0) {
+      static const char *const modes[] = {"off", "final", "every", NULL};
+      int mode = -1;
+      for (int k = 0; v_is_text(v) && modes[k]; k++)
+        if (strcmp(v_cstr(v), modes[k]) == 0) mode = k;
+      if (mode < 0) return opt_type_error(S, loc, ctx, key, v, "\"final\", \"every\" or \"off\"");
+      s->certificate = mode;
     } else if (strcmp(key, "hypergrad") == 0) {
       if (hg_parse(S, loc, what, v, &s->hg)) return EV_ERR;
     } else if (strcmp(key, "seed") == 0) {
@@ -1161,6 +1186,8 @@ static void run_free(bl_run *r) {
   free(r->lf_grads);
   free(r->lf_hvs);
   free(r->lf_want);
+  free(r->ms_y);
+  free(r->ms_g);
   opt_free(&r->iopt);
   opt_free(&r->oopt);
   memset(r, 0, sizeof *r);
@@ -1177,6 +1204,9 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
   r->m = p->m;
   r->n = p->n;
   strcpy(r->hg_status, "ok");
+  strcpy(r->inner_status, "ok");
+  strcpy(r->cert, "off");
+  r->min_eig = r->min_eig_err = NAN;
   size_t mn = p->m + p->n;
   if (!(r->x = bl_alloc(r, p->m)) || !(r->y = bl_alloc(r, p->n)) || !(r->y_prev = bl_alloc(r, p->n)) ||
       !(r->gy = bl_alloc(r, p->n)) || !(r->Fx = bl_alloc(r, p->m)) || !(r->Fy = bl_alloc(r, p->n)) ||
@@ -1190,6 +1220,7 @@ static int run_init(bl_run *r, blo_state *S, const ast_node *at, problem *p, con
     return bl_error(r, "out of memory");
   if (gather(r, 1, r->x) || gather(r, 0, r->y)) return EV_ERR;
   const hg_method *m = set->hg.m;
+  if (inner_solver_check(r)) return EV_ERR;
   if (hooks) {
     long cap = m->traj ? m->traj(&set->hg) : 0;
     if (cap < 0 || cap > set->inner_steps) cap = set->inner_steps;
@@ -1301,14 +1332,20 @@ static int reinit_y(bl_run *r) {
   return scatter(r, 0, r->y);
 }
 
-/* The inner loop at the current x.  hooks: store the trajectory and call the
- * method's begin/inner_step.  On return r->gy, r->f hold grad_y f and f at
- * y_T, and *gnorm the norm of that gradient. */
-static int inner_loop(bl_run *r, int hooks, double *gnorm) {
+/* One inner solve at the current x.  hooks: store the trajectory and call
+ * the method's begin/inner_step.  start > 0: a cold start perturbed by
+ * inner_spread * N(0, I) (inner_starts).  On return r->gy, r->f hold grad_y f
+ * and f at y_T, and *gnorm the norm of that gradient. */
+static int inner_once(bl_run *r, int hooks, double *gnorm, long start) {
   const hg_method *m = r->set.hg.m;
   long T = r->set.inner_steps;
   double *ynew = r->scratch;
+  int second = opt_is_second(r->iopt.sp.kind), fresh = 0, stop = 0;
   if (r->set.cold && reinit_y(r)) return EV_ERR;
+  if (start > 0) {
+    for (size_t i = 0; i < r->n; i++) r->y[i] += r->set.inner_spread * tn_rng_normal(&r->start_rng);
+    if (bl_set_y(r, r->y)) return EV_ERR;
+  }
   if (r->con && blc_begin(r)) return EV_ERR;
   memcpy(r->y_prev, r->y, r->n * sizeof(double));
   if (hooks && m->begin && m->begin(r, &r->set.hg, r->hg_state)) return EV_ERR;
@@ -1322,12 +1359,13 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
      * outer step when it can follow y (scatter), else at every step; a
      * method that takes products at every inner step (forward, penalty)
      * replays it */
-    if (bl_hold_point(r)) return EV_ERR;
-    if (bl_grad_f(r, &r->f, NULL, r->gy)) return EV_ERR;
+    /* lbfgs / newton leave f and its gradient at the point they moved to */
+    if (!fresh && bl_hold_point(r)) return EV_ERR;
+    if (!fresh && bl_grad_f(r, &r->f, NULL, r->gy)) return EV_ERR;
     if (!isfinite(r->f)) return nonfinite(r, "inner objective", r->f, t);
     if (!bl_finite(r->gy, r->n)) return nonfinite(r, "inner gradient", first_bad(r->gy, r->n), t);
     gn = r->con ? blc_gap(r, r->y, r->gy) : bl_norm(r->gy, r->n);
-    if (t >= T || (r->set.inner_tol > 0 && gn <= r->set.inner_tol)) break;
+    if (stop || t >= T || (r->set.inner_tol > 0 && gn <= r->set.inner_tol)) break;
     if (hooks && r->traj_cap > 0) {
       long slot = t % r->traj_cap;
       memcpy(r->traj_y + (size_t)slot * r->n, r->y, r->n * sizeof(double));
@@ -1340,15 +1378,65 @@ static int inner_loop(bl_run *r, int hooks, double *gnorm) {
       }
     }
     if (hooks && m->inner_step && m->inner_step(r, &r->set.hg, r->hg_state, t)) return EV_ERR;
-    memcpy(ynew, r->y, r->n * sizeof(double));
-    opt_step(&r->iopt, ynew, r->gy);
-    if (r->con) blc_project(r, ynew, hooks ? t : -1);
-    if (!bl_finite(ynew, r->n)) return nonfinite(r, "the inner variable after the step", first_bad(ynew, r->n), t + 1);
-    if (bl_set_y(r, ynew)) return EV_ERR;
+    if (second) {
+      if (inner2_step(r, &stop)) return EV_ERR;
+      fresh = 1;
+    } else {
+      memcpy(ynew, r->y, r->n * sizeof(double));
+      opt_step(&r->iopt, ynew, r->gy);
+      if (r->con) blc_project(r, ynew, hooks ? t : -1);
+      if (!bl_finite(ynew, r->n)) return nonfinite(r, "the inner variable after the step", first_bad(ynew, r->n), t + 1);
+      if (bl_set_y(r, ynew)) return EV_ERR;
+    }
     if (check_interrupt(r)) return EV_ERR;
   }
   r->T = t;
   *gnorm = gn;
+  return EV_OK;
+}
+
+/* The inner loop at the current x: one inner solve, or with inner_starts = k
+ * on a cold start, k of them (the declared init, then k - 1 perturbations of
+ * it) keeping the one with the lowest f; the init's wins ties (within
+ * 1e-8 (1 + |f|)).  A perturbed start that wins counts in r->switches and is
+ * reported once per run. */
+static int inner_loop(bl_run *r, int hooks, double *gnorm) {
+  long k = r->set.cold ? r->set.inner_starts : 1;
+  if (k <= 1) return inner_once(r, hooks, gnorm, 0);
+  if (!r->start_seeded) {
+    tn_rng peek = r->S->rng;   /* a copy: the script's stream is not advanced */
+    tn_rng_seed(&r->start_rng0, tn_rng_next(&peek) ^ 0x696e6e6572737472ULL);
+    r->start_seeded = 1;
+  }
+  r->start_rng = r->start_rng0;   /* the same perturbations at every x: Phi stays a function of x */
+  double f0 = 0, best = 0, bestgn = 0, sg = r->p->f_max ? -1 : 1;   /* compared as minimized */
+  long bestT = 0, bests = 0;
+  for (long s = 0; s < k; s++) {
+    double gn;
+    if (inner_once(r, hooks, &gn, s)) return EV_ERR;
+    if (s == 0) f0 = r->f;
+    if (s == 0 || sg * r->f < sg * best - 1e-8 * (1 + fabs(best))) {
+      best = r->f, bestgn = gn, bestT = r->T, bests = s;
+      memcpy(r->ms_y, r->y, r->n * sizeof(double));
+      memcpy(r->ms_g, r->gy, r->n * sizeof(double));
+    }
+  }
+  if (bl_set_y(r, r->ms_y)) return EV_ERR;
+  memcpy(r->gy, r->ms_g, r->n * sizeof(double));
+  r->f = best;
+  r->T = bestT;
+  *gnorm = bestgn;
+  if (bests > 0) {
+    r->switches++;
+    if (!r->switch_warned) {
+      r->switch_warned = 1;
+      bl_warn(r, "%s%s: the inner starts disagree: from the declared init the inner solve reached f = %.6g, from "
+                 "perturbed start %ld f = %.6g; kept the lower (y is in another well than the init leads to; "
+                 "counted in the result's inner_switches)",
+              r->at->kind == N_SOLVE ? "solve " : "", r->at->kind == N_SOLVE ? r->p->name : "inner_starts", f0, bests,
+              best);
+    }
+  }
   return EV_OK;
 }
 
@@ -1363,8 +1451,15 @@ static int hypergradient(bl_run *r, double *d, double *gnorm) {
     if (b == 0) b = first_bad(r->Fy, r->n);
     return nonfinite(r, "outer gradient", b, r->T);
   }
+  int rc = EV_OK;
   if (r->con && blc_pre(r)) return EV_ERR;
-  int rc = r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d);
+  /* with constraints the certificate reads the reduced Hessian (blc_pre) */
+  if (r->set.certificate == BL_CERT_EVERY && r->at->kind == N_SOLVE) {
+    char what[96];
+    snprintf(what, sizeof what, "solve %s: outer step %ld", r->p->name, r->outer_step);
+    rc = bl_certify(r, what);
+  }
+  if (rc == EV_OK) rc = r->set.hg.m->compute(r, &r->set.hg, r->hg_state, d);
   blc_post(r);
   bl_release_point(r);
   if (rc) return EV_ERR;
@@ -1441,6 +1536,24 @@ static int status_fields(bl_run *r, orec *rec) {
   if (rec_set(S, rec, "hypergrad_status", st)) return 1;
   value nt = v_str(S, r->hg_note, strlen(r->hg_note));
   return nt.kind != V_STR || rec_set(S, rec, "hypergrad_note", nt);
+}
+
+/* What the inner solver and the certificate reported. */
+static int inner_fields(bl_run *r, orec *rec) {
+  blo_state *S = r->S;
+  value st = v_str(S, r->inner_status, strlen(r->inner_status));
+  if (st.kind != V_STR || rec_set(S, rec, "inner_status", st)) return 1;
+  value nt = v_str(S, r->inner_note, strlen(r->inner_note));
+  if (nt.kind != V_STR || rec_set(S, rec, "inner_note", nt)) return 1;
+  value ct = v_str(S, r->cert, strlen(r->cert));
+  if (ct.kind != V_STR || rec_set(S, rec, "inner_certificate", ct)) return 1;
+  return rec_set(S, rec, "inner_failures", v_num((double)r->inner_failures)) ||
+         rec_set(S, rec, "inner_min_eig", v_num(r->min_eig)) ||
+         rec_set(S, rec, "inner_min_eig_err", v_num(r->min_eig_err)) ||
+         rec_set(S, rec, "inner_saddles", v_num((double)r->saddles)) ||
+         rec_set(S, rec, "inner_switches", v_num((double)r->switches)) ||
+         rec_set(S, rec, "inner_steps_last", v_num((double)r->T)) ||
+         rec_set(S, rec, "inner_evals", v_num((double)r->iopt.evals));
 }
 
 /* ---- trace and progress ---- */
@@ -1648,6 +1761,13 @@ static int solve_run(bl_run *r, value *out) {
   } else if (rc == EV_OK) {
     rc = inner_loop(r, 0, &gnorm);
   }
+  if (rc == EV_OK && set->certificate != BL_CERT_OFF) {
+    char what[96];
+    snprintf(what, sizeof what, "solve %s", p->name);
+    if (r->con && blc_pre(r)) rc = EV_ERR;
+    if (rc == EV_OK) rc = bl_certify(r, what);
+    blc_post(r);
+  }
   if (rc == EV_OK) rc = eval_number(r, p->F_written ? p->F_written : p->F, &F);
   if (rc == EV_OK && !isfinite(F)) rc = nonfinite(r, "outer objective", F, r->T);
   if (loop_ok && rc != EV_OK && r->nf && last.k == steps && steps > 0) blame_outer(r, &last, 1);
@@ -1678,6 +1798,7 @@ static int solve_run(bl_run *r, value *out) {
         rec_set(S, rec, "peak_memory", v_num(peak_mem));
   bad = bad || status_fields(r, rec) || rec_set(S, rec, "hypergrad_failures", v_num((double)r->hg_failures));
   bad = bad || bls_result(r, rec);
+  bad = bad || inner_fields(r, rec);
   v_release(S, &xv);
   v_release(S, &yv);
   if (bad) { v_release(S, &rv); return S->err.status ? EV_ERR : bl_error(r, "out of memory"); }
@@ -1777,6 +1898,11 @@ static int info_record(bl_run *r, value *g) {
     value nt = v_str(S, r->hg_note, strlen(r->hg_note));
     bad = nt.kind != V_STR || rec_set(S, rec, "note", nt);
   }
+  if (!bad) {
+    value ct = v_str(S, r->cert, strlen(r->cert));
+    bad = ct.kind != V_STR || rec_set(S, rec, "inner_certificate", ct) ||
+          rec_set(S, rec, "inner_min_eig", v_num(r->min_eig)) || rec_set(S, rec, "inner_switches", v_num((double)r->switches));
+  }
   if (bad) { v_release(S, &rv); return bl_error(r, "out of memory"); }
   *g = rv;
   return EV_OK;
@@ -1842,6 +1968,12 @@ int bl_hypergrad_builtin(blo_state *S, callargs *a, int check, value *out) {
     /* every inner solve below replays the same draws from here */
     rng0 = S->rng;
     if (rc == EV_OK) rc = hypergradient(&r, d, &gn);
+    /* the certificate of the inner point the hypergradient is taken at */
+    if (rc == EV_OK && set.certificate != BL_CERT_OFF) {
+      if (r.con && blc_pre(&r)) rc = EV_ERR;
+      if (rc == EV_OK) rc = bl_certify(&r, fn);
+      blc_post(&r);
+    }
   }
   if (rc == EV_OK && check && against_exact) {
     /* the same point through exact(): a second run with that method */

@@ -22,12 +22,18 @@
 #define HG_MAX_PARAMS 6
 
 /* ---- optimizers (optim.c) ---- */
-typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAM } bl_opt_kind;
+/* lbfgs and newton are inner optimizers only: their steps evaluate f at
+ * trial points (inner_lbfgs.c, inner_newton.c), so opt_step cannot take them. */
+typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAM, OPT_LBFGS, OPT_NEWTON } bl_opt_kind;
 
 typedef struct bl_optspec {
   bl_opt_kind kind;
   double lr, beta, beta1, beta2, eps;
   double decay;               /* lr_t = lr / (1 + decay t) */
+  long memory;                /* lbfgs: curvature pairs kept */
+  int wolfe;                  /* lbfgs: 1 strong Wolfe line search, 0 Armijo backtracking */
+  long cg_iters;              /* newton: CG iterations per step */
+  double tol;                 /* newton: CG relative residual tolerance */
 } bl_optspec;
 
 typedef struct bl_opt {
@@ -35,7 +41,15 @@ typedef struct bl_opt {
   size_t n;
   long t;                     /* steps taken since the last reset */
   double *m, *v;              /* momentum velocity / adam moments */
+  /* lbfgs / newton: one block of work vectors, allocated by opt_init */
+  double *w;
+  long pairs, head;           /* lbfgs: stored curvature pairs, the newest's slot */
+  double radius;              /* newton: trust-region radius (0: not set yet) */
+  long evals;                 /* f evaluations at trial points since the last reset */
 } bl_opt;
+
+/* 1 for the optimizers whose step is taken by inner2_step (lbfgs, newton) */
+int opt_is_second(bl_opt_kind k);
 
 const char *opt_name(bl_opt_kind k);
 void opt_default(bl_optspec *sp, bl_opt_kind k);
@@ -49,6 +63,24 @@ void opt_free(bl_opt *o);
 int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_optspec *out);
 /* Record {optimizer = "adam", lr = ..., ...} for printing. */
 int opt_to_value(blo_state *S, const ast_node *at, const bl_optspec *sp, value *out);
+
+/* ---- inner solvers that evaluate f along the step (inner_lbfgs.c, inner_newton.c) ---- */
+struct bl_run;
+/* One step from r->y, where r->f and r->gy hold f and grad_y f.  On success
+ * y has moved (globals too) and r->f, r->gy hold the values at the new
+ * point.  *stop = 1 ends the inner loop: either no decrease of f is
+ * possible above its rounding (converged as far as f can tell; reported
+ * only when inner_tol is not reached), or the line search / trust region
+ * failed (reported through bl_inner_report); y is the best point found. */
+int inner_lbfgs_step(struct bl_run *r, int *stop);
+int inner_newton_step(struct bl_run *r, int *stop);
+int inner2_step(struct bl_run *r, int *stop);   /* dispatch on the kind */
+/* The objective the inner solvers descend: f plus the proximal term, at y
+ * (which becomes the current point, r->y and the globals); g gets its
+ * gradient and *fval f alone.  A non-finite f gives *phi = +Inf. */
+int inner_eval(struct bl_run *r, const double *y, double *phi, double *fval, double *g);
+/* The same objective at the current point from r->f (no evaluation). */
+double inner_phi(const struct bl_run *r);
 
 /* ---- hypergradient methods ---- */
 struct bl_run;
@@ -199,7 +231,12 @@ typedef struct bl_settings {
   unsigned long long seed;
   int quiet;                  /* -1: default (quiet unless stderr is a terminal) */
   char trace[512];            /* "" = no trace */
+  long inner_starts;          /* cold inner solves start from the init and k - 1 perturbations of it */
+  double inner_spread;        /* standard deviation of those perturbations */
+  int certificate;            /* BL_CERT_*: when the smallest eigenvalue of H_yy is estimated */
 } bl_settings;
+
+enum { BL_CERT_OFF, BL_CERT_FINAL, BL_CERT_EVERY };
 
 struct problem {
   obj h;                      /* h.type = V_PROBLEM; must come first */
@@ -271,6 +308,26 @@ typedef struct bl_run {
   char hg_note[300];
   long hg_failures;
   int hg_failed_now;          /* the current hypergradient already counted */
+  /* What the inner solver reported (bl_inner_report): the first failure of
+   * the run ("ok", "line_search", "trust_region") and how many inner solves
+   * reported one. */
+  char inner_status[16];
+  char inner_note[300];
+  long inner_failures;
+  /* The certificate (inner_cert.c) of the last inner point checked, and the
+   * multi-start record. */
+  double min_eig, min_eig_err;
+  char cert[16];              /* "minimum", "saddle", "unknown", "off" */
+  long saddles;               /* checks that found negative curvature */
+  int cert_warned;
+  tn_rng start_rng0, start_rng; /* the perturbations of inner_starts: a stream of
+                                   their own, seeded from the script's at the first
+                                   multi-start (without consuming it), restarted at
+                                   every inner solve */
+  int start_seeded;
+  double *ms_y, *ms_g;        /* inner_starts: the best point so far and its gradient */
+  long switches;              /* inner solves where a perturbed start won */
+  int switch_warned;
   /* the first non-finite value met (nonfinite()), for the solve's report */
   int nf;
   char nf_what[64];
@@ -329,6 +386,19 @@ int bl_init_vjp(bl_run *r, const double *a, double *out);
 /* Z (n x m, row-major) = dy_0/dx. */
 int bl_init_jac(bl_run *r, double *Z);
 double bl_inner_lr(const bl_run *r);      /* the inner optimizer's base lr */
+/* Settings check of the inner solver at run start (inner.c): lbfgs / newton
+ * refuse what they cannot do, inner_starts its combinations; allocates the
+ * multi-start buffers. */
+int inner_solver_check(bl_run *r);
+/* The inner solver reports a failure (status "line_search" or
+ * "trust_region"): the first of a run is kept for the result and printed
+ * once as a warning; later ones are counted. */
+void bl_inner_report(bl_run *r, const char *status, const char *fmt, ...);
+/* Estimates the smallest eigenvalue of H_yy at the current point (Lanczos on
+ * Hessian-vector products, inner_cert.c) into r->min_eig, r->min_eig_err and
+ * r->cert; warns once per run when y is a saddle.  `what` names the caller
+ * in the warning ("solve p", "hypergrad"). */
+int bl_certify(bl_run *r, const char *what);
 
 /* A value for an error message: a string as itself in quotes (cut at 40
  * characters), a number as a number, anything else by its kind and shape. */

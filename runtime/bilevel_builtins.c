@@ -1,6 +1,6 @@
 /* bilevel_builtins.c: the builtins of the bilevel runtime:
  *   hypergrad(problem, method), check_hypergrad(problem, method),
- *   the optimizer specs sgd(), momentum(), adam(),
+ *   the optimizer specs sgd(), momentum(), adam(), lbfgs(), newton(),
  *   the method specs unroll(), forward(), cg(), neumann(), fo(), t1t2(), exact().
  * Specs are plain records ({method = "cg", iters = 50, tol = 1e-10}) so a
  * script can print, store and pass them around; `solve` validates them.
@@ -27,6 +27,8 @@ static const char *fname(const callargs *a) {
 static int make_opt(blo_state *S, callargs *a, bl_opt_kind kind, const char *const *keys, int npos, value *out) {
   const ast_node *at = a->call;
   const char *fn = fname(a);
+  if (a->npos > npos && npos == 0)
+    return interp_error(S, at, "%s() takes its options by name, e.g. %s(%s = ...)", fn, fn, keys[0]);
   if (a->npos > npos)
     return interp_error(S, at, "%s() takes at most %d positional argument%s (the %s)", fn, npos, npos == 1 ? "" : "s",
                         npos == 1 ? "learning rate" : "learning rate and beta");
@@ -80,6 +82,16 @@ static int bi_adam(blo_state *S, callargs *a, value *out) {
   return make_opt(S, a, OPT_ADAM, keys, 1, out);
 }
 
+static int bi_lbfgs(blo_state *S, callargs *a, value *out) {
+  static const char *const keys[] = {"memory", "line_search", "lr", NULL};
+  return make_opt(S, a, OPT_LBFGS, keys, 0, out);
+}
+
+static int bi_newton(blo_state *S, callargs *a, value *out) {
+  static const char *const keys[] = {"cg_iters", "tol", "lr", NULL};
+  return make_opt(S, a, OPT_NEWTON, keys, 0, out);
+}
+
 /* ---- hypergradient methods ---- */
 
 #define METHOD_BUILTIN(NAME)                                                  \
@@ -114,10 +126,14 @@ static const builtin_def defs[] = {
    "hypergradient method: forward-mode differentiation through the inner steps", 0},
   {"hypergrad", bi_hypergrad, 1, 2, "hypergrad(problem, method = last solve's, info = false)",
    "hypergradient dF/dx at the current point (the variables are left unchanged); info = true: {grad, status, note}", 0},
+  {"lbfgs", bi_lbfgs, 0, -1, "lbfgs(memory = 10, line_search = \"wolfe\", lr = 0.1)",
+   "L-BFGS inner optimizer spec (inner_opt only): quasi-Newton steps with a Wolfe or Armijo line search", 0},
   {"momentum", bi_momentum, 0, -1, "momentum(lr = 0.1, beta = 0.9, decay = 0)",
    "heavy-ball momentum optimizer spec for solve's inner_opt / outer_opt", 0},
   {"neumann", bi_neumann, 0, -1, "neumann(K = 20, alpha = inner lr)",
    "hypergradient method: truncated Neumann series for the inverse inner Hessian", 0},
+  {"newton", bi_newton, 0, -1, "newton(cg_iters = 20, tol = 1e-10, lr = 0.1)",
+   "Newton-CG inner optimizer spec (inner_opt only): trust-region CG on Hessian-vector products", 0},
   {"penalty", bi_penalty, 0, -1, "penalty(gamma = 1, growth = 1.1, tol = 1e-2, tol_decay = 0.9, lr_decay = 1 / growth)",
    "solve method: penalty method (Mehra & Hamm), inner steps on F + gamma/2 |grad_y f|^2, no inverse (not accepted by "
    "hypergrad())", 0},

@@ -50,6 +50,11 @@ static const hg_param params[] = {
 };
 
 static int check(bl_run *r, const hg_spec *sp) {
+  if (opt_is_second(r->set.inner_opt.kind))
+    return bl_error(r, "penalty() takes its own gradient steps on the penalized objective F + gamma/2 |grad_y f|^2, "
+                       "with step sizes it decays as gamma grows, so it cannot use the %s inner optimizer: use "
+                       "inner_opt = sgd() (or momentum(), adam()) with penalty(), or %s with an implicit method (cg(), "
+                       "neumann(), exact())", opt_name(r->set.inner_opt.kind), opt_name(r->set.inner_opt.kind));
   if (sp->p[3] > 1) {
     char num[40];
     fmt_double(num, sizeof num, sp->p[3]);

@@ -55,6 +55,10 @@ static int check(bl_run *r, const hg_spec *sp) {
   if (r->set.inner_opt.kind == OPT_ADAM)
     return bl_error(r, "ufo() needs the exact unrolled gradient, which cannot go through the adam inner optimizer "
                        "yet: use inner_opt = sgd() or momentum()");
+  if (opt_is_second(r->set.inner_opt.kind))
+    return bl_error(r, "ufo() needs the exact unrolled gradient, which cannot go through the %s inner optimizer: %s: "
+                       "use inner_opt = sgd() or momentum(), or an implicit method (cg(), neumann(), exact())",
+                    opt_name(r->set.inner_opt.kind), "its steps depend on the line search or trust region and on the solver's curvature model, which are not differentiated");
   return EV_OK;
 }
 

@@ -33,6 +33,11 @@ static int check(bl_run *r, const hg_spec *sp) {
   if (r->set.inner_opt.kind == OPT_ADAM)
     return bl_error(r, "unroll() cannot differentiate through the adam inner optimizer yet: use inner_opt = sgd() "
                        "or momentum(), or an implicit method such as cg()");
+  if (opt_is_second(r->set.inner_opt.kind))
+    return bl_error(r, "%s() cannot differentiate through the %s inner optimizer: %s: use an implicit method (cg(), "
+                       "neumann(), exact()), which needs only the inner solution %s reaches in few steps, or "
+                       "inner_opt = sgd() or momentum() to differentiate through the steps",
+                    "unroll", opt_name(r->set.inner_opt.kind), "its steps depend on the line search or trust region and on the solver's curvature model, which are not differentiated", opt_name(r->set.inner_opt.kind));
   return EV_OK;
 }
 

@@ -6,7 +6,12 @@
  *   momentum:  v = beta v + g;  x -= lr_t v          (PyTorch's heavy ball)
  *   adam:      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
  *              x -= lr_t (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
- * with lr_t = lr / (1 + decay t), t counting steps since the last reset. */
+ * with lr_t = lr / (1 + decay t), t counting steps since the last reset.
+ *
+ * lbfgs and newton (inner only) are specs and work buffers here; their steps
+ * evaluate f at trial points and live in inner_lbfgs.c and inner_newton.c.
+ * Their `lr` is no step size of theirs: it is the step that neumann() and
+ * t1t2() take as their alpha / xi when the inner optimizer gives it. */
 #include "bilevel.h"
 
 #include <math.h>
@@ -17,8 +22,21 @@ const char *opt_name(bl_opt_kind k) {
   switch (k) {
   case OPT_SGD: return "sgd";
   case OPT_MOMENTUM: return "momentum";
+  case OPT_LBFGS: return "lbfgs";
+  case OPT_NEWTON: return "newton";
   default: return "adam";
   }
+}
+
+int opt_is_second(bl_opt_kind k) { return k == OPT_LBFGS || k == OPT_NEWTON; }
+
+/* Work vectors of lbfgs: S and Y (memory x n each), the direction, the
+ * trial point, its gradient, and rho, alpha (memory each).  newton: the CG
+ * vectors z, res, d, Hd, the trial point and its gradient. */
+static size_t work_size(const bl_optspec *sp, size_t n) {
+  if (sp->kind == OPT_LBFGS) return 2 * (size_t)sp->memory * n + 3 * n + 2 * (size_t)sp->memory;
+  if (sp->kind == OPT_NEWTON) return 6 * n;
+  return 0;
 }
 
 void opt_default(bl_optspec *sp, bl_opt_kind k) {
@@ -30,6 +48,10 @@ void opt_default(bl_optspec *sp, bl_opt_kind k) {
   sp->beta2 = 0.999;
   sp->eps = 1e-8;
   sp->decay = 0;
+  sp->memory = 10;
+  sp->wolfe = 1;
+  sp->cg_iters = 20;
+  sp->tol = 1e-10;
 }
 
 int opt_init(bl_opt *o, const bl_optspec *sp, size_t n) {
@@ -44,6 +66,8 @@ int opt_init(bl_opt *o, const bl_optspec *sp, size_t n) {
     o->v = calloc(n, sizeof(double));
     if (!o->v) { free(o->m); o->m = NULL; return -1; }
   }
+  size_t w = work_size(sp, n);
+  if (w > 0 && !(o->w = calloc(w, sizeof(double)))) { opt_free(o); return -1; }
   return 0;
 }
 
@@ -51,6 +75,8 @@ void opt_reset(bl_opt *o) {
   o->t = 0;
   if (o->m) memset(o->m, 0, o->n * sizeof(double));
   if (o->v) memset(o->v, 0, o->n * sizeof(double));
+  o->pairs = o->head = 0;
+  o->radius = 0;   /* evals counts over the whole run */
 }
 
 double opt_lr(const bl_opt *o) { return o->sp.lr / (1 + o->sp.decay * (double)o->t); }
@@ -81,13 +107,17 @@ void opt_step(bl_opt *o, double *x, const double *g) {
     }
     break;
   }
+  case OPT_LBFGS:
+  case OPT_NEWTON:
+    break;   /* inner2_step takes their steps (they evaluate f along them) */
   }
 }
 
 void opt_free(bl_opt *o) {
   free(o->m);
   free(o->v);
-  o->m = o->v = NULL;
+  free(o->w);
+  o->m = o->v = o->w = NULL;
 }
 
 /* ---- specs as records ---- */
@@ -99,7 +129,7 @@ static int spec_error(blo_state *S, const ast_node *at, const char *what, value 
 }
 
 int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_optspec *out) {
-  static const char *const kinds[] = {"sgd", "momentum", "adam", NULL};
+  static const char *const kinds[] = {"sgd", "momentum", "adam", "lbfgs", "newton", NULL};
   const char *kname = NULL;
   orec *r = NULL;
   if (v_is_text(v)) {
@@ -113,13 +143,14 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
   } else {
     return spec_error(S, at, what, v, "an optimizer such as sgd(lr = 0.1), momentum() or adam()");
   }
+  const char *ls = NULL;   /* lbfgs's line_search, checked below */
   int kind = -1;
   for (int i = 0; kinds[i]; i++)
     if (strcmp(kinds[i], kname) == 0) kind = i;
   if (kind < 0) {
     const char *sug = env_suggest_in(kname, kinds);
     if (sug) return interp_error(S, at, "%s: unknown optimizer '%s' (did you mean '%s'?)", what, kname, sug);
-    return interp_error(S, at, "%s: unknown optimizer '%s' (known: sgd, momentum, adam)", what, kname);
+    return interp_error(S, at, "%s: unknown optimizer '%s' (known: sgd, momentum, adam, lbfgs, newton)", what, kname);
   }
   opt_default(out, (bl_opt_kind)kind);
   if (!r) return EV_OK;
@@ -129,7 +160,13 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
   static const char *const sgd_keys[] = {"optimizer", "lr", "decay", NULL};
   static const char *const mom_keys[] = {"optimizer", "lr", "beta", "decay", NULL};
   static const char *const adam_keys[] = {"optimizer", "lr", "beta1", "beta2", "eps", "decay", NULL};
-  const char *const *keys = kind == OPT_SGD ? sgd_keys : kind == OPT_MOMENTUM ? mom_keys : adam_keys;
+  static const char *const lbfgs_keys[] = {"optimizer", "memory", "line_search", "lr", NULL};
+  static const char *const newton_keys[] = {"optimizer", "cg_iters", "tol", "lr", NULL};
+  const char *const *keys = kind == OPT_SGD        ? sgd_keys
+                            : kind == OPT_MOMENTUM ? mom_keys
+                            : kind == OPT_ADAM     ? adam_keys
+                            : kind == OPT_LBFGS    ? lbfgs_keys
+                                                   : newton_keys;
   for (int i = 0; i < r->n; i++) {
     const char *key = r->keys[i];
     int ok = 0;
@@ -141,6 +178,16 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
       return interp_error(S, at, "%s: %s has no option '%s'", what, kname, key);
     }
     if (strcmp(key, "optimizer") == 0) continue;
+    if (strcmp(key, "line_search") == 0) {
+      value lv = r->vals[i];
+      if (!v_is_text(lv) || (strcmp(v_cstr(lv), "wolfe") != 0 && strcmp(v_cstr(lv), "armijo") != 0)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s: %s'line_search'", what, who);
+        return spec_error(S, at, msg, lv, "\"wolfe\" or \"armijo\"");
+      }
+      ls = v_cstr(lv);
+      continue;
+    }
     double d;
     if (v_to_double(r->vals[i], &d) != 0 || !isfinite(d)) {
       char msg[160];
@@ -154,13 +201,22 @@ int opt_parse(blo_state *S, const ast_node *at, const char *what, value v, bl_op
     else if (strcmp(key, "beta1") == 0) { out->beta1 = d; bad = !(d >= 0 && d < 1); }
     else if (strcmp(key, "beta2") == 0) { out->beta2 = d; bad = !(d >= 0 && d < 1); }
     else if (strcmp(key, "eps") == 0) { out->eps = d; bad = !(d > 0); }
+    else if (strcmp(key, "tol") == 0) { out->tol = d; bad = !(d >= 0 && d < 1); }
+    else if (strcmp(key, "memory") == 0 || strcmp(key, "cg_iters") == 0) {
+      bad = !(d >= 1 && d == floor(d) && d <= 1e6);
+      if (!bad) *(key[0] == 'm' ? &out->memory : &out->cg_iters) = (long)d;
+    }
     if (bad) {
       char num[40];
       fmt_double(num, sizeof num, d);
-      const char *range = strcmp(key, "decay") == 0 ? ">= 0" : (key[0] == 'b' ? "in [0, 1)" : "> 0");
+      const char *range = strcmp(key, "decay") == 0                                  ? ">= 0"
+                          : key[0] == 'b' || strcmp(key, "tol") == 0                 ? "in [0, 1)"
+                          : strcmp(key, "memory") == 0 || strcmp(key, "cg_iters") == 0 ? "an integer in [1, 1e6]"
+                                                                                       : "> 0";
       return interp_error(S, at, "%s: %s'%s' must be %s, got %s", what, who, key, range, num);
     }
   }
+  if (ls) out->wolfe = strcmp(ls, "wolfe") == 0;
   return EV_OK;
 }
 
@@ -181,6 +237,16 @@ int opt_to_value(blo_state *S, const ast_node *at, const bl_optspec *sp, value *
     bad = bad || put_num(S, r, "beta1", sp->beta1);
     bad = bad || put_num(S, r, "beta2", sp->beta2);
     bad = bad || put_num(S, r, "eps", sp->eps);
+  }
+  if (sp->kind == OPT_LBFGS) {
+    bad = bad || put_num(S, r, "memory", (double)sp->memory);
+    const char *ls = sp->wolfe ? "wolfe" : "armijo";
+    value lv = v_str(S, ls, strlen(ls));
+    bad = bad || lv.kind != V_STR || rec_set(S, r, "line_search", lv);
+  }
+  if (sp->kind == OPT_NEWTON) {
+    bad = bad || put_num(S, r, "cg_iters", (double)sp->cg_iters);
+    bad = bad || put_num(S, r, "tol", sp->tol);
   }
   if (sp->decay != 0) bad = bad || put_num(S, r, "decay", sp->decay);
   if (bad) { v_release(S, &rv); return interp_error(S, at, "out of memory"); }

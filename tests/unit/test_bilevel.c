@@ -621,8 +621,8 @@ START_TEST(random_draw_in_f_binds) {
 END_TEST
 
 START_TEST(builtin_registry) {
-  const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "momentum",
-                         "neumann", "penalty", "sgd", "t1t2", "ufo", "unroll"};
+  const char *names[] = {"adam", "cg", "check_hypergrad", "exact", "fo", "forward", "hypergrad", "lbfgs", "momentum",
+                         "neumann", "newton", "penalty", "sgd", "t1t2", "ufo", "unroll"};
   size_t n = sizeof names / sizeof names[0];
   for (size_t i = 0; i < n; i++) {
     const builtin_def *b = bilevel_builtin_find(names[i]);
