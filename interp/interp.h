@@ -227,5 +227,8 @@ void interp_write(blo_state *S, const char *s, size_t n);
 int interp_solve_progress(blo_state *S, const ast_node *at, const blo_progress *p);
 /* The final report of a solve (p->done = 1); cannot fail or stop anything. */
 void interp_solve_done(blo_state *S, const blo_progress *p);
+/* Tells the host's figure hook (blo_set_figure_hook) that a figure file was
+ * written; format is "png", "svg" or "pdf". */
+void interp_figure_written(blo_state *S, const char *path, const char *format);
 
 #endif

@@ -2028,6 +2028,7 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
   data_range(&F, &F.ay, 0);
 draw:
   if (rc == EV_OK) rc = write_figure(S, a, &F, path, fmt);
+  if (rc == EV_OK) interp_figure_written(S, path, fmt == FMT_PNG ? "png" : fmt == FMT_SVG ? "svg" : "pdf");
 done:
   fig_free(&F);
   if (rc == EV_OK) *out = v_nil();

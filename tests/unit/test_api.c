@@ -539,6 +539,81 @@ START_TEST(builtin_table_and_help) {
 }
 END_TEST
 
+/* Paths index lists ("l[1]", "r.hist[0].x"); blo_length counts items and
+ * fields; malformed indexes and indexes past the end name nothing. */
+START_TEST(list_paths_and_length) {
+  blo_state *S = open_capturing();
+  ck_assert_int_eq(run(S, "let l = [{a = 1}, \"two\", [\"x\", [4, 5]], {x = 6, hist = [{y = 7}]}]\n"
+                          "let r = {hist = [{x = 8}, {x = 9}], e = []}\nlet n = 1"), BLO_OK);
+  size_t n = 99;
+  ck_assert_int_eq(blo_length(S, "l", &n), BLO_OK);
+  ck_assert_uint_eq(n, 4);
+  ck_assert_double_eq(num(S, "l[0].a"), 1);
+  const char *str;
+  ck_assert_int_eq(blo_get_string(S, "l[1]", &str), BLO_OK);
+  ck_assert_str_eq(str, "two");
+  ck_assert_int_eq(blo_length(S, "l[2]", &n), BLO_OK);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_int_eq(blo_get_string(S, "l[2][0]", &str), BLO_OK);
+  ck_assert_str_eq(str, "x");
+  double v[2];
+  ck_assert_int_eq(blo_get_tensor(S, "l[2][1]", v, 2), BLO_OK);
+  ck_assert_double_eq(v[0], 4);
+  ck_assert_double_eq(v[1], 5);
+  ck_assert_double_eq(num(S, "l[3].x"), 6);
+  ck_assert_double_eq(num(S, "l[3].hist[0].y"), 7);
+  ck_assert_double_eq(num(S, "r.hist[1].x"), 9);
+  ck_assert_int_eq(blo_length(S, "r", &n), BLO_OK);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_int_eq(blo_length(S, "r.e", &n), BLO_OK);
+  ck_assert_uint_eq(n, 0);
+  blo_kind k;
+  ck_assert_int_eq(blo_kind_of(S, "l[3]", &k), BLO_OK);
+  ck_assert_int_eq(k, BLO_RECORD);
+  ck_assert_str_eq(blo_field_name(S, "l[3]", 1), "hist");
+  static const char *const bad[] = {"l[4]", "l[-1]", "l[]", "l[1", "l[ 1]", "l[0x1]", "l[1]x", "l.[0]",
+                                    "n[0]", "r.hist[2]", "l[0].x", "l[2][1][0]", "l[99999999999]", "[0]", "r.e[0]", "l[2]."};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    double x;
+    ck_assert_msg(blo_get_number(S, bad[i], &x) == BLO_ERROR_ARGUMENT, "%s", bad[i]);
+    ck_assert_msg(strstr(blo_last_error(S)->message, "no value named") != NULL, "%s: %s", bad[i],
+                  blo_last_error(S)->message);
+  }
+  ck_assert_int_eq(blo_length(S, "n", &n), BLO_ERROR_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "not a list or a record"));
+  ck_assert_int_eq(blo_length(S, "l[1]", &n), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_length(S, "nothing", &n), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_length(S, "l", NULL), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_length(NULL, "l", &n), BLO_ERROR_ARGUMENT);
+  blo_close(S);
+}
+END_TEST
+
+/* The keyword table: each name is a keyword (a script cannot bind it), has
+ * a line of documentation, and appears once. */
+START_TEST(keyword_table) {
+  blo_state *S = open_capturing();
+  const char *name, *doc, *other;
+  size_t i = 0;
+  for (; blo_keyword_info(i, &name, &doc); i++) {
+    ck_assert_ptr_nonnull(doc);
+    ck_assert_int_gt(strlen(doc), 5);
+    for (size_t j = 0; j < i; j++) {
+      ck_assert_int_eq(blo_keyword_info(j, &other, NULL), 1);
+      ck_assert_str_ne(other, name);
+    }
+    char src[64];
+    snprintf(src, sizeof src, "let %s = 1", name);
+    ck_assert_msg(run(S, src) == BLO_ERROR_SYNTAX, "'%s' is not a keyword", name);
+    ck_assert_int_eq(blo_set_number(S, name, 1), BLO_ERROR_ARGUMENT);
+  }
+  ck_assert_uint_eq(i, 21);
+  ck_assert_int_eq(blo_keyword_info(i, NULL, NULL), 0);
+  ck_assert_int_eq(blo_keyword_info((size_t)-1, &name, &doc), 0);
+  blo_close(S);
+}
+END_TEST
+
 /* ---- interactive helpers ---- */
 
 START_TEST(repl_echo) {
@@ -1310,6 +1385,8 @@ int main(void) {
   tcase_add_test(tc, records_strings_and_paths);
   tcase_add_test(tc, globals_iteration_and_args);
   tcase_add_test(tc, builtin_table_and_help);
+  tcase_add_test(tc, list_paths_and_length);
+  tcase_add_test(tc, keyword_table);
   tcase_add_test(tc, repl_echo);
   tcase_add_test(tc, input_completeness);
   tcase_add_test(tc, interrupt_flag_stops_loops);

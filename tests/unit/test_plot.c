@@ -316,6 +316,45 @@ START_TEST(degenerate_data) {
 }
 END_TEST
 
+/* The figure hook hears of every figure written, with its path and format,
+ * in order, and of nothing when plot fails or after it is removed. */
+typedef struct { int n; char path[4][512]; char fmt[4][8]; } figs_seen;
+
+static void on_figure(void *ud, const char *path, const char *format) {
+  figs_seen *f = ud;
+  if (f->n < 4) {
+    snprintf(f->path[f->n], sizeof f->path[0], "%s", path);
+    snprintf(f->fmt[f->n], sizeof f->fmt[0], "%s", format);
+  }
+  f->n++;
+}
+
+START_TEST(figure_hook_sees_each_figure) {
+  blo_state *S = open_state(1);
+  figs_seen f;
+  memset(&f, 0, sizeof f);
+  blo_set_figure_hook(S, on_figure, &f);
+  ck_assert_int_eq(run(S, "plot(\"@/h1.png\", y = [1, 2])\nplot(\"@/h2.SVG\", y = [1, 2])\n"
+                          "plot(\"@/h3.pdf\", y = [1, 2])"), BLO_OK);
+  ck_assert_int_eq(f.n, 3);
+  ck_assert_str_eq(f.path[0], path_of("h1.png"));
+  ck_assert_str_eq(f.fmt[0], "png");
+  ck_assert_str_eq(f.path[1], path_of("h2.SVG"));
+  ck_assert_str_eq(f.fmt[1], "svg");
+  ck_assert_str_eq(f.fmt[2], "pdf");
+  ck_assert(file_starts_with(f.path[0], "\x89PNG"));
+  /* a failed plot (bad option, unwritable path) calls nothing */
+  ck_assert_int_eq(run(S, "plot(\"@/h4.png\", y = [1, 2], nonsense = 1)"), BLO_ERROR_RUNTIME);
+  ck_assert_int_eq(run(S, "plot(\"@/no/such/dir/h5.png\", y = [1, 2])"), BLO_ERROR_RUNTIME);
+  ck_assert_int_eq(f.n, 3);
+  blo_set_figure_hook(S, NULL, NULL);
+  ck_assert_int_eq(run(S, "plot(\"@/h6.png\", y = [1, 2])"), BLO_OK);
+  ck_assert_int_eq(f.n, 3);
+  blo_set_figure_hook(NULL, on_figure, &f);   /* ignored */
+  blo_close(S);
+}
+END_TEST
+
 #else
 
 START_TEST(without_cairo_reports) {
@@ -338,6 +377,7 @@ int main(void) {
   tcase_add_test(tc, svg_and_pdf_written);
   tcase_add_test(tc, errors_are_located);
   tcase_add_test(tc, degenerate_data);
+  tcase_add_test(tc, figure_hook_sees_each_figure);
 #else
   tcase_add_test(tc, without_cairo_reports);
 #endif
