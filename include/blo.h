@@ -201,6 +201,20 @@ int blo_length(blo_state *S, const char *path, size_t *n);
  * (either may be NULL); returns 1, or 0 past the end.  Together with
  * blo_builtin_info and blo_next_global these are the names a host completes. */
 int blo_keyword_info(size_t i, const char **name, const char **doc);
+/* Context-aware completion for interactive hosts: the candidates for the
+ * word (a name, or a dotted path) that ends at byte cursor of src, the entry
+ * typed so far (NUL-terminated; text after cursor is ignored).  After
+ * `solve ` they are the problems, after `hypergrad = ` the hypergradient
+ * methods, after `inner_opt = ` / `outer_opt = ` the optimizers, at a field
+ * name inside `with { }` the solve options, after `name.` the fields of the
+ * record, elsewhere the keywords, builtins and globals.  *start (may be
+ * NULL) receives the offset where the word begins: a host replaces
+ * src[*start, cursor) with a candidate.  Returns the number of candidates,
+ * sorted and distinct, read with blo_completion; 0 if none. */
+size_t blo_complete(blo_state *S, const char *src, size_t cursor, size_t *start);
+/* The i-th candidate of the last blo_complete (NULL past the end), owned by
+ * S and valid until the next blo_complete or blo_close. */
+const char *blo_completion(blo_state *S, size_t i);
 /* The i-th builtin (0-based, in the interpreter's table order): sets name, signature and one
  * line of documentation (any may be NULL) and returns 1; 0 past the end. */
 int blo_builtin_info(size_t i, const char **name, const char **sig, const char **doc);

@@ -12,6 +12,7 @@
 void env_free_globals(blo_state *S);
 void interp_syntax_error(blo_state *S, const chunk *c, int line, int col, const char *msg);
 void problems_free_all(blo_state *S);   /* runtime/bilevel.c */
+void complete_free(blo_state *S);       /* complete.c */
 /* native.c */
 int ext_open(blo_state *S);
 void ext_close(blo_state *S);
@@ -79,6 +80,7 @@ void blo_close(blo_state *S) {
     free(c);
     c = next;
   }
+  complete_free(S);
   /* Natives go last: values and tape nodes point at their entries. */
   ext_close(S);
   tn_ctx_free(&S->tn);

@@ -66,6 +66,7 @@ struct blo_state {
   volatile sig_atomic_t *interrupt;   /* set by a host signal handler: stop at next step */
   struct problem *problems;  /* every declared problem, freed at close */
   void *native_fns;          /* registered native functions (api.c) */
+  void *completions;         /* the candidates of the last blo_complete (complete.c) */
 };
 
 /* ---- errors ----

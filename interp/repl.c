@@ -90,24 +90,21 @@ static char **complete(const char *text, int start, int end) {
       add_names(text);
     }
   } else {
-    const char *dot = strrchr(text, '.');
-    if (dot) {
-      /* record fields after `name.` (or `name.sub.`): pre is the text up to
-       * and including the last dot, path the same without it */
-      size_t pl = (size_t)(dot - text) + 1;
-      char *pre = strdup(text), *path = strdup(text);
-      if (pre && path) {
-        pre[pl] = 0;
-        path[pl - 1] = 0;
-        const char *f;
-        for (size_t i = 0; (f = blo_field_name(sess, path, i)) != NULL; i++) cand_add(pre, f, text);
-      }
-      free(pre);
-      free(path);
-      rl_completion_append_character = '\0';
-    } else {
-      add_names(text);
+    /* blo_complete reads the context: the earlier lines of an unfinished
+     * entry, then this line up to the cursor */
+    size_t pl = pending ? pending_len : 0;
+    char *src = malloc(pl + (size_t)end + 1);
+    if (src) {
+      if (pl) memcpy(src, pending, pl);
+      memcpy(src + pl, rl_line_buffer, (size_t)end);
+      src[pl + (size_t)end] = 0;
+      size_t ws, n = blo_complete(sess, src, pl + (size_t)end, &ws);
+      /* readline replaces `text`; use the candidates when both agree on the word */
+      if (pl + (size_t)end - ws == (size_t)(end - start))
+        for (size_t i = 0; i < n; i++) cand_add(NULL, blo_completion(sess, i), text);
+      free(src);
     }
+    if (strchr(text, '.')) rl_completion_append_character = '\0';
   }
   if (!ncands) return NULL;
   return rl_completion_matches(text, cand_gen);

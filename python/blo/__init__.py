@@ -529,14 +529,26 @@ class State:
                 return kw + " (keyword)", d
         return None
 
+    def complete(self, code, cursor=None):
+        """Completion as the REPL's Tab does it, aware of the context: after
+        `solve ` the problems, after `hypergrad = ` the methods, after
+        `inner_opt = ` the optimizers, inside `with { }` the solve options,
+        after `name.` the record's fields, else keywords, builtins and
+        globals.  cursor: a character offset into code (default: its end).
+        Returns (start, matches): the completed word is code[start:cursor]."""
+        if cursor is None:
+            cursor = len(code)
+        before = _b(code[:cursor])
+        with self._lock:
+            S = self._state()
+            start = ctypes.c_size_t()
+            n = lib.blo_complete(S, before, len(before), ctypes.byref(start))
+            matches = [_s(lib.blo_completion(S, i)) for i in range(n)]
+        return len(_s(before[:start.value])), matches
+
     def completions(self, text):
-        """Names completing the word text as the REPL completes them: keywords,
-        builtins and globals, or the fields of a record after "name."."""
-        if "." in text:
-            pre, _, part = text.rpartition(".")
-            return sorted(pre + "." + f for f in self.fields(pre) if f.startswith(part))
-        names = set(k for k, _ in keywords()) | set(b[0] for b in builtins()) | set(self.globals())
-        return sorted(n for n in names if n.startswith(text))
+        """The matches of complete(text): the candidates for its last word."""
+        return self.complete(text)[1]
 
     # ---- solving ----
 

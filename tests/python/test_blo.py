@@ -133,6 +133,14 @@ class Basics(unittest.TestCase):
         self.assertIn("return", s.completions("ret"))       # a keyword
         self.assertIn("sum", s.completions("su"))
         self.assertEqual(s.completions("nothing."), [])
+        s.eval("problem pz {\n outer x : [1] = [1]\n inner y : [1] = [0]\n"
+               " inner minimize sum((y - x)^2)\n outer minimize sum(y^2)\n}\nlet pzz = 1")
+        self.assertEqual(s.complete("let r = solve p"), (14, ["pz"]))
+        self.assertEqual(s.complete("solve pz with {hypergrad = c")[1], ["cg"])
+        self.assertEqual(s.complete("solve pz with {outer_st")[1], ["outer_steps"])
+        self.assertEqual(s.complete("solve pz with {inner_opt = a")[1], ["adam"])
+        # the cursor is a character offset; text after it is ignored
+        self.assertEqual(s.complete("print 'é' + res + 1", 15), (12, ["reshape", "resolution", "result_a"]))
 
 
 class Arrays(unittest.TestCase):

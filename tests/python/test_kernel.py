@@ -176,6 +176,15 @@ class Kernel(unittest.TestCase):
         self.assertEqual(c["cursor_start"], 0)
         c = self.complete("x = sum(1) + y", 3)            # mid-line: the word before the cursor
         self.assertEqual(c["cursor_start"], 3)
+        # context: problems after solve, methods after hypergrad =, options inside with { }
+        self.run_cell("problem cproblem {\n outer x : [1] = [1]\n inner y : [1] = [0]\n"
+                      " inner minimize sum((y - x)^2)\n outer minimize sum(y^2)\n}\nlet cnot = 1")
+        self.assertEqual(self.complete("let r = solve c")["matches"], ["cproblem"])
+        c = self.complete("let r = solve cproblem with {\n  hypergrad = neu")
+        self.assertEqual(c["matches"], ["neumann"])
+        self.assertEqual(self.complete("let r = solve cproblem with {\n  outer_s")["matches"], ["outer_steps"])
+        c = self.complete("print \"é\", resolu")     # cursor positions count characters
+        self.assertEqual((c["matches"], c["cursor_start"]), (["resolution"], 11))
 
     def test_inspect_and_help(self):
         import blo

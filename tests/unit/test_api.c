@@ -614,6 +614,71 @@ START_TEST(keyword_table) {
 }
 END_TEST
 
+/* The candidates of blo_complete joined by spaces, into buf. */
+static const char *completions(blo_state *S, const char *src, size_t *start) {
+  static char buf[4096];
+  size_t n = blo_complete(S, src, strlen(src), start), k = 0;
+  buf[0] = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *c = blo_completion(S, i);
+    ck_assert_ptr_nonnull(c);
+    k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", i ? " " : "", c);
+    ck_assert_uint_lt(k, sizeof buf);
+  }
+  ck_assert_ptr_null(blo_completion(S, n));
+  return buf;
+}
+
+START_TEST(context_completion) {
+  blo_state *S = open_capturing();
+  ck_assert_int_eq(run(S, "problem pa {\n outer x : [1] = [1]\n inner y : [1] = [0]\n"
+                          " inner minimize sum((y - x)^2)\n outer minimize sum(y^2)\n}\n"
+                          "problem pb {\n outer x2 : [1] = [1]\n inner y2 : [1] = [0]\n"
+                          " inner minimize sum((y2 - x2)^2)\n outer minimize sum(y2^2)\n}\n"
+                          "let pc = 1\nlet rec = {alpha = 1, alps = {deep = 2, deeper = 3}, beta = 4}\n"
+                          "let whilst = 5"), BLO_OK);
+  size_t st = 99;
+  /* after solve: problems only (pc is a number) */
+  ck_assert_str_eq(completions(S, "let r = solve p", &st), "pa pb");
+  ck_assert_uint_eq(st, 14);
+  ck_assert_str_eq(completions(S, "solve ", &st), "pa pb");
+  ck_assert_uint_eq(st, 6);
+  /* the methods after hypergrad =, the optimizers after inner_opt = / outer_opt = */
+  ck_assert_str_eq(completions(S, "solve pa with {hypergrad = ", &st),
+                   "cg exact fo forward neumann penalty t1t2 ufo unroll");
+  ck_assert_str_eq(completions(S, "solve pa with {outer_steps = 3,\n  hypergrad=f", NULL), "fo forward");
+  ck_assert_str_eq(completions(S, "let r = solve pa with {inner_opt = ", NULL), "adam momentum sgd");
+  ck_assert_str_eq(completions(S, "solve pa with {outer_opt = s", NULL), "sgd");
+  /* option names at a field position of the record after with, across lines */
+  ck_assert_str_eq(completions(S, "let r = solve pa with {\n  outer_", &st), "outer_opt outer_steps outer_tol");
+  ck_assert_str_eq(completions(S, "solve pa with {start = \"cold\", inner_s", NULL), "inner_steps");
+  ck_assert_str_eq(completions(S, "solve pa with {hypergrad = cg(iters = 3, inner_", NULL),
+                   "");   /* inside cg( ): ordinary names, not the options */
+  ck_assert_str_eq(completions(S, "solve pa with {hypergrad = cg(iters = 3, whi", NULL), "while whilst");
+  ck_assert_str_eq(completions(S, "let z = {inner_", NULL), "");   /* a record not after with */
+  /* comparisons are not `option =` */
+  ck_assert_str_eq(completions(S, "let b = hypergrad == whi", NULL), "while whilst");
+  /* records: fields after a dot, nested */
+  ck_assert_str_eq(completions(S, "print rec.al", &st), "rec.alpha rec.alps");
+  ck_assert_uint_eq(st, 6);
+  ck_assert_str_eq(completions(S, "rec.alps.de", NULL), "rec.alps.deep rec.alps.deeper");
+  ck_assert_str_eq(completions(S, "rec.nothing.", NULL), "");
+  ck_assert_str_eq(completions(S, "pc.", NULL), "");
+  /* elsewhere: keywords, builtins, globals, sorted and distinct */
+  ck_assert_str_eq(completions(S, "whil", NULL), "while whilst");
+  ck_assert_str_eq(completions(S, "let q = linsp", NULL), "linspace");
+  ck_assert_str_eq(completions(S, "3.1", NULL), "");
+  /* the cursor bounds the text; text after it is ignored */
+  ck_assert_uint_eq(blo_complete(S, "whil + 1", 4, &st), 2);
+  ck_assert_uint_eq(st, 0);
+  ck_assert_uint_eq(blo_complete(S, "x", 99, &st), blo_complete(S, "x", 1, NULL));
+  ck_assert_uint_eq(blo_complete(NULL, "x", 1, &st), 0);
+  ck_assert_uint_eq(blo_complete(S, NULL, 0, NULL), 0);
+  ck_assert_ptr_null(blo_completion(NULL, 0));
+  blo_close(S);
+}
+END_TEST
+
 /* ---- interactive helpers ---- */
 
 START_TEST(repl_echo) {
@@ -1387,6 +1452,7 @@ int main(void) {
   tcase_add_test(tc, builtin_table_and_help);
   tcase_add_test(tc, list_paths_and_length);
   tcase_add_test(tc, keyword_table);
+  tcase_add_test(tc, context_completion);
   tcase_add_test(tc, repl_echo);
   tcase_add_test(tc, input_completeness);
   tcase_add_test(tc, interrupt_flag_stops_loops);

@@ -211,7 +211,7 @@ class BloKernel(Kernel):
             matches = [":" + c for c in COMMANDS if c.startswith(word)]
             start = cursor_pos - len(word) - 1
         else:
-            matches = self.state.completions(word)
+            start, matches = self.state.complete(code, cursor_pos)
         return {"status": "ok", "matches": matches, "cursor_start": start, "cursor_end": cursor_pos,
                 "metadata": {}}
 
