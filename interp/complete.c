@@ -55,6 +55,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 /* Sorts and drops duplicates (a global shadowing a builtin is one name). */
 static void cands_finish(cand_list *c) {
+  if (c->n < 2) return;   /* also: items is still NULL before the first candidate */
   qsort(c->items, c->n, sizeof *c->items, cmp_str);
   size_t k = 0;
   for (size_t i = 0; i < c->n; i++) {

@@ -631,6 +631,9 @@ static const char *completions(blo_state *S, const char *src, size_t *start) {
 
 START_TEST(context_completion) {
   blo_state *S = open_capturing();
+  /* no candidate on a fresh state: nothing to sort (found by the fuzzer) */
+  ck_assert_uint_eq(blo_complete(S, "zzq_nothing", 11, NULL), 0);
+  ck_assert_ptr_null(blo_completion(S, 0));
   ck_assert_int_eq(run(S, "problem pa {\n outer x : [1] = [1]\n inner y : [1] = [0]\n"
                           " inner minimize sum((y - x)^2)\n outer minimize sum(y^2)\n}\n"
                           "problem pb {\n outer x2 : [1] = [1]\n inner y2 : [1] = [0]\n"
