@@ -2133,8 +2133,8 @@ done:
 
 static const builtin_def plot_builtins[] = {
   {"plot", bi_plot, 1, 1,
-   "plot(path, x =, y =, labels =, kind = \"line\", xlabel =, ylabel =, title =, logx =, logy =, series =, images =)",
-   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file", 0},
+   "plot(path, x =, y =, labels =, kind = \"line\", xlabel =, ylabel =, title =, logx =, logy =, series =, images =, info = false)",
+   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file; info = true: returns {xlim, ylim, xticks, yticks}", 0},
 };
 
 enum { NPLOT = sizeof plot_builtins / sizeof plot_builtins[0] };
