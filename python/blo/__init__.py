@@ -135,6 +135,37 @@ def option_text(v):
     raise TypeError("blo: a solve option cannot be a %s" % type(v).__name__)
 
 
+def _numeric(v):
+    try:
+        a = np.asarray(v)
+    except (TypeError, ValueError):
+        return False
+    return a.dtype.kind in "biuf"
+
+
+def _literal(v):
+    """The blo literal for a Python value bound to a global."""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return _number_text(v)
+    if isinstance(v, str):
+        return _quote(v)
+    if isinstance(v, dict):
+        for k in v:
+            if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
+                raise ArgumentError("blo: record field names are identifiers, got %r" % (k,),
+                                    status=_lib.ERROR_ARGUMENT)
+        return "{" + ", ".join("%s = %s" % (k, _literal(x)) for k, x in v.items()) + "}"
+    if isinstance(v, np.ndarray):
+        if v.ndim == 0:
+            return _number_text(v)
+        return _literal([x for x in _as_array(v)])
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    raise TypeError("blo: cannot bind a %s" % type(v).__name__)
+
+
 def tqdm_progress(**tqdm_args):
     """A progress callback drawing a tqdm bar (tqdm.auto: a widget in notebooks),
     or None when tqdm is not installed."""
@@ -387,10 +418,13 @@ class State:
         if isinstance(value, (bool, int, float, np.integer, np.floating, np.bool_)):
             self._call(lib.blo_set_number, n, float(value))
             return
-        if isinstance(value, (dict, type(None))) or (
-                isinstance(value, (list, tuple)) and any(isinstance(x, (str, dict)) for x in value)):
-            raise TypeError("blo: only numbers, strings and numeric arrays can be bound from Python, "
-                            "not %s (build records and lists in a script)" % type(value).__name__)
+        if isinstance(value, dict) or (
+                isinstance(value, (list, tuple)) and any(isinstance(x, (str, dict, list, tuple)) for x in value)
+                and not _numeric(value)):
+            self._bind_literal(name, value)
+            return
+        if value is None:
+            raise TypeError("blo: None cannot be bound (blo has no nil literal)")
         try:
             a = _as_array(value)
         except (TypeError, ValueError) as e:
@@ -405,6 +439,13 @@ class State:
             raise ArgumentError("blo: cannot bind '%s': zero dimension in shape %s" % (name, a.shape),
                                 status=_lib.ERROR_ARGUMENT)
         self._call(lib.blo_set_tensor, n, a.ndim, shape, a.ctypes.data_as(_lib.c_double_p))
+
+    def _bind_literal(self, name, value):
+        """Records and lists: bound by evaluating `let name = <literal>`, the
+        literal written exactly (floats by repr, which reads back bit for bit)."""
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) or name in dict(keywords()):
+            raise ArgumentError("blo: '%s' is not a valid name" % name, status=_lib.ERROR_ARGUMENT)
+        self.eval("let %s = %s" % (name, _literal(value)), name="<python>")
 
     def __getitem__(self, path):
         """s["w"], s["res.F"], s["hist[0]"]: a copy as Python data.  Numbers become

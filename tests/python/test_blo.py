@@ -249,6 +249,28 @@ class Arrays(unittest.TestCase):
         self.assertEqual(s["r.l[1]"], "y")
         self.assertEqual(s["empty"], [])
 
+    def test_records_and_lists_round_trip(self):
+        s = blo.State()
+        rng = np.random.default_rng(4)
+        m = rng.standard_normal((3, 2))
+        cfg = {"lr": 0.1 / 3, "name": 'q"uote\\', "flag": True, "w": m, "sub": {"k": [1.5, np.inf], "e": []},
+               "items": ["a", {"x": 2}], "big": 1e300, "tiny": 5e-324, "neg": -0.0, "n": np.float32(0.25)}
+        s["cfg"] = cfg
+        back = s["cfg"]
+        self.assertEqual(list(back), list(cfg))
+        self.assertEqual(back["lr"], 0.1 / 3)                     # bit for bit
+        self.assertEqual(back["name"], 'q"uote\\')
+        self.assertEqual(back["flag"], 1.0)
+        self.assertTrue(np.array_equal(back["w"], m))             # every bit of every entry
+        self.assertTrue(np.array_equal(back["sub"]["k"], [1.5, np.inf]))
+        self.assertEqual(back["sub"]["e"], [])
+        self.assertEqual(back["items"], ["a", {"x": 2.0}])
+        self.assertEqual((back["big"], back["tiny"], back["n"]), (1e300, 5e-324, 0.25))
+        s.eval("let lr2 = cfg.lr * 3\nlet total = sum(cfg.w)")
+        self.assertAlmostEqual(s["total"], float(m.sum()), delta=1e-14)
+        s["names"] = ["x", "y"]
+        self.assertEqual(s["names"], ["x", "y"])
+
     def test_bad_values(self):
         s = blo.State()
         with self.assertRaises(blo.ArgumentError):
@@ -262,11 +284,13 @@ class Arrays(unittest.TestCase):
         with self.assertRaises(blo.ArgumentError):
             s["x"] = "nul\0inside"
         with self.assertRaises(TypeError):
-            s["d"] = {"a": 1}
-        with self.assertRaises(TypeError):
-            s["d"] = ["a", "b"]
-        with self.assertRaises(TypeError):
             s["d"] = None
+        with self.assertRaises(TypeError):
+            s["d"] = {"a": object()}
+        with self.assertRaises(blo.ArgumentError):
+            s["d"] = {"not a name": 1}
+        with self.assertRaises(blo.ArgumentError):
+            s["while"] = {"a": 1}
         with self.assertRaises(TypeError):
             s["d"] = object()
         with self.assertRaises(TypeError):
