@@ -4,14 +4,16 @@
  * A blo_state is opaque and self-contained: the library keeps no global
  * state, so two states may run in two threads at once (one thread per state
  * at a time).  Every function returning int returns a blo_status (except
- * blo_input_complete and blo_builtin_info, which answer yes/no); on error the
+ * blo_input_complete, blo_builtin_info and blo_keyword_info, which answer
+ * yes/no); on error the
  * details are in blo_last_error().  The library never exits, aborts, or
  * prints: output and errors reach the host only through the callbacks of
  * blo_config.
  *
  * Names ("paths"): the functions that read a value take a global name, or a
- * dotted path into records, e.g. "r.F" for the field F of the record r (a
- * solve result is such a record).  A name is an identifier that is not a
+ * path into records and lists: "r.F" is the field F of the record r (a solve
+ * result is such a record), "l[2]" the third item of the list l, and they
+ * combine ("r.hist[0].x").  Indexes are 0-based decimal digits.  A name is an identifier that is not a
  * keyword of the language (let, fn, if, ...); every function taking a name
  * refuses anything else with BLO_ERROR_ARGUMENT.
  *
@@ -193,6 +195,26 @@ const char *blo_next_global(blo_state *S, size_t *iter);
 /* Name of field i (0-based) of the record at path, NULL past the end or if
  * path is not a record. */
 const char *blo_field_name(blo_state *S, const char *path, size_t i);
+/* Number of items of the list, or of fields of the record, at path. */
+int blo_length(blo_state *S, const char *path, size_t *n);
+/* The i-th keyword of the language (0-based) with one line of documentation
+ * (either may be NULL); returns 1, or 0 past the end.  Together with
+ * blo_builtin_info and blo_next_global these are the names a host completes. */
+int blo_keyword_info(size_t i, const char **name, const char **doc);
+/* Context-aware completion for interactive hosts: the candidates for the
+ * word (a name, or a dotted path) that ends at byte cursor of src, the entry
+ * typed so far (NUL-terminated; text after cursor is ignored).  After
+ * `solve ` they are the problems, after `hypergrad = ` the hypergradient
+ * methods, after `inner_opt = ` / `outer_opt = ` the optimizers, at a field
+ * name inside `with { }` the solve options, after `name.` the fields of the
+ * record, elsewhere the keywords, builtins and globals.  *start (may be
+ * NULL) receives the offset where the word begins: a host replaces
+ * src[*start, cursor) with a candidate.  Returns the number of candidates,
+ * sorted and distinct, read with blo_completion; 0 if none. */
+size_t blo_complete(blo_state *S, const char *src, size_t cursor, size_t *start);
+/* The i-th candidate of the last blo_complete (NULL past the end), owned by
+ * S and valid until the next blo_complete or blo_close. */
+const char *blo_completion(blo_state *S, size_t i);
 /* The i-th builtin (0-based, in the interpreter's table order): sets name, signature and one
  * line of documentation (any may be NULL) and returns 1; 0 past the end. */
 int blo_builtin_info(size_t i, const char **name, const char **sig, const char **doc);
@@ -276,6 +298,16 @@ typedef int (*blo_progress_fn)(void *ud, const blo_progress *p);
 
 /* Installs a progress callback for every solve the state runs (NULL removes). */
 void blo_set_progress(blo_state *S, blo_progress_fn fn, void *ud);
+
+/* ---- figures ---- */
+
+/* Called after plot() wrote a figure file: path as the script gave it,
+ * format "png", "svg" or "pdf" (both valid during the call).  A notebook host
+ * reads the file to show the figure.  The hook runs inside the evaluation:
+ * it must not call functions on the state. */
+typedef void (*blo_figure_fn)(void *ud, const char *path, const char *format);
+/* Installs the figure hook of the state (NULL removes). */
+void blo_set_figure_hook(blo_state *S, blo_figure_fn fn, void *ud);
 /* Runs `let result = solve problem with {options}`: options is the text of
  * the record's fields (e.g. "outer_steps = 50, hypergrad = cg()"; NULL or ""
  * for the defaults), parsed as fields only: text that is not a list of

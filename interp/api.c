@@ -12,6 +12,7 @@
 void env_free_globals(blo_state *S);
 void interp_syntax_error(blo_state *S, const chunk *c, int line, int col, const char *msg);
 void problems_free_all(blo_state *S);   /* runtime/bilevel.c */
+void complete_free(blo_state *S);       /* complete.c */
 /* native.c */
 int ext_open(blo_state *S);
 void ext_close(blo_state *S);
@@ -79,6 +80,7 @@ void blo_close(blo_state *S) {
     free(c);
     c = next;
   }
+  complete_free(S);
   /* Natives go last: values and tape nodes point at their entries. */
   ext_close(S);
   tn_ctx_free(&S->tn);
@@ -376,15 +378,16 @@ static value *global_slot(blo_state *S, const char *name) {
   return v;
 }
 
-/* "name" or "name.field.field": a borrowed slot, NULL if absent. */
+/* "name", "name.field.field", "name[2]" or "r.hist[0].x": a borrowed slot,
+ * NULL if absent.  A part is an identifier, then any number of 0-based list
+ * indexes in brackets; dots step into records. */
 static value *resolve(blo_state *S, const char *path) {
   if (!path) return NULL;
   char part[256];
   const char *p = path;
   value *v = NULL;
   for (int first = 1;; first = 0) {
-    const char *dot = strchr(p, '.');
-    size_t n = dot ? (size_t)(dot - p) : strlen(p);
+    size_t n = strcspn(p, ".[");
     if (n == 0 || n >= sizeof part) return NULL;
     memcpy(part, p, n);
     part[n] = 0;
@@ -395,8 +398,19 @@ static value *resolve(blo_state *S, const char *path) {
       if (v->kind != V_REC) return NULL;
       v = rec_get((orec *)v->u.o, part);
     }
-    if (!v || !dot) return v;
-    p = dot + 1;
+    p += n;
+    while (v && *p == '[') {
+      /* digits only: no sign, no spaces, no empty index */
+      size_t k = 0, d = strspn(p + 1, "0123456789");
+      if (d == 0 || d > 9 || p[1 + d] != ']') return NULL;
+      for (size_t i = 0; i < d; i++) k = k * 10 + (size_t)(p[1 + i] - '0');
+      if (v->kind != V_LIST || k >= (size_t)((olist *)v->u.o)->n) return NULL;
+      v = &((olist *)v->u.o)->items[k];
+      p += d + 2;
+    }
+    if (!v || !*p) return v;
+    if (*p != '.') return NULL;
+    p++;
   }
 }
 
@@ -634,6 +648,50 @@ const char *blo_field_name(blo_state *S, const char *path, size_t i) {
   if (!v || v->kind != V_REC) return NULL;
   orec *r = (orec *)v->u.o;
   return i < (size_t)r->n ? r->keys[i] : NULL;
+}
+
+int blo_length(blo_state *S, const char *path, size_t *n) {
+  if (!S) return BLO_ERROR_ARGUMENT;
+  clear_error(S);
+  value *v = resolve(S, path);
+  if (!v) return not_found(S, path);
+  if (!n) return api_error(S, BLO_ERROR_ARGUMENT, "blo_length: no output pointer%s", "");
+  if (v->kind == V_LIST) *n = (size_t)((olist *)v->u.o)->n;
+  else if (v->kind == V_REC) *n = (size_t)((orec *)v->u.o)->n;
+  else return wrong_kind(S, path, v, "a list or a record");
+  return BLO_OK;
+}
+
+/* One line of help per keyword, for :help NAME and completion in hosts. */
+static const char *const keyword_help[][2] = {
+  {"let", "let NAME = expr: a new binding in the current scope"},
+  {"fn", "fn NAME(a, b) = expr  or  fn NAME(a, b) { ... }: define a function"},
+  {"if", "if cond { ... } else { ... }"},
+  {"else", "if cond { ... } else { ... }  (else stays on the line of the closing })"},
+  {"for", "for i in a..b { ... }  or  for x in T { ... }"},
+  {"in", "for x in T { ... }; in a problem: outer x : [2] = init in [lo, hi] (a box)"},
+  {"while", "while cond { ... }"},
+  {"break", "leave the innermost loop"},
+  {"continue", "next iteration of the innermost loop"},
+  {"return", "return expr: leave the function with a value"},
+  {"print", "print e1, e2, ...: values separated by a space, then a newline"},
+  {"problem", "problem NAME { outer ..., inner ..., inner minimize ..., outer minimize ... }"},
+  {"outer", "outer NAME : [shape] = init: an outer variable; outer minimize expr: the outer objective"},
+  {"inner", "inner NAME : [shape] = init: an inner variable; inner minimize expr: the inner objective"},
+  {"minimize", "inner minimize expr / outer minimize expr: an objective of a problem"},
+  {"maximize", "inner maximize expr / outer maximize expr: an objective to maximize"},
+  {"every", "every outer let NAME = expr / every inner let NAME = expr: redraw once per step"},
+  {"solve", "solve NAME with { options }: run a bilevel problem, returns a result record"},
+  {"with", "solve NAME with { options }"},
+  {"true", "the number 1"},
+  {"false", "the number 0"},
+};
+
+int blo_keyword_info(size_t i, const char **name, const char **doc) {
+  if (i >= sizeof keyword_help / sizeof keyword_help[0]) return 0;
+  if (name) *name = keyword_help[i][0];
+  if (doc) *doc = keyword_help[i][1];
+  return 1;
 }
 
 int blo_builtin_info(size_t i, const char **name, const char **sig, const char **doc) {

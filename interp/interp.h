@@ -66,6 +66,7 @@ struct blo_state {
   volatile sig_atomic_t *interrupt;   /* set by a host signal handler: stop at next step */
   struct problem *problems;  /* every declared problem, freed at close */
   void *native_fns;          /* registered native functions (api.c) */
+  void *completions;         /* the candidates of the last blo_complete (complete.c) */
 };
 
 /* ---- errors ----
@@ -242,5 +243,8 @@ void interp_write(blo_state *S, const char *s, size_t n);
 int interp_solve_progress(blo_state *S, const ast_node *at, const blo_progress *p);
 /* The final report of a solve (p->done = 1); cannot fail or stop anything. */
 void interp_solve_done(blo_state *S, const blo_progress *p);
+/* Tells the host's figure hook (blo_set_figure_hook) that a figure file was
+ * written; format is "png", "svg" or "pdf". */
+void interp_figure_written(blo_state *S, const char *path, const char *format);
 
 #endif

@@ -1,6 +1,6 @@
 /* native.c: native functions registered by the host (blo_register), and the
  * per-state extension record behind S->native_fns that the embedding API
- * needs (returned strings, the progress callback).
+ * needs (returned strings, the progress callback, the figure hook).
  *
  * Builtins are called as fn(S, args, out) with no user-data pointer, so each
  * native slot gets its own trampoline that knows its index: a call finds its
@@ -30,6 +30,8 @@ typedef struct host_ext {
   char *text;                  /* the last string returned by the API (malloc'd) */
   blo_progress_fn progress;
   void *progress_ud;
+  blo_figure_fn figure;
+  void *figure_ud;
 } host_ext;
 
 static host_ext *ext(blo_state *S) { return (host_ext *)S->native_fns; }
@@ -79,6 +81,17 @@ void blo_set_progress(blo_state *S, blo_progress_fn fn, void *ud) {
   if (!S) return;
   ext(S)->progress = fn;
   ext(S)->progress_ud = ud;
+}
+
+void blo_set_figure_hook(blo_state *S, blo_figure_fn fn, void *ud) {
+  if (!S) return;
+  ext(S)->figure = fn;
+  ext(S)->figure_ud = ud;
+}
+
+void interp_figure_written(blo_state *S, const char *path, const char *format) {
+  host_ext *x = ext(S);
+  if (x->figure) x->figure(x->figure_ud, path, format);
 }
 
 void ext_swap_progress(blo_state *S, blo_progress_fn *fn, void **ud) {

@@ -25,37 +25,7 @@ static size_t pending_len;
 static char *line_in;
 static int got_line, at_eof;
 
-static const char *const keywords[] = {
-  "let", "fn", "if", "else", "for", "in", "while", "break", "continue", "return", "print",
-  "problem", "outer", "inner", "minimize", "maximize", "every", "solve", "with", "true", "false", NULL
-};
-
 static const char *const commands[] = {"help", "vars", "load", "reset", "quit", NULL};
-
-/* One line of help per keyword, for :help NAME. */
-static const char *const keyword_help[][2] = {
-  {"let", "let NAME = expr: a new binding in the current scope"},
-  {"fn", "fn NAME(a, b) = expr  or  fn NAME(a, b) { ... }: define a function"},
-  {"if", "if cond { ... } else { ... }"},
-  {"else", "if cond { ... } else { ... }  (else stays on the line of the closing })"},
-  {"for", "for i in a..b { ... }  or  for x in T { ... }"},
-  {"in", "for x in T { ... }; in a problem: outer x : [2] = init in [lo, hi] (a box)"},
-  {"while", "while cond { ... }"},
-  {"break", "leave the innermost loop"},
-  {"continue", "next iteration of the innermost loop"},
-  {"return", "return expr: leave the function with a value"},
-  {"print", "print e1, e2, ...: values separated by a space, then a newline"},
-  {"problem", "problem NAME { outer ..., inner ..., inner minimize ..., outer minimize ... }"},
-  {"outer", "outer NAME : [shape] = init: an outer variable; outer minimize expr: the outer objective"},
-  {"inner", "inner NAME : [shape] = init: an inner variable; inner minimize expr: the inner objective"},
-  {"minimize", "inner minimize expr / outer minimize expr: an objective of a problem"},
-  {"maximize", "inner maximize expr / outer maximize expr: an objective to maximize"},
-  {"every", "every outer let NAME = expr / every inner let NAME = expr: redraw once per step"},
-  {"solve", "solve NAME with { options }: run a bilevel problem, returns a result record"},
-  {"with", "solve NAME with { options }"},
-  {"true", "the number 1"},
-  {"false", "the number 0"},
-};
 
 /* ---- completion ---- */
 
@@ -96,8 +66,8 @@ static char *cand_gen(const char *text, int state) {
 }
 
 static void add_names(const char *text) {
-  for (int i = 0; keywords[i]; i++) cand_add(NULL, keywords[i], text);
   const char *name;
+  for (size_t i = 0; blo_keyword_info(i, &name, NULL); i++) cand_add(NULL, name, text);
   for (size_t i = 0; blo_builtin_info(i, &name, NULL, NULL); i++) cand_add(NULL, name, text);
   size_t it = 0;
   while ((name = blo_next_global(sess, &it)) != NULL) cand_add(NULL, name, text);
@@ -120,24 +90,21 @@ static char **complete(const char *text, int start, int end) {
       add_names(text);
     }
   } else {
-    const char *dot = strrchr(text, '.');
-    if (dot) {
-      /* record fields after `name.` (or `name.sub.`): pre is the text up to
-       * and including the last dot, path the same without it */
-      size_t pl = (size_t)(dot - text) + 1;
-      char *pre = strdup(text), *path = strdup(text);
-      if (pre && path) {
-        pre[pl] = 0;
-        path[pl - 1] = 0;
-        const char *f;
-        for (size_t i = 0; (f = blo_field_name(sess, path, i)) != NULL; i++) cand_add(pre, f, text);
-      }
-      free(pre);
-      free(path);
-      rl_completion_append_character = '\0';
-    } else {
-      add_names(text);
+    /* blo_complete reads the context: the earlier lines of an unfinished
+     * entry, then this line up to the cursor */
+    size_t pl = pending ? pending_len : 0;
+    char *src = malloc(pl + (size_t)end + 1);
+    if (src) {
+      if (pl) memcpy(src, pending, pl);
+      memcpy(src + pl, rl_line_buffer, (size_t)end);
+      src[pl + (size_t)end] = 0;
+      size_t ws, n = blo_complete(sess, src, pl + (size_t)end, &ws);
+      /* readline replaces `text`; use the candidates when both agree on the word */
+      if (pl + (size_t)end - ws == (size_t)(end - start))
+        for (size_t i = 0; i < n; i++) cand_add(NULL, blo_completion(sess, i), text);
+      free(src);
     }
+    if (strchr(text, '.')) rl_completion_append_character = '\0';
   }
   if (!ncands) return NULL;
   return rl_completion_matches(text, cand_gen);
@@ -197,9 +164,10 @@ static void cmd_help(const char *arg) {
     printf("%s\n  %s\n", sig, doc);
     return;
   }
-  for (size_t i = 0; i < sizeof keyword_help / sizeof keyword_help[0]; i++)
-    if (strcmp(keyword_help[i][0], arg) == 0) {
-      printf("%s (keyword)\n  %s\n", arg, keyword_help[i][1]);
+  const char *kw;
+  for (size_t i = 0; blo_keyword_info(i, &kw, &doc); i++)
+    if (strcmp(kw, arg) == 0) {
+      printf("%s (keyword)\n  %s\n", arg, doc);
       return;
     }
   const char *d = blo_describe(sess, arg);

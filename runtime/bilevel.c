@@ -1014,6 +1014,11 @@ static const char *const solve_keys[] = {
   "hypergrad", "proximal", "seed", "trace", "quiet", "inner_starts", "inner_spread", "certificate",
   "constraint_rho", NULL,
 };
+
+/* The i-th option name of solve (NULL past the end), for completion. */
+const char *bilevel_solve_key(size_t i) {
+  return i < sizeof solve_keys / sizeof solve_keys[0] ? solve_keys[i] : NULL;
+}
 /* hypergrad() / check_hypergrad() take the inner-loop subset (plus h, against). */
 static const char *const hg_keys[] = {"start", "inner_steps", "inner_tol", "inner_opt", "proximal", "seed", "info",
                                       "inner_starts", "inner_spread", "certificate",

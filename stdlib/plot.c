@@ -1079,6 +1079,38 @@ static void linear_ticks(const tickctx *tc, axis *ax, double lo, double hi, int 
   }
 }
 
+/* 1 if the labels reach near both ends of the axis: neither end has a
+ * quarter of the axis without a label (a reader must be able to read values
+ * anywhere along it). */
+static int ticks_cover(const axis *ax) {
+  double span = ax->hi - ax->lo;
+  if (ax->nt < 2) return 0;
+  return ax->t[0].v - ax->lo <= 0.25 * span && ax->hi - ax->t[ax->nt - 1].v <= 0.25 * span;
+}
+
+/* Labels at d x 10^k for the digits d of the densest set that fits (1..9,
+ * then 1-2-3-5, 1-2-5, 1-3, 1) and, when cover is set, also reaches both
+ * ends.  Returns 1 with the ticks in ax, 0 (ax->t then undefined) if none. */
+static int sub_decade_ticks(const tickctx *tc, axis *ax, int cover) {
+  static const int sets[5][10] = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 0}, {1, 2, 3, 5, 0}, {1, 2, 5, 0}, {1, 3, 0}, {1, 0}};
+  double lo = ax->lo, hi = ax->hi;
+  for (int si = 0; si < 5; si++) {
+    ax->nt = 0;
+    for (int d = (int)floor(lo) - 1; d <= (int)ceil(hi); d++)
+      for (int k = 0; sets[si][k] && ax->nt < MAX_TICKS; k++) {
+        double val = sets[si][k] * pow(10, d);
+        double v = log10(val);
+        if (v < lo - 1e-9 || v > hi + 1e-9) continue;
+        tick *t = &ax->t[ax->nt++];
+        t->v = v;
+        fmt_plain(t->txt, sizeof t->txt, val);
+        t->sup[0] = 0;
+      }
+    if (ax->nt >= 3 && ticks_fit(tc, ax) && (!cover || ticks_cover(ax))) return 1;
+  }
+  return 0;
+}
+
 static void log_ticks(const tickctx *tc, axis *ax) {
   ax->mult = 0;
   ax->nminor = 0;
@@ -1109,6 +1141,17 @@ static void log_ticks(const tickctx *tc, axis *ax) {
       if (ax->nt >= 2 && ticks_fit(tc, ax)) break;
       if (ax->nt < 2) break;
     }
+    /* Two or three decades whose labels leave an end bare (0.05 .. 3 is
+     * labelled 0.1 and 1 only): digits inside the decades, if they fit. */
+    if (plain && hi - lo <= 3 && !ticks_cover(ax)) {
+      tick saved[MAX_TICKS];
+      int nsaved = ax->nt;
+      memcpy(saved, ax->t, sizeof saved);
+      if (!sub_decade_ticks(tc, ax, 1)) {
+        memcpy(ax->t, saved, sizeof saved);
+        ax->nt = nsaved;
+      }
+    }
     /* minor ticks: 2..9 x 10^k, or the skipped decades */
     if (stride == 1 && (hi - lo) <= 12) {
       for (int d = (int)floor(lo); d <= (int)ceil(hi); d++)
@@ -1121,22 +1164,8 @@ static void log_ticks(const tickctx *tc, axis *ax) {
     }
     return;
   }
-  /* less than two decades: 1-2-5 (or every digit) within the range */
-  static const int sets[3][10] = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 0}, {1, 2, 5, 0}, {1, 0}};
-  for (int si = 0; si < 3; si++) {
-    ax->nt = 0;
-    for (int d = (int)floor(lo) - 1; d <= (int)ceil(hi); d++)
-      for (int k = 0; sets[si][k] && ax->nt < MAX_TICKS; k++) {
-        double val = sets[si][k] * pow(10, d);
-        double v = log10(val);
-        if (v < lo - 1e-9 || v > hi + 1e-9) continue;
-        tick *t = &ax->t[ax->nt++];
-        t->v = v;
-        fmt_plain(t->txt, sizeof t->txt, val);
-        t->sup[0] = 0;
-      }
-    if (ax->nt >= 3 && ticks_fit(tc, ax)) return;
-  }
+  /* less than two decades: labels inside the decade(s), reaching both ends */
+  if (sub_decade_ticks(tc, ax, 1) || sub_decade_ticks(tc, ax, 0)) return;
   /* a narrow range: linear ticks on the values */
   linear_ticks(tc, ax, pow(10, lo), pow(10, hi), 1);
 }
@@ -1941,11 +1970,71 @@ static int opt_str(blo_state *S, callargs *a, const char *name, const char **out
   return EV_OK;
 }
 
+/* The labelled tick values of an axis (data space) as a vector, or [] when
+ * it has none (an image grid). */
+static int axis_value(blo_state *S, const axis *ax, int ticks, value *out) {
+  double buf[MAX_TICKS];
+  size_t n = 0;
+  if (ticks) {
+    for (int i = 0; i < ax->nt; i++) buf[n++] = ax->log ? pow(10, ax->t[i].v) : ax->t[i].v;
+  } else {
+    buf[n++] = ax->log ? pow(10, ax->lo) : ax->lo;
+    buf[n++] = ax->log ? pow(10, ax->hi) : ax->hi;
+  }
+  /* 15 digits: a label's value reads back as written (0.2, not
+   * 0.20000000000000004 from 10^log10(0.2)), and -0 as 0 */
+  for (size_t i = 0; i < n; i++) {
+    char num[32];
+    snprintf(num, sizeof num, "%.15g", buf[i]);
+    buf[i] = strtod(num, NULL) + 0.0;
+  }
+  if (n == 0) {
+    olist *l = list_new(S, 0);
+    if (!l) return -1;
+    *out = v_nil();
+    out->kind = V_LIST;
+    out->u.o = &l->h;
+    return 0;
+  }
+  blo_tensor *t = tn_from(&S->tn, 1, &n, buf);
+  if (!t) return -1;
+  *out = v_tensor(t);
+  return 0;
+}
+
+/* plot(..., info = true): what was drawn, for checks of a figure:
+ * {xlim = [lo, hi], ylim = [lo, hi], xticks = [...], yticks = [...]}, the
+ * axis ranges and the labelled tick values in data units. */
+static int layout_record(blo_state *S, callargs *a, const fig *F, value *out) {
+  orec *rec = rec_new(S);
+  if (!rec) return oom(S, a);
+  value rv = v_nil();
+  rv.kind = V_REC;
+  rv.u.o = &rec->h;
+  static const char *const names[] = {"xlim", "ylim", "xticks", "yticks"};
+  for (int i = 0; i < 4; i++) {
+    value v;
+    const axis *ax = i % 2 ? &F->ay : &F->ax;
+    if (F->nim && i < 2) {   /* an image grid has no data axes */
+      if (axis_value(S, ax, 1, &v)) goto fail;
+    } else if (axis_value(S, ax, i >= 2 || F->nim, &v)) {
+      goto fail;
+    }
+    if (rec_set(S, rec, names[i], v)) goto fail;
+  }
+  *out = rv;
+  return EV_OK;
+fail:
+  v_release(S, &rv);
+  if (S->err.status == BLO_ERROR_MEMORY) return EV_ERR;
+  return oom(S, a);
+}
+
 static int bi_plot(blo_state *S, callargs *a, value *out) {
   static const char *const allowed[] = {
     "x", "y", "labels", "kind", "color", "classes", "marker", "dash", "alpha", "size", "series",
     "xlabel", "ylabel", "title", "logx", "logy", "xlim", "ylim", "equal", "grid", "legend",
-    "width", "height", "images", "cmap", "range", "ncols", NULL};
+    "width", "height", "images", "cmap", "range", "ncols", "info", NULL};
   if (arg_check_named(S, a, allowed)) return EV_ERR;
   const char *path;
   if (arg_str(S, a, 0, &path)) return EV_ERR;
@@ -2028,9 +2117,15 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
   data_range(&F, &F.ay, 0);
 draw:
   if (rc == EV_OK) rc = write_figure(S, a, &F, path, fmt);
+  if (rc == EV_OK) interp_figure_written(S, path, fmt == FMT_PNG ? "png" : fmt == FMT_SVG ? "svg" : "pdf");
+  if (rc == EV_OK) {
+    int info = 0;
+    rc = named_bool(S, a, "info", 0, &info);
+    *out = v_nil();
+    if (rc == EV_OK && info) rc = layout_record(S, a, &F, out);
+  }
 done:
   fig_free(&F);
-  if (rc == EV_OK) *out = v_nil();
   return rc;
 }
 
@@ -2038,8 +2133,8 @@ done:
 
 static const builtin_def plot_builtins[] = {
   {"plot", bi_plot, 1, 1,
-   "plot(path, x =, y =, labels =, kind = \"line\", xlabel =, ylabel =, title =, logx =, logy =, series =, images =)",
-   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file", 0},
+   "plot(path, x =, y =, labels =, kind = \"line\", xlabel =, ylabel =, title =, logx =, logy =, series =, images =, info = false)",
+   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file; info = true: returns {xlim, ylim, xticks, yticks}", 0},
 };
 
 enum { NPLOT = sizeof plot_builtins / sizeof plot_builtins[0] };

@@ -193,6 +193,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
               "a global defined after the input reads back wrong", rc2, S);
   }
 
+  /* Completion reads the input as an entry typed so far, with whatever the
+   * script defined: every candidate must start like the word it completes. */
+  char *text = malloc(size + 1);
+  if (text) {
+    memcpy(text, data, size);
+    text[size] = 0;
+    size_t cursor = strlen(text) / 2, start = 0;
+    size_t n = blo_complete(S, text, cursor, &start);
+    invariant(start <= cursor, "completion starts after the cursor", 0, S);
+    for (size_t i = 0; i < n; i++) {
+      const char *c = blo_completion(S, i);
+      invariant(c && strncmp(c, text + start, cursor - start) == 0, "a candidate does not extend the word", 0, S);
+    }
+    free(text);
+  }
+
   blo_close(S);
   if (hp.used != 0) {
     fprintf(stderr, "fuzz_eval: %zu bytes still allocated through realloc_fn after blo_close\n", hp.used);

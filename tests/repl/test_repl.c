@@ -333,6 +333,18 @@ static void basics(void) {
   CHECK(&se, "linspa\t(0, 1, 3)\r", "[0, 0.5, 1]", "Tab completes a builtin");
   CHECK(&se, "whil\t0 { }\r", "blo> ", "Tab completes a keyword");
   CHECK(&se, ":he\t sum\r", "sum(x, axis = all)", "Tab completes a command");
+  /* context: after `solve` the problems only, after `hypergrad =` the methods,
+   * inside `with { }` the options (each word alone would be ambiguous or unknown) */
+  CHECK(&se, "problem uniqprob {\r", "...> ", "open a problem");
+  CHECK(&se, "outer x : [1] = [1]\r", "...> ", "problem line");
+  CHECK(&se, "inner y : [1] = [0]\r", "...> ", "problem line");
+  CHECK(&se, "inner minimize sum((y - x)^2)\r", "...> ", "problem line");
+  CHECK(&se, "outer minimize sum(y^2)\r", "...> ", "problem line");
+  CHECK(&se, "}\r", "blo> ", "close the problem");
+  CHECK(&se, "let uniq_not_problem = 1\r", "blo> ", "a variable sharing the prefix");
+  CHECK(&se, "let rz = solve uniq\twith {outer_st\t= 2, inner_steps = 1, hypergrad = c\t()}\r", "blo> ",
+        "Tab completes a problem, an option and a method");
+  CHECK(&se, "rz.steps\r", "\n2\n", "the completed solve ran");
   /* Ctrl-C at the prompt clears the line */
   send_keys(&se, "garbage text here");   /* at the prompt the last CHECK waited for */
   check(expect(&se, "garbage text here"), "typed text is shown");

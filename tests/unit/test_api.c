@@ -539,6 +539,149 @@ START_TEST(builtin_table_and_help) {
 }
 END_TEST
 
+/* Paths index lists ("l[1]", "r.hist[0].x"); blo_length counts items and
+ * fields; malformed indexes and indexes past the end name nothing. */
+START_TEST(list_paths_and_length) {
+  blo_state *S = open_capturing();
+  ck_assert_int_eq(run(S, "let l = [{a = 1}, \"two\", [\"x\", [4, 5]], {x = 6, hist = [{y = 7}]}]\n"
+                          "let r = {hist = [{x = 8}, {x = 9}], e = []}\nlet n = 1"), BLO_OK);
+  size_t n = 99;
+  ck_assert_int_eq(blo_length(S, "l", &n), BLO_OK);
+  ck_assert_uint_eq(n, 4);
+  ck_assert_double_eq(num(S, "l[0].a"), 1);
+  const char *str;
+  ck_assert_int_eq(blo_get_string(S, "l[1]", &str), BLO_OK);
+  ck_assert_str_eq(str, "two");
+  ck_assert_int_eq(blo_length(S, "l[2]", &n), BLO_OK);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_int_eq(blo_get_string(S, "l[2][0]", &str), BLO_OK);
+  ck_assert_str_eq(str, "x");
+  double v[2];
+  ck_assert_int_eq(blo_get_tensor(S, "l[2][1]", v, 2), BLO_OK);
+  ck_assert_double_eq(v[0], 4);
+  ck_assert_double_eq(v[1], 5);
+  ck_assert_double_eq(num(S, "l[3].x"), 6);
+  ck_assert_double_eq(num(S, "l[3].hist[0].y"), 7);
+  ck_assert_double_eq(num(S, "r.hist[1].x"), 9);
+  ck_assert_int_eq(blo_length(S, "r", &n), BLO_OK);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_int_eq(blo_length(S, "r.e", &n), BLO_OK);
+  ck_assert_uint_eq(n, 0);
+  blo_kind k;
+  ck_assert_int_eq(blo_kind_of(S, "l[3]", &k), BLO_OK);
+  ck_assert_int_eq(k, BLO_RECORD);
+  ck_assert_str_eq(blo_field_name(S, "l[3]", 1), "hist");
+  static const char *const bad[] = {"l[4]", "l[-1]", "l[]", "l[1", "l[ 1]", "l[0x1]", "l[1]x", "l.[0]",
+                                    "n[0]", "r.hist[2]", "l[0].x", "l[2][1][0]", "l[99999999999]", "[0]", "r.e[0]", "l[2]."};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    double x;
+    ck_assert_msg(blo_get_number(S, bad[i], &x) == BLO_ERROR_ARGUMENT, "%s", bad[i]);
+    ck_assert_msg(strstr(blo_last_error(S)->message, "no value named") != NULL, "%s: %s", bad[i],
+                  blo_last_error(S)->message);
+  }
+  ck_assert_int_eq(blo_length(S, "n", &n), BLO_ERROR_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "not a list or a record"));
+  ck_assert_int_eq(blo_length(S, "l[1]", &n), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_length(S, "nothing", &n), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_length(S, "l", NULL), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_length(NULL, "l", &n), BLO_ERROR_ARGUMENT);
+  blo_close(S);
+}
+END_TEST
+
+/* The keyword table: each name is a keyword (a script cannot bind it), has
+ * a line of documentation, and appears once. */
+START_TEST(keyword_table) {
+  blo_state *S = open_capturing();
+  const char *name, *doc, *other;
+  size_t i = 0;
+  for (; blo_keyword_info(i, &name, &doc); i++) {
+    ck_assert_ptr_nonnull(doc);
+    ck_assert_int_gt(strlen(doc), 5);
+    for (size_t j = 0; j < i; j++) {
+      ck_assert_int_eq(blo_keyword_info(j, &other, NULL), 1);
+      ck_assert_str_ne(other, name);
+    }
+    char src[64];
+    snprintf(src, sizeof src, "let %s = 1", name);
+    ck_assert_msg(run(S, src) == BLO_ERROR_SYNTAX, "'%s' is not a keyword", name);
+    ck_assert_int_eq(blo_set_number(S, name, 1), BLO_ERROR_ARGUMENT);
+  }
+  ck_assert_uint_eq(i, 21);
+  ck_assert_int_eq(blo_keyword_info(i, NULL, NULL), 0);
+  ck_assert_int_eq(blo_keyword_info((size_t)-1, &name, &doc), 0);
+  blo_close(S);
+}
+END_TEST
+
+/* The candidates of blo_complete joined by spaces, into buf. */
+static const char *completions(blo_state *S, const char *src, size_t *start) {
+  static char buf[4096];
+  size_t n = blo_complete(S, src, strlen(src), start), k = 0;
+  buf[0] = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *c = blo_completion(S, i);
+    ck_assert_ptr_nonnull(c);
+    k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", i ? " " : "", c);
+    ck_assert_uint_lt(k, sizeof buf);
+  }
+  ck_assert_ptr_null(blo_completion(S, n));
+  return buf;
+}
+
+START_TEST(context_completion) {
+  blo_state *S = open_capturing();
+  /* no candidate on a fresh state: nothing to sort (found by the fuzzer) */
+  ck_assert_uint_eq(blo_complete(S, "zzq_nothing", 11, NULL), 0);
+  ck_assert_ptr_null(blo_completion(S, 0));
+  ck_assert_int_eq(run(S, "problem pa {\n outer x : [1] = [1]\n inner y : [1] = [0]\n"
+                          " inner minimize sum((y - x)^2)\n outer minimize sum(y^2)\n}\n"
+                          "problem pb {\n outer x2 : [1] = [1]\n inner y2 : [1] = [0]\n"
+                          " inner minimize sum((y2 - x2)^2)\n outer minimize sum(y2^2)\n}\n"
+                          "let pc = 1\nlet rec = {alpha = 1, alps = {deep = 2, deeper = 3}, beta = 4}\n"
+                          "let whilst = 5"), BLO_OK);
+  size_t st = 99;
+  /* after solve: problems only (pc is a number) */
+  ck_assert_str_eq(completions(S, "let r = solve p", &st), "pa pb");
+  ck_assert_uint_eq(st, 14);
+  ck_assert_str_eq(completions(S, "solve ", &st), "pa pb");
+  ck_assert_uint_eq(st, 6);
+  /* the methods after hypergrad =, the optimizers after inner_opt = / outer_opt = */
+  ck_assert_str_eq(completions(S, "solve pa with {hypergrad = ", &st),
+                   "cg exact fo forward neumann penalty t1t2 ufo unroll");
+  ck_assert_str_eq(completions(S, "solve pa with {outer_steps = 3,\n  hypergrad=f", NULL), "fo forward");
+  ck_assert_str_eq(completions(S, "let r = solve pa with {inner_opt = ", NULL), "adam momentum sgd");
+  ck_assert_str_eq(completions(S, "solve pa with {outer_opt = s", NULL), "sgd");
+  /* option names at a field position of the record after with, across lines */
+  ck_assert_str_eq(completions(S, "let r = solve pa with {\n  outer_", &st), "outer_opt outer_steps outer_tol");
+  ck_assert_str_eq(completions(S, "solve pa with {start = \"cold\", inner_s", NULL), "inner_steps");
+  ck_assert_str_eq(completions(S, "solve pa with {hypergrad = cg(iters = 3, inner_", NULL),
+                   "");   /* inside cg( ): ordinary names, not the options */
+  ck_assert_str_eq(completions(S, "solve pa with {hypergrad = cg(iters = 3, whi", NULL), "while whilst");
+  ck_assert_str_eq(completions(S, "let z = {inner_", NULL), "");   /* a record not after with */
+  /* comparisons are not `option =` */
+  ck_assert_str_eq(completions(S, "let b = hypergrad == whi", NULL), "while whilst");
+  /* records: fields after a dot, nested */
+  ck_assert_str_eq(completions(S, "print rec.al", &st), "rec.alpha rec.alps");
+  ck_assert_uint_eq(st, 6);
+  ck_assert_str_eq(completions(S, "rec.alps.de", NULL), "rec.alps.deep rec.alps.deeper");
+  ck_assert_str_eq(completions(S, "rec.nothing.", NULL), "");
+  ck_assert_str_eq(completions(S, "pc.", NULL), "");
+  /* elsewhere: keywords, builtins, globals, sorted and distinct */
+  ck_assert_str_eq(completions(S, "whil", NULL), "while whilst");
+  ck_assert_str_eq(completions(S, "let q = linsp", NULL), "linspace");
+  ck_assert_str_eq(completions(S, "3.1", NULL), "");
+  /* the cursor bounds the text; text after it is ignored */
+  ck_assert_uint_eq(blo_complete(S, "whil + 1", 4, &st), 2);
+  ck_assert_uint_eq(st, 0);
+  ck_assert_uint_eq(blo_complete(S, "x", 99, &st), blo_complete(S, "x", 1, NULL));
+  ck_assert_uint_eq(blo_complete(NULL, "x", 1, &st), 0);
+  ck_assert_uint_eq(blo_complete(S, NULL, 0, NULL), 0);
+  ck_assert_ptr_null(blo_completion(NULL, 0));
+  blo_close(S);
+}
+END_TEST
+
 /* ---- interactive helpers ---- */
 
 START_TEST(repl_echo) {
@@ -1310,6 +1453,9 @@ int main(void) {
   tcase_add_test(tc, records_strings_and_paths);
   tcase_add_test(tc, globals_iteration_and_args);
   tcase_add_test(tc, builtin_table_and_help);
+  tcase_add_test(tc, list_paths_and_length);
+  tcase_add_test(tc, keyword_table);
+  tcase_add_test(tc, context_completion);
   tcase_add_test(tc, repl_echo);
   tcase_add_test(tc, input_completeness);
   tcase_add_test(tc, interrupt_flag_stops_loops);

@@ -316,6 +316,126 @@ START_TEST(degenerate_data) {
 }
 END_TEST
 
+/* The figure hook hears of every figure written, with its path and format,
+ * in order, and of nothing when plot fails or after it is removed. */
+typedef struct { int n; char path[4][512]; char fmt[4][8]; } figs_seen;
+
+static void on_figure(void *ud, const char *path, const char *format) {
+  figs_seen *f = ud;
+  if (f->n < 4) {
+    snprintf(f->path[f->n], sizeof f->path[0], "%s", path);
+    snprintf(f->fmt[f->n], sizeof f->fmt[0], "%s", format);
+  }
+  f->n++;
+}
+
+START_TEST(figure_hook_sees_each_figure) {
+  blo_state *S = open_state(1);
+  figs_seen f;
+  memset(&f, 0, sizeof f);
+  blo_set_figure_hook(S, on_figure, &f);
+  ck_assert_int_eq(run(S, "plot(\"@/h1.png\", y = [1, 2])\nplot(\"@/h2.SVG\", y = [1, 2])\n"
+                          "plot(\"@/h3.pdf\", y = [1, 2])"), BLO_OK);
+  ck_assert_int_eq(f.n, 3);
+  ck_assert_str_eq(f.path[0], path_of("h1.png"));
+  ck_assert_str_eq(f.fmt[0], "png");
+  ck_assert_str_eq(f.path[1], path_of("h2.SVG"));
+  ck_assert_str_eq(f.fmt[1], "svg");
+  ck_assert_str_eq(f.fmt[2], "pdf");
+  ck_assert(file_starts_with(f.path[0], "\x89PNG"));
+  /* a failed plot (bad option, unwritable path) calls nothing */
+  ck_assert_int_eq(run(S, "plot(\"@/h4.png\", y = [1, 2], nonsense = 1)"), BLO_ERROR_RUNTIME);
+  ck_assert_int_eq(run(S, "plot(\"@/no/such/dir/h5.png\", y = [1, 2])"), BLO_ERROR_RUNTIME);
+  ck_assert_int_eq(f.n, 3);
+  blo_set_figure_hook(S, NULL, NULL);
+  ck_assert_int_eq(run(S, "plot(\"@/h6.png\", y = [1, 2])"), BLO_OK);
+  ck_assert_int_eq(f.n, 3);
+  blo_set_figure_hook(NULL, on_figure, &f);   /* ignored */
+  blo_close(S);
+}
+END_TEST
+
+/* Reads the vector at path (at most 64 values); returns its length. */
+static size_t vec(blo_state *S, const char *path, double *v) {
+  int rank;
+  size_t shape[6];
+  ck_assert_int_eq(blo_get_shape(S, path, &rank, shape), BLO_OK);
+  ck_assert_int_eq(rank, 1);
+  ck_assert_uint_le(shape[0], 64);
+  ck_assert_int_eq(blo_get_tensor(S, path, v, 64), BLO_OK);
+  return shape[0];
+}
+
+/* Labelled ticks inside the axis, and reaching near both ends: neither end
+ * has a quarter of the axis (in axis space) without a label. */
+static void check_axis(blo_state *S, const char *lim, const char *ticks, int log) {
+  double l[64], t[64];
+  ck_assert_uint_eq(vec(S, lim, l), 2);
+  size_t n = vec(S, ticks, t);
+  ck_assert_uint_ge(n, 2);
+  double a = log ? log10(l[0]) : l[0], b = log ? log10(l[1]) : l[1];
+  for (size_t i = 0; i < n; i++) {
+    ck_assert(t[i] >= l[0] && t[i] <= l[1]);
+    if (i) ck_assert(t[i] > t[i - 1]);
+  }
+  double t0 = log ? log10(t[0]) : t[0], t1 = log ? log10(t[n - 1]) : t[n - 1];
+  ck_assert_msg(t0 - a <= 0.25 * (b - a), "%s: no label in the lowest quarter (first at %g, axis from %g)", ticks,
+                t[0], l[0]);
+  ck_assert_msg(b - t1 <= 0.25 * (b - a), "%s: no label in the highest quarter (last at %g, axis to %g)", ticks,
+                t[n - 1], l[1]);
+}
+
+/* plot(..., info = true) returns the axes drawn.  Log axes spanning less
+ * than two decades, or two to three, are labelled near both ends (a loss
+ * curve from 2.7 down to 0.22 used to be labelled 0.5, 1, 2 only), and the
+ * ranges hold every point without running far beyond the data. */
+START_TEST(info_axes_cover_the_data) {
+  blo_state *S = open_state(1);
+  static const char *const cases[] = {
+    "[2.7, 0.6, 0.35, 0.3, 0.25, 0.24, 0.23, 0.22]", "[0.05, 0.4, 3]", "[0.011, 0.5, 0.9]",
+    "[1.2, 1.9]", "[3e-5, 2e-2]", "[7, 70, 700, 7000, 7e4, 7e5]", NULL};
+  for (int i = 0; cases[i]; i++) {
+    char src[512];
+    snprintf(src, sizeof src,
+             "let y = %s\nlet r = plot(\"@/i%d.png\", x = 0..len(y), y = y, logy = true, info = true)", cases[i], i);
+    ck_assert_msg(run(S, src) == BLO_OK, "%s", blo_last_error(S)->message);
+    check_axis(S, "r.ylim", "r.yticks", 1);
+    check_axis(S, "r.xlim", "r.xticks", 0);
+    double y[64], l[64];
+    size_t n = vec(S, "y", y);
+    vec(S, "r.ylim", l);
+    double lo = INFINITY, hi = -INFINITY;
+    for (size_t k = 0; k < n; k++) {
+      ck_assert(y[k] >= l[0] && y[k] <= l[1]);   /* every point inside */
+      lo = fmin(lo, y[k]);
+      hi = fmax(hi, y[k]);
+    }
+    /* and the padding is small: 4% of the data's span in axis space each side */
+    double span = log10(hi) - log10(lo);
+    ck_assert_double_eq_tol(log10(lo) - log10(l[0]), 0.04 * span, 1e-9);
+    ck_assert_double_eq_tol(log10(l[1]) - log10(hi), 0.04 * span, 1e-9);
+  }
+  /* linear axes too; labels are the values as written */
+  ck_assert_int_eq(run(S, "let r = plot(\"@/lin.png\", x = [0, 1], y = [-0.3, 0.7], info = true)"), BLO_OK);
+  check_axis(S, "r.ylim", "r.yticks", 0);
+  double t[64];
+  size_t n = vec(S, "r.yticks", t);
+  for (size_t k = 0; k < n; k++) ck_assert_double_eq(t[k] * 10, round(t[k] * 10));   /* 0.1 steps, exact */
+  /* an image grid has no data axes; without info plot returns nothing */
+  ck_assert_int_eq(run(S, "let g = plot(\"@/img.png\", images = [eye(3)], info = true)\n"
+                          "let none = plot(\"@/plain.png\", y = [1, 2])"), BLO_OK);
+  size_t len = 99;
+  ck_assert_int_eq(blo_length(S, "g.xticks", &len), BLO_OK);
+  ck_assert_uint_eq(len, 0);
+  blo_kind k;
+  ck_assert_int_eq(blo_kind_of(S, "none", &k), BLO_OK);
+  ck_assert_int_eq(k, BLO_NIL);
+  ck_assert_int_eq(run(S, "plot(\"@/bad.png\", y = [1, 2], info = \"yes\")"), BLO_ERROR_RUNTIME);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "info"));
+  blo_close(S);
+}
+END_TEST
+
 #else
 
 START_TEST(without_cairo_reports) {
@@ -338,6 +458,8 @@ int main(void) {
   tcase_add_test(tc, svg_and_pdf_written);
   tcase_add_test(tc, errors_are_located);
   tcase_add_test(tc, degenerate_data);
+  tcase_add_test(tc, figure_hook_sees_each_figure);
+  tcase_add_test(tc, info_axes_cover_the_data);
 #else
   tcase_add_test(tc, without_cairo_reports);
 #endif
