@@ -5,8 +5,13 @@
 # nonzero exit code is a failure.  Its figures and CSV file must be written.
 # Examples that need Fashion-MNIST are skipped when it is not installed
 # (Debian package dataset-fashion-mnist, or FASHION_MNIST=dir).
+# Examples that need the MNIST digits are skipped when they are absent
+# (`make mnist` writes them to data/mnist; or MNIST_DIR=dir); they get the
+# directory as their second argument.
 BLO=${BLO:-$(pwd)/blo}
 SRCDIR=${SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+MNIST=${MNIST_DIR:-$SRCDIR/data/mnist}
+case $MNIST in /*) ;; *) MNIST=$(pwd)/$MNIST ;; esac
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 pass=0
@@ -22,7 +27,9 @@ for spec in \
   "hyperopt_ridge: hyperopt_ridge.csv hyperopt_ridge.png" \
   "distill_fashion: distill_fashion.csv distill_fashion.png" \
   "penalty_denoise: penalty_denoise.csv penalty_denoise.png" \
-  "fewshot_cnn: fewshot_cnn.csv fewshot_cnn_methods.csv fewshot_cnn.png"; do
+  "fewshot_cnn: fewshot_cnn.csv fewshot_cnn_methods.csv fewshot_cnn.png" \
+  "distill_mnist: distill_mnist.csv distill_mnist.png" \
+  "poison_penalty: poison_penalty.csv poison_penalty.png"; do
   name=${spec%%:*}
   files=${spec#*:}
   f="$SRCDIR/examples/$name.blo"
@@ -33,17 +40,22 @@ for spec in \
         skip=$((skip + 1)); echo "SKIP $name: Fashion-MNIST is not installed"; continue
       fi ;;
   esac
-  # fewshot_cnn reads the IDX files from its second argument (FASHION_MNIST or the default)
-  dir_arg=""
+  # fewshot_cnn reads the IDX files, the MNIST examples the .npy digits, from their second argument
+  dataarg=""
   case $name in
     fewshot_cnn)
-      dir_arg=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-      if [ ! -r "$dir_arg/t10k-images-idx3-ubyte.gz" ]; then
+      dataarg=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+      if [ ! -r "$dataarg/t10k-images-idx3-ubyte.gz" ]; then
         skip=$((skip + 1)); echo "SKIP $name: Fashion-MNIST is not installed"; continue
       fi ;;
+    distill_mnist|poison_penalty)
+      if [ ! -f "$MNIST/images.npy" ] || [ ! -f "$MNIST/labels.npy" ]; then
+        skip=$((skip + 1)); echo "SKIP $name: no MNIST digits in $MNIST (make mnist)"; continue
+      fi
+      dataarg=$MNIST ;;
   esac
   mkdir -p "$tmp/$name"
-  (cd "$tmp/$name" && "$BLO" "$f" fast ${dir_arg:+"$dir_arg"} >out 2>err </dev/null)
+  (cd "$tmp/$name" && "$BLO" "$f" fast ${dataarg:+"$dataarg"} >out 2>err </dev/null)
   code=$?
   ok=1
   if [ "$code" -ne 0 ]; then
