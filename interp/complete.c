@@ -165,7 +165,9 @@ size_t blo_complete(blo_state *S, const char *src, size_t cursor, size_t *start)
       const hg_method *m;
       for (size_t i = 0; (m = hg_at(i)) != NULL; i++) cand_add(c, "", m->name, word, wl);
     } else if (after_eq && (strcmp(key, "inner_opt") == 0 || strcmp(key, "outer_opt") == 0)) {
-      for (int k = OPT_SGD; k <= OPT_ADAM; k++) cand_add(c, "", opt_name((bl_opt_kind)k), word, wl);
+      /* lbfgs and newton are inner solvers only (refused as outer_opt) */
+      int last = strcmp(key, "inner_opt") == 0 ? OPT_NEWTON : OPT_ADAM;
+      for (int k = OPT_SGD; k <= last; k++) cand_add(c, "", opt_name((bl_opt_kind)k), word, wl);
     } else if (ob >= 0 && src[ob] == '{' && q > 0 && (src[q - 1] == '{' || src[q - 1] == ',')) {
       /* a field name of the record right after `with`: the solve options
        * (a ',' inside a call in the record has that call's '(' innermost) */

@@ -650,11 +650,13 @@ START_TEST(context_completion) {
   ck_assert_str_eq(completions(S, "solve pa with {hypergrad = ", &st),
                    "cg exact fo forward neumann penalty t1t2 ufo unroll");
   ck_assert_str_eq(completions(S, "solve pa with {outer_steps = 3,\n  hypergrad=f", NULL), "fo forward");
-  ck_assert_str_eq(completions(S, "let r = solve pa with {inner_opt = ", NULL), "adam momentum sgd");
+  ck_assert_str_eq(completions(S, "let r = solve pa with {inner_opt = ", NULL), "adam lbfgs momentum newton sgd");
+  ck_assert_str_eq(completions(S, "let r = solve pa with {outer_opt = ", NULL), "adam momentum sgd");
   ck_assert_str_eq(completions(S, "solve pa with {outer_opt = s", NULL), "sgd");
   /* option names at a field position of the record after with, across lines */
   ck_assert_str_eq(completions(S, "let r = solve pa with {\n  outer_", &st), "outer_opt outer_steps outer_tol");
-  ck_assert_str_eq(completions(S, "solve pa with {start = \"cold\", inner_s", NULL), "inner_steps");
+  ck_assert_str_eq(completions(S, "solve pa with {start = \"cold\", inner_s", NULL),
+                   "inner_spread inner_starts inner_steps");
   ck_assert_str_eq(completions(S, "solve pa with {hypergrad = cg(iters = 3, inner_", NULL),
                    "");   /* inside cg( ): ordinary names, not the options */
   ck_assert_str_eq(completions(S, "solve pa with {hypergrad = cg(iters = 3, whi", NULL), "while whilst");
