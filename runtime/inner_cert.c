@@ -14,9 +14,17 @@
  * invariant subspace (beta = 0: the Ritz values are eigenvalues of H; for
  * n <= CERT_STEPS this happens by step n, so the estimate is exact up to
  * rounding), or after CERT_STEPS products.  With tol = CERT_TOL ||H||:
- *   theta < -tol              "saddle"   (H has an eigenvalue <= theta < 0)
+ *   theta < -tol, y stationary "saddle"  (H has an eigenvalue <= theta < 0)
+ *   theta < -tol, otherwise   "curvature" (negative curvature on the way:
+ *                             the inner loop stopped before a minimum)
  *   theta - residual >= -tol  "minimum"  (no negative curvature beyond tol found)
  *   otherwise                 "unknown"  (Lanczos did not converge far enough)
+ * y is stationary when |grad_y f| (the projected-gradient gap under a
+ * constraint) is at most max(inner_tol, CERT_STAT).  A saddle always warns;
+ * "curvature" warns only for the methods whose formula assumes a minimum
+ * (cg, neumann, exact, t1t2): unroll, forward, fo, ufo and penalty follow or
+ * approximate the steps actually taken, as in a warm start of a few steps,
+ * where y is not meant to be a minimum.
  * "minimum" is the second-order necessary condition at the tolerance, with
  * the caveat of any Krylov method: an eigenvector orthogonal to the start
  * vector is missed (probability zero for a random start).
@@ -33,6 +41,7 @@
 #define CERT_STEPS 30
 #define CERT_TOL 1e-8
 #define CERT_CONV 1e-10
+#define CERT_STAT 1e-6
 
 /* smallest eigenvalue of the k x k tridiagonal (al, be) and the last
  * component of its unit eigenvector; *hmax = max |eigenvalue| */
@@ -98,20 +107,31 @@ int bl_certify(bl_run *r, const char *what) {
   free(w);
   if (rc) return rc;
   double tol = CERT_TOL * hmax;
+  double gn = r->con ? blc_gap(r, r->y, r->gy) : bl_norm(r->gy, n);
+  int stationary = gn <= fmax(r->set.inner_tol, CERT_STAT);
   r->min_eig = theta;
   r->min_eig_err = resid;
-  if (theta < -tol) strcpy(r->cert, "saddle");
+  if (theta < -tol) strcpy(r->cert, stationary ? "saddle" : "curvature");
   else if (theta - resid >= -tol) strcpy(r->cert, "minimum");
   else strcpy(r->cert, "unknown");
   if (theta < -tol) {
     r->saddles++;
-    if (!r->cert_warned) {
+    const char *mn = r->set.hg.m ? r->set.hg.m->name : "";
+    int assumes_min = strcmp(mn, "cg") == 0 || strcmp(mn, "neumann") == 0 || strcmp(mn, "exact") == 0 ||
+                      strcmp(mn, "t1t2") == 0;
+    if (!r->cert_warned && stationary) {
       r->cert_warned = 1;
       bl_warn(r, "%s: the inner point is not a minimum of f: H_yy has an eigenvalue <= %.3g (Lanczos, %zu "
                  "products) at |grad_y f| = %.3g (a saddle point or a maximum where the gradient vanishes), so the "
                  "hypergradient formulas, which assume a minimum, do not apply (start the inner solve elsewhere, "
                  "e.g. inner_starts = 5, or check f; see the result's inner_certificate)",
-              what, theta, k, bl_norm(r->gy, n));
+              what, theta, k, gn);
+    } else if (!r->cert_warned && assumes_min) {
+      r->cert_warned = 1;
+      bl_warn(r, "%s: the inner loop stopped before a minimum of f: H_yy has an eigenvalue <= %.3g (Lanczos, %zu "
+                 "products) at |grad_y f| = %.3g, and %s() assumes y is a minimum (run more inner steps or set "
+                 "inner_tol, or use unroll(), which differentiates the steps taken)",
+              what, theta, k, gn, mn);
     }
   }
   return EV_OK;

@@ -141,6 +141,29 @@ START_TEST(saddle_warns_once_per_solve) {
 }
 END_TEST
 
+/* Negative curvature at a point the inner loop has not converged to (a warm
+ * start of one step from y1 = 0.05, where f'' = -0.5 + 12 * 0.05^2 < 0):
+ * "curvature", not "saddle"; unroll differentiates the steps taken and says
+ * nothing, cg assumes a minimum and warns. */
+START_TEST(curvature_before_convergence) {
+  run_ok(SADDLE);
+  run_ok("y = [0, 0.05]\n"
+         "let r = solve sad with {inner_steps = 1, start = \"warm\", hypergrad = unroll(), outer_steps = 1}\n"
+         "let c1 = r.inner_certificate");
+  ck_assert_int_eq(err.calls, 0);
+  const char *c;
+  ck_assert_int_eq(blo_get_string(S, "c1", &c), BLO_OK);
+  ck_assert_str_eq(c, "curvature");
+  ck_assert(field("r", "inner_min_eig") < -0.4);
+  ck_assert(field("r", "inner_grad_norm") > 0.1);
+  run_ok("y = [0, 0.05]\n"
+         "let r = solve sad with {inner_steps = 1, start = \"warm\", hypergrad = cg(), outer_steps = 1}");
+  ck_assert_int_eq(err.calls, 1);
+  ck_assert_int_eq(count(err.buf, "the inner loop stopped before a minimum of f: H_yy has an eigenvalue <= "), 1);
+  ck_assert_int_eq(count(err.buf, "and cg() assumes y is a minimum"), 1);
+}
+END_TEST
+
 /* A convex problem: no warning, "minimum", the exact smallest eigenvalue. */
 START_TEST(convex_is_quiet) {
   run_ok(RIDGE);
@@ -259,6 +282,7 @@ int main(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, refusals_say_why_and_what_to_use);
   tcase_add_test(tc, saddle_warns_once_per_solve);
+  tcase_add_test(tc, curvature_before_convergence);
   tcase_add_test(tc, convex_is_quiet);
   tcase_add_test(tc, starts_disagree_warns_once);
   tcase_add_test(tc, solver_failure_is_reported);
