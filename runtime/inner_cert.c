@@ -19,8 +19,9 @@
  *                             the inner loop stopped before a minimum)
  *   theta - residual >= -tol  "minimum"  (no negative curvature beyond tol found)
  *   otherwise                 "unknown"  (Lanczos did not converge far enough)
- * y is stationary when |grad_y f| (the projected-gradient gap under a
- * constraint) is at most max(inner_tol, CERT_STAT).  A saddle always warns;
+ * y counts as stationary when |grad_y f| (the projected-gradient gap under
+ * a constraint), or the slope of f along theta's Ritz vector, is at most
+ * max(inner_tol, CERT_STAT).  A saddle always warns;
  * "curvature" warns only for the methods whose formula assumes a minimum
  * (cg, neumann, exact, t1t2): unroll, forward, fo, ufo and penalty follow or
  * approximate the steps actually taken, as in a warm start of a few steps,
@@ -43,9 +44,9 @@
 #define CERT_CONV 1e-10
 #define CERT_STAT 1e-6
 
-/* smallest eigenvalue of the k x k tridiagonal (al, be) and the last
- * component of its unit eigenvector; *hmax = max |eigenvalue| */
-static int tri_min(bl_run *r, const double *al, const double *be, size_t k, double *theta, double *last,
+/* smallest eigenvalue of the k x k tridiagonal (al, be) and its unit
+ * eigenvector sv[k]; *hmax = max |eigenvalue| */
+static int tri_min(bl_run *r, const double *al, const double *be, size_t k, double *theta, double *sv,
                    double *hmax) {
   tn_ctx *tn = &r->S->tn;
   size_t shape[2] = {k, k};
@@ -60,7 +61,7 @@ static int tri_min(bl_run *r, const double *al, const double *be, size_t k, doub
   tn_release(tn, T);
   if (rc) return bl_error(r, "inner certificate: %s", tn->err);
   *theta = ev->data[0];
-  *last = V->data[(k - 1) * k];   /* row-major: column 0 is theta's eigenvector */
+  for (size_t i = 0; i < k; i++) sv[i] = V->data[i * k];   /* row-major: column 0 is theta's eigenvector */
   *hmax = fmax(fabs(ev->data[0]), fabs(ev->data[k - 1]));
   tn_release(tn, ev);
   tn_release(tn, V);
@@ -75,7 +76,7 @@ int bl_certify(bl_run *r, const char *what) {
   }
   size_t n = r->n, kmax = n < CERT_STEPS ? n : CERT_STEPS;
   double *V = calloc((kmax + 1) * n, sizeof(double)), *w = calloc(n, sizeof(double));
-  double al[CERT_STEPS], be[CERT_STEPS];
+  double al[CERT_STEPS], be[CERT_STEPS], sv[CERT_STEPS];
   if (!V || !w) { free(V); free(w); return bl_error(r, "out of memory"); }
   tn_rng g;
   tn_rng_seed(&g, 0x6c616e637a6f73ULL);
@@ -83,7 +84,7 @@ int bl_certify(bl_run *r, const char *what) {
   double nv = bl_norm(V, n);
   for (size_t i = 0; i < n; i++) V[i] /= nv;
   int rc = bl_hold_point(r);   /* every product is at this point */
-  double theta = 0, resid = 0, hmax = 0, last = 0;
+  double theta = 0, resid = 0, hmax = 0;
   size_t k = 0;
   while (rc == EV_OK && k < kmax) {
     double *vk = V + k * n;
@@ -97,18 +98,23 @@ int bl_certify(bl_run *r, const char *what) {
       }
     be[k] = bl_norm(w, n);
     k++;
-    if ((rc = tri_min(r, al, be, k, &theta, &last, &hmax)) != EV_OK) break;
-    resid = be[k - 1] * fabs(last);
+    if ((rc = tri_min(r, al, be, k, &theta, sv, &hmax)) != EV_OK) break;
+    resid = be[k - 1] * fabs(sv[k - 1]);
     if (be[k - 1] <= CERT_CONV * hmax) { resid = 0; break; }   /* invariant subspace */
     if (resid <= CERT_CONV * hmax) break;
     for (size_t i = 0; i < n; i++) V[k * n + i] = w[i] / be[k - 1];
   }
+  /* the slope of f along the Ritz vector u = sum_j sv_j V_j of theta */
+  double slope = 0;
+  for (size_t j = 0; rc == EV_OK && j < k; j++) slope += sv[j] * bl_dot(V + j * n, r->gy, n);
   free(V);
   free(w);
   if (rc) return rc;
   double tol = CERT_TOL * hmax;
   double gn = r->con ? blc_gap(r, r->y, r->gy) : bl_norm(r->gy, n);
-  int stationary = gn <= fmax(r->set.inner_tol, CERT_STAT);
+  /* a saddle: f is flat along its direction of negative curvature (or y is
+   * stationary), so a descent method cannot leave it */
+  int stationary = fmin(gn, fabs(slope)) <= fmax(r->set.inner_tol, CERT_STAT);
   r->min_eig = theta;
   r->min_eig_err = resid;
   if (theta < -tol) strcpy(r->cert, stationary ? "saddle" : "curvature");
