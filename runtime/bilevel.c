@@ -168,6 +168,22 @@ static int eval_shape(blo_state *S, const ast_node *e, int *rank, size_t *shape)
   return rc;
 }
 
+int bl_fill_shaped(const bl_var *v, value val, double *dst) {
+  if (val.kind == V_NUM) {
+    for (size_t i = 0; i < v->size; i++) dst[i] = val.u.num;
+    return 0;
+  }
+  const blo_tensor *t = val.u.t;
+  int same = t->rank == v->rank;
+  for (int i = 0; same && i < v->rank; i++) same = t->shape[i] == v->shape[i];
+  if (same) memcpy(dst, t->data, v->size * sizeof(double));
+  else if (t->size == 1)
+    for (size_t i = 0; i < v->size; i++) dst[i] = t->data[0];
+  else
+    return -1;
+  return 0;
+}
+
 /* Copies an init value into dst (v->size doubles), broadcasting a number to
  * the declared shape and checking the shape otherwise. */
 static int init_from_value(blo_state *S, const bl_var *v, value iv, double *dst) {
@@ -184,21 +200,10 @@ static int init_from_value(blo_state *S, const bl_var *v, value iv, double *dst)
     v_describe(iv, d, sizeof d);
     return interp_error(S, e, "%s %s: the initial value must be a number or tensor, got %s", lvl, v->name, d);
   }
-  if (iv.kind == V_NUM) {
-    for (size_t i = 0; i < v->size; i++) dst[i] = iv.u.num;
-    return EV_OK;
-  }
-  const blo_tensor *t = iv.u.t;
-  int same = t->rank == v->rank;
-  for (int i = 0; same && i < v->rank; i++) same = t->shape[i] == v->shape[i];
-  if (same) {
-    memcpy(dst, t->data, v->size * sizeof(double));
-  } else if (t->size == 1) {
-    for (size_t i = 0; i < v->size; i++) dst[i] = t->data[0];
-  } else {
+  if (bl_fill_shaped(v, iv, dst) != 0) {
     char s1[64], s2[64];
     shape_text(v->rank, v->shape, s1, sizeof s1);
-    tn_shape_str(t, s2, sizeof s2);
+    tn_shape_str(iv.u.t, s2, sizeof s2);
     return interp_error(S, e, "%s %s: declared shape %s, init has shape %s", lvl, v->name, s1, s2);
   }
   return EV_OK;

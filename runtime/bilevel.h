@@ -182,6 +182,9 @@ typedef struct bl_var {
   int c_uses_outer;           /* a bound names an outer variable */
 } bl_var;
 
+/* Fills dst (v->size doubles) from a number (broadcast), a tensor of v's
+ * shape, or a one-element tensor; -1 for a tensor of another shape. */
+int bl_fill_shaped(const bl_var *v, value val, double *dst);
 /* record variables (bl_record.c) */
 /* v's fields and leaves from its init (a record); v->size their total. */
 int blr_layout(blo_state *S, const ast_node *at, bl_var *v, value init);

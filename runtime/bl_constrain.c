@@ -114,23 +114,12 @@ static int bound_values(blo_state *S, const bl_var *v, const ast_node *e, const 
     char d[96];
     v_describe(bv, d, sizeof d);
     rc = interp_error(S, e, "inner %s: the %s must be a number or a tensor, got %s", v->name, what, d);
-  } else if (bv.kind == V_NUM) {
-    for (size_t i = 0; i < v->size; i++) dst[i] = bv.u.num;
-  } else {
-    const blo_tensor *t = bv.u.t;
-    int same = t->rank == v->rank;
-    for (int d = 0; same && d < v->rank; d++) same = t->shape[d] == v->shape[d];
-    if (same) {
-      memcpy(dst, t->data, v->size * sizeof(double));
-    } else if (t->size == 1) {
-      for (size_t i = 0; i < v->size; i++) dst[i] = t->data[0];
-    } else {
-      char s1[64], s2[64];
-      tn_shape_str_raw(v->rank, v->shape, s1, sizeof s1);
-      tn_shape_str(t, s2, sizeof s2);
-      rc = interp_error(S, e, "inner %s: the %s has shape %s, but %s has shape %s (give a number or a tensor of "
-                        "shape %s)", v->name, what, s2, v->name, s1, s1);
-    }
+  } else if (bl_fill_shaped(v, bv, dst) != 0) {
+    char s1[64], s2[64];
+    tn_shape_str_raw(v->rank, v->shape, s1, sizeof s1);
+    tn_shape_str(bv.u.t, s2, sizeof s2);
+    rc = interp_error(S, e, "inner %s: the %s has shape %s, but %s has shape %s (give a number or a tensor of "
+                      "shape %s)", v->name, what, s2, v->name, s1, s1);
   }
   v_release(S, &bv);
   return rc;
