@@ -16,8 +16,8 @@
  * the projection arc y(a) = P(y + a d) with backtracking (a halves) to the
  * sufficient decrease phi(y(a)) <= phi(y) + c1 g'(y(a) - y).  A search that
  * fails is retried along -g (projected gradient, which always descends
- * while the gradient mapping is not 0), so the method keeps the projected
- * gradient's convergence; on the free coordinates near the solution, where
+ * while the gradient mapping is not 0), so a step is found away from
+ * stationary points; on the free coordinates near the solution, where
  * the active set has settled, the steps are the unconstrained solver's.
  * Simplex and ball are refused: their faces are not coordinate-aligned, so
  * holding coordinates does not describe them. */
