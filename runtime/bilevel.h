@@ -81,6 +81,19 @@ int inner2_step(struct bl_run *r, int *stop);   /* dispatch on the kind */
 int inner_eval(struct bl_run *r, const double *y, double *phi, double *fval, double *g);
 /* The same objective at the current point from r->f (no evaluation). */
 double inner_phi(const struct bl_run *r);
+/* ---- box-constrained inner variables (inner.c; bounds: blc_lo, blc_hi) ---- */
+/* 1 when coordinate i is held at its bound at (y, g): the active-set rule
+ * of the implicit methods, y_i - eta g_i beyond the bound, eta the inner lr. */
+int inner_box_held(struct bl_run *r, size_t i, const double *y, const double *g);
+/* Projected backtracking from y0 (r->y, where r->f, r->gy hold) along the
+ * arc y(a) = P(y0 + a d), a = a1, a1/2, ...: accepts the first y(a) with
+ * phi(y(a)) <= phi(y0) + c1 g'(y(a) - y0) and g'(y(a) - y0) < 0, or (f
+ * within its rounding) with a smaller gradient mapping.  *ok = 1: the
+ * current point is y(a), gt and *fval its gradient and f; else y stays
+ * at y0 (r->f, r->gy unchanged).  *resolved: some trial value of f
+ * differed from phi(y0) beyond rounding. */
+int inner_box_search(struct bl_run *r, const double *y0, const double *d, double a1, double *gt, double *fval, int *ok,
+                     int *resolved, long *evals);
 
 /* ---- hypergradient methods ---- */
 struct bl_run;
@@ -439,6 +452,9 @@ int blc_begin(bl_run *r);
 /* Projects a new inner iterate in place; t >= 0: the step it ends, whose
  * pre-projection point unroll() keeps. */
 void blc_project(bl_run *r, double *y, long t);
+/* The box bounds (n; -inf, inf on coordinates without a box). */
+const double *blc_lo(const bl_run *r);
+const double *blc_hi(const bl_run *r);
 /* |y - P(y - eta g)| / eta, eta the inner lr: the stationarity measure that
  * replaces |grad_y f| (inner_tol, inner_grad_norm). */
 double blc_gap(bl_run *r, const double *y, const double *g);

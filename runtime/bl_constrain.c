@@ -269,6 +269,16 @@ int blc_setup(bl_run *r) {
       !(st->ar = bl_alloc(r, nv)) || !(st->gx = bl_alloc(r, r->m)) || !(st->zinit = bl_alloc(r, n)))
     return EV_ERR;
   if (!(st->active = calloc(nv, sizeof(int))) || !(st->side = calloc(n ? n : 1, 1))) return bl_error(r, "out of memory");
+  /* coordinates without a box are unbounded (the projected inner solvers
+   * read lo, hi for all of y) */
+  for (int i = p->nouter; i < p->nvars; i++) {
+    const bl_var *v = &p->vars[i];
+    if (v->ckind == BLC_BOX) continue;
+    for (size_t k = 0; k < v->size; k++) {
+      st->lo[v->off + k] = -INFINITY;
+      st->hi[v->off + k] = INFINITY;
+    }
+  }
   if (r->traj_cap > 0) {
     st->cap = r->traj_cap;
     if (!(st->zring = bl_alloc(r, (size_t)st->cap * n))) return EV_ERR;
@@ -327,6 +337,9 @@ void blc_project(bl_run *r, double *y, long t) {
   if (st->zring && t >= 0) memcpy(st->zring + (size_t)(t % st->cap) * r->n, y, r->n * sizeof(double));
   project_all(r, y);
 }
+
+const double *blc_lo(const bl_run *r) { return r->con ? r->con->lo : NULL; }
+const double *blc_hi(const bl_run *r) { return r->con ? r->con->hi : NULL; }
 
 double blc_gap(bl_run *r, const double *y, const double *g) {
   blc_state *st = r->con;

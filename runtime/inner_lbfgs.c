@@ -36,6 +36,7 @@
 
 typedef struct {
   double *S, *U, *d, *y0, *gt, *rho, *al;
+  double fval;   /* f at the accepted point (box steps) */
 } lb_view;
 
 static void view(bl_opt *o, size_t n, lb_view *v) {
@@ -47,12 +48,13 @@ static void view(bl_opt *o, size_t n, lb_view *v) {
   v->gt = v->y0 + n;
   v->rho = v->gt + n;
   v->al = v->rho + M;
+  v->fval = 0;
 }
 
 /* d = -H g by the two-loop recursion (newest pair at slot head). */
 static void direction(bl_opt *o, size_t n, const double *g, lb_view *v) {
   long M = o->sp.memory, k = o->pairs;
-  memcpy(v->d, g, n * sizeof(double));
+  if (g != v->d) memcpy(v->d, g, n * sizeof(double));
   for (long j = 0; j < k; j++) {
     long s = (o->head - j + M) % M;
     double a = v->rho[s] * bl_dot(v->S + (size_t)s * n, v->d, n);
@@ -185,11 +187,91 @@ static int armijo(ls_t *ls, double a1, int *ok) {
   return EV_OK;
 }
 
+/* The current point is the accepted one: keep the pair if it has curvature
+ * (computed before writing: a full memory's next slot holds the oldest
+ * pair, which a rejected pair must not overwrite). */
+static void keep_pair(bl_run *r, bl_opt *o, lb_view *v) {
+  size_t n = r->n;
+  double su = 0, ss = 0, uu = 0;
+  for (size_t i = 0; i < n; i++) {
+    double si = r->y[i] - v->y0[i], ui = v->gt[i] - r->gy[i];
+    su += si * ui;
+    ss += si * si;
+    uu += ui * ui;
+  }
+  if (su > DBL_EPSILON * sqrt(ss * uu)) {
+    long slot = o->pairs == 0 ? 0 : (o->head + 1) % o->sp.memory;
+    double *s = v->S + (size_t)slot * n, *u = v->U + (size_t)slot * n;
+    for (size_t i = 0; i < n; i++) {
+      s[i] = r->y[i] - v->y0[i];
+      u[i] = v->gt[i] - r->gy[i];
+    }
+    v->rho[slot] = 1 / su;
+    o->head = slot;
+    if (o->pairs < o->sp.memory) o->pairs++;
+  }
+}
+
+/* A step on box-constrained y (see inner.c): d = -H g on the free
+ * coordinates (the two-loop recursion applied to g with the held entries
+ * zeroed, then restricted to the free ones: descent there since H is
+ * positive definite), -g on the held ones, then the projected search.
+ * line_search has no say here: the search is projected backtracking. */
+static int box_step(bl_run *r, bl_opt *o, lb_view *v, int *stop) {
+  size_t n = r->n;
+  double gap = blc_gap(r, r->y, r->gy), gn = bl_norm(r->gy, n);
+  if (gap == 0) { *stop = 1; return EV_OK; }
+  memcpy(v->y0, r->y, n * sizeof(double));
+  int ok = 0, resolved = 0;
+  long evals = 0;
+  for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+    if (attempt == 1) {
+      if (o->pairs == 0) break;   /* the first attempt was along -g already */
+      o->pairs = 0;
+    }
+    for (size_t i = 0; i < n; i++) v->d[i] = inner_box_held(r, i, v->y0, r->gy) ? 0 : r->gy[i];
+    direction(o, n, v->d, v);
+    double dfree = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (inner_box_held(r, i, v->y0, r->gy)) v->d[i] = -r->gy[i];
+      else dfree += r->gy[i] * v->d[i];
+    }
+    if (!(dfree <= 0)) {
+      /* rounding in the pairs can cost descent: start the memory afresh */
+      o->pairs = 0;
+      for (size_t i = 0; i < n; i++) v->d[i] = -r->gy[i];
+    }
+    double a1 = o->pairs > 0 ? 1 : fmin(1, 1 / gn);
+    if (inner_box_search(r, v->y0, v->d, a1, v->gt, &v->fval, &ok, &resolved, &evals)) return EV_ERR;
+  }
+  if (!ok) {
+    *stop = 1;
+    int tol_unmet = r->set.inner_tol > 0 && gap > r->set.inner_tol;
+    if (resolved || tol_unmet) {
+      char g[40], t[40];
+      snprintf(g, sizeof g, "%.3g", gap);
+      snprintf(t, sizeof t, "%.3g", r->set.inner_tol);
+      bl_inner_report(r, "line_search",
+                      "lbfgs(): the projected line search found no step with sufficient decrease of f at inner step "
+                      "%ld (%ld evaluations, gradient mapping %s%s%s); the inner loop stopped there%s",
+                      r->inner_step, evals, g, tol_unmet ? ", inner_tol = " : "", tol_unmet ? t : "",
+                      resolved ? "" : ": the changes along the step are below rounding, so inner_tol is out of reach");
+    }
+    return EV_OK;
+  }
+  keep_pair(r, o, v);
+  memcpy(r->gy, v->gt, n * sizeof(double));
+  r->f = v->fval;
+  o->t++;
+  return EV_OK;
+}
+
 int inner_lbfgs_step(bl_run *r, int *stop) {
   bl_opt *o = &r->iopt;
   size_t n = r->n;
   lb_view v;
   view(o, n, &v);
+  if (r->con) return box_step(r, o, &v, stop);
   double gn = bl_norm(r->gy, n);
   if (gn == 0) { *stop = 1; return EV_OK; }
   memcpy(v.y0, r->y, n * sizeof(double));
@@ -245,27 +327,7 @@ int inner_lbfgs_step(bl_run *r, int *stop) {
     }
     return EV_OK;
   }
-  /* the current point is the accepted one; keep the pair if it has
-   * curvature (computed before writing: a full memory's next slot holds the
-   * oldest pair, which a rejected pair must not overwrite) */
-  double su = 0, ss = 0, uu = 0;
-  for (size_t i = 0; i < n; i++) {
-    double si = r->y[i] - v.y0[i], ui = v.gt[i] - r->gy[i];
-    su += si * ui;
-    ss += si * si;
-    uu += ui * ui;
-  }
-  if (su > DBL_EPSILON * sqrt(ss * uu)) {
-    long slot = o->pairs == 0 ? 0 : (o->head + 1) % o->sp.memory;
-    double *s = v.S + (size_t)slot * n, *u = v.U + (size_t)slot * n;
-    for (size_t i = 0; i < n; i++) {
-      s[i] = r->y[i] - v.y0[i];
-      u[i] = v.gt[i] - r->gy[i];
-    }
-    v.rho[slot] = 1 / su;
-    o->head = slot;
-    if (o->pairs < o->sp.memory) o->pairs++;
-  }
+  keep_pair(r, o, &v);
   memcpy(r->gy, v.gt, n * sizeof(double));
   r->f = ls.fval;
   o->t++;

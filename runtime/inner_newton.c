@@ -42,9 +42,84 @@ static double to_boundary(const double *z, const double *p, size_t n, double rad
   return (-zp + sqrt(zp * zp - pp * c)) / pp;
 }
 
+/* A step on box-constrained y (see inner.c): CG on the free block,
+ * H_FF z = -g_F (products with vectors zero on the held coordinates, the
+ * result's held entries dropped), stopped like the unconstrained CG or at
+ * the first direction without positive curvature (z so far descends; at
+ * the first CG step z = -g_F), then -g on the held coordinates and the
+ * projected search from a = 1.  No trust region: the backtracking along
+ * the projection arc takes its place. */
+static int box_step(bl_run *r, bl_opt *o, int *stop) {
+  size_t n = r->n;
+  double *z = o->w, *res = z + n, *p = res + n, *Hp = p + n, *y0 = Hp + n, *gt = y0 + n;
+  double gap = blc_gap(r, r->y, r->gy);
+  if (gap == 0) { *stop = 1; return EV_OK; }
+  if (bl_hold_point(r)) return EV_ERR;
+  memcpy(y0, r->y, n * sizeof(double));
+  for (size_t i = 0; i < n; i++) {
+    z[i] = 0;
+    res[i] = inner_box_held(r, i, y0, r->gy) ? 0 : r->gy[i];
+    p[i] = -res[i];
+  }
+  double rr = bl_dot(res, res, n), gfn = sqrt(rr), hnorm = 0;
+  for (long k = 0; k < o->sp.cg_iters && rr > 0; k++) {
+    if (bl_hvp(r, p, NULL, Hp)) return EV_ERR;
+    for (size_t i = 0; i < n; i++)
+      if (p[i] == 0 && inner_box_held(r, i, y0, r->gy)) Hp[i] = 0;
+    double pp = bl_dot(p, p, n), pHp = bl_dot(p, Hp, n);
+    double hn = bl_norm(Hp, n) / sqrt(pp);
+    if (hn > hnorm) hnorm = hn;
+    if (!isfinite(pHp))
+      return bl_error(r, "solve %s: newton(): a Hessian-vector product of the inner objective is not finite at "
+                         "outer step %ld, inner step %ld", r->p->name, r->outer_step, r->inner_step);
+    if (!(pHp > bl_curv_noise(n) * pp * hnorm)) {
+      /* no positive curvature along p: stop with the descent made so far */
+      if (k == 0) memcpy(z, p, n * sizeof(double));
+      break;
+    }
+    double alpha = rr / pHp;
+    for (size_t i = 0; i < n; i++) {
+      z[i] += alpha * p[i];
+      res[i] += alpha * Hp[i];
+    }
+    double rr2 = bl_dot(res, res, n);
+    if (sqrt(rr2) <= o->sp.tol * gfn) break;
+    double beta = rr2 / rr;
+    for (size_t i = 0; i < n; i++) p[i] = -res[i] + beta * p[i];
+    rr = rr2;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (inner_box_held(r, i, y0, r->gy)) z[i] = -r->gy[i];
+  int ok = 0, resolved = 0;
+  long evals = 0;
+  double fval = 0;
+  if (inner_box_search(r, y0, z, 1, gt, &fval, &ok, &resolved, &evals)) return EV_ERR;
+  if (!ok) {
+    /* along -g (projected gradient) */
+    for (size_t i = 0; i < n; i++) z[i] = -r->gy[i];
+    if (inner_box_search(r, y0, z, fmin(1, 1 / bl_norm(r->gy, n)), gt, &fval, &ok, &resolved, &evals)) return EV_ERR;
+  }
+  o->t++;
+  if (!ok) {
+    *stop = 1;
+    int tol_unmet = r->set.inner_tol > 0 && gap > r->set.inner_tol;
+    if (resolved || tol_unmet)
+      bl_inner_report(r, "line_search",
+                      "newton(): the projected line search found no step with sufficient decrease of f at inner step "
+                      "%ld (%ld evaluations, gradient mapping %.3g%s); the inner loop stopped there%s",
+                      r->inner_step, evals, gap, tol_unmet ? ", inner_tol unmet" : "",
+                      resolved ? "" : ": the changes along the step are below rounding, so inner_tol is out of reach");
+    return EV_OK;
+  }
+  memcpy(r->gy, gt, n * sizeof(double));
+  r->f = fval;
+  return EV_OK;
+}
+
 int inner_newton_step(bl_run *r, int *stop) {
   bl_opt *o = &r->iopt;
   size_t n = r->n;
+  if (r->con) return box_step(r, o, stop);
   double *z = o->w, *res = z + n, *p = res + n, *Hp = p + n, *y0 = Hp + n, *gt = y0 + n;
   double gn = bl_norm(r->gy, n);
   if (gn == 0) { *stop = 1; return EV_OK; }
