@@ -1299,6 +1299,25 @@ static void legend_below_size(fig *F) {
   F->lg_h = 8 * F->s * 2 + rows * fs * 1.45;
 }
 
+/* Same scale on both axes: the plot area shrinks (centred) along the axis
+ * with room to spare.  Growing that axis's range instead would draw axes far
+ * beyond the data and beyond an explicit xlim/ylim (a ROC plot of [0, 1]
+ * running from -0.25 to 1.25). */
+static void equal_box(fig *F) {
+  if (!F->equal || F->ax.log || F->ay.log) return;
+  double pw = F->px1 - F->px0, ph = F->py1 - F->py0;
+  double ux = (F->ax.hi - F->ax.lo) / pw, uy = (F->ay.hi - F->ay.lo) / ph;
+  if (ux > uy) {
+    double h = (F->ay.hi - F->ay.lo) / ux, c = (F->py0 + F->py1) / 2;
+    F->py0 = c - h / 2;
+    F->py1 = c + h / 2;
+  } else {
+    double w = (F->ax.hi - F->ax.lo) / uy, c = (F->px0 + F->px1) / 2;
+    F->px0 = c - w / 2;
+    F->px1 = c + w / 2;
+  }
+}
+
 /* Computes ticks and margins (pixels) for the current legend mode. */
 static void layout_pass(cairo_t *cr, fig *F) {
   double s = F->s, fs = 13 * s, pad = 12 * s;
@@ -1319,21 +1338,14 @@ static void layout_pass(cairo_t *cr, fig *F) {
     F->ax.hi = F->ax.dhi;
     F->ay.lo = F->ay.dlo;
     F->ay.hi = F->ay.dhi;
-    if (F->equal && !F->ax.log && !F->ay.log) {
-      double pw = F->px1 - F->px0, ph = F->py1 - F->py0;
-      double ux = (F->ax.hi - F->ax.lo) / pw, uy = (F->ay.hi - F->ay.lo) / ph;
-      if (ux > uy) {
-        double c = (F->ay.lo + F->ay.hi) / 2, half = ux * ph / 2;
-        F->ay.lo = c - half;
-        F->ay.hi = c + half;
-      } else {
-        double c = (F->ax.lo + F->ax.hi) / 2, half = uy * pw / 2;
-        F->ax.lo = c - half;
-        F->ax.hi = c + half;
-      }
-    }
+    double full[4] = {F->px0, F->px1, F->py0, F->py1};
+    equal_box(F);
     make_ticks(cr, F, &F->ay, F->py1 - F->py0, 0);
     make_ticks(cr, F, &F->ax, F->px1 - F->px0, 1);
+    F->px0 = full[0];
+    F->px1 = full[1];
+    F->py0 = full[2];
+    F->py1 = full[3];
     double ytw = max_tick_w(cr, F, &F->ay);
     double top = pad + (F->title ? title_h + pad * 0.8 : 0);
     if (F->ay.mult && !F->title) top = pad + tick_h + 4 * s;
@@ -1358,6 +1370,7 @@ static void layout_pass(cairo_t *cr, fig *F) {
     if (F->px1 - F->px0 < 20) F->px1 = F->px0 + 20;
     if (F->py1 - F->py0 < 20) F->py1 = F->py0 + 20;
   }
+  equal_box(F);
 }
 
 /* How much data a legend box at (x, y) would cover. */

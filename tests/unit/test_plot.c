@@ -436,6 +436,44 @@ START_TEST(info_axes_cover_the_data) {
 }
 END_TEST
 
+/* equal = true keeps the ranges asked for (or the data's) and shrinks the
+ * plot area instead: a ROC plot on [0, 1] x [0, 1] in a wide figure used to
+ * get an x axis from -0.25 to 1.25.  The diagonal y = x then spans as many
+ * pixels across as down. */
+START_TEST(equal_aspect_keeps_the_ranges) {
+  blo_state *S = open_state(1);
+  ck_assert_int_eq(run(S, "let r = plot(\"@/eq.png\", x = [0, 1], y = [0, 1], xlim = [0, 1], ylim = [0, 1],"
+                          " equal = true, width = 900, height = 500, legend = false, grid = false, info = true)\n"
+                          "let d = plot(\"@/eq2.png\", x = [0, 4], y = [0, 1], equal = true, legend = false, info = true)"),
+                   BLO_OK);
+  double l[64];
+  ck_assert_uint_eq(vec(S, "r.xlim", l), 2);
+  ck_assert_double_eq(l[0], 0);
+  ck_assert_double_eq(l[1], 1);
+  ck_assert_uint_eq(vec(S, "r.ylim", l), 2);
+  ck_assert_double_eq(l[0], 0);
+  ck_assert_double_eq(l[1], 1);
+  check_axis(S, "r.xlim", "r.xticks", 0);
+  check_axis(S, "r.ylim", "r.yticks", 0);
+  /* without limits: the data range plus 4% on each axis, not more */
+  ck_assert_uint_eq(vec(S, "d.xlim", l), 2);
+  ck_assert_double_eq_tol(l[0], -0.16, 1e-12);
+  ck_assert_double_eq_tol(l[1], 4.16, 1e-12);
+  ck_assert_uint_eq(vec(S, "d.ylim", l), 2);
+  ck_assert_double_eq_tol(l[0], -0.04, 1e-12);
+  ck_assert_double_eq_tol(l[1], 1.04, 1e-12);
+  img im = load_png(path_of("eq.png"));
+  cstats b = color_stats(&im, BLUE);
+  ck_assert_int_gt(b.count, 300);
+  int dx = b.xmax - b.xmin, dy = b.ymax - b.ymin;
+  ck_assert_msg(abs(dx - dy) <= 3, "diagonal spans %d x %d pixels", dx, dy);
+  ck_assert_int_gt(dy, 500 / 2);
+  free(b.col_row);
+  cairo_surface_destroy(im.s);
+  blo_close(S);
+}
+END_TEST
+
 #else
 
 START_TEST(without_cairo_reports) {
@@ -460,6 +498,7 @@ int main(void) {
   tcase_add_test(tc, degenerate_data);
   tcase_add_test(tc, figure_hook_sees_each_figure);
   tcase_add_test(tc, info_axes_cover_the_data);
+  tcase_add_test(tc, equal_aspect_keeps_the_ranges);
 #else
   tcase_add_test(tc, without_cairo_reports);
 #endif
