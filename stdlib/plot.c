@@ -142,6 +142,9 @@ typedef struct fig {
   image *im;
   int nim, ncols, cmap, has_range;
   double range[2];
+  int each;               /* range = "each": every image its own scale, no colour bar */
+  axis ac;                /* the colour bar's scale (an image grid with a common scale) */
+  int has_cbar;
   legend_entry *le;
   int nle;
   /* layout (pixels; py0 is the top of the plot area) */
@@ -819,7 +822,10 @@ static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
       return EV_ERR;
   }
   value *rv = arg_named(a, "range");
-  if (rv) {
+  if (rv && rv->kind == V_STR) {
+    if (strcmp(v_cstr(*rv), "each") != 0) return perr(S, a, "range must be [lo, hi] with lo < hi, or \"each\"");
+    F->each = 1;
+  } else if (rv) {
     double *d;
     size_t m;
     if (get_vec(S, a, *rv, "range", &d, &m)) return EV_ERR;
@@ -830,7 +836,7 @@ static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
       F->has_range = 1;
     }
     free(d);
-    if (!ok) return perr(S, a, "range must be [lo, hi] with lo < hi");
+    if (!ok) return perr(S, a, "range must be [lo, hi] with lo < hi, or \"each\"");
   }
   long nc = 0;
   if (named_int(S, a, "ncols", 0, &nc)) return EV_ERR;
@@ -1763,6 +1769,98 @@ static void draw_plot(cairo_t *cr, fig *F) {
 }
 
 /* Grid of images, each normalised to its own range (or the shared range). */
+/* The colour of value v on the scale [lo, hi]. */
+static rgb image_color(const fig *F, double v, double lo, double hi) {
+  double t = isfinite(v) ? (v - lo) / (hi - lo) : 0;
+  rgb col;
+  if (F->cmap == CM_VIRIDIS) col = viridis(t);
+  else if (F->cmap == CM_DIVERGING) col = diverging(2 * t - 1);
+  else {
+    if (t < 0) t = 0;
+    if (t > 1) t = 1;
+    if (F->cmap == CM_GRAY_R) t = 1 - t;
+    col.r = col.g = col.b = t;
+  }
+  return col;
+}
+
+/* The value range of images [i0, i1): finite values only; a constant one
+ * gets a unit either side, diverging maps are symmetric about 0. */
+static void image_range(const fig *F, int i0, int i1, double *plo, double *phi) {
+  double lo = INFINITY, hi = -INFINITY;
+  for (int i = i0; i < i1; i++) {
+    const image *im = &F->im[i];
+    for (size_t k = 0; k < im->h * im->w; k++)
+      if (isfinite(im->d[k])) {
+        if (im->d[k] < lo) lo = im->d[k];
+        if (im->d[k] > hi) hi = im->d[k];
+      }
+  }
+  if (!(lo < hi)) {
+    lo = isfinite(lo) ? lo - 1 : 0;
+    hi = lo + 2;
+  }
+  if (F->cmap == CM_DIVERGING) {
+    double m = fmax(fabs(lo), fabs(hi));
+    lo = -m;
+    hi = m;
+  }
+  *plo = lo;
+  *phi = hi;
+}
+
+/* The colour bar right of an image grid: the colour map from lo (bottom)
+ * to hi (top) over [y0, y1], ticks and labels on its right. */
+static void draw_colorbar(cairo_t *cr, fig *F, double x, double y0, double y1, double bw) {
+  double s = F->s, fs = 13 * s, lo = F->ac.lo, hi = F->ac.hi, h = y1 - y0;
+  enum { STEPS = 256 };
+  cairo_surface_t *img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, STEPS);
+  if (cairo_surface_status(img) == CAIRO_STATUS_SUCCESS) {
+    cairo_surface_flush(img);
+    unsigned char *data = cairo_image_surface_get_data(img);
+    int stride = cairo_image_surface_get_stride(img);
+    for (int k = 0; k < STEPS; k++) {
+      rgb col = image_color(F, hi - (k + 0.5) / STEPS * (hi - lo), lo, hi);
+      uint32_t px = 0xff000000u | ((uint32_t)lround(col.r * 255) << 16) | ((uint32_t)lround(col.g * 255) << 8) |
+                    (uint32_t)lround(col.b * 255);
+      memcpy(data + (size_t)k * (size_t)stride, &px, 4);
+    }
+    cairo_surface_mark_dirty(img);
+    cairo_save(cr);
+    cairo_rectangle(cr, x, y0, bw, h);
+    cairo_clip(cr);
+    cairo_translate(cr, x, y0);
+    cairo_scale(cr, bw, h / STEPS);
+    cairo_set_source_surface(cr, img, 0, 0);
+    cairo_pattern_set_filter(cairo_get_source(cr), CAIRO_FILTER_NEAREST);
+    cairo_paint(cr);
+    cairo_restore(cr);
+  }
+  cairo_surface_destroy(img);
+  cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+  cairo_set_line_width(cr, 1);
+  cairo_rectangle(cr, x - 0.5, y0 - 0.5, bw + 1, h + 1);
+  cairo_stroke(cr);
+  font(cr, fs, 0);
+  double asc = ascent(cr);
+  for (int i = 0; i < F->ac.nt; i++) {
+    const tick *t = &F->ac.t[i];
+    double y = y1 - (t->v - lo) / (hi - lo) * h;
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    cairo_move_to(cr, x + bw, crisp(y));
+    cairo_line_to(cr, x + bw + 5 * s, crisp(y));
+    cairo_stroke(cr);
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    draw_label(cr, fs, x + bw + 8 * s, y + asc * 0.4, t->txt, t->sup);
+  }
+  if (F->ac.mult) {
+    char sup[16];
+    snprintf(sup, sizeof sup, "%d", F->ac.mult);
+    nice_minus(sup, sizeof sup);
+    draw_label(cr, fs, x, y0 - 6 * s, "\xc3\x97" "10", sup);
+  }
+}
+
 static void draw_images(cairo_t *cr, fig *F) {
   double s = F->s, pad = 12 * s;
   cairo_set_source_rgb(cr, 1, 1, 1);
@@ -1776,12 +1874,25 @@ static void draw_images(cairo_t *cr, fig *F) {
   double lab_h = any_label ? line_h(cr) + 4 * s : 0;
   double aspect = (double)F->im[0].w / (double)F->im[0].h;
   double gap = 8 * s;
+  /* one colour scale for every image (unless range = "each"), shown by a bar on the right */
+  double cb_w = 0, bar_w = 14 * s;
+  F->has_cbar = !F->each;
+  if (F->has_cbar) {
+    if (F->has_range) {
+      F->ac.lo = F->range[0];
+      F->ac.hi = F->range[1];
+    } else {
+      image_range(F, 0, F->nim, &F->ac.lo, &F->ac.hi);
+    }
+    make_ticks(cr, F, &F->ac, F->h - 2 * pad - title_h, 0);
+    cb_w = 2 * gap + bar_w + 8 * s + max_tick_w(cr, F, &F->ac);
+  }
   int best_c = 1;
   double best = -1;
   for (int c = 1; c <= F->nim; c++) {
     if (F->ncols && c != F->ncols) continue;
     int r = (F->nim + c - 1) / c;
-    double cw = (F->w - 2 * pad - (c - 1) * gap) / c;
+    double cw = (F->w - 2 * pad - cb_w - (c - 1) * gap) / c;
     double ch = (F->h - 2 * pad - title_h - r * lab_h - (r - 1) * gap) / r;
     double size = fmin(cw, ch * aspect);
     if (size > best + 1e-9) {
@@ -1792,7 +1903,7 @@ static void draw_images(cairo_t *cr, fig *F) {
   int nc = best_c, nr = (F->nim + nc - 1) / nc;
   double cw = best > 1 ? best : 1, ch = cw / aspect;
   double total_w = nc * cw + (nc - 1) * gap, total_h = nr * (ch + lab_h) + (nr - 1) * gap;
-  double ox = (F->w - total_w) / 2, oy = pad + title_h + (F->h - 2 * pad - title_h - total_h) / 2;
+  double ox = (F->w - cb_w - total_w) / 2, oy = pad + title_h + (F->h - 2 * pad - title_h - total_h) / 2;
   if (F->title) {
     /* the title sits just above the grid, the whole block centred */
     oy = (F->h - title_h - total_h) / 2 + title_h;
@@ -1805,26 +1916,12 @@ static void draw_images(cairo_t *cr, fig *F) {
     image *im = &F->im[i];
     int r = i / nc, c = i % nc;
     double x = ox + c * (cw + gap), y = oy + r * (ch + lab_h + gap);
-    double lo = INFINITY, hi = -INFINITY;
-    size_t np = im->h * im->w;
-    if (F->has_range) {
-      lo = F->range[0];
-      hi = F->range[1];
+    double lo, hi;
+    if (F->has_cbar) {
+      lo = F->ac.lo;
+      hi = F->ac.hi;
     } else {
-      for (size_t k = 0; k < np; k++)
-        if (isfinite(im->d[k])) {
-          if (im->d[k] < lo) lo = im->d[k];
-          if (im->d[k] > hi) hi = im->d[k];
-        }
-      if (!(lo < hi)) {
-        lo = isfinite(lo) ? lo - 1 : 0;
-        hi = lo + 2;
-      }
-      if (F->cmap == CM_DIVERGING) {
-        double m = fmax(fabs(lo), fabs(hi));
-        lo = -m;
-        hi = m;
-      }
+      image_range(F, i, i + 1, &lo, &hi);
     }
     cairo_surface_t *img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, (int)im->w, (int)im->h);
     if (cairo_surface_status(img) != CAIRO_STATUS_SUCCESS) {
@@ -1836,17 +1933,7 @@ static void draw_images(cairo_t *cr, fig *F) {
     int stride = cairo_image_surface_get_stride(img);
     for (size_t yy = 0; yy < im->h; yy++)
       for (size_t xx = 0; xx < im->w; xx++) {
-        double v = im->d[yy * im->w + xx];
-        double t = isfinite(v) ? (v - lo) / (hi - lo) : 0;
-        rgb col;
-        if (F->cmap == CM_VIRIDIS) col = viridis(t);
-        else if (F->cmap == CM_DIVERGING) col = diverging(2 * t - 1);
-        else {
-          if (t < 0) t = 0;
-          if (t > 1) t = 1;
-          if (F->cmap == CM_GRAY_R) t = 1 - t;
-          col.r = col.g = col.b = t;
-        }
+        rgb col = image_color(F, im->d[yy * im->w + xx], lo, hi);
         uint32_t px = 0xff000000u | ((uint32_t)lround(col.r * 255) << 16) | ((uint32_t)lround(col.g * 255) << 8) |
                       (uint32_t)lround(col.b * 255);
         memcpy(data + yy * (size_t)stride + xx * 4, &px, 4);
@@ -1874,6 +1961,22 @@ static void draw_images(cairo_t *cr, fig *F) {
       cairo_move_to(cr, x + cw / 2 - w / 2, y + ch + 3 * s + ascent(cr));
       cairo_show_text(cr, lab);
     }
+  }
+  if (F->has_cbar) {
+    /* as tall as the grid's images (a one-row grid: at least 150 px) */
+    double y0 = oy, y1 = oy + total_h - lab_h;
+    if (y1 - y0 < 150 * s) {
+      double c = (y0 + y1) / 2;
+      y0 = fmax(pad + title_h, c - 75 * s);
+      y1 = fmin(F->h - pad, y0 + 150 * s);
+    }
+    make_ticks(cr, F, &F->ac, y1 - y0, 0);
+    /* room above the bar for its x10^k */
+    if (F->ac.mult && y0 < pad + title_h + 16 * s) {
+      y0 = pad + title_h + 16 * s;
+      make_ticks(cr, F, &F->ac, y1 - y0, 0);
+    }
+    draw_colorbar(cr, F, ox + total_w + 2 * gap, y0, y1, bar_w);
   }
 }
 
@@ -2024,7 +2127,7 @@ static int layout_record(blo_state *S, callargs *a, const fig *F, value *out) {
   value rv = v_nil();
   rv.kind = V_REC;
   rv.u.o = &rec->h;
-  static const char *const names[] = {"xlim", "ylim", "xticks", "yticks"};
+  static const char *const names[] = {"xlim", "ylim", "xticks", "yticks", "crange", "cticks"};
   for (int i = 0; i < 4; i++) {
     value v;
     const axis *ax = i % 2 ? &F->ay : &F->ax;
@@ -2033,6 +2136,12 @@ static int layout_record(blo_state *S, callargs *a, const fig *F, value *out) {
     } else if (axis_value(S, ax, i >= 2 || F->nim, &v)) {
       goto fail;
     }
+    if (rec_set(S, rec, names[i], v)) goto fail;
+  }
+  /* the colour bar of an image grid (empty lists without one) */
+  for (int i = 4; i < 6; i++) {
+    value v;
+    if (axis_value(S, &F->ac, i == 5 || !F->has_cbar, &v)) goto fail;
     if (rec_set(S, rec, names[i], v)) goto fail;
   }
   *out = rv;

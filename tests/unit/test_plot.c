@@ -474,6 +474,73 @@ START_TEST(equal_aspect_keeps_the_ranges) {
 }
 END_TEST
 
+/* An image grid shares one colour scale, shown by a colour bar: two constant
+ * images 0 and 1 take the two ends of viridis (each image on its own scale,
+ * both would be the middle colour, and a reader could not tell them apart).
+ * The bar runs from the low colour at the bottom to the high one at the top. */
+enum { VIR0 = 0x440154, VIR25 = 0x3b528b, VIR50 = 0x21918c, VIR100 = 0xfde725 };
+START_TEST(image_grid_colour_scale) {
+  blo_state *S = open_state(1);
+  ck_assert_int_eq(run(S, "let Z = [zeros(10, 10), ones(10, 10)]\n"
+                          "let r = plot(\"@/cs.png\", images = Z, cmap = \"viridis\", ncols = 2, info = true)\n"
+                          "let e = plot(\"@/each.png\", images = Z, cmap = \"viridis\", ncols = 2, range = \"each\", info = true)\n"
+                          "let f = plot(\"@/fixed.png\", images = Z, cmap = \"viridis\", ncols = 2, range = [-1, 3], info = true)\n"
+                          "let d = plot(\"@/div.png\", images = [Z[0] - 2, Z[1] * 0.5], cmap = \"diverging\", info = true)\n"
+                          "let p = plot(\"@/plain2.png\", y = [1, 2], info = true)"),
+                   BLO_OK);
+  double l[64];
+  ck_assert_uint_eq(vec(S, "r.crange", l), 2);
+  ck_assert_double_eq(l[0], 0);
+  ck_assert_double_eq(l[1], 1);
+  check_axis(S, "r.crange", "r.cticks", 0);
+  ck_assert_uint_eq(vec(S, "f.crange", l), 2);
+  ck_assert_double_eq(l[0], -1);
+  ck_assert_double_eq(l[1], 3);
+  check_axis(S, "f.crange", "f.cticks", 0);
+  ck_assert_uint_eq(vec(S, "d.crange", l), 2);   /* diverging: symmetric about 0 */
+  ck_assert_double_eq(l[0], -2);
+  ck_assert_double_eq(l[1], 2);
+  size_t len = 99;
+  ck_assert_int_eq(blo_length(S, "e.crange", &len), BLO_OK);
+  ck_assert_uint_eq(len, 0);
+  ck_assert_int_eq(blo_length(S, "p.cticks", &len), BLO_OK);
+  ck_assert_uint_eq(len, 0);
+
+  img im = load_png(path_of("cs.png"));
+  cstats lo = color_stats(&im, VIR0), hi = color_stats(&im, VIR100);
+  ck_assert_int_gt(lo.count, 50000);
+  ck_assert_int_gt(hi.count, 50000);
+  ck_assert_int_lt(lo.mx, hi.mx);                 /* image 0 left of image 1 */
+  /* the bar: right of both images, low colour below the high one */
+  ck_assert_int_gt(lo.xmax, hi.xmax - 1);
+  int bx = lo.xmax - 2;
+  ck_assert(isfinite(lo.col_row[bx]) && isfinite(hi.col_row[bx]));
+  ck_assert(lo.col_row[bx] > hi.col_row[bx] + 100);
+  free(lo.col_row);
+  free(hi.col_row);
+  cairo_surface_destroy(im.s);
+
+  im = load_png(path_of("each.png"));
+  cstats mid = color_stats(&im, VIR50);
+  lo = color_stats(&im, VIR0);
+  ck_assert_int_gt(mid.count, 100000);
+  ck_assert_int_lt(lo.count, 50);
+  free(mid.col_row);
+  free(lo.col_row);
+  cairo_surface_destroy(im.s);
+
+  im = load_png(path_of("fixed.png"));
+  cstats q = color_stats(&im, VIR25);             /* 0 on [-1, 3] is a quarter up */
+  ck_assert_int_gt(q.count, 50000);
+  free(q.col_row);
+  cairo_surface_destroy(im.s);
+
+  ck_assert_int_eq(run(S, "plot(\"@/bad.png\", images = [eye(2)], range = \"all\")"), BLO_ERROR_RUNTIME);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "\"each\""));
+  blo_close(S);
+}
+END_TEST
+
 #else
 
 START_TEST(without_cairo_reports) {
@@ -499,6 +566,7 @@ int main(void) {
   tcase_add_test(tc, figure_hook_sees_each_figure);
   tcase_add_test(tc, info_axes_cover_the_data);
   tcase_add_test(tc, equal_aspect_keeps_the_ranges);
+  tcase_add_test(tc, image_grid_colour_scale);
 #else
   tcase_add_test(tc, without_cairo_reports);
 #endif
