@@ -145,6 +145,7 @@ typedef struct fig {
   int each;               /* range = "each": every image its own scale, no colour bar */
   axis ac;                /* the colour bar's scale (an image grid with a common scale) */
   int has_cbar;
+  long hidden;            /* drawable points outside an explicit xlim/ylim */
   legend_entry *le;
   int nle;
   /* layout (pixels; py0 is the top of the plot area) */
@@ -1226,6 +1227,37 @@ static void data_range(fig *F, axis *ax, int is_x) {
   ax->hi = ax->dhi = hi;
 }
 
+/* Points that xlim/ylim leave out are not drawn, yet the legend would list
+ * their series: count them and say so (the script asked for those limits,
+ * so they stay). */
+static void count_hidden(blo_state *S, callargs *a, fig *F) {
+  if (!F->ax.has_lim && !F->ay.has_lim) return;
+  const char *first = NULL;
+  int nser = 0;
+  for (int i = 0; i < F->ns; i++) {
+    const series *s = &F->sv[i];
+    long k = 0;
+    for (size_t j = 0; j < s->n; j++) {
+      if (!valid_on(&F->ax, s->x[j]) || !valid_on(&F->ay, s->y[j])) continue;
+      double x = axv(&F->ax, s->x[j]), y = axv(&F->ay, s->y[j]);
+      if (x < F->ax.dlo || x > F->ax.dhi || y < F->ay.dlo || y > F->ay.dhi) k++;
+    }
+    if (k) {
+      if (!nser) first = s->label;
+      nser++;
+      F->hidden += k;
+    }
+  }
+  if (!F->hidden || !S->cfg.error_fn) return;
+  char msg[600];
+  const chunk *c = S->cur_chunk;
+  const ast_node *at = a->call;
+  snprintf(msg, sizeof msg, "%s:%d:%d: warning: plot: %ld point%s of %d series%s%s%s outside xlim/ylim, not drawn\n",
+                   c && c->name ? c->name : "<input>", at ? at->loc.line : 0, at ? at->loc.col : 0, F->hidden,
+                   F->hidden == 1 ? "" : "s", nser, first ? " (first: '" : "", first ? first : "", first ? "')" : "");
+  S->cfg.error_fn(S->cfg.error_ud, msg);
+}
+
 static double PX(const fig *F, double v) {  /* value (data space) to pixel x */
   double a = axv(&F->ax, v);
   return F->px0 + (a - F->ax.lo) / (F->ax.hi - F->ax.lo) * (F->px1 - F->px0);
@@ -2138,6 +2170,7 @@ static int layout_record(blo_state *S, callargs *a, const fig *F, value *out) {
     }
     if (rec_set(S, rec, names[i], v)) goto fail;
   }
+  if (rec_set(S, rec, "hidden", v_num((double)F->hidden))) goto fail;
   /* the colour bar of an image grid (empty lists without one) */
   for (int i = 4; i < 6; i++) {
     value v;
@@ -2237,6 +2270,7 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
   assign_colors(&F);
   data_range(&F, &F.ax, 1);
   data_range(&F, &F.ay, 0);
+  count_hidden(S, a, &F);
 draw:
   if (rc == EV_OK) rc = write_figure(S, a, &F, path, fmt);
   if (rc == EV_OK) interp_figure_written(S, path, fmt == FMT_PNG ? "png" : fmt == FMT_SVG ? "svg" : "pdf");
@@ -2256,7 +2290,7 @@ done:
 static const builtin_def plot_builtins[] = {
   {"plot", bi_plot, 1, 1,
    "plot(path, x =, y =, labels =, kind = \"line\", xlabel =, ylabel =, title =, logx =, logy =, series =, images =, info = false)",
-   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file; info = true: returns {xlim, ylim, xticks, yticks}", 0},
+   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file; info = true: returns {xlim, ylim, xticks, yticks, crange, cticks, hidden}", 0},
 };
 
 enum { NPLOT = sizeof plot_builtins / sizeof plot_builtins[0] };

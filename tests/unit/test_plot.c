@@ -541,6 +541,39 @@ START_TEST(image_grid_colour_scale) {
 }
 END_TEST
 
+/* Points outside an explicit xlim/ylim are not drawn: plot counts them in
+ * info (hidden) and warns at the call, naming the first such series. */
+static char warned[1024];
+static void on_warn(void *ud, const char *text) {
+  (void)ud;
+  snprintf(warned + strlen(warned), sizeof warned - strlen(warned), "%s", text);
+}
+
+START_TEST(points_outside_the_limits_are_reported) {
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  cfg.error_fn = on_warn;
+  blo_state *S = blo_open(&cfg);
+  ck_assert_ptr_nonnull(S);
+  warned[0] = 0;
+  ck_assert_int_eq(run(S, "let r = plot(\"@/h.png\", series = [{x = [0, 1, 5, 6], y = [0, 1, 2, 0], label = \"far\"},"
+                          " {x = [0.5], y = [-3], kind = \"scatter\", label = \"low\"}, {x = [1], y = [1]}],"
+                          " xlim = [0, 2], ylim = [-1, 3], info = true)"),
+                   BLO_OK);
+  double h;
+  ck_assert_int_eq(blo_get_number(S, "r.hidden", &h), BLO_OK);
+  ck_assert_double_eq(h, 3);   /* x = 5 and 6 of "far", y = -3 of "low" */
+  ck_assert_str_eq(warned, "test:1:9: warning: plot: 3 points of 2 series (first: 'far') outside xlim/ylim, not drawn\n");
+  /* without limits the range holds every point: nothing hidden, no warning */
+  warned[0] = 0;
+  ck_assert_int_eq(run(S, "let q = plot(\"@/h2.png\", x = [0, 1, 5], y = [0, 1, -3], info = true)"), BLO_OK);
+  ck_assert_int_eq(blo_get_number(S, "q.hidden", &h), BLO_OK);
+  ck_assert_double_eq(h, 0);
+  ck_assert_str_eq(warned, "");
+  blo_close(S);
+}
+END_TEST
+
 #else
 
 START_TEST(without_cairo_reports) {
@@ -567,6 +600,7 @@ int main(void) {
   tcase_add_test(tc, info_axes_cover_the_data);
   tcase_add_test(tc, equal_aspect_keeps_the_ranges);
   tcase_add_test(tc, image_grid_colour_scale);
+  tcase_add_test(tc, points_outside_the_limits_are_reported);
 #else
   tcase_add_test(tc, without_cairo_reports);
 #endif
