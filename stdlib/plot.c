@@ -1721,7 +1721,11 @@ static void draw_axes(cairo_t *cr, const fig *F) {
     font(cr, 15 * s, 0);
     double w = text_w(cr, F->ylabel);
     cairo_save(cr);
-    cairo_move_to(cr, 12 * s + lab_asc, (F->py0 + F->py1) / 2 + w / 2);
+    /* beside the tick labels, also when an equal-aspect plot area is narrowed */
+    double lab_h15 = line_h(cr);
+    double lx = F->px0 - max_tick_w(cr, F, &F->ay) - 10 * s - 8 * s - lab_h15;
+    font(cr, 15 * s, 0);
+    cairo_move_to(cr, fmax(12 * s, lx) + lab_asc, (F->py0 + F->py1) / 2 + w / 2);
     cairo_rotate(cr, -PI / 2);
     cairo_show_text(cr, F->ylabel);
     cairo_restore(cr);
