@@ -1229,7 +1229,42 @@ static void data_range(fig *F, axis *ax, int is_x) {
 
 /* Points that xlim/ylim leave out are not drawn, yet the legend would list
  * their series: count them and say so (the script asked for those limits,
- * so they stay). */
+ * so they stay).  A line's point outside whose segment crosses the plot
+ * area is drawn in part and not counted. */
+/* 1 if the segment (x0, y0)-(x1, y1) meets the box [bx0, bx1] x [by0, by1]
+ * (Liang-Barsky clipping). */
+static int segment_meets(double x0, double y0, double x1, double y1, double bx0, double bx1, double by0, double by1) {
+  double t0 = 0, t1 = 1, dx = x1 - x0, dy = y1 - y0;
+  double p[4] = {-dx, dx, -dy, dy}, q[4] = {x0 - bx0, bx1 - x0, y0 - by0, by1 - y0};
+  for (int i = 0; i < 4; i++) {
+    if (p[i] == 0) {
+      if (q[i] < 0) return 0;
+    } else {
+      double r = q[i] / p[i];
+      if (p[i] < 0 && r > t0) t0 = r;
+      if (p[i] > 0 && r < t1) t1 = r;
+    }
+  }
+  return t0 <= t1;
+}
+
+/* Whether point j of s (valid on both axes) shows: inside the limits, or,
+ * on a line, an end of a drawn segment that crosses the plot area (a
+ * reference line may run past the limits on purpose). */
+static int point_shows(const fig *F, const series *s, size_t j) {
+  double x = axv(&F->ax, s->x[j]), y = axv(&F->ay, s->y[j]);
+  if (x >= F->ax.dlo && x <= F->ax.dhi && y >= F->ay.dlo && y <= F->ay.dhi) return 1;
+  if (s->kind != K_LINE) return 0;
+  for (int d = -1; d <= 1; d += 2) {
+    if ((d < 0 && j == 0) || (d > 0 && j + 1 >= s->n)) continue;
+    size_t k = d < 0 ? j - 1 : j + 1;
+    if (!valid_on(&F->ax, s->x[k]) || !valid_on(&F->ay, s->y[k])) continue;
+    if (segment_meets(x, y, axv(&F->ax, s->x[k]), axv(&F->ay, s->y[k]), F->ax.dlo, F->ax.dhi, F->ay.dlo, F->ay.dhi))
+      return 1;
+  }
+  return 0;
+}
+
 static void count_hidden(blo_state *S, callargs *a, fig *F) {
   if (!F->ax.has_lim && !F->ay.has_lim) return;
   const char *first = NULL;
@@ -1239,8 +1274,7 @@ static void count_hidden(blo_state *S, callargs *a, fig *F) {
     long k = 0;
     for (size_t j = 0; j < s->n; j++) {
       if (!valid_on(&F->ax, s->x[j]) || !valid_on(&F->ay, s->y[j])) continue;
-      double x = axv(&F->ax, s->x[j]), y = axv(&F->ay, s->y[j]);
-      if (x < F->ax.dlo || x > F->ax.dhi || y < F->ay.dlo || y > F->ay.dhi) k++;
+      if (!point_shows(F, s, j)) k++;
     }
     if (k) {
       if (!nser) first = s->label;
