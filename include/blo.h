@@ -106,6 +106,15 @@ int blo_eval_string(blo_state *S, const char *name, const char *src, size_t len)
  * A file that cannot be read (missing, a directory, a read error) is
  * BLO_ERROR_RUNTIME and nothing runs. */
 int blo_eval_file(blo_state *S, const char *path);
+/* Parse and check without running (what `blo --check` does): syntax errors,
+ * names that nothing in the chunk or the state binds, builtins called with
+ * the wrong number of positional arguments, unknown `solve ... with {}`
+ * options.  Every problem goes to the error callback; the last one is
+ * blo_last_error.  Returns BLO_OK when there is none.  Nothing is defined
+ * in the state.  A name any top-level statement binds counts as defined
+ * everywhere, so a clean check does not promise the script runs. */
+int blo_check_string(blo_state *S, const char *name, const char *src, size_t len);
+int blo_check_file(blo_state *S, const char *path);
 /* Like blo_eval_string, for interactive hosts: when the chunk's last
  * statement is an expression whose value is not nil, *echo receives its
  * printed form (strings quoted, large tensors summarised), otherwise NULL.

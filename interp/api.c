@@ -235,10 +235,30 @@ static int file_error(blo_state *S, const char *path, const char *msg) {
   return S->err.status;
 }
 
-int blo_eval_file(blo_state *S, const char *path) {
+/* Parses src and checks it without running anything (interp/check.c):
+ * every problem is reported; the status is that of the last one. */
+static int check_text(blo_state *S, const char *name, const char *src, size_t len) {
+  clear_error(S);
+  chunk *c = chunk_parse(S, name, src, len);
+  if (!c) return parse_failed(S);
+  return check_chunk(S, c, report) ? S->err.status : BLO_OK;
+}
+
+int blo_check_string(blo_state *S, const char *name, const char *src, size_t len) {
+  if (!S) return BLO_ERROR_ARGUMENT;
+  if (!src) { clear_error(S); return api_error(S, BLO_ERROR_ARGUMENT, "blo_check_string: no source%s", ""); }
+  return check_text(S, name, src, len);
+}
+
+static int file_run(blo_state *S, const char *path, int check);
+
+int blo_eval_file(blo_state *S, const char *path) { return file_run(S, path, 0); }
+int blo_check_file(blo_state *S, const char *path) { return file_run(S, path, 1); }
+
+static int file_run(blo_state *S, const char *path, int check) {
   if (!S) return BLO_ERROR_ARGUMENT;
   clear_error(S);
-  if (!path) return api_error(S, BLO_ERROR_ARGUMENT, "blo_eval_file: no path%s", "");
+  if (!path) return api_error(S, BLO_ERROR_ARGUMENT, "%s: no path", check ? "blo_check_file" : "blo_eval_file");
   FILE *f = fopen(path, "rb");
   if (!f) {
     char msg[512];
@@ -279,7 +299,7 @@ int blo_eval_file(blo_state *S, const char *path) {
     return file_error(S, path, e ? strerror(e) : "read error");
   }
   fclose(f);
-  int rc = eval_text(S, path, buf ? buf : "", len, NULL);
+  int rc = check ? check_text(S, path, buf ? buf : "", len) : eval_text(S, path, buf ? buf : "", len, NULL);
   free(buf);
   return rc;
 }

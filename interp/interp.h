@@ -98,6 +98,10 @@ int eval_expr(blo_state *S, const ast_node *n, value *out);       /* EV_OK / EV_
 int exec_block(blo_state *S, const ast_node *n);                  /* EV_OK / EV_ERR / EV_BREAK / ... */
 int exec_chunk(blo_state *S, chunk *c);
 chunk *chunk_parse(blo_state *S, const char *name, const char *src, size_t len);
+/* Checks c without running it (check.c): unknown names, builtins called
+ * with the wrong number of arguments, unknown solve options; each problem is
+ * recorded and passed to report.  Returns how many there were. */
+int check_chunk(blo_state *S, chunk *c, void (*report)(blo_state *S));
 /* Calls a callable (function, builtin) with positional arguments (borrowed). */
 int call_value(blo_state *S, const ast_node *at, value fn, value *args, int nargs, value *out);
 

@@ -87,9 +87,12 @@ static blo_state *cli_open(blo_state *old) {
 
 static void usage(FILE *f) {
   fputs("usage: blo [options] [FILE [args...]]\n"
+        "       blo --check FILE...\n"
         "  FILE            run a .blo script (args are available as `args`)\n"
         "  -e CODE         run CODE\n"
         "  -               read the script from standard input\n"
+        "  --check FILE... parse and check each FILE without running it (unknown names,\n"
+        "                  builtin arity, solve options); exit 1 if any has an error\n"
         "  --version       print the version\n"
         "  --help          print this help\n"
         "With no FILE on a terminal, blo starts an interactive session.\n", f);
@@ -98,6 +101,18 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   const char *code = NULL, *file = NULL;
   int i = 1;
+  if (argc > 1 && strcmp(argv[1], "--check") == 0) {
+    if (argc < 3) { fputs("blo: --check needs a file\n", stderr); usage(stderr); return 2; }
+    int bad = 0;
+    for (int k = 2; k < argc; k++) {
+      /* a fresh state per file: one file's definitions must not hide another's mistakes */
+      blo_state *S = cli_open(NULL);
+      if (!S) { fputs("blo: out of memory\n", stderr); return 1; }
+      if (blo_check_file(S, argv[k]) != BLO_OK) bad = 1;
+      blo_close(S);
+    }
+    return bad;
+  }
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--version") == 0) { printf("blo %s\n", BLO_VERSION); return 0; }
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(stdout); return 0; }

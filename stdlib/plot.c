@@ -142,6 +142,10 @@ typedef struct fig {
   image *im;
   int nim, ncols, cmap, has_range;
   double range[2];
+  int each;               /* range = "each": every image its own scale, no colour bar */
+  axis ac;                /* the colour bar's scale (an image grid with a common scale) */
+  int has_cbar;
+  long hidden;            /* drawable points outside an explicit xlim/ylim */
   legend_entry *le;
   int nle;
   /* layout (pixels; py0 is the top of the plot area) */
@@ -819,7 +823,10 @@ static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
       return EV_ERR;
   }
   value *rv = arg_named(a, "range");
-  if (rv) {
+  if (rv && rv->kind == V_STR) {
+    if (strcmp(v_cstr(*rv), "each") != 0) return perr(S, a, "range must be [lo, hi] with lo < hi, or \"each\"");
+    F->each = 1;
+  } else if (rv) {
     double *d;
     size_t m;
     if (get_vec(S, a, *rv, "range", &d, &m)) return EV_ERR;
@@ -830,7 +837,7 @@ static int parse_images(blo_state *S, callargs *a, fig *F, value v) {
       F->has_range = 1;
     }
     free(d);
-    if (!ok) return perr(S, a, "range must be [lo, hi] with lo < hi");
+    if (!ok) return perr(S, a, "range must be [lo, hi] with lo < hi, or \"each\"");
   }
   long nc = 0;
   if (named_int(S, a, "ncols", 0, &nc)) return EV_ERR;
@@ -1220,6 +1227,71 @@ static void data_range(fig *F, axis *ax, int is_x) {
   ax->hi = ax->dhi = hi;
 }
 
+/* Points that xlim/ylim leave out are not drawn, yet the legend would list
+ * their series: count them and say so (the script asked for those limits,
+ * so they stay).  A line's point outside whose segment crosses the plot
+ * area is drawn in part and not counted. */
+/* 1 if the segment (x0, y0)-(x1, y1) meets the box [bx0, bx1] x [by0, by1]
+ * (Liang-Barsky clipping). */
+static int segment_meets(double x0, double y0, double x1, double y1, double bx0, double bx1, double by0, double by1) {
+  double t0 = 0, t1 = 1, dx = x1 - x0, dy = y1 - y0;
+  double p[4] = {-dx, dx, -dy, dy}, q[4] = {x0 - bx0, bx1 - x0, y0 - by0, by1 - y0};
+  for (int i = 0; i < 4; i++) {
+    if (p[i] == 0) {
+      if (q[i] < 0) return 0;
+    } else {
+      double r = q[i] / p[i];
+      if (p[i] < 0 && r > t0) t0 = r;
+      if (p[i] > 0 && r < t1) t1 = r;
+    }
+  }
+  return t0 <= t1;
+}
+
+/* Whether point j of s (valid on both axes) shows: inside the limits, or,
+ * on a line, an end of a drawn segment that crosses the plot area (a
+ * reference line may run past the limits on purpose). */
+static int point_shows(const fig *F, const series *s, size_t j) {
+  double x = axv(&F->ax, s->x[j]), y = axv(&F->ay, s->y[j]);
+  if (x >= F->ax.dlo && x <= F->ax.dhi && y >= F->ay.dlo && y <= F->ay.dhi) return 1;
+  if (s->kind != K_LINE) return 0;
+  for (int d = -1; d <= 1; d += 2) {
+    if ((d < 0 && j == 0) || (d > 0 && j + 1 >= s->n)) continue;
+    size_t k = d < 0 ? j - 1 : j + 1;
+    if (!valid_on(&F->ax, s->x[k]) || !valid_on(&F->ay, s->y[k])) continue;
+    if (segment_meets(x, y, axv(&F->ax, s->x[k]), axv(&F->ay, s->y[k]), F->ax.dlo, F->ax.dhi, F->ay.dlo, F->ay.dhi))
+      return 1;
+  }
+  return 0;
+}
+
+static void count_hidden(blo_state *S, callargs *a, fig *F) {
+  if (!F->ax.has_lim && !F->ay.has_lim) return;
+  const char *first = NULL;
+  int nser = 0;
+  for (int i = 0; i < F->ns; i++) {
+    const series *s = &F->sv[i];
+    long k = 0;
+    for (size_t j = 0; j < s->n; j++) {
+      if (!valid_on(&F->ax, s->x[j]) || !valid_on(&F->ay, s->y[j])) continue;
+      if (!point_shows(F, s, j)) k++;
+    }
+    if (k) {
+      if (!nser) first = s->label;
+      nser++;
+      F->hidden += k;
+    }
+  }
+  if (!F->hidden || !S->cfg.error_fn) return;
+  char msg[600];
+  const chunk *c = S->cur_chunk;
+  const ast_node *at = a->call;
+  snprintf(msg, sizeof msg, "%s:%d:%d: warning: plot: %ld point%s of %d series%s%s%s outside xlim/ylim, not drawn\n",
+                   c && c->name ? c->name : "<input>", at ? at->loc.line : 0, at ? at->loc.col : 0, F->hidden,
+                   F->hidden == 1 ? "" : "s", nser, first ? " (first: '" : "", first ? first : "", first ? "')" : "");
+  S->cfg.error_fn(S->cfg.error_ud, msg);
+}
+
 static double PX(const fig *F, double v) {  /* value (data space) to pixel x */
   double a = axv(&F->ax, v);
   return F->px0 + (a - F->ax.lo) / (F->ax.hi - F->ax.lo) * (F->px1 - F->px0);
@@ -1299,6 +1371,25 @@ static void legend_below_size(fig *F) {
   F->lg_h = 8 * F->s * 2 + rows * fs * 1.45;
 }
 
+/* Same scale on both axes: the plot area shrinks (centred) along the axis
+ * with room to spare.  Growing that axis's range instead would draw axes far
+ * beyond the data and beyond an explicit xlim/ylim (a ROC plot of [0, 1]
+ * running from -0.25 to 1.25). */
+static void equal_box(fig *F) {
+  if (!F->equal || F->ax.log || F->ay.log) return;
+  double pw = F->px1 - F->px0, ph = F->py1 - F->py0;
+  double ux = (F->ax.hi - F->ax.lo) / pw, uy = (F->ay.hi - F->ay.lo) / ph;
+  if (ux > uy) {
+    double h = (F->ay.hi - F->ay.lo) / ux, c = (F->py0 + F->py1) / 2;
+    F->py0 = c - h / 2;
+    F->py1 = c + h / 2;
+  } else {
+    double w = (F->ax.hi - F->ax.lo) / uy, c = (F->px0 + F->px1) / 2;
+    F->px0 = c - w / 2;
+    F->px1 = c + w / 2;
+  }
+}
+
 /* Computes ticks and margins (pixels) for the current legend mode. */
 static void layout_pass(cairo_t *cr, fig *F) {
   double s = F->s, fs = 13 * s, pad = 12 * s;
@@ -1319,21 +1410,14 @@ static void layout_pass(cairo_t *cr, fig *F) {
     F->ax.hi = F->ax.dhi;
     F->ay.lo = F->ay.dlo;
     F->ay.hi = F->ay.dhi;
-    if (F->equal && !F->ax.log && !F->ay.log) {
-      double pw = F->px1 - F->px0, ph = F->py1 - F->py0;
-      double ux = (F->ax.hi - F->ax.lo) / pw, uy = (F->ay.hi - F->ay.lo) / ph;
-      if (ux > uy) {
-        double c = (F->ay.lo + F->ay.hi) / 2, half = ux * ph / 2;
-        F->ay.lo = c - half;
-        F->ay.hi = c + half;
-      } else {
-        double c = (F->ax.lo + F->ax.hi) / 2, half = uy * pw / 2;
-        F->ax.lo = c - half;
-        F->ax.hi = c + half;
-      }
-    }
+    double full[4] = {F->px0, F->px1, F->py0, F->py1};
+    equal_box(F);
     make_ticks(cr, F, &F->ay, F->py1 - F->py0, 0);
     make_ticks(cr, F, &F->ax, F->px1 - F->px0, 1);
+    F->px0 = full[0];
+    F->px1 = full[1];
+    F->py0 = full[2];
+    F->py1 = full[3];
     double ytw = max_tick_w(cr, F, &F->ay);
     double top = pad + (F->title ? title_h + pad * 0.8 : 0);
     if (F->ay.mult && !F->title) top = pad + tick_h + 4 * s;
@@ -1358,6 +1442,7 @@ static void layout_pass(cairo_t *cr, fig *F) {
     if (F->px1 - F->px0 < 20) F->px1 = F->px0 + 20;
     if (F->py1 - F->py0 < 20) F->py1 = F->py0 + 20;
   }
+  equal_box(F);
 }
 
 /* How much data a legend box at (x, y) would cover. */
@@ -1670,7 +1755,11 @@ static void draw_axes(cairo_t *cr, const fig *F) {
     font(cr, 15 * s, 0);
     double w = text_w(cr, F->ylabel);
     cairo_save(cr);
-    cairo_move_to(cr, 12 * s + lab_asc, (F->py0 + F->py1) / 2 + w / 2);
+    /* beside the tick labels, also when an equal-aspect plot area is narrowed */
+    double lab_h15 = line_h(cr);
+    double lx = F->px0 - max_tick_w(cr, F, &F->ay) - 10 * s - 8 * s - lab_h15;
+    font(cr, 15 * s, 0);
+    cairo_move_to(cr, fmax(12 * s, lx) + lab_asc, (F->py0 + F->py1) / 2 + w / 2);
     cairo_rotate(cr, -PI / 2);
     cairo_show_text(cr, F->ylabel);
     cairo_restore(cr);
@@ -1750,6 +1839,98 @@ static void draw_plot(cairo_t *cr, fig *F) {
 }
 
 /* Grid of images, each normalised to its own range (or the shared range). */
+/* The colour of value v on the scale [lo, hi]. */
+static rgb image_color(const fig *F, double v, double lo, double hi) {
+  double t = isfinite(v) ? (v - lo) / (hi - lo) : 0;
+  rgb col;
+  if (F->cmap == CM_VIRIDIS) col = viridis(t);
+  else if (F->cmap == CM_DIVERGING) col = diverging(2 * t - 1);
+  else {
+    if (t < 0) t = 0;
+    if (t > 1) t = 1;
+    if (F->cmap == CM_GRAY_R) t = 1 - t;
+    col.r = col.g = col.b = t;
+  }
+  return col;
+}
+
+/* The value range of images [i0, i1): finite values only; a constant one
+ * gets a unit either side, diverging maps are symmetric about 0. */
+static void image_range(const fig *F, int i0, int i1, double *plo, double *phi) {
+  double lo = INFINITY, hi = -INFINITY;
+  for (int i = i0; i < i1; i++) {
+    const image *im = &F->im[i];
+    for (size_t k = 0; k < im->h * im->w; k++)
+      if (isfinite(im->d[k])) {
+        if (im->d[k] < lo) lo = im->d[k];
+        if (im->d[k] > hi) hi = im->d[k];
+      }
+  }
+  if (!(lo < hi)) {
+    lo = isfinite(lo) ? lo - 1 : 0;
+    hi = lo + 2;
+  }
+  if (F->cmap == CM_DIVERGING) {
+    double m = fmax(fabs(lo), fabs(hi));
+    lo = -m;
+    hi = m;
+  }
+  *plo = lo;
+  *phi = hi;
+}
+
+/* The colour bar right of an image grid: the colour map from lo (bottom)
+ * to hi (top) over [y0, y1], ticks and labels on its right. */
+static void draw_colorbar(cairo_t *cr, fig *F, double x, double y0, double y1, double bw) {
+  double s = F->s, fs = 13 * s, lo = F->ac.lo, hi = F->ac.hi, h = y1 - y0;
+  enum { STEPS = 256 };
+  cairo_surface_t *img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, STEPS);
+  if (cairo_surface_status(img) == CAIRO_STATUS_SUCCESS) {
+    cairo_surface_flush(img);
+    unsigned char *data = cairo_image_surface_get_data(img);
+    int stride = cairo_image_surface_get_stride(img);
+    for (int k = 0; k < STEPS; k++) {
+      rgb col = image_color(F, hi - (k + 0.5) / STEPS * (hi - lo), lo, hi);
+      uint32_t px = 0xff000000u | ((uint32_t)lround(col.r * 255) << 16) | ((uint32_t)lround(col.g * 255) << 8) |
+                    (uint32_t)lround(col.b * 255);
+      memcpy(data + (size_t)k * (size_t)stride, &px, 4);
+    }
+    cairo_surface_mark_dirty(img);
+    cairo_save(cr);
+    cairo_rectangle(cr, x, y0, bw, h);
+    cairo_clip(cr);
+    cairo_translate(cr, x, y0);
+    cairo_scale(cr, bw, h / STEPS);
+    cairo_set_source_surface(cr, img, 0, 0);
+    cairo_pattern_set_filter(cairo_get_source(cr), CAIRO_FILTER_NEAREST);
+    cairo_paint(cr);
+    cairo_restore(cr);
+  }
+  cairo_surface_destroy(img);
+  cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+  cairo_set_line_width(cr, 1);
+  cairo_rectangle(cr, x - 0.5, y0 - 0.5, bw + 1, h + 1);
+  cairo_stroke(cr);
+  font(cr, fs, 0);
+  double asc = ascent(cr);
+  for (int i = 0; i < F->ac.nt; i++) {
+    const tick *t = &F->ac.t[i];
+    double y = y1 - (t->v - lo) / (hi - lo) * h;
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    cairo_move_to(cr, x + bw, crisp(y));
+    cairo_line_to(cr, x + bw + 5 * s, crisp(y));
+    cairo_stroke(cr);
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    draw_label(cr, fs, x + bw + 8 * s, y + asc * 0.4, t->txt, t->sup);
+  }
+  if (F->ac.mult) {
+    char sup[16];
+    snprintf(sup, sizeof sup, "%d", F->ac.mult);
+    nice_minus(sup, sizeof sup);
+    draw_label(cr, fs, x, y0 - 6 * s, "\xc3\x97" "10", sup);
+  }
+}
+
 static void draw_images(cairo_t *cr, fig *F) {
   double s = F->s, pad = 12 * s;
   cairo_set_source_rgb(cr, 1, 1, 1);
@@ -1763,12 +1944,25 @@ static void draw_images(cairo_t *cr, fig *F) {
   double lab_h = any_label ? line_h(cr) + 4 * s : 0;
   double aspect = (double)F->im[0].w / (double)F->im[0].h;
   double gap = 8 * s;
+  /* one colour scale for every image (unless range = "each"), shown by a bar on the right */
+  double cb_w = 0, bar_w = 14 * s;
+  F->has_cbar = !F->each;
+  if (F->has_cbar) {
+    if (F->has_range) {
+      F->ac.lo = F->range[0];
+      F->ac.hi = F->range[1];
+    } else {
+      image_range(F, 0, F->nim, &F->ac.lo, &F->ac.hi);
+    }
+    make_ticks(cr, F, &F->ac, F->h - 2 * pad - title_h, 0);
+    cb_w = 2 * gap + bar_w + 8 * s + max_tick_w(cr, F, &F->ac);
+  }
   int best_c = 1;
   double best = -1;
   for (int c = 1; c <= F->nim; c++) {
     if (F->ncols && c != F->ncols) continue;
     int r = (F->nim + c - 1) / c;
-    double cw = (F->w - 2 * pad - (c - 1) * gap) / c;
+    double cw = (F->w - 2 * pad - cb_w - (c - 1) * gap) / c;
     double ch = (F->h - 2 * pad - title_h - r * lab_h - (r - 1) * gap) / r;
     double size = fmin(cw, ch * aspect);
     if (size > best + 1e-9) {
@@ -1779,7 +1973,7 @@ static void draw_images(cairo_t *cr, fig *F) {
   int nc = best_c, nr = (F->nim + nc - 1) / nc;
   double cw = best > 1 ? best : 1, ch = cw / aspect;
   double total_w = nc * cw + (nc - 1) * gap, total_h = nr * (ch + lab_h) + (nr - 1) * gap;
-  double ox = (F->w - total_w) / 2, oy = pad + title_h + (F->h - 2 * pad - title_h - total_h) / 2;
+  double ox = (F->w - cb_w - total_w) / 2, oy = pad + title_h + (F->h - 2 * pad - title_h - total_h) / 2;
   if (F->title) {
     /* the title sits just above the grid, the whole block centred */
     oy = (F->h - title_h - total_h) / 2 + title_h;
@@ -1792,26 +1986,12 @@ static void draw_images(cairo_t *cr, fig *F) {
     image *im = &F->im[i];
     int r = i / nc, c = i % nc;
     double x = ox + c * (cw + gap), y = oy + r * (ch + lab_h + gap);
-    double lo = INFINITY, hi = -INFINITY;
-    size_t np = im->h * im->w;
-    if (F->has_range) {
-      lo = F->range[0];
-      hi = F->range[1];
+    double lo, hi;
+    if (F->has_cbar) {
+      lo = F->ac.lo;
+      hi = F->ac.hi;
     } else {
-      for (size_t k = 0; k < np; k++)
-        if (isfinite(im->d[k])) {
-          if (im->d[k] < lo) lo = im->d[k];
-          if (im->d[k] > hi) hi = im->d[k];
-        }
-      if (!(lo < hi)) {
-        lo = isfinite(lo) ? lo - 1 : 0;
-        hi = lo + 2;
-      }
-      if (F->cmap == CM_DIVERGING) {
-        double m = fmax(fabs(lo), fabs(hi));
-        lo = -m;
-        hi = m;
-      }
+      image_range(F, i, i + 1, &lo, &hi);
     }
     cairo_surface_t *img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, (int)im->w, (int)im->h);
     if (cairo_surface_status(img) != CAIRO_STATUS_SUCCESS) {
@@ -1823,17 +2003,7 @@ static void draw_images(cairo_t *cr, fig *F) {
     int stride = cairo_image_surface_get_stride(img);
     for (size_t yy = 0; yy < im->h; yy++)
       for (size_t xx = 0; xx < im->w; xx++) {
-        double v = im->d[yy * im->w + xx];
-        double t = isfinite(v) ? (v - lo) / (hi - lo) : 0;
-        rgb col;
-        if (F->cmap == CM_VIRIDIS) col = viridis(t);
-        else if (F->cmap == CM_DIVERGING) col = diverging(2 * t - 1);
-        else {
-          if (t < 0) t = 0;
-          if (t > 1) t = 1;
-          if (F->cmap == CM_GRAY_R) t = 1 - t;
-          col.r = col.g = col.b = t;
-        }
+        rgb col = image_color(F, im->d[yy * im->w + xx], lo, hi);
         uint32_t px = 0xff000000u | ((uint32_t)lround(col.r * 255) << 16) | ((uint32_t)lround(col.g * 255) << 8) |
                       (uint32_t)lround(col.b * 255);
         memcpy(data + yy * (size_t)stride + xx * 4, &px, 4);
@@ -1861,6 +2031,22 @@ static void draw_images(cairo_t *cr, fig *F) {
       cairo_move_to(cr, x + cw / 2 - w / 2, y + ch + 3 * s + ascent(cr));
       cairo_show_text(cr, lab);
     }
+  }
+  if (F->has_cbar) {
+    /* as tall as the grid's images (a one-row grid: at least 150 px) */
+    double y0 = oy, y1 = oy + total_h - lab_h;
+    if (y1 - y0 < 150 * s) {
+      double c = (y0 + y1) / 2;
+      y0 = fmax(pad + title_h, c - 75 * s);
+      y1 = fmin(F->h - pad, y0 + 150 * s);
+    }
+    make_ticks(cr, F, &F->ac, y1 - y0, 0);
+    /* room above the bar for its x10^k */
+    if (F->ac.mult && y0 < pad + title_h + 16 * s) {
+      y0 = pad + title_h + 16 * s;
+      make_ticks(cr, F, &F->ac, y1 - y0, 0);
+    }
+    draw_colorbar(cr, F, ox + total_w + 2 * gap, y0, y1, bar_w);
   }
 }
 
@@ -2011,7 +2197,7 @@ static int layout_record(blo_state *S, callargs *a, const fig *F, value *out) {
   value rv = v_nil();
   rv.kind = V_REC;
   rv.u.o = &rec->h;
-  static const char *const names[] = {"xlim", "ylim", "xticks", "yticks"};
+  static const char *const names[] = {"xlim", "ylim", "xticks", "yticks", "crange", "cticks"};
   for (int i = 0; i < 4; i++) {
     value v;
     const axis *ax = i % 2 ? &F->ay : &F->ax;
@@ -2020,6 +2206,13 @@ static int layout_record(blo_state *S, callargs *a, const fig *F, value *out) {
     } else if (axis_value(S, ax, i >= 2 || F->nim, &v)) {
       goto fail;
     }
+    if (rec_set(S, rec, names[i], v)) goto fail;
+  }
+  if (rec_set(S, rec, "hidden", v_num((double)F->hidden))) goto fail;
+  /* the colour bar of an image grid (empty lists without one) */
+  for (int i = 4; i < 6; i++) {
+    value v;
+    if (axis_value(S, &F->ac, i == 5 || !F->has_cbar, &v)) goto fail;
     if (rec_set(S, rec, names[i], v)) goto fail;
   }
   *out = rv;
@@ -2115,6 +2308,7 @@ static int bi_plot(blo_state *S, callargs *a, value *out) {
   assign_colors(&F);
   data_range(&F, &F.ax, 1);
   data_range(&F, &F.ay, 0);
+  count_hidden(S, a, &F);
 draw:
   if (rc == EV_OK) rc = write_figure(S, a, &F, path, fmt);
   if (rc == EV_OK) interp_figure_written(S, path, fmt == FMT_PNG ? "png" : fmt == FMT_SVG ? "svg" : "pdf");
@@ -2134,7 +2328,7 @@ done:
 static const builtin_def plot_builtins[] = {
   {"plot", bi_plot, 1, 1,
    "plot(path, x =, y =, labels =, kind = \"line\", xlabel =, ylabel =, title =, logx =, logy =, series =, images =, info = false)",
-   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file; info = true: returns {xlim, ylim, xticks, yticks}", 0},
+   "write a figure (line and scatter series, or an image grid) to a .png, .svg or .pdf file; info = true: returns {xlim, ylim, xticks, yticks, crange, cticks, hidden}", 0},
 };
 
 enum { NPLOT = sizeof plot_builtins / sizeof plot_builtins[0] };

@@ -164,6 +164,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   blo_set_interrupt_flag(S, &stop_flag);
   blo_set_progress(S, on_progress, NULL);
 
+  /* The static check (blo --check) reads every input without running it:
+   * a known status, matching blo_last_error, and nothing defined. */
+  int rc0 = blo_check_string(S, "fuzz", (const char *)data, size);
+  invariant(rc0 == BLO_OK || rc0 == BLO_ERROR_SYNTAX || rc0 == BLO_ERROR_RUNTIME || rc0 == BLO_ERROR_MEMORY,
+            "check status out of range", rc0, S);
+  invariant((int)blo_last_error(S)->status == rc0, "blo_last_error disagrees with the check's status", rc0, S);
+
   budget_start();
   int rc = blo_eval_string(S, "fuzz", (const char *)data, size);
   budget_stop();

@@ -194,6 +194,33 @@ START_TEST(eval_file_and_missing_file) {
 }
 END_TEST
 
+START_TEST(check_runs_nothing_and_reports_each_problem) {
+  blo_state *S = open_capturing();
+  const char *ok = "fn f(a) = a * k\nlet k = 2\nprint f(3)\n";
+  ck_assert_int_eq(blo_check_string(S, "ok", ok, strlen(ok)), BLO_OK);
+  ck_assert_str_eq(out_sink.buf, "");
+  ck_assert_str_eq(err_sink.buf, "");
+  /* nothing was defined */
+  ck_assert_int_ne(blo_eval_string(S, "use", "print k", 7), BLO_OK);
+  err_sink.buf[0] = 0;
+  err_sink.n = 0;
+  const char *bad = "let learning_rate = 1\nprint lerning_rate + 1\nprint norm(learning_rate, 2)\n";
+  ck_assert_int_eq(blo_check_string(S, "bad", bad, strlen(bad)), BLO_ERROR_RUNTIME);
+  ck_assert_str_eq(out_sink.buf, "");
+  ck_assert_ptr_nonnull(strstr(err_sink.buf, "bad:2:7: error: unknown name 'lerning_rate' (did you mean 'learning_rate'?)\n"));
+  ck_assert_ptr_nonnull(strstr(err_sink.buf, "bad:3:7: error: norm() takes 1 argument, got 2"));
+  /* the last error is the last problem */
+  ck_assert_int_eq(blo_last_error(S)->line, 3);
+  ck_assert_int_eq(blo_last_error(S)->col, 7);
+  ck_assert_int_eq(blo_check_string(S, "syn", "let = 1", 7), BLO_ERROR_SYNTAX);
+  ck_assert_int_eq(blo_check_string(S, "x", NULL, 0), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_check_file(S, NULL), BLO_ERROR_ARGUMENT);
+  ck_assert_int_eq(blo_check_file(S, "/nonexistent/file.blo"), BLO_ERROR_RUNTIME);
+  ck_assert_int_eq(blo_check_string(NULL, "x", "", 0), BLO_ERROR_ARGUMENT);
+  blo_close(S);
+}
+END_TEST
+
 START_TEST(eval_file_on_a_directory) {
   /* fopen() succeeds on a directory and fread() then fails: that must be an
    * error naming the path, not an empty script that runs fine. */
@@ -1443,6 +1470,7 @@ int main(void) {
   tcase_add_test(tc, output_goes_to_callback);
   tcase_add_test(tc, seed_from_config);
   tcase_add_test(tc, syntax_error_is_located);
+  tcase_add_test(tc, check_runs_nothing_and_reports_each_problem);
   tcase_add_test(tc, runtime_error_keeps_state);
   tcase_add_test(tc, eval_file_and_missing_file);
   tcase_add_test(tc, eval_file_on_a_directory);

@@ -436,6 +436,150 @@ START_TEST(info_axes_cover_the_data) {
 }
 END_TEST
 
+/* equal = true keeps the ranges asked for (or the data's) and shrinks the
+ * plot area instead: a ROC plot on [0, 1] x [0, 1] in a wide figure used to
+ * get an x axis from -0.25 to 1.25.  The diagonal y = x then spans as many
+ * pixels across as down. */
+START_TEST(equal_aspect_keeps_the_ranges) {
+  blo_state *S = open_state(1);
+  ck_assert_int_eq(run(S, "let r = plot(\"@/eq.png\", x = [0, 1], y = [0, 1], xlim = [0, 1], ylim = [0, 1],"
+                          " equal = true, width = 900, height = 500, legend = false, grid = false, info = true)\n"
+                          "let d = plot(\"@/eq2.png\", x = [0, 4], y = [0, 1], equal = true, legend = false, info = true)"),
+                   BLO_OK);
+  double l[64];
+  ck_assert_uint_eq(vec(S, "r.xlim", l), 2);
+  ck_assert_double_eq(l[0], 0);
+  ck_assert_double_eq(l[1], 1);
+  ck_assert_uint_eq(vec(S, "r.ylim", l), 2);
+  ck_assert_double_eq(l[0], 0);
+  ck_assert_double_eq(l[1], 1);
+  check_axis(S, "r.xlim", "r.xticks", 0);
+  check_axis(S, "r.ylim", "r.yticks", 0);
+  /* without limits: the data range plus 4% on each axis, not more */
+  ck_assert_uint_eq(vec(S, "d.xlim", l), 2);
+  ck_assert_double_eq_tol(l[0], -0.16, 1e-12);
+  ck_assert_double_eq_tol(l[1], 4.16, 1e-12);
+  ck_assert_uint_eq(vec(S, "d.ylim", l), 2);
+  ck_assert_double_eq_tol(l[0], -0.04, 1e-12);
+  ck_assert_double_eq_tol(l[1], 1.04, 1e-12);
+  img im = load_png(path_of("eq.png"));
+  cstats b = color_stats(&im, BLUE);
+  ck_assert_int_gt(b.count, 300);
+  int dx = b.xmax - b.xmin, dy = b.ymax - b.ymin;
+  ck_assert_msg(abs(dx - dy) <= 3, "diagonal spans %d x %d pixels", dx, dy);
+  ck_assert_int_gt(dy, 500 / 2);
+  free(b.col_row);
+  cairo_surface_destroy(im.s);
+  blo_close(S);
+}
+END_TEST
+
+/* An image grid shares one colour scale, shown by a colour bar: two constant
+ * images 0 and 1 take the two ends of viridis (each image on its own scale,
+ * both would be the middle colour, and a reader could not tell them apart).
+ * The bar runs from the low colour at the bottom to the high one at the top. */
+enum { VIR0 = 0x440154, VIR25 = 0x3b528b, VIR50 = 0x21918c, VIR100 = 0xfde725 };
+START_TEST(image_grid_colour_scale) {
+  blo_state *S = open_state(1);
+  ck_assert_int_eq(run(S, "let Z = [zeros(10, 10), ones(10, 10)]\n"
+                          "let r = plot(\"@/cs.png\", images = Z, cmap = \"viridis\", ncols = 2, info = true)\n"
+                          "let e = plot(\"@/each.png\", images = Z, cmap = \"viridis\", ncols = 2, range = \"each\", info = true)\n"
+                          "let f = plot(\"@/fixed.png\", images = Z, cmap = \"viridis\", ncols = 2, range = [-1, 3], info = true)\n"
+                          "let d = plot(\"@/div.png\", images = [Z[0] - 2, Z[1] * 0.5], cmap = \"diverging\", info = true)\n"
+                          "let p = plot(\"@/plain2.png\", y = [1, 2], info = true)"),
+                   BLO_OK);
+  double l[64];
+  ck_assert_uint_eq(vec(S, "r.crange", l), 2);
+  ck_assert_double_eq(l[0], 0);
+  ck_assert_double_eq(l[1], 1);
+  check_axis(S, "r.crange", "r.cticks", 0);
+  ck_assert_uint_eq(vec(S, "f.crange", l), 2);
+  ck_assert_double_eq(l[0], -1);
+  ck_assert_double_eq(l[1], 3);
+  check_axis(S, "f.crange", "f.cticks", 0);
+  ck_assert_uint_eq(vec(S, "d.crange", l), 2);   /* diverging: symmetric about 0 */
+  ck_assert_double_eq(l[0], -2);
+  ck_assert_double_eq(l[1], 2);
+  size_t len = 99;
+  ck_assert_int_eq(blo_length(S, "e.crange", &len), BLO_OK);
+  ck_assert_uint_eq(len, 0);
+  ck_assert_int_eq(blo_length(S, "p.cticks", &len), BLO_OK);
+  ck_assert_uint_eq(len, 0);
+
+  img im = load_png(path_of("cs.png"));
+  cstats lo = color_stats(&im, VIR0), hi = color_stats(&im, VIR100);
+  ck_assert_int_gt(lo.count, 50000);
+  ck_assert_int_gt(hi.count, 50000);
+  ck_assert_int_lt(lo.mx, hi.mx);                 /* image 0 left of image 1 */
+  /* the bar: right of both images, low colour below the high one */
+  ck_assert_int_gt(lo.xmax, hi.xmax - 1);
+  int bx = lo.xmax - 2;
+  ck_assert(isfinite(lo.col_row[bx]) && isfinite(hi.col_row[bx]));
+  ck_assert(lo.col_row[bx] > hi.col_row[bx] + 100);
+  free(lo.col_row);
+  free(hi.col_row);
+  cairo_surface_destroy(im.s);
+
+  im = load_png(path_of("each.png"));
+  cstats mid = color_stats(&im, VIR50);
+  lo = color_stats(&im, VIR0);
+  ck_assert_int_gt(mid.count, 100000);
+  ck_assert_int_lt(lo.count, 50);
+  free(mid.col_row);
+  free(lo.col_row);
+  cairo_surface_destroy(im.s);
+
+  im = load_png(path_of("fixed.png"));
+  cstats q = color_stats(&im, VIR25);             /* 0 on [-1, 3] is a quarter up */
+  ck_assert_int_gt(q.count, 50000);
+  free(q.col_row);
+  cairo_surface_destroy(im.s);
+
+  ck_assert_int_eq(run(S, "plot(\"@/bad.png\", images = [eye(2)], range = \"all\")"), BLO_ERROR_RUNTIME);
+  ck_assert_ptr_nonnull(strstr(blo_last_error(S)->message, "\"each\""));
+  blo_close(S);
+}
+END_TEST
+
+/* Points outside an explicit xlim/ylim are not drawn: plot counts them in
+ * info (hidden) and warns at the call, naming the first such series; a
+ * line's point whose segment crosses the plot area is partly drawn and
+ * not counted. */
+static char warned[1024];
+static void on_warn(void *ud, const char *text) {
+  (void)ud;
+  snprintf(warned + strlen(warned), sizeof warned - strlen(warned), "%s", text);
+}
+
+START_TEST(points_outside_the_limits_are_reported) {
+  blo_config cfg;
+  blo_config_defaults(&cfg);
+  cfg.error_fn = on_warn;
+  blo_state *S = blo_open(&cfg);
+  ck_assert_ptr_nonnull(S);
+  warned[0] = 0;
+  ck_assert_int_eq(run(S, "let r = plot(\"@/h.png\", series = [{x = [0, 1, 5, 6], y = [0, 1, 2, 0], label = \"far\"},"
+                          " {x = [0.5], y = [-3], kind = \"scatter\", label = \"low\"}, {x = [1], y = [1]},"
+                          " {x = [0.5, 0.5], y = [-9, 9], label = \"rule\"}],"
+                          " xlim = [0, 2], ylim = [-1, 3], info = true)"),
+                   BLO_OK);
+  double h;
+  ck_assert_int_eq(blo_get_number(S, "r.hidden", &h), BLO_OK);
+  /* "far": (5, 2) ends the segment from (1, 1), drawn up to the limit, but
+   * (6, 0) ends only segments outside the plot; "low" (a scatter) at y = -3;
+   * "rule" runs past both limits yet crosses the plot area: drawn */
+  ck_assert_double_eq(h, 2);
+  ck_assert_str_eq(warned, "test:1:9: warning: plot: 2 points of 2 series (first: 'far') outside xlim/ylim, not drawn\n");
+  /* without limits the range holds every point: nothing hidden, no warning */
+  warned[0] = 0;
+  ck_assert_int_eq(run(S, "let q = plot(\"@/h2.png\", x = [0, 1, 5], y = [0, 1, -3], info = true)"), BLO_OK);
+  ck_assert_int_eq(blo_get_number(S, "q.hidden", &h), BLO_OK);
+  ck_assert_double_eq(h, 0);
+  ck_assert_str_eq(warned, "");
+  blo_close(S);
+}
+END_TEST
+
 #else
 
 START_TEST(without_cairo_reports) {
@@ -460,6 +604,9 @@ int main(void) {
   tcase_add_test(tc, degenerate_data);
   tcase_add_test(tc, figure_hook_sees_each_figure);
   tcase_add_test(tc, info_axes_cover_the_data);
+  tcase_add_test(tc, equal_aspect_keeps_the_ranges);
+  tcase_add_test(tc, image_grid_colour_scale);
+  tcase_add_test(tc, points_outside_the_limits_are_reported);
 #else
   tcase_add_test(tc, without_cairo_reports);
 #endif
