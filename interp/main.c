@@ -6,6 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
+#ifdef HAVE_MPI
+#include <mpi.h>   /* before blo.h: blo_config.comm is then an MPI_Comm */
+#endif
 #include "blo.h"
 
 int repl_run(blo_state **pS, volatile int *interrupted, blo_state *(*reopen)(blo_state *));   /* repl.c */
@@ -77,6 +81,9 @@ static blo_state *cli_open(blo_state *old) {
   blo_config_defaults(&cfg);
   cfg.write_fn = write_stdout;
   cfg.error_fn = write_stderr;
+#ifdef HAVE_MPI
+  cfg.comm = MPI_COMM_WORLD;   /* rank(), allreduce() and the rest span the whole job */
+#endif
   blo_state *S = blo_open(&cfg);
   if (!S) return NULL;
   if (blo_set_args(S, script_argc, script_argv) != BLO_OK) { blo_close(S); return NULL; }
@@ -95,7 +102,7 @@ static void usage(FILE *f) {
         "With no FILE on a terminal, blo starts an interactive session.\n", f);
 }
 
-int main(int argc, char **argv) {
+static int cli_main(int argc, char **argv) {
   const char *code = NULL, *file = NULL;
   int i = 1;
   for (; i < argc; i++) {
@@ -152,4 +159,25 @@ int main(int argc, char **argv) {
   fflush(stdout);
   blo_close(S);
   return rc == BLO_OK ? 0 : 1;
+}
+
+/* With MPI the program is one rank of a job (a plain `blo` is a job of one).
+ * A rank that fails ends the whole job: the others may be waiting for it in a
+ * collective and would otherwise hang. */
+int main(int argc, char **argv) {
+#ifdef HAVE_MPI
+  MPI_Init(&argc, &argv);
+  int rc = cli_main(argc, argv);
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (rc == 1 && size > 1) {
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
+  return rc;
+#else
+  return cli_main(argc, argv);
+#endif
 }
