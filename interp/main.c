@@ -164,8 +164,21 @@ static int cli_main(int argc, char **argv) {
 /* With MPI the program is one rank of a job (a plain `blo` is a job of one).
  * A rank that fails ends the whole job: the others may be waiting for it in a
  * collective and would otherwise hang. */
+#ifdef HAVE_MPI
+/* Launched by mpirun/mpiexec (Open MPI, MPICH) or srun (PMI, PMIx)?  A plain
+ * `blo` skips MPI_Init: as a singleton it costs about a second (Open MPI
+ * starts a helper daemon), and the collectives then act as one rank. */
+static int cli_launched_by_mpi(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS", NULL};
+  for (int i = 0; vars[i]; i++)
+    if (getenv(vars[i])) return 1;
+  return 0;
+}
+#endif
+
 int main(int argc, char **argv) {
 #ifdef HAVE_MPI
+  if (!cli_launched_by_mpi()) return cli_main(argc, argv);
   MPI_Init(&argc, &argv);
   int rc = cli_main(argc, argv);
   int size = 1;
