@@ -58,10 +58,26 @@ static int on_progress(void *ud, const blo_progress *p) {
   return 0;
 }
 
+/* In a job of several ranks (mpirun), script output comes from rank 0 only,
+ * unless -a asks for every rank's, each line then prefixed "[rank] ". */
+static int out_rank, out_nranks = 1, out_all, out_line_start = 1;
+
 static void write_stdout(void *ud, const char *s, size_t n) {
   (void)ud;
+  if (out_nranks > 1 && !out_all && out_rank != 0) return;
   progress_erase();
-  fwrite(s, 1, n, stdout);
+  if (out_nranks == 1 || !out_all) {
+    fwrite(s, 1, n, stdout);
+    return;
+  }
+  for (size_t i = 0; i < n;) {
+    if (out_line_start) printf("[%d] ", out_rank);
+    const char *nl = memchr(s + i, '\n', n - i);
+    size_t k = nl ? (size_t)(nl - (s + i)) + 1 : n - i;
+    fwrite(s + i, 1, k, stdout);
+    out_line_start = nl != NULL;
+    i += k;
+  }
 }
 
 static void write_stderr(void *ud, const char *s) {
@@ -97,6 +113,8 @@ static void usage(FILE *f) {
         "  FILE            run a .blo script (args are available as `args`)\n"
         "  -e CODE         run CODE\n"
         "  -               read the script from standard input\n"
+        "  -a              under mpirun: print from every rank, lines prefixed [rank]\n"
+        "                  (default: rank 0 only)\n"
         "  --version       print the version\n"
         "  --help          print this help\n"
         "With no FILE on a terminal, blo starts an interactive session.\n", f);
@@ -108,6 +126,7 @@ static int cli_main(int argc, char **argv) {
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--version") == 0) { printf("blo %s\n", BLO_VERSION); return 0; }
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(stdout); return 0; }
+    if (strcmp(argv[i], "-a") == 0) { out_all = 1; continue; }
     if (strcmp(argv[i], "-e") == 0) {
       if (i + 1 >= argc) { fputs("blo: -e needs an argument\n", stderr); usage(stderr); return 2; }
       code = argv[++i];
@@ -180,9 +199,10 @@ int main(int argc, char **argv) {
 #ifdef HAVE_MPI
   if (!cli_launched_by_mpi()) return cli_main(argc, argv);
   MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &out_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &out_nranks);
   int rc = cli_main(argc, argv);
-  int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int size = out_nranks;
   if (rc == 1 && size > 1) {
     fflush(stdout);
     fflush(stderr);

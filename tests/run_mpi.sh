@@ -4,7 +4,8 @@
 # collectives must exit 0 and print "ok" (it asserts every result against a
 # value computed without communication); an err_*.blo script must end the
 # job with exit code 1, its stderr holding every "# expect: TEXT" line of its
-# head, and print nothing.  Each mpirun has a timeout, so a hang fails.
+# head, and print nothing; then `print` from rank 0 and, with -a, from every
+# rank.  Each mpirun has a timeout, so a hang fails.
 # Skipped (with a message) when blo was built without MPI.
 BLO=${BLO:-$(pwd)/blo}
 SRCDIR=${SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -58,5 +59,28 @@ for f in "$dir"/*.blo; do
     fi
   done
 done
+# Output: rank 0 only by default; with -a every rank's, prefixed [rank].
+check_print() {  # label, expected stdout (sorted), blo options...
+  label=$1; want=$2; shift 2
+  timeout 60 "$MPIRUN" -np 3 --oversubscribe "$BLO" "$@" -e 'print "rank", rank(), "of", nranks()
+print format("%d+\n%d-", rank(), rank())' </dev/null 2>"$tmp/err" | LC_ALL=C sort >"$tmp/out"
+  if printf '%s\n' "$want" | diff -u - "$tmp/out" >"$tmp/diff"; then
+    pass=$((pass + 1)); echo "PASS $label"
+  else
+    fail=$((fail + 1)); echo "FAIL $label"; cat "$tmp/diff" "$tmp/err"
+  fi
+}
+check_print "print from rank 0 (-np 3)" "0+
+0-
+rank 0 of 3"
+check_print "print -a from every rank (-np 3)" "[0] 0+
+[0] 0-
+[0] rank 0 of 3
+[1] 1+
+[1] 1-
+[1] rank 1 of 3
+[2] 2+
+[2] 2-
+[2] rank 2 of 3" -a
 echo "run_mpi: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
