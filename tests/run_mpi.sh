@@ -35,7 +35,7 @@ sanitizer_check() {  # label, stderr file; 0 if clean
     echo "FAIL $1: sanitizer error"; return 1
   fi
   if grep -q "ERROR: LeakSanitizer" "$2" &&
-     grep -Eq "^ +#[0-9]+ .* in [A-Za-z_0-9]+ [^ ]*/(interp|stdlib|runtime|grammar)/|\((\S*/)?(blo|libblo\.so[.0-9]*)\+0x" "$2"; then
+     grep -Eq "^ +#[0-9]+ .* in [A-Za-z_0-9]+ ([^ ]*/)?(interp|stdlib|runtime|grammar)/[a-z_]+\\.[cy]:|\((\S*/)?(blo|libblo\.so[.0-9]*)\+0x" "$2"; then
     echo "FAIL $1: memory leaked in blo"; return 1
   fi
   return 0
