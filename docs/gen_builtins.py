@@ -16,6 +16,9 @@ SECTIONS = [
     ("Bilevel builtins", "runtime/bilevel_builtins.c",
      "Optimizer and hypergradient-method specs and the tools around `solve`; see [BILEVEL.md](BILEVEL.md)."),
     ("Figures", "stdlib/plot.c", "See [PLOT.md](PLOT.md) for every option of `plot`."),
+    ("Collectives (MPI)", "stdlib/mpi.c",
+     "For scripts run on several processes with `mpirun`; without MPI each behaves as on one rank. "
+     "See [MPI.md](MPI.md)."),
 ]
 
 

@@ -14,7 +14,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 KEYWORD_RULE = re.compile(r'^"([a-z_]+)"\s+\{\s*TOK\(', re.M)
 ENTRY = re.compile(r'^\s*\{"(\w+)",\s*\w+,\s*-?\d+,\s*-?\d+,\s*"', re.M)
-TABLES = ["stdlib/builtins.c", "runtime/bilevel_builtins.c", "stdlib/plot.c"]
+TABLES = ["stdlib/builtins.c", "runtime/bilevel_builtins.c", "stdlib/plot.c", "stdlib/mpi.c"]
 
 # How the keywords are grouped for colouring; every scanner keyword must be
 # in exactly one group (checked below).

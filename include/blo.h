@@ -80,13 +80,24 @@ typedef struct blo_config {
   size_t mem_cap;              /* bytes of tensor data allowed, 0 = unlimited (tensors of
                                   at most 2 elements, stored in their header, are not counted) */
   unsigned long long seed;     /* initial random seed (scripts may call seed()) */
+  /* The MPI communicator of rank(), allreduce() and the other collectives
+   * (docs/MPI.md).  Typed MPI_Comm when the host includes <mpi.h> before this
+   * header; otherwise an opaque slot of the same size, left as the defaults
+   * set it.  All-zero bits (the default) or MPI_COMM_NULL, a library built
+   * without MPI, or MPI not initialised: the state is one rank.  The host
+   * owns the communicator and MPI_Init/MPI_Finalize; the library only uses it. */
+#ifdef MPI_VERSION
+  MPI_Comm comm;
+#else
+  void *comm;
+#endif
 } blo_config;
 
 /* The library version, BLO_VERSION of the build that made it. */
 const char *blo_version(void);
 
 /* Fills *cfg with the defaults: system allocator, no output, no error
- * callback, files allowed, no memory cap, seed 0. */
+ * callback, files allowed, no memory cap, seed 0, no communicator (one rank). */
 void blo_config_defaults(blo_config *cfg);
 
 /* Opens a state; cfg NULL means defaults (the config is copied).  Returns

@@ -6,6 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
+#ifdef HAVE_MPI
+#include <mpi.h>   /* before blo.h: blo_config.comm is then an MPI_Comm */
+#endif
 #include "blo.h"
 
 int repl_run(blo_state **pS, volatile int *interrupted, blo_state *(*reopen)(blo_state *));   /* repl.c */
@@ -54,10 +58,26 @@ static int on_progress(void *ud, const blo_progress *p) {
   return 0;
 }
 
+/* In a job of several ranks (mpirun), script output comes from rank 0 only,
+ * unless -a asks for every rank's, each line then prefixed "[rank] ". */
+static int out_rank, out_nranks = 1, out_all, out_line_start = 1;
+
 static void write_stdout(void *ud, const char *s, size_t n) {
   (void)ud;
+  if (out_nranks > 1 && !out_all && out_rank != 0) return;
   progress_erase();
-  fwrite(s, 1, n, stdout);
+  if (out_nranks == 1 || !out_all) {
+    fwrite(s, 1, n, stdout);
+    return;
+  }
+  for (size_t i = 0; i < n;) {
+    if (out_line_start) printf("[%d] ", out_rank);
+    const char *nl = memchr(s + i, '\n', n - i);
+    size_t k = nl ? (size_t)(nl - (s + i)) + 1 : n - i;
+    fwrite(s + i, 1, k, stdout);
+    out_line_start = nl != NULL;
+    i += k;
+  }
 }
 
 static void write_stderr(void *ud, const char *s) {
@@ -77,6 +97,9 @@ static blo_state *cli_open(blo_state *old) {
   blo_config_defaults(&cfg);
   cfg.write_fn = write_stdout;
   cfg.error_fn = write_stderr;
+#ifdef HAVE_MPI
+  cfg.comm = MPI_COMM_WORLD;   /* rank(), allreduce() and the rest span the whole job */
+#endif
   blo_state *S = blo_open(&cfg);
   if (!S) return NULL;
   if (blo_set_args(S, script_argc, script_argv) != BLO_OK) { blo_close(S); return NULL; }
@@ -93,12 +116,14 @@ static void usage(FILE *f) {
         "  -               read the script from standard input\n"
         "  --check FILE... parse and check each FILE without running it (unknown names,\n"
         "                  builtin arity, solve options); exit 1 if any has an error\n"
+        "  -a              under mpirun: print from every rank, lines prefixed [rank]\n"
+        "                  (default: rank 0 only)\n"
         "  --version       print the version\n"
         "  --help          print this help\n"
         "With no FILE on a terminal, blo starts an interactive session.\n", f);
 }
 
-int main(int argc, char **argv) {
+static int cli_main(int argc, char **argv) {
   const char *code = NULL, *file = NULL;
   int i = 1;
   if (argc > 1 && strcmp(argv[1], "--check") == 0) {
@@ -116,6 +141,7 @@ int main(int argc, char **argv) {
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--version") == 0) { printf("blo %s\n", BLO_VERSION); return 0; }
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) { usage(stdout); return 0; }
+    if (strcmp(argv[i], "-a") == 0) { out_all = 1; continue; }
     if (strcmp(argv[i], "-e") == 0) {
       if (i + 1 >= argc) { fputs("blo: -e needs an argument\n", stderr); usage(stderr); return 2; }
       code = argv[++i];
@@ -167,4 +193,39 @@ int main(int argc, char **argv) {
   fflush(stdout);
   blo_close(S);
   return rc == BLO_OK ? 0 : 1;
+}
+
+/* With MPI the program is one rank of a job (a plain `blo` is a job of one).
+ * A rank that fails ends the whole job: the others may be waiting for it in a
+ * collective and would otherwise hang. */
+#ifdef HAVE_MPI
+/* Launched by mpirun/mpiexec (Open MPI, MPICH) or srun (PMI, PMIx)?  A plain
+ * `blo` skips MPI_Init: as a singleton it costs about a second (Open MPI
+ * starts a helper daemon), and the collectives then act as one rank. */
+static int cli_launched_by_mpi(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS", NULL};
+  for (int i = 0; vars[i]; i++)
+    if (getenv(vars[i])) return 1;
+  return 0;
+}
+#endif
+
+int main(int argc, char **argv) {
+#ifdef HAVE_MPI
+  if (!cli_launched_by_mpi()) return cli_main(argc, argv);
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &out_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &out_nranks);
+  int rc = cli_main(argc, argv);
+  int size = out_nranks;
+  if (rc == 1 && size > 1) {
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  MPI_Finalize();
+  return rc;
+#else
+  return cli_main(argc, argv);
+#endif
 }

@@ -722,8 +722,14 @@ static int bi_size(blo_state *S, callargs *a, value *out) {
   return EV_OK;
 }
 
+int mpi_process_rank(blo_state *S);   /* stdlib/mpi.c */
+
 static int bi_rank(blo_state *S, callargs *a, value *out) {
   if (arg_check_named(S, a, NO_NAMED)) return EV_ERR;
+  if (a->npos == 0) {   /* rank(): the process, as in MPI */
+    *out = v_num(mpi_process_rank(S));
+    return EV_OK;
+  }
   if (need_numeric(S, a, "rank", 0)) return EV_ERR;
   value v = a->pos[0];
   *out = v_num(v.kind == V_TENSOR ? v.u.t->rank : 0);
@@ -1918,7 +1924,8 @@ static const builtin_def builtins[] = {
   {"randint", bi_randint, 2, -1, "randint(lo, hi, d1, d2, ...)", "random integers in [lo, hi); a number when no dimensions are given", 0},
   {"randn", bi_randn, 0, -1, "randn(d1, d2, ...)", "standard normal random numbers; a number when no dimensions are given", 0},
   {"randperm", bi_randperm, 1, 1, "randperm(n)", "a random permutation of 0, 1, ..., n - 1", 0},
-  {"rank", bi_rank, 1, 1, "rank(x)", "number of axes (0 for a number)", BI_OPS_ALL},
+  {"rank", bi_rank, 0, 1, "rank(x) | rank()",
+   "rank(x): number of axes of x (0 for a number); rank(): this process's MPI rank, 0 .. nranks() - 1 (0 without MPI, see MPI.md)", BI_OPS_ALL},
   {"relu", bi_relu, 1, 1, "relu(x)", "max(x, 0), elementwise", BI_OPS_ALL},
   {"reshape", bi_reshape, 2, -1, "reshape(x, d1, d2, ...) | reshape(x, shape)", "same elements in a new shape; one dimension may be -1", BI_OPS_FIRST},
   {"save_csv", bi_save_csv, 2, 2, "save_csv(path, x, header = [names])", "write a number, vector (one column) or matrix as CSV", 0},
@@ -1950,11 +1957,14 @@ static const builtin_def builtins[] = {
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 
 /* Builtins defined elsewhere, each module with its own table:
- * runtime/bilevel_builtins.c (solve specs, hypergrad) and stdlib/plot.c. */
+ * runtime/bilevel_builtins.c (solve specs, hypergrad), stdlib/plot.c and
+ * stdlib/mpi.c (collectives). */
 const builtin_def *bilevel_builtin_find(const char *name);
 const builtin_def *bilevel_builtin_at(size_t i);
 const builtin_def *plot_builtin_find(const char *name);
 const builtin_def *plot_builtin_at(size_t i);
+const builtin_def *mpi_builtin_find(const char *name);
+const builtin_def *mpi_builtin_at(size_t i);
 
 const builtin_def *builtin_find(const char *name) {
   size_t lo = 0, hi = NBUILTINS;
@@ -1966,15 +1976,20 @@ const builtin_def *builtin_find(const char *name) {
     else lo = mid + 1;
   }
   const builtin_def *b = bilevel_builtin_find(name);
-  return b ? b : plot_builtin_find(name);
+  if (!b) b = plot_builtin_find(name);
+  return b ? b : mpi_builtin_find(name);
 }
 
-/* Iterates this table, then the bilevel one, then plot's. */
+/* Iterates this table, then the bilevel one, then plot's, then mpi's. */
 const builtin_def *builtin_at(size_t i) {
   if (i < NBUILTINS) return &builtins[i];
   i -= NBUILTINS;
   size_t nb = 0;
   while (bilevel_builtin_at(nb)) nb++;
   if (i < nb) return bilevel_builtin_at(i);
-  return plot_builtin_at(i - nb);
+  i -= nb;
+  size_t np = 0;
+  while (plot_builtin_at(np)) np++;
+  if (i < np) return plot_builtin_at(i);
+  return mpi_builtin_at(i - np);
 }

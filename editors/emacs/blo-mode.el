@@ -18,20 +18,21 @@
   "Constant keywords of blo.")
 
 (defvar blo-mode-builtins
-  '("abs" "accuracy" "acos" "adam" "all" "any" "arange" "argmax"
-      "argmin" "argsort" "asin" "assert" "atan" "atan2" "avgpool2d" "cg"
-      "check_hypergrad" "chol" "clip" "concat" "conv2d" "cos" "cosh" "cross_entropy"
-      "det" "diag" "dot" "eigh" "erf" "exact" "exp" "expm1"
-      "eye" "fill" "flatten" "floor" "fo" "format" "forward" "grad"
-      "has" "hvp" "hypergrad" "inv" "isnan" "jvp" "keys" "lbfgs"
-      "len" "linsolve" "linspace" "load_csv" "load_idx" "load_json" "load_npy" "load_npz"
-      "log" "log1p" "logsumexp" "lstsq" "max" "maxpool2d" "mean" "min"
-      "momentum" "neumann" "newton" "norm" "num" "one_hot" "ones" "penalty"
-      "pi" "pinv" "plot" "prod" "push" "rand" "randint" "randn"
-      "randperm" "rank" "relu" "reshape" "save_csv" "save_npy" "save_npz" "seed"
-      "sgd" "shape" "shuffle" "sigmoid" "sign" "sin" "sinh" "size"
-      "softmax" "softplus" "sort" "sqrt" "stack" "str" "sum" "t1t2"
-      "tan" "tanh" "time" "trace" "transpose" "ufo" "unroll" "zeros")
+  '("abs" "accuracy" "acos" "adam" "all" "allgather" "allreduce" "any"
+      "arange" "argmax" "argmin" "argsort" "asin" "assert" "atan" "atan2"
+      "avgpool2d" "barrier" "bcast" "cg" "check_hypergrad" "chol" "clip" "concat"
+      "conv2d" "cos" "cosh" "cross_entropy" "det" "diag" "dot" "eigh"
+      "erf" "exact" "exp" "expm1" "eye" "fill" "flatten" "floor"
+      "fo" "format" "forward" "grad" "has" "hvp" "hypergrad" "inv"
+      "isnan" "jvp" "keys" "lbfgs" "len" "linsolve" "linspace" "load_csv"
+      "load_idx" "load_json" "load_npy" "load_npz" "log" "log1p" "logsumexp" "lstsq"
+      "max" "maxpool2d" "mean" "min" "momentum" "neumann" "newton" "norm"
+      "nranks" "num" "one_hot" "ones" "penalty" "pi" "pinv" "plot"
+      "prod" "push" "rand" "randint" "randn" "randperm" "rank" "relu"
+      "reshape" "save_csv" "save_npy" "save_npz" "seed" "sgd" "shape" "shard"
+      "shuffle" "sigmoid" "sign" "sin" "sinh" "size" "softmax" "softplus"
+      "sort" "sqrt" "stack" "str" "sum" "t1t2" "tan" "tanh"
+      "time" "trace" "transpose" "ufo" "unroll" "zeros")
   "Builtin functions of blo (from the interpreter's tables).")
 
 (defvar blo-mode-font-lock-keywords

@@ -29,7 +29,10 @@ class Config(ctypes.Structure):
                 ("write_fn", WRITE_FN), ("write_ud", ctypes.c_void_p),
                 ("error_fn", ERROR_FN), ("error_ud", ctypes.c_void_p),
                 ("allow_files", ctypes.c_int), ("mem_cap", ctypes.c_size_t),
-                ("seed", ctypes.c_ulonglong)]
+                ("seed", ctypes.c_ulonglong),
+                # blo.h's communicator slot (an MPI_Comm when libblo has MPI);
+                # left as blo_config_defaults sets it: one rank
+                ("comm", ctypes.c_void_p)]
 
 
 class ErrorInfo(ctypes.Structure):

@@ -9,15 +9,15 @@ syn keyword bloRepeat for in while break continue
 syn keyword bloStatement let fn return print
 syn keyword bloBilevel problem outer inner minimize maximize every solve with
 syn keyword bloBoolean true false
-syn keyword bloBuiltin abs accuracy acos adam all any arange argmax argmin argsort asin assert atan atan2
-syn keyword bloBuiltin avgpool2d cg check_hypergrad chol clip concat conv2d cos cosh cross_entropy det diag
-syn keyword bloBuiltin dot eigh erf exact exp expm1 eye fill flatten floor fo format forward grad has hvp
-syn keyword bloBuiltin hypergrad inv isnan jvp keys lbfgs len linsolve linspace load_csv load_idx load_json
-syn keyword bloBuiltin load_npy load_npz log log1p logsumexp lstsq max maxpool2d mean min momentum neumann
-syn keyword bloBuiltin newton norm num one_hot ones penalty pi pinv plot prod push rand randint randn randperm
-syn keyword bloBuiltin rank relu reshape save_csv save_npy save_npz seed sgd shape shuffle sigmoid sign sin
-syn keyword bloBuiltin sinh size softmax softplus sort sqrt stack str sum t1t2 tan tanh time trace transpose
-syn keyword bloBuiltin ufo unroll zeros
+syn keyword bloBuiltin abs accuracy acos adam all allgather allreduce any arange argmax argmin argsort asin
+syn keyword bloBuiltin assert atan atan2 avgpool2d barrier bcast cg check_hypergrad chol clip concat conv2d
+syn keyword bloBuiltin cos cosh cross_entropy det diag dot eigh erf exact exp expm1 eye fill flatten floor
+syn keyword bloBuiltin fo format forward grad has hvp hypergrad inv isnan jvp keys lbfgs len linsolve linspace
+syn keyword bloBuiltin load_csv load_idx load_json load_npy load_npz log log1p logsumexp lstsq max maxpool2d
+syn keyword bloBuiltin mean min momentum neumann newton norm nranks num one_hot ones penalty pi pinv plot
+syn keyword bloBuiltin prod push rand randint randn randperm rank relu reshape save_csv save_npy save_npz
+syn keyword bloBuiltin seed sgd shape shard shuffle sigmoid sign sin sinh size softmax softplus sort sqrt
+syn keyword bloBuiltin stack str sum t1t2 tan tanh time trace transpose ufo unroll zeros
 syn match bloNumber "\<\d\+\(\.\d*\)\=\([eE][-+]\=\d\+\)\=\>"
 syn match bloNumber "\.\d\+\([eE][-+]\=\d\+\)\=\>"
 syn region bloString start=+"+ skip=+\\\\\|\\"+ end=+"+ oneline contains=bloEscape
