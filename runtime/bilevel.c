@@ -308,6 +308,41 @@ static int eval_box(blo_state *S, bl_var *v) {
   return rc;
 }
 
+int bl_ast_add_pairing(ast_arena *a, ast_loc loc, const ast_node *e, const char *adj_name, int by_field,
+                       ast_node **acc) {
+  ast_node *adj = ast_new(a, N_NAME, loc), *fn = ast_new(a, N_NAME, loc), *call = ast_new(a, N_CALL, loc);
+  ast_node **kids = ast_alloc(a, (by_field ? 2 : 1) * sizeof(ast_node *));
+  if (!adj || !fn || !call || !kids) return -1;
+  adj->name = adj_name;
+  if (by_field) {
+    /* dot(e, adjoint): a record's fields paired by name */
+    fn->name = "dot";
+    kids[0] = (ast_node *)e;
+    kids[1] = adj;
+  } else {
+    ast_node *mul = ast_new(a, N_BINARY, loc);
+    if (!mul) return -1;
+    mul->op = OP_MUL;
+    mul->a = (ast_node *)e;
+    mul->b = adj;
+    fn->name = "sum";
+    kids[0] = mul;
+  }
+  call->a = fn;
+  call->kids = kids;
+  call->nkids = by_field ? 2 : 1;
+  if (*acc) {
+    ast_node *add = ast_new(a, N_BINARY, loc);
+    if (!add) return -1;
+    add->op = OP_ADD;
+    add->a = *acc;
+    add->b = call;
+    call = add;
+  }
+  *acc = call;
+  return 0;
+}
+
 /* Builds sum_i sum(init_i * #adj_i) over the inner variables whose init
  * names an outer variable: reverse mode over it gives (dy0/dx)^T a. */
 static int build_init_dot(blo_state *S, problem *p) {
@@ -318,48 +353,12 @@ static int build_init_dot(blo_state *S, problem *p) {
   for (int i = p->nouter; i < p->nvars; i++) {
     bl_var *v = &p->vars[i];
     if (!v->init_uses_outer) continue;
-    ast_loc loc = v->decl->b->loc;
-    ast_node *adj = ast_new(p->arena, N_NAME, loc);
-    ast_node *mul = ast_new(p->arena, N_BINARY, loc);
-    ast_node *fn = ast_new(p->arena, N_NAME, loc);
-    ast_node *call = ast_new(p->arena, N_CALL, loc);
-    ast_node **kids = ast_alloc(p->arena, sizeof(ast_node *));
-    if (!adj || !mul || !fn || !call || !kids) return interp_error(S, p->node, "out of memory");
     /* a name a script cannot write */
     char nm[32];
     snprintf(nm, sizeof nm, "#adj%d", i);
-    if (!(p->adj_names[i] = strdup(nm))) return interp_error(S, p->node, "out of memory");
-    adj->name = p->adj_names[i];
-    if (v->rec) {
-      /* dot(init, adjoint): a record's fields paired by name */
-      ast_node **two = ast_alloc(p->arena, 2 * sizeof(ast_node *));
-      if (!two) return interp_error(S, p->node, "out of memory");
-      fn->name = "dot";
-      two[0] = v->decl->b;
-      two[1] = adj;
-      call->a = fn;
-      call->kids = two;
-      call->nkids = 2;
-    } else {
-      mul->op = OP_MUL;
-      mul->a = v->decl->b;
-      mul->b = adj;
-      fn->name = "sum";
-      kids[0] = mul;
-      call->a = fn;
-      call->kids = kids;
-      call->nkids = 1;
-    }
-    if (!acc) {
-      acc = call;
-    } else {
-      ast_node *add = ast_new(p->arena, N_BINARY, loc);
-      if (!add) return interp_error(S, p->node, "out of memory");
-      add->op = OP_ADD;
-      add->a = acc;
-      add->b = call;
-      acc = add;
-    }
+    if (!(p->adj_names[i] = strdup(nm)) ||
+        bl_ast_add_pairing(p->arena, v->decl->b->loc, v->decl->b, p->adj_names[i], v->rec != NULL, &acc))
+      return interp_error(S, p->node, "out of memory");
   }
   p->init_dot = acc;
   return EV_OK;

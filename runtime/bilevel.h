@@ -195,6 +195,12 @@ typedef struct bl_var {
   int c_uses_outer;           /* a bound names an outer variable */
 } bl_var;
 
+/* Adds the scalar pairing of e with the hidden variable adj_name to *acc
+ * (starting a sum when *acc is NULL): dot(e, adj) for a record (by_field),
+ * else sum(e * adj).  Reverse mode over the sum gives (de/dx)^T adj, the
+ * term the init and bound adjoints need.  -1 when the arena runs out. */
+int bl_ast_add_pairing(ast_arena *a, ast_loc loc, const ast_node *e, const char *adj_name, int by_field,
+                       ast_node **acc);
 /* Fills dst (v->size doubles) from a number (broadcast), a tensor of v's
  * shape, or a one-element tensor; -1 for a tensor of another shape. */
 int bl_fill_shaped(const bl_var *v, value val, double *dst);

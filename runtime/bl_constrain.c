@@ -164,7 +164,7 @@ static int eval_bounds(blo_state *S, const bl_var *v, double *lo, double *hi, do
 
 int blc_finish(blo_state *S, problem *p) {
   int rc = EV_OK;
-  const ast_node *acc = NULL;
+  ast_node *acc = NULL;
   for (int i = p->nouter; i < p->nvars && rc == EV_OK; i++) {
     bl_var *v = &p->vars[i];
     if (!v->ckind) continue;
@@ -180,33 +180,12 @@ int blc_finish(blo_state *S, problem *p) {
     /* sum(bound * #adjoint) for the reverse pass over the bounds */
     if (!p->arena && !(p->arena = ast_arena_new())) return interp_error(S, p->node, "out of memory");
     for (int k = 0; k < 2 && v->cexpr[k]; k++) {
-      ast_loc loc = v->cexpr[k]->loc;
       char *nm = ast_alloc(p->arena, 32);
-      ast_node *adj = ast_new(p->arena, N_NAME, loc), *mul = ast_new(p->arena, N_BINARY, loc);
-      ast_node *fn = ast_new(p->arena, N_NAME, loc), *call = ast_new(p->arena, N_CALL, loc);
-      ast_node **kids = ast_alloc(p->arena, sizeof(ast_node *));
-      if (!nm || !adj || !mul || !fn || !call || !kids) return interp_error(S, p->node, "out of memory");
+      if (!nm) return interp_error(S, p->node, "out of memory");
       snprintf(nm, 32, "#con%d_%d", i, k);   /* '#': no script can name it */
       v->cadj[k] = nm;
-      adj->name = nm;
-      mul->op = OP_MUL;
-      mul->a = (ast_node *)v->cexpr[k];
-      mul->b = adj;
-      fn->name = "sum";
-      kids[0] = mul;
-      call->a = fn;
-      call->kids = kids;
-      call->nkids = 1;
-      if (!acc) {
-        acc = call;
-      } else {
-        ast_node *add = ast_new(p->arena, N_BINARY, loc);
-        if (!add) return interp_error(S, p->node, "out of memory");
-        add->op = OP_ADD;
-        add->a = (ast_node *)acc;
-        add->b = call;
-        acc = add;
-      }
+      if (bl_ast_add_pairing(p->arena, v->cexpr[k]->loc, v->cexpr[k], nm, 0, &acc))
+        return interp_error(S, p->node, "out of memory");
     }
   }
   p->con_dot = acc;
