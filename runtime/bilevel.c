@@ -604,20 +604,26 @@ void bl_warn(bl_run *r, const char *fmt, ...) {
   warn_at(r->S, r->at_chunk, r->at, msg);
 }
 
+void bl_report_first(bl_run *r, char *status_buf, size_t status_cap, char *note, size_t note_cap, const char *field,
+                     const char *status, const char *fmt, va_list ap) {
+  if (strcmp(status_buf, "ok") != 0) return;   /* the first report of the run is kept */
+  snprintf(status_buf, status_cap, "%s", status);
+  vsnprintf(note, note_cap, fmt, ap);
+  if (r->at && r->at->kind == N_SOLVE)
+    bl_warn(r, "solve %s: outer step %ld: %s (reported once per solve; see the result's %s)", r->p->name,
+            r->outer_step, note, field);
+  else
+    bl_warn(r, "%s", note);
+}
+
 void bl_hg_report(bl_run *r, const char *status, const char *fmt, ...) {
   if (!r->hg_failed_now) r->hg_failures++;
   r->hg_failed_now = 1;
-  if (strcmp(r->hg_status, "ok") != 0) return;   /* the first report of the run is kept */
-  snprintf(r->hg_status, sizeof r->hg_status, "%s", status);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(r->hg_note, sizeof r->hg_note, fmt, ap);
+  bl_report_first(r, r->hg_status, sizeof r->hg_status, r->hg_note, sizeof r->hg_note, "hypergrad_status", status,
+                  fmt, ap);
   va_end(ap);
-  if (r->at && r->at->kind == N_SOLVE)
-    bl_warn(r, "solve %s: outer step %ld: %s (reported once per solve; see the result's hypergrad_status)",
-            r->p->name, r->outer_step, r->hg_note);
-  else
-    bl_warn(r, "%s", r->hg_note);
 }
 
 double *bl_alloc(bl_run *r, size_t n) {

@@ -16,6 +16,7 @@
 #ifndef BLO_BILEVEL_H
 #define BLO_BILEVEL_H
 
+#include <stdarg.h>
 #include <stdio.h>
 #include "../interp/interp.h"
 
@@ -368,6 +369,10 @@ void bl_warn(bl_run *r, const char *fmt, ...);
  * (status "singular", "indefinite" or "diverged") and what it returned
  * instead.  The first report of a run is kept for the result and printed
  * once as a warning; later ones are counted. */
+/* Keeps the first report of a run (status into status_buf, the formatted
+ * note into note) and warns once, naming the result field that holds it. */
+void bl_report_first(bl_run *r, char *status_buf, size_t status_cap, char *note, size_t note_cap, const char *field,
+                     const char *status, const char *fmt, va_list ap);
 void bl_hg_report(bl_run *r, const char *status, const char *fmt, ...);
 /* f and grad_y f (and grad_x f if gx != NULL). */
 int bl_grad_f(bl_run *r, double *f, double *gx, double *gy);

@@ -100,17 +100,11 @@ int inner2_step(bl_run *r, int *stop) {
 
 void bl_inner_report(bl_run *r, const char *status, const char *fmt, ...) {
   r->inner_failures++;
-  if (strcmp(r->inner_status, "ok") != 0) return;   /* the first report of the run is kept */
-  snprintf(r->inner_status, sizeof r->inner_status, "%s", status);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(r->inner_note, sizeof r->inner_note, fmt, ap);
+  bl_report_first(r, r->inner_status, sizeof r->inner_status, r->inner_note, sizeof r->inner_note, "inner_status",
+                  status, fmt, ap);
   va_end(ap);
-  if (r->at && r->at->kind == N_SOLVE)
-    bl_warn(r, "solve %s: outer step %ld: %s (reported once per solve; see the result's inner_status)", r->p->name,
-            r->outer_step, r->inner_note);
-  else
-    bl_warn(r, "%s", r->inner_note);
 }
 
 int inner_solver_check(bl_run *r) {
