@@ -13,6 +13,7 @@
 
 #include "../../include/blo.h"
 #include "../../runtime/bilevel.h"
+#include "alloc_count.h"
 
 static blo_state *S;
 static char dir[256];
@@ -391,9 +392,7 @@ START_TEST(steady_state_no_allocation) {
     "let r = solve mb with {inner_steps = 10, outer_steps = 40, hypergrad = unroll(), seed = 1}",
   };
   for (int k = 0; k < 2; k++) {
-    size_t before = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0);
-    run_ok(srcs[k]);
-    counts[k] = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0) - before;
+    counts[k] = allocs_of(S, srcs[k]);
   }
   /* (the first measured solve may still settle the pool's size classes) */
   ck_assert_msg(counts[1] <= counts[0], "5 steps: %zu allocations, 40 steps: %zu", counts[0], counts[1]);
@@ -415,9 +414,7 @@ START_TEST(steady_state_no_allocation_held_steps) {
                k < 2 ? 5 : 40, methods[m]);
     size_t counts[3];
     for (int k = 0; k < 3; k++) {
-      size_t before = S->tn.n_sys_alloc;
-      run_ok(srcs[k]);
-      counts[k] = S->tn.n_sys_alloc - before;
+      counts[k] = allocs_of(S, srcs[k]);
     }
     ck_assert_msg(counts[2] == 0, "%s: 40 steps after warm-up: %zu allocations", methods[m], counts[2]);
   }
@@ -443,9 +440,7 @@ START_TEST(steady_state_no_allocation_cg_transposed) {
   };
   size_t counts[3];
   for (int k = 0; k < 3; k++) {
-    size_t before = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0);
-    run_ok(srcs[k]);
-    counts[k] = S->tn.n_sys_alloc + (S->tape ? ad_tape_allocs(S->tape) : 0) - before;
+    counts[k] = allocs_of(S, srcs[k]);
   }
   ck_assert_msg(counts[2] == 0, "40 steps after warm-up: %zu allocations", counts[2]);
 }

@@ -14,6 +14,7 @@
 
 #include "../../include/blo.h"
 #include "../../runtime/bilevel.h"
+#include "alloc_count.h"
 
 static blo_state *S;
 
@@ -381,9 +382,7 @@ START_TEST(record_steady_state_no_allocation) {
                k < 2 ? 5 : 40, methods[m]);
     size_t counts[3];
     for (int k = 0; k < 3; k++) {
-      size_t before = S->tn.n_sys_alloc;
-      run_ok(srcs[k]);
-      counts[k] = S->tn.n_sys_alloc - before;
+      counts[k] = allocs_of(S, srcs[k]);
     }
     ck_assert_msg(counts[2] == 0, "%s: 40 steps after warm-up: %zu allocations", methods[m], counts[2]);
   }
